@@ -1,0 +1,1 @@
+//! placeholder: the inspect report (filled in by the integration work)

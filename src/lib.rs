@@ -1,0 +1,19 @@
+//! blockwise: disk images understood, not byte-copied.
+//!
+//! The library reads images through [`source::ReadAt`] sources (files, block devices,
+//! decompressors, containers), finds their partition tables ([`layout`]) and filesystems
+//! ([`fs`]), and describes which byte ranges matter as an [`extent::ExtentMap`].
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod extent;
+pub mod fs;
+pub mod inspect;
+pub mod layout;
+pub mod source;
+pub mod sys;
+pub mod util;
+
+pub use error::{Error, Result};
+pub use extent::ExtentMap;

@@ -1,0 +1,1 @@
+//! The only place blockwise uses `unsafe`: ioctls on block devices.
