@@ -1,1 +1,273 @@
-//! placeholder: the inspect report (filled in by the integration work)
+//! What an image really is: the wrapper chain, partition table, every partition's filesystem,
+//! boot facts and the warnings a user needs. The `inspect` command renders this report; the
+//! JSON form is specified in `spec/json-output.md`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::fs::{self, BootEntry, FsInfo};
+use crate::layout::{self, Layout, PartKind, TableKind};
+use crate::source::{self, Layer, OpenOptions, ReadAt, Slice};
+
+/// Version of the JSON report layout; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// GPT type GUID of an EFI System Partition.
+pub const ESP_GUID: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+
+/// The full inspection report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Layout version of this report (see [`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// The path inspected.
+    pub path: String,
+    /// Layers from the stored bytes down to the disk image, outermost first.
+    pub chain: Vec<Layer>,
+    /// Size of the file (or device) as stored.
+    pub stored_size: Option<u64>,
+    /// Size of the decoded disk image in bytes.
+    pub image_size: u64,
+    /// True if the path is a block device.
+    pub block_device: bool,
+    /// The partition table.
+    pub layout: Layout,
+    /// A filesystem spanning the whole image (no table, or an ISO9660/UDF under an isohybrid
+    /// table).
+    pub whole_disk: Option<FsInfo>,
+    /// One entry per partition, in table order.
+    pub partitions: Vec<PartitionReport>,
+    /// Bytes after the end of the last partition (0 without a table).
+    pub unpartitioned_tail: u64,
+    /// Facts about how this image boots.
+    pub boot: BootFacts,
+    /// Everything the user should know, collected from every layer.
+    pub warnings: Vec<String>,
+}
+
+/// One partition and what lives in it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionReport {
+    /// Linux-style partition number.
+    pub index: u32,
+    /// First byte in the image.
+    pub start: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Table-specific type facts.
+    pub kind: PartKind,
+    /// Human name of the partition type.
+    pub type_name: String,
+    /// The filesystem found in it, if any.
+    pub filesystem: Option<FsInfo>,
+    /// Why probing failed, if it did (I/O error, corrupt superblock).
+    pub probe_error: Option<String>,
+}
+
+/// Boot-related facts.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BootFacts {
+    /// The MBR carries boot code.
+    pub mbr_boot_code: bool,
+    /// The MBR partition marked active.
+    pub active_partition: Option<u32>,
+    /// Partitions that are EFI System Partitions.
+    pub esp: Vec<u32>,
+    /// El Torito boot catalog entries of an ISO9660 image.
+    pub el_torito: Vec<BootEntry>,
+    /// An ISO9660 image that also carries an MBR or GPT: it can be written raw to a USB stick.
+    pub isohybrid: bool,
+    /// Plain-language conclusions ("isohybrid: can be written raw to USB").
+    pub notes: Vec<String>,
+}
+
+/// Inspects the image at `path`.
+pub fn inspect_path(path: &Path) -> crate::Result<Report> {
+    let opened = source::open(path, &OpenOptions::default())?;
+    let stored = opened.chain.first().and_then(|l| l.size);
+    let mut report = inspect_source(
+        opened.source.clone(),
+        opened.device_sector_size,
+        path.display().to_string(),
+        opened.chain.clone(),
+    )?;
+    report.stored_size = stored;
+    report.block_device = opened.is_block_device;
+    let mut w = opened.warnings;
+    w.append(&mut report.warnings);
+    report.warnings = w;
+    Ok(report)
+}
+
+/// Inspects an already-opened source (the decoded disk image).
+pub fn inspect_source(
+    src: Arc<dyn ReadAt>,
+    sector_hint: Option<u32>,
+    name: String,
+    chain: Vec<Layer>,
+) -> crate::Result<Report> {
+    let image_size = src.size();
+    let layout = layout::read_layout(&*src, sector_hint)?;
+    let mut warnings = layout.warnings.clone();
+
+    // An ISO9660/UDF volume starting at byte 0 under a partition table is an isohybrid image;
+    // with no table at all, whatever filesystem spans the image is the whole story.
+    let whole_disk = if layout.table == TableKind::None {
+        probe_logged(&*src, "whole image", &mut warnings)
+    } else {
+        let iso = fs::udf::probe(&*src)
+            .ok()
+            .flatten()
+            .or_else(|| fs::iso9660::probe(&*src).ok().flatten());
+        iso
+    };
+
+    // Probe in ascending offset order: streaming decompressors then decode in one pass.
+    let mut order: Vec<usize> = (0..layout.partitions.len()).collect();
+    order.sort_by_key(|&i| layout.partitions[i].start);
+    let mut partitions: Vec<Option<PartitionReport>> = vec![None; layout.partitions.len()];
+    for i in order {
+        let p = &layout.partitions[i];
+        let skip = match &p.kind {
+            PartKind::Mbr {
+                extended,
+                type_code,
+                ..
+            } => *extended || *type_code == 0xee,
+            PartKind::Gpt { .. } => false,
+        };
+        let (filesystem, probe_error) = if skip || p.start >= image_size {
+            (None, None)
+        } else {
+            let part = Slice::new(src.clone(), p.start, p.size);
+            match fs::probe_all(&part) {
+                Ok(f) => (f, None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        };
+        if let Some(e) = &probe_error {
+            warnings.push(format!("partition {}: {e}", p.index));
+        }
+        if let Some(f) = &filesystem {
+            for w in &f.warnings {
+                warnings.push(format!("partition {} ({}): {w}", p.index, f.fs_type));
+            }
+        }
+        partitions[i] = Some(PartitionReport {
+            index: p.index,
+            start: p.start,
+            size: p.size,
+            kind: p.kind.clone(),
+            type_name: p.type_name.clone(),
+            filesystem,
+            probe_error,
+        });
+    }
+    let partitions: Vec<PartitionReport> = partitions.into_iter().flatten().collect();
+    if let Some(f) = &whole_disk {
+        for w in &f.warnings {
+            warnings.push(format!("{}: {w}", f.fs_type));
+        }
+    }
+
+    let last_end = layout
+        .partitions
+        .iter()
+        .map(|p| p.start.saturating_add(p.size))
+        .max()
+        .unwrap_or(0);
+    let unpartitioned_tail = if layout.table == TableKind::None {
+        0
+    } else {
+        image_size.saturating_sub(last_end)
+    };
+
+    let boot = boot_facts(&layout, &partitions, whole_disk.as_ref());
+    Ok(Report {
+        schema_version: SCHEMA_VERSION,
+        path: name,
+        chain,
+        stored_size: None,
+        image_size,
+        block_device: false,
+        layout,
+        whole_disk,
+        partitions,
+        unpartitioned_tail,
+        boot,
+        warnings,
+    })
+}
+
+fn probe_logged(src: &dyn ReadAt, what: &str, warnings: &mut Vec<String>) -> Option<FsInfo> {
+    match fs::probe_all(src) {
+        Ok(f) => f,
+        Err(e) => {
+            warnings.push(format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>) -> BootFacts {
+    let mut b = BootFacts::default();
+    if let Some(m) = &layout.mbr {
+        b.mbr_boot_code = m.boot_code;
+        if !m.protective {
+            b.active_partition = m.active;
+        }
+    }
+    for p in parts {
+        let is_esp = match &p.kind {
+            PartKind::Gpt { type_guid, .. } => type_guid.eq_ignore_ascii_case(ESP_GUID),
+            PartKind::Mbr { type_code, .. } => *type_code == 0xef,
+        };
+        if is_esp {
+            b.esp.push(p.index);
+        }
+    }
+    let iso = whole.filter(|f| f.fs_type == "iso9660" || f.fs_type == "udf");
+    if let Some(iso) = iso {
+        b.el_torito = iso.boot_entries.clone();
+        let has_table = layout.table != TableKind::None;
+        b.isohybrid = has_table;
+        if has_table {
+            b.notes.push(
+                "isohybrid: can be written raw to a USB stick or SD card (dd, flash) and boots"
+                    .into(),
+            );
+        } else if !b.el_torito.is_empty() {
+            b.notes.push(
+                "optical-disc image only: El Torito boot entries but no MBR/GPT, so written raw \
+                 to USB it will not boot; burn it to a disc or use a tool that makes it bootable"
+                    .into(),
+            );
+        }
+        let bios = b.el_torito.iter().any(|e| e.platform == "BIOS");
+        let uefi = b.el_torito.iter().any(|e| e.platform == "UEFI");
+        match (bios, uefi) {
+            (true, true) => b.notes.push("El Torito: boots on BIOS and UEFI".into()),
+            (true, false) => b.notes.push("El Torito: boots on BIOS only".into()),
+            (false, true) => b.notes.push("El Torito: boots on UEFI only".into()),
+            _ => {}
+        }
+    }
+    if layout.table != TableKind::None {
+        if let Some(a) = b.active_partition {
+            b.notes.push(format!("MBR: partition {a} is marked active"));
+        }
+        if b.mbr_boot_code {
+            b.notes.push("MBR boot code present (BIOS can boot this disk)".into());
+        }
+        if !b.esp.is_empty() {
+            let list: Vec<String> = b.esp.iter().map(u32::to_string).collect();
+            b.notes.push(format!(
+                "EFI System Partition: {} (UEFI can boot this disk)",
+                list.join(", ")
+            ));
+        }
+    }
+    b
+}

@@ -1,8 +1,7 @@
+//! The `blockwise` command. Thin: parse arguments, run the command, map errors to exit codes.
+
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    blockwise_cli::run()
-}
-mod blockwise_cli {
-    pub fn run() -> std::process::ExitCode {
-        std::process::ExitCode::SUCCESS
-    }
+    cli::main()
 }

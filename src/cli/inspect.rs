@@ -1,0 +1,230 @@
+//! `blockwise inspect`: render the library's [`Report`] for people or scripts.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use blockwise::fs::FsInfo;
+use blockwise::inspect::{inspect_path, Report};
+use blockwise::layout::{PartKind, TableKind};
+use blockwise::source::Format;
+use blockwise::util::human_bytes;
+
+use super::exit;
+
+pub fn run(image: &Path, json: bool) -> anyhow::Result<u8> {
+    let report =
+        inspect_path(image).with_context(|| format!("cannot inspect {}", image.display()))?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(render(&report).as_bytes())?;
+    }
+    Ok(exit::OK)
+}
+
+/// One-line summary: "xz → raw disk image (MBR, 2 partitions)".
+pub fn headline(r: &Report) -> String {
+    let mut parts: Vec<String> = r
+        .chain
+        .iter()
+        .filter(|l| l.format != Format::Raw)
+        .map(|l| l.format.name().to_string())
+        .collect();
+    let what = match (r.layout.table, &r.whole_disk) {
+        (TableKind::None, Some(f)) => format!("{} filesystem image (no partition table)", f.fs_type),
+        (TableKind::None, None) => "raw data (no partition table or filesystem recognised)".into(),
+        (t, _) => {
+            let n = r.partitions.iter().filter(|p| !is_container(&p.kind)).count();
+            let table = if t == TableKind::Gpt { "GPT" } else { "MBR" };
+            let iso = if r.boot.isohybrid { "isohybrid ISO9660, " } else { "" };
+            format!(
+                "raw disk image ({iso}{table}, {n} partition{})",
+                if n == 1 { "" } else { "s" }
+            )
+        }
+    };
+    // The last chain element is the payload itself; only wrappers go before the arrow.
+    if parts.last().is_some_and(|p| p == "iso9660") {
+        parts.pop();
+    }
+    parts.push(what);
+    parts.join(" → ")
+}
+
+fn is_container(k: &PartKind) -> bool {
+    matches!(k, PartKind::Mbr { extended: true, .. } | PartKind::Mbr { type_code: 0xee, .. })
+}
+
+fn fs_summary(f: &FsInfo) -> String {
+    let mut s = f.fs_type.to_string();
+    if let Some(v) = &f.version {
+        if !v.is_empty() {
+            let _ = write!(s, " {v}");
+        }
+    }
+    if let Some(l) = &f.label {
+        let _ = write!(s, " \"{l}\"");
+    }
+    s
+}
+
+fn fs_details(f: &FsInfo) -> Vec<String> {
+    let mut d = Vec::new();
+    if let Some(u) = &f.uuid {
+        d.push(format!("uuid {u}"));
+    }
+    if let Some(sz) = f.size {
+        d.push(format!("size {}", human_bytes(sz)));
+    }
+    if let Some(b) = f.block_size {
+        d.push(format!("block {b}"));
+    }
+    if !f.features.is_empty() {
+        d.push(f.features.join(","));
+    }
+    d
+}
+
+/// The human-readable report.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{}: {}", r.path, headline(r));
+    if let Some(stored) = r.stored_size {
+        let compressed = r.chain.iter().any(|l| l.format.is_compression() || l.format == Format::Zip);
+        if compressed || stored != r.image_size {
+            let ratio = if stored > 0 { r.image_size as f64 / stored as f64 } else { 0.0 };
+            let _ = writeln!(
+                o,
+                "  stored       {} ({} bytes){}",
+                human_bytes(stored),
+                stored,
+                if compressed { format!(", {ratio:.1}x smaller than the image") } else { String::new() }
+            );
+        }
+    }
+    for l in &r.chain {
+        if let Some(d) = &l.detail {
+            let _ = writeln!(o, "  {:<12} {d}", l.format.name());
+        }
+    }
+    let _ = writeln!(o, "  image size   {} ({} bytes)", human_bytes(r.image_size), r.image_size);
+    let lay = &r.layout;
+    match lay.table {
+        TableKind::None => {
+            let _ = writeln!(o, "  table        none");
+        }
+        TableKind::Mbr => {
+            let id = lay.disk_id.as_deref().unwrap_or("-");
+            let _ = writeln!(o, "  table        MBR, disk id 0x{id}, {}-byte sectors", lay.sector_size);
+        }
+        TableKind::Gpt => {
+            let id = lay.disk_id.as_deref().unwrap_or("-");
+            let mbr = match &lay.mbr {
+                Some(m) if m.hybrid => ", hybrid MBR",
+                Some(m) if m.protective => ", protective MBR",
+                _ => "",
+            };
+            let _ = writeln!(o, "  table        GPT, disk guid {id}, {}-byte sectors{mbr}", lay.sector_size);
+        }
+    }
+    if let Some(f) = &r.whole_disk {
+        let _ = writeln!(o, "  filesystem   {}", fs_summary(f));
+        let d = fs_details(f);
+        if !d.is_empty() {
+            let _ = writeln!(o, "               {}", d.join(", "));
+        }
+    }
+    if !r.partitions.is_empty() {
+        let ss = u64::from(lay.sector_size.max(1));
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "  {:>3}  {:>10}  {:>10}  {:>9}  {:<28} {}",
+            "#", "start", "sectors", "size", "type", "filesystem"
+        );
+        for p in &r.partitions {
+            let ty = match &p.kind {
+                PartKind::Mbr { type_code, bootable, .. } => {
+                    format!("{:02x} {}{}", type_code, p.type_name, if *bootable { " *" } else { "" })
+                }
+                PartKind::Gpt { name, .. } if !name.is_empty() => format!("{} \"{name}\"", p.type_name),
+                PartKind::Gpt { .. } => p.type_name.clone(),
+            };
+            let fs = match (&p.filesystem, &p.probe_error, is_container(&p.kind)) {
+                (Some(f), _, _) => fs_summary(f),
+                (None, Some(_), _) => "unreadable (see warnings)".into(),
+                (None, None, true) => "-".into(),
+                (None, None, false) => unknown_fs(&p.kind),
+            };
+            let _ = writeln!(
+                o,
+                "  {:>3}  {:>10}  {:>10}  {:>9}  {:<28} {}",
+                p.index,
+                p.start / ss,
+                p.size / ss,
+                human_bytes(p.size),
+                truncate(&ty, 28),
+                fs
+            );
+            if let Some(f) = &p.filesystem {
+                let d = fs_details(f);
+                if !d.is_empty() {
+                    let _ = writeln!(o, "  {:>3}  {}", "", d.join(", "));
+                }
+            }
+        }
+        if r.unpartitioned_tail > 0 {
+            let _ = writeln!(
+                o,
+                "\n  {} after the last partition (unallocated)",
+                human_bytes(r.unpartitioned_tail)
+            );
+        }
+    }
+    let b = &r.boot;
+    if !b.notes.is_empty() || !b.el_torito.is_empty() {
+        let _ = writeln!(o, "\n  boot");
+        for e in &b.el_torito {
+            let _ = writeln!(
+                o,
+                "    El Torito {} entry: {}, {}, image at block {} ({} sectors)",
+                e.platform,
+                if e.bootable { "bootable" } else { "not bootable" },
+                e.emulation,
+                e.load_rba,
+                e.sector_count
+            );
+        }
+        for n in &b.notes {
+            let _ = writeln!(o, "    {n}");
+        }
+    }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(o, "\n  warnings");
+        for w in &r.warnings {
+            let _ = writeln!(o, "    ! {w}");
+        }
+    }
+    o
+}
+
+fn unknown_fs(k: &PartKind) -> String {
+    match k {
+        PartKind::Mbr { type_code, .. } => format!("unknown (type 0x{type_code:02x})"),
+        PartKind::Gpt { type_guid, .. } => format!("unknown (type {type_guid})"),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}

@@ -1,0 +1,161 @@
+//! `inspect` end to end: the bundled sample, the CLI contract, and the 32 GiB sparse image
+//! that must be answered from a few MiB of reads.
+
+mod common;
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use blockwise::inspect::{inspect_path, inspect_source};
+use blockwise::layout::{PartKind, TableKind};
+use blockwise::source::{Counting, ReadAt};
+use common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_blockwise"))
+}
+
+#[test]
+fn sample_card_is_reported_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = unpack_sample(dir.path());
+    let r = inspect_path(&img).unwrap();
+    assert_eq!(r.image_size, 128 << 20);
+    assert_eq!(r.layout.table, TableKind::Mbr);
+    assert_eq!(r.layout.disk_id.as_deref(), Some("5eed0001"));
+    assert_eq!(r.partitions.len(), 2, "{:#?}", r.partitions);
+    let (p1, p2) = (&r.partitions[0], &r.partitions[1]);
+    assert_eq!((p1.index, p1.start, p1.size), (1, 8192 * 512, 98304 * 512));
+    assert!(matches!(p1.kind, PartKind::Mbr { type_code: 0x0c, bootable: true, .. }));
+    let f1 = p1.filesystem.as_ref().expect("FAT32 found");
+    assert_eq!(f1.fs_type, "vfat");
+    assert_eq!(f1.label.as_deref(), Some("bootfs"));
+    assert_eq!(f1.uuid.as_deref(), Some("5EED-B007"));
+    assert_eq!(f1.version.as_deref(), Some("FAT32"));
+    let f2 = p2.filesystem.as_ref().expect("ext4 found");
+    assert_eq!(f2.fs_type, "ext4");
+    assert_eq!(f2.label.as_deref(), Some("rootfs"));
+    assert_eq!(f2.uuid.as_deref(), Some("5eed0000-0000-4000-8000-00000000f00d"));
+    assert_eq!(r.boot.active_partition, Some(1));
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+
+    // blkid agrees on every partition (the oracle).
+    if have("blkid") {
+        for p in &r.partitions {
+            let kv = blkid(&img, Some(p.start));
+            let f = p.filesystem.as_ref().unwrap();
+            assert_eq!(get(&kv, "ID_FS_TYPE"), Some(f.fs_type));
+            assert_eq!(get(&kv, "ID_FS_LABEL"), f.label.as_deref());
+            assert_eq!(get(&kv, "ID_FS_UUID"), f.uuid.as_deref());
+        }
+    }
+}
+
+#[test]
+fn compressed_sample_matches_raw() {
+    let xz = repo().join("samples/card.img.xz");
+    let dir = tempfile::tempdir().unwrap();
+    let img = unpack_sample(dir.path());
+    let a = inspect_path(&xz).unwrap();
+    let b = inspect_path(&img).unwrap();
+    assert_eq!(a.chain.first().map(|l| l.format), Some(blockwise::source::Format::Xz));
+    assert_eq!(a.image_size, b.image_size);
+    let fs = |r: &blockwise::inspect::Report| {
+        r.partitions
+            .iter()
+            .map(|p| p.filesystem.as_ref().map(|f| (f.fs_type, f.label.clone(), f.uuid.clone())))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fs(&a), fs(&b));
+}
+
+#[test]
+fn cli_json_and_exit_codes() {
+    let xz = repo().join("samples/card.img.xz");
+    let out = bin().args(["inspect", "--json"]).arg(&xz).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["layout"]["table"], "mbr");
+    assert_eq!(v["partitions"][1]["filesystem"]["fs_type"], "ext4");
+    assert_eq!(v["chain"][0]["format"], "xz");
+
+    let human = bin().arg("inspect").arg(&xz).output().unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("xz → raw disk image (MBR, 2 partitions)"), "{text}");
+    assert!(text.contains("\"rootfs\""), "{text}");
+
+    let missing = bin().args(["inspect", "/nonexistent/card.img"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(err.contains("/nonexistent/card.img"), "{err}");
+
+    let usage = bin().args(["inspect"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    let usage = bin().args(["frobnicate"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn demo_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ext4"), "{text}");
+    assert!(text.contains("vfat"), "{text}");
+}
+
+/// A file read with pread, for counting what inspect touches.
+struct PlainFile(std::fs::File, u64);
+impl ReadAt for PlainFile {
+    fn size(&self) -> u64 {
+        self.1
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if offset >= self.1 {
+            return Ok(0);
+        }
+        let n = buf.len().min((self.1 - offset) as usize);
+        self.0.read_at(&mut buf[..n], offset)
+    }
+}
+
+#[test]
+fn sparse_32gib_gpt_ext4_inspects_fast_reading_few_mib() {
+    if !have("sgdisk") || !have("mkfs.ext4") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("big.img");
+    let p = img.display();
+    sh(&format!("truncate -s 32G {p}"));
+    sh(&format!("sgdisk -q -n1:2048:0 -t1:8300 -c1:root {p}"));
+    // Partition 1 runs from sector 2048 to the last usable sector (end - 34).
+    let part_bytes = (32u64 << 30) - 2048 * 512 - 34 * 512;
+    sh(&format!(
+        "mkfs.ext4 -q -F -L big -E offset=1048576,lazy_itable_init=1 {p} {}k",
+        part_bytes / 1024
+    ));
+    let f = std::fs::File::open(&img).unwrap();
+    let len = f.metadata().unwrap().len();
+    let counting = Arc::new(Counting::new(PlainFile(f, len)));
+    let t = Instant::now();
+    let r = inspect_source(counting.clone(), None, "big.img".into(), vec![]).unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.layout.table, TableKind::Gpt);
+    let fs = r.partitions[0].filesystem.as_ref().expect("ext4");
+    assert_eq!(fs.fs_type, "ext4");
+    assert_eq!(fs.label.as_deref(), Some("big"));
+    let read = counting.bytes_read();
+    eprintln!("inspect of a 32 GiB image: {read} bytes read in {} calls, {took:?}", counting.calls());
+    assert!(read < 4 << 20, "read {read} bytes");
+    assert!(took.as_millis() < 1000, "took {took:?}");
+}
