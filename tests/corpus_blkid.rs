@@ -103,7 +103,10 @@ fn image_for(images: &Path, name: &str) -> Option<(PathBuf, u64)> {
     let suffix = format!("-{tool}.img.xz");
     for e in std::fs::read_dir(images).ok()?.flatten() {
         let f = e.file_name().to_string_lossy().into_owned();
-        if let Some(mid) = f.strip_prefix(&prefix).and_then(|r| r.strip_suffix(&suffix)) {
+        if let Some(mid) = f
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(&suffix))
+        {
             if mid.split('-').any(|s| s.parse() == Ok(sector)) {
                 return Some((e.path(), sector * 2048));
             }
@@ -222,9 +225,17 @@ fn blkid_corpus_score() {
     }
     let ok = rows.iter().filter(|r| r.ok).count();
     let all = rows.len();
-    let pct = if all == 0 { 100.0 } else { ok as f64 * 100.0 / all as f64 };
+    let pct = if all == 0 {
+        100.0
+    } else {
+        ok as f64 * 100.0 / all as f64
+    };
     println!("\nscore: {ok}/{all} = {pct:.1}%");
-    let misses: Vec<&str> = rows.iter().filter(|r| !r.ok).map(|r| r.name.as_str()).collect();
+    let misses: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.name.as_str())
+        .collect();
     println!("misses ({}): {}", misses.len(), misses.join(", "));
     assert!(all > 0, "corpus present but no in-scope cases found");
     if std::env::var_os("BLOCKWISE_CORPUS_NO_ASSERT").is_some() {
