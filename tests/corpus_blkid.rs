@@ -148,6 +148,7 @@ fn blkid_corpus_score() {
     names.sort();
 
     let mut rows = Vec::new();
+    let mut false_positives = Vec::new();
     let mut cache: BTreeMap<PathBuf, Arc<MemSource>> = BTreeMap::new();
     for name in names {
         let Ok(text) = std::fs::read_to_string(expected_dir.join(format!("low-probe-{name}")))
@@ -159,6 +160,15 @@ fn blkid_corpus_score() {
             continue;
         };
         if !IN_SCOPE.contains(&ty.as_str()) {
+            // Informational: a probe claiming an image blkid calls something else is a false
+            // positive worth knowing about (not scored: we have no probe for the real type).
+            if let Some((path, 0)) = image_for(&images, &name) {
+                if let Ok(v) = decompress(&path) {
+                    if let Ok(Some(fs)) = blockwise::fs::probe_all(&MemSource(v)) {
+                        false_positives.push(format!("{name} ({ty}) -> {}", fs.fs_type));
+                    }
+                }
+            }
             continue;
         }
         let e_label = exp.get("ID_FS_LABEL_ENC").map(|s| unescape(s));
@@ -237,10 +247,11 @@ fn blkid_corpus_score() {
         .map(|r| r.name.as_str())
         .collect();
     println!("misses ({}): {}", misses.len(), misses.join(", "));
+    println!(
+        "out-of-scope images claimed by a probe ({}): {}",
+        false_positives.len(),
+        false_positives.join(", ")
+    );
     assert!(all > 0, "corpus present but no in-scope cases found");
-    if std::env::var_os("BLOCKWISE_CORPUS_NO_ASSERT").is_some() {
-        println!("BLOCKWISE_CORPUS_NO_ASSERT set: not asserting the 95% threshold");
-        return;
-    }
     assert!(pct >= 95.0, "blkid corpus score {pct:.1}% is below 95%");
 }
