@@ -633,3 +633,25 @@ fn mutation_never_panics() {
         println!("mutated {name}: ok");
     }
 }
+
+/// cryptsetup's regression image: an LVM PV written over an old LUKS2 device keeps a stale
+/// LUKS2 secondary header; blkid (and we) must call it LVM2_member.
+#[test]
+fn stale_luks2_secondary_under_lvm_pv() {
+    let p = Path::new("/work/shared/corpus/cryptsetup/tests/blkid-luks2-pv.img.xz");
+    let Some(v) = decompress(p) else {
+        println!("SKIP: {} not available", p.display());
+        return;
+    };
+    let m = MemSource(v);
+    let info = blockwise::fs::probe_all(&m).unwrap().unwrap();
+    assert_eq!(info.fs_type, "LVM2_member");
+    assert_eq!(
+        info.uuid.as_deref(),
+        Some("yhF8yJ-jhG2-w7Yt-2T9B-z6MV-e1IC-ee4XHf")
+    );
+    // On its own the secondary header is still found, with a warning.
+    assert!(luks::probe_primary(&m).unwrap().is_none());
+    let l = luks::probe(&m).unwrap().unwrap();
+    assert!(!l.warnings.is_empty());
+}

@@ -26,8 +26,8 @@ fn cstr(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).trim().to_string()
 }
 
-/// Recognises a LUKS volume in `dev`.
-pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
+/// Recognises a LUKS volume by its primary header only (what `probe_all` tries first).
+pub fn probe_primary(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let hdr = dev.read_upto(0, 512)?;
     if hdr.len() == 512 && hdr.get(0..6) == Some(MAGIC1) {
         match be16(&hdr, 6) {
@@ -35,6 +35,15 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
             Some(2) => return Ok(Some(luks2(dev, &hdr, 0))),
             _ => {}
         }
+    }
+    Ok(None)
+}
+
+/// Recognises a LUKS volume in `dev`, falling back to a LUKS2 secondary header when the
+/// primary is damaged (reported in `warnings`).
+pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
+    if let Some(info) = probe_primary(dev)? {
+        return Ok(Some(info));
     }
     for off in SECONDARY_OFFSETS {
         let Ok(h) = dev.read_vec(off, 512) else {
