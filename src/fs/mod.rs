@@ -68,8 +68,9 @@ pub struct BootEntry {
 pub fn probe_all(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
     const PROBES: &[Probe] = &[
-        luks::probe,
+        // blkid lets RAID-usage signatures (LVM PV) win over everything else.
         lvm::probe,
+        luks::probe_primary,
         swap::probe,
         btrfs::probe,
         xfs::probe,
@@ -81,6 +82,9 @@ pub fn probe_all(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         ntfs::probe,
         exfat::probe,
         fat::probe,
+        // A lone LUKS2 secondary header is often a leftover under a newer format; only
+        // believe it when nothing else claims the device.
+        luks::probe,
     ];
     for p in PROBES {
         match p(dev) {
