@@ -71,11 +71,10 @@ pub fn raw_entries(sector: &[u8]) -> [RawEntry; 4] {
 /// than an MBR: an x86 jump followed by a plausible BIOS parameter block. A whole-disk FAT
 /// also ends in 0x55AA, so the signature alone proves nothing.
 pub fn looks_like_vbr(s: &[u8]) -> bool {
-    let jump = match (s.first(), s.get(2)) {
-        (Some(0xeb), Some(0x90)) => true,
-        (Some(0xe9), _) => true,
-        _ => false,
-    };
+    let jump = matches!(
+        (s.first(), s.get(2)),
+        (Some(0xeb), Some(0x90)) | (Some(0xe9), _)
+    );
     if !jump {
         return false;
     }
