@@ -832,3 +832,22 @@ fn corpus_foreign_tables_are_not_mbr() {
         assert_eq!(l.table, TableKind::None, "{name}: {l:?}");
     }
 }
+
+#[test]
+fn gpt_without_protective_mbr_is_reported() {
+    if !have("sgdisk") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(make_gpt(dir.path())).unwrap();
+    bytes[..512].fill(0);
+    let l = layout_of(&bytes);
+    assert_eq!(l.table, TableKind::Gpt);
+    assert_eq!(l.partitions.len(), 4);
+    assert!(l.mbr.is_none());
+    assert!(
+        has_warning(&l, "no protective 0xEE entry"),
+        "{:?}",
+        l.warnings
+    );
+}

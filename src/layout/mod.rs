@@ -175,11 +175,19 @@ pub fn read_layout(src: &dyn ReadAt, sector_hint: Option<u32>) -> crate::Result<
                 warnings.extend(g.warnings);
                 let mbr = has_sig.then(|| mbr::mbr_info(&s0, ss));
                 if !has_ee {
-                    warnings.push(
+                    let mbr_parts = has_sig
+                        && mbr::classify(&s0, size / u64::from(ss)) == mbr::Sector0::Mbr
+                        && mbr::raw_entries(&s0).iter().any(|e| e.type_code != 0);
+                    warnings.push(if mbr_parts {
+                        "GPT found but the MBR has no protective 0xEE entry and lists \
+                         partitions of its own: one of the two tables is stale; the GPT is \
+                         shown, check before writing"
+                            .into()
+                    } else {
                         "GPT found but the MBR has no protective 0xEE entry: tools that read \
-                         the MBR will see a different (or no) partition table"
-                            .into(),
-                    );
+                         the MBR will see no partition table"
+                            .into()
+                    });
                 }
                 let mut layout = Layout {
                     sector_size: ss,
