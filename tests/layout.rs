@@ -851,3 +851,13 @@ fn gpt_without_protective_mbr_is_reported() {
         l.warnings
     );
 }
+
+#[test]
+fn corpus_whole_disk_ntfs_is_not_an_mbr() {
+    let Some(bytes) = unxz(&Path::new(CORPUS).join("generated-locally/ntfs.img.xz")) else {
+        return;
+    };
+    let l = layout_of(&bytes);
+    assert_eq!(l.table, TableKind::None, "{l:?}");
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}
