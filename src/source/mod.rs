@@ -19,7 +19,7 @@ pub mod sniff;
 pub mod stream;
 pub mod zip_member;
 
-pub use open::{open, OpenOptions, Opened, Layer};
+pub use open::{open, Layer, OpenOptions, Opened};
 pub use sniff::Format;
 
 /// Random-access, read-only byte source.
@@ -54,7 +54,11 @@ pub trait ReadAtExt: ReadAt {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!("source ends at {} (wanted {} bytes at {offset})", self.size(), buf.len()),
+                        format!(
+                            "source ends at {} (wanted {} bytes at {offset})",
+                            self.size(),
+                            buf.len()
+                        ),
                     ))
                 }
                 Ok(n) => done += n,

@@ -69,7 +69,11 @@ pub fn open(path: &Path, opts: &OpenOptions) -> crate::Result<Opened> {
     }
     Ok(Opened {
         path: path.to_owned(),
-        chain: vec![Layer { format: Format::Raw, size: Some(len), detail: None }],
+        chain: vec![Layer {
+            format: Format::Raw,
+            size: Some(len),
+            detail: None,
+        }],
         source: Arc::new(F(f, len)),
         is_block_device: false,
         device_sector_size: None,

@@ -83,7 +83,12 @@ impl Format {
     pub fn is_compression(self) -> bool {
         matches!(
             self,
-            Format::Gzip | Format::Xz | Format::Zstd | Format::SeekableZstd | Format::Bzip2 | Format::Lz4
+            Format::Gzip
+                | Format::Xz
+                | Format::Zstd
+                | Format::SeekableZstd
+                | Format::Bzip2
+                | Format::Lz4
         )
     }
 }
