@@ -129,13 +129,9 @@ pub fn sniff(src: &dyn super::ReadAt) -> std::io::Result<Format> {
     let head = src.read_upto(0, HEAD_LEN)?;
     let tail_off = size.saturating_sub(512);
     let tail = src.read_upto(tail_off, 512)?;
-    if let Some(f) = sniff_head(&head) {
-        if f == Format::Zstd && is_seekable_zstd(src)? {
-            return Ok(Format::SeekableZstd);
-        }
-        return Ok(f);
-    }
-    // Trailer formats: a fixed VHD and a DMG are recognised by their last sector.
+    // Trailer formats first: a DMG's data fork and a fixed VHD's disk start with whatever
+    // they hold (often a bzip2 or zlib chunk, or an MBR), only the last sector says what
+    // the file is.
     if tail.len() == 512 {
         if tail.starts_with(b"conectix") || tail.get(1..9) == Some(b"conectix") {
             return Ok(Format::Vhd);
@@ -146,6 +142,12 @@ pub fn sniff(src: &dyn super::ReadAt) -> std::io::Result<Format> {
         {
             return Ok(Format::Dmg);
         }
+    }
+    if let Some(f) = sniff_head(&head) {
+        if f == Format::Zstd && is_seekable_zstd(src)? {
+            return Ok(Format::SeekableZstd);
+        }
+        return Ok(f);
     }
     if size >= 511 {
         // Some old tools wrote a 511-byte footer.
