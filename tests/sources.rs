@@ -592,3 +592,112 @@ fn sniff_never_panics_on_prefixes() {
         }
     }
 }
+
+/// liblzma's threaded decoder only runs blocks in parallel if it is allowed the memory; this
+/// checks worker threads exist while a multi-block xz is decoded. Ignored by default because
+/// other tests' threads make the count noisy; run with `--ignored --test-threads=1`.
+#[test]
+#[ignore]
+fn xz_decoder_uses_threads() {
+    let d = tmpdir();
+    let (img, _) = write_image(d.path(), "disk.img", 16 << 20);
+    if !sh(&format!(
+        "xz -T2 --block-size=1MiB -c {0} > {0}.xz",
+        img.display()
+    )) {
+        return;
+    }
+    let tasks = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let before = tasks();
+    let f = Arc::new(FileSource::open(&PathBuf::from(format!("{}.xz", img.display()))).unwrap());
+    let s = StreamSource::new(Codec::Xz, f, None).unwrap();
+    let mut b = vec![0u8; 1 << 20];
+    s.read_exact_at(8 << 20, &mut b).unwrap();
+    let during = tasks();
+    eprintln!("threads before {before}, while decoding {during}");
+    assert!(during > before);
+}
+
+mod hostile {
+    use super::*;
+    use blockwise::source::{android_sparse, cd, container, sniff, MemSource};
+    use proptest::prelude::*;
+
+    /// A small valid sparse image, CUE sheet and container headers to mutate.
+    fn seeds() -> Vec<Vec<u8>> {
+        let mut simg = Vec::new();
+        for v in [
+            0xED26_FF3Au32.to_le_bytes().to_vec(),
+            vec![1, 0, 0, 0, 28, 0, 12, 0],
+        ] {
+            simg.extend(v);
+        }
+        for v in [8u32, 3, 3, 0] {
+            simg.extend(v.to_le_bytes());
+        }
+        for (ty, n, tot) in [(0xCAC1u16, 1u32, 20u32), (0xCAC2, 1, 16), (0xCAC3, 1, 12)] {
+            simg.extend(ty.to_le_bytes());
+            simg.extend([0, 0]);
+            simg.extend(n.to_le_bytes());
+            simg.extend(tot.to_le_bytes());
+            simg.extend(vec![0xAB; (tot - 12) as usize]);
+        }
+        let mut qcow = b"QFI\xfb\0\0\0\x03".to_vec();
+        qcow.resize(104, 0);
+        let mut vhdx = b"vhdxfile".to_vec();
+        vhdx.resize(200 << 10, 0);
+        vhdx[192 << 10..(192 << 10) + 4].copy_from_slice(b"regi");
+        vec![
+            simg,
+            b"FILE \"a.bin\" BINARY\n TRACK 01 MODE1/2352\n  INDEX 01 00:00:00\n".to_vec(),
+            qcow,
+            vhdx,
+        ]
+    }
+
+    fn exercise(data: Vec<u8>) {
+        let src = MemSource(data);
+        let _ = sniff::sniff(&src).unwrap();
+        if let Ok(s) = android_sparse::AndroidSparse::open(Arc::new(src.clone())) {
+            let _ = s.read_upto(0, (s.size() as usize).min(1 << 16));
+        }
+        let _ = cd::parse_cue(&String::from_utf8_lossy(&src.0));
+        for f in [
+            Format::Qcow2,
+            Format::Vhd,
+            Format::Vhdx,
+            Format::VmdkSparse,
+            Format::Vdi,
+            Format::Dmg,
+        ] {
+            let _ = container::inspect(&src, f);
+        }
+        let _ = blockwise::source::stream::xz_size_from_index(&src);
+        let _ = blockwise::source::stream::zstd_size(&src);
+        if let Ok(o) =
+            blockwise::source::open::open_source(Arc::new(src), "p", &OpenOptions::default())
+        {
+            let _ = o.source.read_upto(0, 4096);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn random_bytes(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+            exercise(data);
+        }
+
+        #[test]
+        fn mutated_seeds(which in 0usize..4, edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
+            let mut d = seeds()[which].clone();
+            for (at, b) in edits {
+                let n = d.len();
+                d[at % n] = b;
+            }
+            let keep = d.len() - cut % (d.len() / 4 + 1);
+            d.truncate(keep);
+            exercise(d);
+        }
+    }
+}

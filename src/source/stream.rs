@@ -304,7 +304,10 @@ impl StreamSource {
         let mut total: u64 = 0;
         let mut buf = vec![0u8; CHUNK];
         loop {
-            let n = read_full(&mut *dec, &mut buf).map_err(|e| self.wrap_err(e, total))?;
+            let (n, err) = read_full(&mut *dec, &mut buf);
+            if let Some(e) = err {
+                return Err(self.wrap_err(e, total + n as u64));
+            }
             if n == 0 {
                 break;
             }
@@ -355,14 +358,11 @@ impl StreamSource {
                 .dec
                 .as_mut()
                 .ok_or_else(|| io::Error::other("decoder missing"))?;
-            let n = read_full(&mut **dec, &mut buf[..step]).map_err(|e| self.wrap_err(e, pos));
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    st.dec = None;
-                    return Err(e);
-                }
-            };
+            let (n, err) = read_full(&mut **dec, &mut buf[..step]);
+            if let Some(e) = err {
+                st.dec = None;
+                return Err(self.wrap_err(e, pos + n as u64));
+            }
             st.pos += n as u64;
             if n < step {
                 st.dec = None;
@@ -374,13 +374,11 @@ impl StreamSource {
             .dec
             .as_mut()
             .ok_or_else(|| io::Error::other("decoder missing"))?;
-        let n = match read_full(&mut **dec, &mut buf[..want]) {
-            Ok(n) => n,
-            Err(e) => {
-                st.dec = None;
-                return Err(self.wrap_err(e, pos));
-            }
-        };
+        let (n, err) = read_full(&mut **dec, &mut buf[..want]);
+        if let Some(e) = err {
+            st.dec = None;
+            return Err(self.wrap_err(e, pos + n as u64));
+        }
         st.pos += n as u64;
         if n < want {
             st.dec = None;
@@ -416,18 +414,19 @@ impl StreamSource {
     }
 }
 
-/// Reads until `buf` is full or the reader ends; returns the bytes read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the reader ends. Returns the bytes read and, if the reader
+/// failed, the error (so the caller can name the exact offset where decoding broke).
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
     let mut done = 0;
     while done < buf.len() {
         match r.read(&mut buf[done..]) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (done, Some(e)),
         }
     }
-    Ok(done)
+    (done, None)
 }
 
 impl ReadAt for StreamSource {
