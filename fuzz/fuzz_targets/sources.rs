@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use blockwise::source::{android_sparse, cd, container, open, sniff, Format, MemSource, ReadAt, ReadAtExt};
+use blockwise::source::{
+    android_sparse, cd, container, open, sniff, Format, MemSource, ReadAt, ReadAtExt,
+};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

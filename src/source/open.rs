@@ -150,6 +150,34 @@ fn open_inner(
             break;
         }
         match f {
+            Format::SeekableZstd if opts.decompress => {
+                if let Some(s) = super::stream::SeekableZstd::open(cur.clone())? {
+                    o.chain.push(layer(
+                        f,
+                        size,
+                        Some(format!(
+                            "{} independent frames, decodes to {} bytes",
+                            s.frame_count(),
+                            s.size()
+                        )),
+                    ));
+                    o.source = Arc::new(s);
+                    continue;
+                }
+                // Frames too large to decode one at a time: stream it like plain zstd.
+                let s = StreamSource::new(Codec::Zstd, cur, None)?;
+                o.chain.push(layer(
+                    f,
+                    size,
+                    Some(format!("decodes to {} bytes (streamed)", s.size())),
+                ));
+                if o.random_access {
+                    o.warnings
+                        .push("compressed input: decoded on the fly".into());
+                }
+                o.random_access = false;
+                o.source = Arc::new(s);
+            }
             f if f.is_compression() && opts.decompress => {
                 let codec = Codec::for_format(f).ok_or_else(|| Error::Format(f.name().into()))?;
                 let s = StreamSource::new(codec, cur, None)?;

@@ -751,3 +751,166 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
+
+/// Largest single frame [`SeekableZstd`] decodes into memory; larger frames make it decline
+/// (the caller then falls back to streaming).
+pub const MAX_SEEKABLE_FRAME: u64 = 64 << 20;
+/// Decoded frames kept by [`SeekableZstd`].
+const SEEKABLE_CACHED_FRAMES: usize = 16;
+
+/// One frame of a seekable-zstd file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SeekFrame {
+    comp_off: u64,
+    comp_len: u32,
+    out_off: u64,
+    out_len: u32,
+}
+
+/// Random access to a seekable-zstd file: the seek table maps every decoded offset to an
+/// independent frame, so a read decodes only the frames it touches.
+pub struct SeekableZstd {
+    src: Arc<dyn ReadAt>,
+    frames: Vec<SeekFrame>,
+    size: u64,
+    cache: Mutex<(u64, HashMap<usize, Cached>)>,
+}
+
+impl SeekableZstd {
+    /// Reads the seek table of `src`. `Ok(None)` if there is none, or if a frame is too large
+    /// to decode in memory (then stream it instead).
+    pub fn open(src: Arc<dyn ReadAt>) -> io::Result<Option<Self>> {
+        let Some((start, count, checks)) = super::sniff::seek_table_location(&*src)? else {
+            return Ok(None);
+        };
+        let entry = if checks { 12usize } else { 8 };
+        let table_len = (count as usize).saturating_mul(entry);
+        if table_len > super::MAX_READ_VEC {
+            return Ok(None);
+        }
+        let t = src.read_vec(start + 8, table_len)?;
+        // Bounded by the table bytes we just read, so not attacker-sized beyond the file.
+        let mut frames = Vec::with_capacity(count as usize);
+        let (mut comp, mut out) = (0u64, 0u64);
+        for e in t.chunks_exact(entry) {
+            let (Some(c), Some(d)) = (le32(e, 0), le32(e, 4)) else {
+                return Ok(None);
+            };
+            if u64::from(d) > MAX_SEEKABLE_FRAME {
+                return Ok(None);
+            }
+            frames.push(SeekFrame {
+                comp_off: comp,
+                comp_len: c,
+                out_off: out,
+                out_len: d,
+            });
+            comp += u64::from(c); // at most 2^32 entries of 2^32: fits in u64
+            out += u64::from(d);
+        }
+        if comp != start {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("seekable zstd: seek table frames cover {comp} bytes, but the table starts at {start}"),
+            ));
+        }
+        frames.retain(|f| f.out_len > 0);
+        Ok(Some(SeekableZstd {
+            src,
+            frames,
+            size: out,
+            cache: Mutex::new((0, HashMap::new())),
+        }))
+    }
+
+    /// Number of (non-empty) frames.
+    pub fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+
+    fn frame(&self, i: usize) -> io::Result<Arc<Vec<u8>>> {
+        {
+            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            c.0 += 1;
+            let now = c.0;
+            if let Some(e) = c.1.get_mut(&i) {
+                e.used = now;
+                return Ok(e.data.clone());
+            }
+        }
+        let f = self
+            .frames
+            .get(i)
+            .copied()
+            .ok_or_else(|| io::Error::other("frame index out of range"))?;
+        let comp = self.src.read_vec(f.comp_off, f.comp_len as usize)?;
+        let out = zstd::bulk::decompress(&comp, f.out_len as usize).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "seekable zstd: frame {i} at compressed offset {} is corrupt: {e}",
+                    f.comp_off
+                ),
+            )
+        })?;
+        if out.len() != f.out_len as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "seekable zstd: frame {i} decodes to {} bytes, seek table says {}",
+                    out.len(),
+                    f.out_len
+                ),
+            ));
+        }
+        let data = Arc::new(out);
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.1.len() >= SEEKABLE_CACHED_FRAMES {
+            if let Some((&old, _)) = c.1.iter().min_by_key(|(_, e)| e.used) {
+                c.1.remove(&old);
+            }
+        }
+        let used = c.0;
+        c.1.insert(
+            i,
+            Cached {
+                data: data.clone(),
+                used,
+            },
+        );
+        Ok(data)
+    }
+}
+
+impl ReadAt for SeekableZstd {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let len = (buf.len() as u64).min(self.size - offset) as usize;
+        let mut done = 0usize;
+        let mut i = self
+            .frames
+            .partition_point(|f| f.out_off + u64::from(f.out_len) <= offset);
+        while done < len {
+            let Some(f) = self.frames.get(i).copied() else {
+                break;
+            };
+            let data = self.frame(i)?;
+            let within = (offset + done as u64 - f.out_off) as usize;
+            let avail = data.get(within..).unwrap_or(&[]);
+            let n = avail.len().min(len - done);
+            if n == 0 {
+                break;
+            }
+            buf[done..done + n].copy_from_slice(&avail[..n]);
+            done += n;
+            i += 1;
+        }
+        Ok(done)
+    }
+}
