@@ -737,3 +737,20 @@ fn seekable_zstd_random_access() {
         assert!(std::fs::read(d.path().join("plain")).unwrap() == orig);
     }
 }
+
+/// A fixed VHD inside xz (how cloud images ship): found through the name hint, decoded to the
+/// raw disk. Without the hint a streamed layer is not decoded to its end just to sniff.
+#[test]
+fn fixed_vhd_inside_xz() {
+    let d = tmpdir();
+    let (img, orig) = write_image(d.path(), "c.img", 4 << 20);
+    let i = img.display();
+    if !sh(&format!("qemu-img convert -f raw -O vpc -o subformat=fixed {i} {i}.vhd && xz -T2 -k {i}.vhd && cp {i}.vhd.xz {i}.other.xz")) {
+        return;
+    }
+    let o = open_path(Path::new(&format!("{i}.vhd.xz")));
+    assert_eq!(formats(&o), vec![Format::Xz, Format::Vhd, Format::Raw]);
+    assert!(o.source.read_vec(0, orig.len()).unwrap() == orig);
+    let o = open_path(Path::new(&format!("{i}.other.xz")));
+    assert_eq!(formats(&o), vec![Format::Xz, Format::Raw]);
+}

@@ -135,7 +135,7 @@ fn open_inner(
     for depth in 0..=MAX_DEPTH {
         let cur = o.source.clone();
         let size = cur.size();
-        let f = super::sniff::sniff(&*cur)?;
+        let f = super::sniff::sniff_with(&*cur, o.random_access || trailer_name(path))?;
         let wrapper = f.is_compression()
             || matches!(
                 f,
@@ -365,6 +365,17 @@ fn open_inner(
         }
     }
     Ok(o)
+}
+
+/// True if the file name suggests a format recognised by its last sector (`x.vhd.xz`,
+/// `x.dmg.gz`): only then is a streamed layer decoded to its end just to look at the trailer.
+fn trailer_name(path: &Path) -> bool {
+    let n = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    n.contains(".vhd") || n.contains(".dmg")
 }
 
 /// True if a `.cue` file beside `bin` names it in a FILE line.

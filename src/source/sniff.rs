@@ -124,11 +124,23 @@ pub const CD_SYNC: [u8; 12] = [
 
 /// Recognises the format of `src` from its bytes. Short or empty input is simply [`Format::Raw`].
 pub fn sniff(src: &dyn super::ReadAt) -> std::io::Result<Format> {
+    sniff_with(src, true)
+}
+
+/// Like [`sniff`], but with `trailers == false` the formats recognised only by their last
+/// sector (fixed VHD, DMG) are not looked for. Reading the last sector of a streaming
+/// decompressor means decoding everything, so [`open`](super::open) skips it for streams
+/// unless the file name suggests such a format.
+pub fn sniff_with(src: &dyn super::ReadAt, trailers: bool) -> std::io::Result<Format> {
     use super::ReadAtExt;
     let size = src.size();
     let head = src.read_upto(0, HEAD_LEN)?;
     let tail_off = size.saturating_sub(512);
-    let tail = src.read_upto(tail_off, 512)?;
+    let tail = if trailers {
+        src.read_upto(tail_off, 512)?
+    } else {
+        Vec::new()
+    };
     // Trailer formats first: a DMG's data fork and a fixed VHD's disk start with whatever
     // they hold (often a bzip2 or zlib chunk, or an MBR), only the last sector says what
     // the file is.
@@ -149,7 +161,7 @@ pub fn sniff(src: &dyn super::ReadAt) -> std::io::Result<Format> {
         }
         return Ok(f);
     }
-    if size >= 511 {
+    if trailers && size >= 511 {
         // Some old tools wrote a 511-byte footer.
         let t = src.read_upto(size - 511, 8)?;
         if t == b"conectix" {
