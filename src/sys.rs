@@ -1,1 +1,53 @@
 //! The only place blockwise uses `unsafe`: ioctls on block devices.
+//!
+//! Each function wraps exactly one system call, checks its return value and hands back a plain
+//! Rust value, so the rest of the crate stays free of `unsafe`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+// From <linux/fs.h>. `_IOR(0x12, 114, size_t)` and `_IO(0x12, 104)`; the values are fixed by the
+// kernel ABI (BLKGETSIZE64 encodes sizeof(size_t) = 8 on every 64-bit Linux target).
+#[cfg(target_pointer_width = "64")]
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+#[cfg(target_pointer_width = "32")]
+const BLKGETSIZE64: libc::c_ulong = 0x8004_1272;
+const BLKSSZGET: libc::c_ulong = 0x1268;
+
+/// Size in bytes of the block device open on `fd` (`BLKGETSIZE64`).
+pub fn blk_size64(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: `fd` is a valid open descriptor for the lifetime of the borrow, and BLKGETSIZE64
+    // writes exactly one u64 through the pointer, which points at a live, aligned u64.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// Logical sector size in bytes of the block device open on `fd` (`BLKSSZGET`).
+pub fn blk_sector_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut size: libc::c_int = 0;
+    // SAFETY: `fd` is valid for the borrow; BLKSSZGET writes one C int through the pointer,
+    // which points at a live, aligned c_int.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            BLKSSZGET as _,
+            &mut size as *mut libc::c_int,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(size)
+        .ok()
+        .filter(|&s| s >= 512 && s.is_power_of_two())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("device reports an implausible logical sector size {size}"),
+            )
+        })
+}

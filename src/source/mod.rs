@@ -21,6 +21,10 @@ pub mod zip_member;
 
 pub use open::{open, OpenOptions, Opened, Layer};
 pub use sniff::Format;
+pub use blockdev::BlockDevice;
+pub use file::FileSource;
+pub use open::open_source;
+pub use stream::{SeekableZstd, StreamSource};
 
 /// Random-access, read-only byte source.
 ///

@@ -1,1 +1,145 @@
-//! placeholder: filled in by the sources work
+//! A disk image inside a ZIP archive (how many vendors ship `.img` files).
+//!
+//! The member that looks most like a disk image is chosen; STORED members are a window of the
+//! archive (full random access), deflated ones are decoded by a [`StreamSource`].
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use super::stream::{Codec, StreamSource};
+use super::{ReadAt, Slice};
+use crate::Error;
+
+/// Name endings that mark a disk or filesystem image inside an archive.
+const IMAGE_EXTS: &[&str] = &[
+    ".img", ".iso", ".raw", ".bin", ".dd", ".hdd", ".sdcard", ".wic", ".simg", ".qcow2", ".vhd",
+    ".vhdx", ".vmdk", ".vdi", ".dmg", ".xz", ".gz", ".zst", ".bz2", ".lz4", ".ext4", ".fat",
+];
+
+/// Most entries we look at (the central directory is hostile too).
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// The chosen member of a ZIP archive.
+pub struct ZipMember {
+    /// Name of the member inside the archive.
+    pub name: String,
+    /// Its bytes, decoded.
+    pub source: Arc<dyn ReadAt>,
+    /// True if stored uncompressed (so `source` has random access).
+    pub stored: bool,
+    /// Entries in the archive.
+    pub entries: usize,
+}
+
+/// `Read + Seek` over a [`ReadAt`], for the zip crate's directory parser.
+struct Cursor {
+    src: Arc<dyn ReadAt>,
+    pos: u64,
+}
+
+impl Read for Cursor {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.src.read_at(self.pos, buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Cursor {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let size = self.src.size();
+        let p = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => size.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos =
+            p.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek out of range"))?;
+        Ok(self.pos)
+    }
+}
+
+fn looks_like_image(name: &str) -> bool {
+    let l = name.to_ascii_lowercase();
+    IMAGE_EXTS.iter().any(|e| l.ends_with(e))
+}
+
+/// Opens the image member of the ZIP archive in `src`: the largest file whose name looks like
+/// a disk image, or else the largest file.
+pub fn open_member(src: Arc<dyn ReadAt>) -> crate::Result<ZipMember> {
+    let zerr = |e: zip::result::ZipError| Error::corrupt("zip archive", e.to_string());
+    let mut za = zip::ZipArchive::new(Cursor {
+        src: src.clone(),
+        pos: 0,
+    })
+    .map_err(zerr)?;
+    let entries = za.len();
+    if entries > MAX_ENTRIES {
+        return Err(Error::Unsupported(format!(
+            "zip archive with {entries} entries"
+        )));
+    }
+    // (is image-like, size, index)
+    let mut best: Option<(bool, u64, usize)> = None;
+    for i in 0..entries {
+        let Ok(f) = za.by_index_raw(i) else { continue };
+        if !f.is_file() {
+            continue;
+        }
+        let Ok(name) = f.name() else { continue };
+        let key = (looks_like_image(&name), f.size(), i);
+        if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+            best = Some(key);
+        }
+    }
+    let Some((_, _, idx)) = best else {
+        return Err(Error::Format("zip archive holds no files".into()));
+    };
+    let f = za.by_index_raw(idx).map_err(zerr)?;
+    let name = f.name().map_err(zerr)?.into_owned();
+    if f.encrypted() {
+        return Err(Error::Unsupported(format!(
+            "zip member {name} is encrypted"
+        )));
+    }
+    let start = f
+        .data_start()
+        .ok_or_else(|| Error::corrupt("zip archive", format!("no data offset for {name}")))?;
+    let (csize, usize_) = (f.compressed_size(), f.size());
+    start
+        .checked_add(csize)
+        .filter(|&e| e <= src.size())
+        .ok_or_else(|| {
+            Error::corrupt(
+                "zip archive",
+                format!("member {name} runs past the end of the archive"),
+            )
+        })?;
+    let data: Arc<dyn ReadAt> = Arc::new(Slice::new(src.clone(), start, csize));
+    let (source, stored): (Arc<dyn ReadAt>, bool) = match f.compression() {
+        zip::CompressionMethod::Stored => {
+            if csize != usize_ {
+                return Err(Error::corrupt(
+                    "zip archive",
+                    format!("stored member {name}: sizes differ ({csize} vs {usize_})"),
+                ));
+            }
+            (data, true)
+        }
+        zip::CompressionMethod::Deflated => (
+            Arc::new(StreamSource::new(Codec::Deflate, data, Some(usize_))?),
+            false,
+        ),
+        m => {
+            return Err(Error::Unsupported(format!(
+                "zip member {name} uses compression method {m}; extract it first"
+            )))
+        }
+    };
+    Ok(ZipMember {
+        name,
+        source,
+        stored,
+        entries,
+    })
+}
