@@ -137,13 +137,15 @@ fn sparse_32gib_gpt_ext4_inspects_fast_reading_few_mib() {
     let img = dir.path().join("big.img");
     let p = img.display();
     sh(&format!("truncate -s 32G {p}"));
-    sh(&format!("sgdisk -q -n1:2048:0 -t1:8300 -c1:root {p}"));
-    // Partition 1 runs from sector 2048 to the last usable sector (end - 34).
+    // Partition 1 runs from sector 2048 to the last usable sector (end - 34). mke2fs wipes
+    // the GPT when run on the whole file, so the filesystem goes in first, then the table.
     let part_bytes = (32u64 << 30) - 2048 * 512 - 34 * 512;
     sh(&format!(
         "mkfs.ext4 -q -F -L big -E offset=1048576,lazy_itable_init=1 {p} {}k",
         part_bytes / 1024
     ));
+    // `sgdisk -q` writes nothing when the file already holds a filesystem signature.
+    sh(&format!("sgdisk -n1:2048:0 -t1:8300 -c1:root {p} >/dev/null"));
     let f = std::fs::File::open(&img).unwrap();
     let len = f.metadata().unwrap().len();
     let counting = Arc::new(Counting::new(PlainFile(f, len)));
@@ -158,4 +160,113 @@ fn sparse_32gib_gpt_ext4_inspects_fast_reading_few_mib() {
     eprintln!("inspect of a 32 GiB image: {read} bytes read in {} calls, {took:?}", counting.calls());
     assert!(read < 4 << 20, "read {read} bytes");
     assert!(took.as_millis() < 1000, "took {took:?}");
+}
+
+#[test]
+fn isohybrid_iso_with_bios_and_uefi_entries() {
+    if !have("xorriso") || !have("mkfs.vfat") || !have("mcopy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    sh(&format!(
+        "set -e; cd {d}; mkdir -p iso/boot iso/EFI/BOOT; \
+         dd if=/dev/urandom of=iso/boot/bios.img bs=2048 count=2 status=none; \
+         truncate -s 2M efi.img; mkfs.vfat -n EFIBOOT efi.img >/dev/null; \
+         echo bootx64 > BOOTX64.EFI; MTOOLS_SKIP_CHECK=1 mmd -i efi.img ::EFI ::EFI/BOOT; \
+         MTOOLS_SKIP_CHECK=1 mcopy -i efi.img BOOTX64.EFI ::EFI/BOOT/; cp efi.img iso/boot/efi.img; \
+         echo hello > iso/README.txt; \
+         xorriso -as mkisofs -quiet -R -J -V HYBRID_TEST -b boot/bios.img -no-emul-boot \
+           -boot-load-size 4 -c boot/boot.cat -eltorito-alt-boot -e boot/efi.img -no-emul-boot \
+           -isohybrid-gpt-basdat -append_partition 2 0xef efi.img -o hybrid.iso iso 2>/dev/null"
+    ));
+    let r = inspect_path(&dir.path().join("hybrid.iso")).unwrap();
+    let iso = r.whole_disk.as_ref().expect("ISO9660 over the whole image");
+    assert_eq!(iso.fs_type, "iso9660");
+    assert_eq!(iso.label.as_deref(), Some("HYBRID_TEST"));
+    assert!(r.boot.isohybrid, "{:#?}", r.boot);
+    let plats: Vec<&str> = r.boot.el_torito.iter().map(|e| e.platform.as_str()).collect();
+    assert_eq!(plats, ["BIOS", "UEFI"], "{:#?}", r.boot.el_torito);
+    assert!(!r.boot.esp.is_empty(), "appended ESP found: {:#?}", r.partitions);
+    let esp = r.partitions.iter().find(|p| r.boot.esp.contains(&p.index)).unwrap();
+    assert_eq!(esp.filesystem.as_ref().map(|f| f.fs_type), Some("vfat"));
+    assert!(r.boot.notes.iter().any(|n| n.contains("written raw")), "{:?}", r.boot.notes);
+}
+
+#[test]
+fn plain_iso_without_table_is_not_usb_bootable() {
+    if !have("xorriso") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    sh(&format!(
+        "set -e; cd {d}; mkdir -p iso/boot; dd if=/dev/urandom of=iso/boot/bios.img bs=2048 count=2 status=none; \
+         xorriso -as mkisofs -quiet -V PLAIN -b boot/bios.img -no-emul-boot -boot-load-size 4 \
+           -c boot/boot.cat -o plain.iso iso 2>/dev/null"
+    ));
+    let r = inspect_path(&dir.path().join("plain.iso")).unwrap();
+    assert_eq!(r.layout.table, TableKind::None);
+    assert_eq!(r.whole_disk.as_ref().map(|f| f.fs_type), Some("iso9660"));
+    assert!(!r.boot.isohybrid);
+    assert!(r.boot.notes.iter().any(|n| n.contains("will not boot")), "{:?}", r.boot.notes);
+}
+
+#[test]
+fn block_device_reads_like_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = unpack_sample(dir.path());
+    let Ok(o) = Command::new("losetup").args(["-f", "--show", "-r"]).arg(&img).output() else {
+        eprintln!("SKIP: losetup not available");
+        return;
+    };
+    if !o.status.success() {
+        eprintln!("SKIP: cannot create a loop device: {}", String::from_utf8_lossy(&o.stderr));
+        return;
+    }
+    let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let r = inspect_path(std::path::Path::new(&dev));
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    let r = r.unwrap();
+    let f = inspect_path(&img).unwrap();
+    assert!(r.block_device);
+    assert_eq!(r.image_size, f.image_size);
+    assert_eq!(r.partitions.len(), f.partitions.len());
+    for (a, b) in r.partitions.iter().zip(&f.partitions) {
+        assert_eq!(a.filesystem.as_ref().map(|x| &x.uuid), b.filesystem.as_ref().map(|x| &x.uuid));
+    }
+}
+
+#[test]
+fn truncated_sample_warns_and_mutations_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = unpack_sample(dir.path());
+    let full = std::fs::read(&img).unwrap();
+    // Cut inside the ext4 partition: the report must say the image is truncated.
+    let cut = blockwise::source::MemSource(full[..100 << 20].to_vec());
+    let r = inspect_source(Arc::new(cut), None, "cut".into(), vec![]).unwrap();
+    assert!(
+        r.warnings.iter().any(|w| w.contains("past the end")),
+        "{:?}",
+        r.warnings
+    );
+    // Deterministic byte flips in the metadata at the front of each partition.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let regions = [(0usize, 4096usize), (8192 * 512, 64 << 10), (106496 * 512, 64 << 10)];
+    let head = 106496 * 512 + (1 << 20);
+    for _ in 0..300 {
+        let mut m = full[..head].to_vec();
+        for _ in 0..8 {
+            let (s, l) = regions[(next() % 3) as usize];
+            let i = s + (next() as usize % l);
+            m[i] = next() as u8;
+        }
+        let _ = inspect_source(Arc::new(blockwise::source::MemSource(m)), None, "m".into(), vec![]);
+    }
 }
