@@ -157,3 +157,29 @@ fn corpus_util_linux_blkid() {
     assert!(total > 0);
     assert!(ok * 100 >= total * 95, "{report}only {ok}/{total} match");
 }
+
+/// Images made locally with stock Debian tools, each with blkid's own udev output beside it.
+#[test]
+fn corpus_generated_locally() {
+    let dir = corpus().join("generated-locally");
+    let cases = [
+        ("ntfs.img.xz", "ntfs.img.blkid-udev.txt"),
+        ("f2fs.img.xz", "f2fs.img.blkid-udev.txt"),
+        ("base-ext4.img", "base-ext4.img.blkid-udev.txt"),
+    ];
+    for (img, exp) in cases {
+        let Ok(text) = std::fs::read_to_string(dir.join(exp)) else {
+            eprintln!("skipped {img}: no oracle");
+            continue;
+        };
+        let path = dir.join(img);
+        let data = if img.ends_with(".xz") { unxz(&path) } else { std::fs::read(&path).ok() };
+        let Some(data) = data else {
+            eprintln!("skipped {img}: unreadable");
+            continue;
+        };
+        let info = probe_a(&MemSource(data));
+        let d = compare(info.as_ref(), &parse_udev(&text), true);
+        assert!(d.is_empty(), "{img}: {d:?} ({info:?})");
+    }
+}
