@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use blockwise::fs::{self, FsInfo};
 use blockwise::source::{MemSource, ReadAt};
@@ -151,7 +150,9 @@ fn corpus_util_linux_blkid() {
         if core.is_empty() {
             ok += 1;
         }
-        report += &format!("{name}: {}\n", if d.is_empty() { "ok".into() } else { d.join("; ") });
+        let warn = info.as_ref().map(|i| i.warnings.join(" | ")).unwrap_or_default();
+        let status = if d.is_empty() { "ok".into() } else { d.join("; ") };
+        report += &format!("{name}: {status} {warn}\n");
     }
     eprintln!("{report}corpus util-linux: {ok}/{total} match on TYPE/LABEL/UUID");
     assert!(total > 0);
