@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use blockwise::fs::{self, FsInfo};
 use blockwise::source::{MemSource, ReadAt};
@@ -183,4 +184,155 @@ fn corpus_generated_locally() {
         let d = compare(info.as_ref(), &parse_udev(&text), true);
         assert!(d.is_empty(), "{img}: {d:?} ({info:?})");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures made with the real mkfs tools, cross-checked against the local blkid.
+
+fn tool(name: &str) -> Option<PathBuf> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+}
+
+/// `blkid -p -o udev` of a file, or `None` if blkid is missing or says nothing.
+fn blkid(path: &Path) -> Option<BTreeMap<String, String>> {
+    let out = Command::new(tool("blkid")?)
+        .args(["-p", "-o", "udev"])
+        .arg(path)
+        .output()
+        .ok()?;
+    let m = parse_udev(&String::from_utf8_lossy(&out.stdout));
+    m.contains_key("ID_FS_TYPE").then_some(m)
+}
+
+/// Makes a sparse `size`-byte file, runs `mkfs args... FILE`, probes it and compares with
+/// blkid. Returns the probe result for further checks, or `None` when skipped.
+fn mkfs_case(size: u64, mkfs: &str, args: &[&str]) -> Option<FsInfo> {
+    let Some(prog) = tool(mkfs) else {
+        eprintln!("skipped: {mkfs} not installed");
+        return None;
+    };
+    let dir = tempfile::tempdir().ok()?;
+    let path = dir.path().join("fs.img");
+    std::fs::File::create(&path).ok()?.set_len(size).ok()?;
+    let out = Command::new(prog).args(args).arg(&path).output().ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "skipped: {mkfs} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let data = std::fs::read(&path).ok()?;
+    let info = probe_a(&MemSource(data));
+    let what = format!("{mkfs} {args:?}");
+    let info = info.unwrap_or_else(|| panic!("{what}: not recognised"));
+    assert!(info.warnings.is_empty(), "{what}: unexpected warnings {:?}", info.warnings);
+    assert!(info.size.is_some_and(|s| s <= size), "{what}: size {:?}", info.size);
+    match blkid(&path) {
+        Some(exp) => {
+            let d = compare(Some(&info), &exp, true);
+            assert!(d.is_empty(), "{what}: {d:?}\n{info:?}");
+            // blkid 2.38's BLOCK_SIZE is the fs block for these; for FAT/NTFS/XFS it is a sector.
+            if matches!(info.fs_type, "ext2" | "ext3" | "ext4" | "btrfs" | "f2fs") {
+                let bs = exp.get("ID_FS_BLOCK_SIZE").cloned();
+                assert_eq!(bs, info.block_size.map(|b| b.to_string()), "{what}: block size");
+            }
+        }
+        None => eprintln!("{what}: blkid unavailable, probe-only check"),
+    }
+    Some(info)
+}
+
+#[test]
+fn mkfs_ext_variants() {
+    let u = "0d5e0c9a-1111-4222-8333-944455556666";
+    let cases: &[(&str, &[&str], &str, &[&str])] = &[
+        ("mkfs.ext4", &["-q", "-F", "-L", "plain4", "-U", u], "ext4", &["extents", "has_journal"]),
+        (
+            "mkfs.ext4",
+            &["-q", "-F", "-L", "csum64", "-O", "64bit,metadata_csum"],
+            "ext4",
+            &["64bit", "metadata_csum"],
+        ),
+        ("mkfs.ext4", &["-q", "-F", "-O", "bigalloc", "-C", "16384"], "ext4", &["bigalloc"]),
+        ("mkfs.ext4", &["-q", "-F", "-b", "1024", "-L", "k1"], "ext4", &[]),
+        ("mkfs.ext4", &["-q", "-F", "-b", "2048", "-L", "k2"], "ext4", &[]),
+        ("mkfs.ext4", &["-q", "-F", "-O", "^has_journal", "-L", "nojournal"], "ext4", &[]),
+        ("mkfs.ext4", &["-q", "-F", "-O", "meta_bg,^resize_inode"], "ext4", &["meta_bg"]),
+        ("mkfs.ext2", &["-q", "-F", "-L", "two"], "ext2", &[]),
+        ("mkfs.ext3", &["-q", "-F", "-L", "three"], "ext3", &["has_journal"]),
+    ];
+    for (mkfs, args, ty, feats) in cases {
+        let Some(info) = mkfs_case(64 << 20, mkfs, args) else { continue };
+        assert_eq!(info.fs_type, *ty, "{args:?}");
+        for f in *feats {
+            assert!(info.features.iter().any(|x| x == f), "{args:?}: no {f} in {:?}", info.features);
+        }
+        assert_eq!(info.size, Some(64 << 20));
+    }
+}
+
+#[test]
+fn mkfs_fat_variants() {
+    let cases: &[(u64, &[&str], &str)] = &[
+        (2 << 20, &["-F", "12", "-n", "FLOPPY12", "-i", "DEADBEEF"], "FAT12"),
+        (32 << 20, &["-F", "16", "-n", "SIXTEEN"], "FAT16"),
+        (64 << 20, &["-F", "32", "-n", "THIRTYTWO"], "FAT32"),
+        (64 << 20, &["-F", "32", "-S", "4096"], "FAT32"),
+        (64 << 20, &["-F", "32", "-s", "8", "-n", "lower case"], "FAT32"),
+    ];
+    for (size, args, ver) in cases {
+        let Some(info) = mkfs_case(*size, "mkfs.vfat", args) else { continue };
+        assert_eq!(info.version.as_deref(), Some(*ver), "{args:?}");
+    }
+}
+
+#[test]
+fn mkfs_exfat() {
+    mkfs_case(64 << 20, "mkfs.exfat", &["-L", "exlabel"]);
+    mkfs_case(64 << 20, "mkfs.exfat", &["-L", "Grün", "-c", "4096"]);
+    mkfs_case(64 << 20, "mkfs.exfat", &[]);
+}
+
+#[test]
+fn mkfs_ntfs() {
+    let info = mkfs_case(32 << 20, "mkfs.ntfs", &["-q", "-Q", "-F", "-L", "ntfslabel"]);
+    if let Some(i) = info {
+        assert_eq!(i.version.as_deref(), Some("3.1"));
+    }
+    mkfs_case(32 << 20, "mkfs.ntfs", &["-q", "-Q", "-F", "-c", "8192", "-s", "4096"]);
+    mkfs_case(32 << 20, "mkfs.ntfs", &["-q", "-Q", "-F", "-L", "Überlänge-Ünïcödé"]);
+}
+
+#[test]
+fn mkfs_xfs() {
+    if let Some(i) = mkfs_case(300 << 20, "mkfs.xfs", &["-q", "-f", "-L", "xfslab"]) {
+        assert_eq!(i.version.as_deref(), Some("5"));
+    }
+    mkfs_case(300 << 20, "mkfs.xfs", &["-q", "-f", "-b", "size=1024", "-m", "crc=0"]);
+}
+
+#[test]
+fn mkfs_btrfs() {
+    mkfs_case(120 << 20, "mkfs.btrfs", &["-q", "-f", "-L", "btrlab"]);
+    mkfs_case(120 << 20, "mkfs.btrfs", &["-q", "-f", "-n", "65536"]);
+}
+
+#[test]
+fn mkfs_f2fs() {
+    mkfs_case(64 << 20, "mkfs.f2fs", &["-q", "-f", "-l", "f2lab"]);
+    mkfs_case(64 << 20, "mkfs.f2fs", &["-q", "-f"]);
+}
+
+#[test]
+fn mkswap_variants() {
+    let u = "d4c310f8-6014-4afc-a47a-785ede6dcc28";
+    if let Some(i) = mkfs_case(4 << 20, "mkswap", &["-q", "-L", "swaplab", "-U", u]) {
+        assert_eq!(i.size, Some(4 << 20));
+        assert_eq!(i.block_size, Some(4096));
+    }
+    mkfs_case(4 << 20, "mkswap", &["-q", "-p", "16384"]);
 }
