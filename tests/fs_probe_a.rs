@@ -45,7 +45,9 @@ fn corpus() -> PathBuf {
 fn unxz(path: &Path) -> Option<Vec<u8>> {
     let f = std::fs::File::open(path).ok()?;
     let mut out = Vec::new();
-    liblzma::read::XzDecoder::new(f).read_to_end(&mut out).ok()?;
+    liblzma::read::XzDecoder::new(f)
+        .read_to_end(&mut out)
+        .ok()?;
     Some(out)
 }
 
@@ -81,7 +83,10 @@ fn unescape(s: &str) -> Vec<u8> {
 fn compare(info: Option<&FsInfo>, exp: &BTreeMap<String, String>, strict: bool) -> Vec<String> {
     let mut diffs = Vec::new();
     let Some(info) = info else {
-        return vec![format!("not recognised (blkid: {:?})", exp.get("ID_FS_TYPE"))];
+        return vec![format!(
+            "not recognised (blkid: {:?})",
+            exp.get("ID_FS_TYPE")
+        )];
     };
     let want_type = exp.get("ID_FS_TYPE").map(String::as_str);
     if want_type != Some(info.fs_type) {
@@ -130,7 +135,11 @@ fn corpus_util_linux_blkid() {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|n| n.strip_suffix(".img.xz").map(str::to_string))
-        .filter(|n| wanted.iter().any(|w| n.starts_with(w) || n.starts_with("small-fat")))
+        .filter(|n| {
+            wanted
+                .iter()
+                .any(|w| n.starts_with(w) || n.starts_with("small-fat"))
+        })
         .collect();
     names.sort();
     let (mut total, mut ok) = (0, 0);
@@ -151,8 +160,15 @@ fn corpus_util_linux_blkid() {
         if core.is_empty() {
             ok += 1;
         }
-        let warn = info.as_ref().map(|i| i.warnings.join(" | ")).unwrap_or_default();
-        let status = if d.is_empty() { "ok".into() } else { d.join("; ") };
+        let warn = info
+            .as_ref()
+            .map(|i| i.warnings.join(" | "))
+            .unwrap_or_default();
+        let status = if d.is_empty() {
+            "ok".into()
+        } else {
+            d.join("; ")
+        };
         report += &format!("{name}: {status} {warn}\n");
     }
     eprintln!("{report}corpus util-linux: {ok}/{total} match on TYPE/LABEL/UUID");
@@ -175,7 +191,11 @@ fn corpus_generated_locally() {
             continue;
         };
         let path = dir.join(img);
-        let data = if img.ends_with(".xz") { unxz(&path) } else { std::fs::read(&path).ok() };
+        let data = if img.ends_with(".xz") {
+            unxz(&path)
+        } else {
+            std::fs::read(&path).ok()
+        };
         let Some(data) = data else {
             eprintln!("skipped {img}: unreadable");
             continue;
@@ -229,8 +249,16 @@ fn mkfs_case(size: u64, mkfs: &str, args: &[&str]) -> Option<FsInfo> {
     let info = probe_a(&MemSource(data));
     let what = format!("{mkfs} {args:?}");
     let info = info.unwrap_or_else(|| panic!("{what}: not recognised"));
-    assert!(info.warnings.is_empty(), "{what}: unexpected warnings {:?}", info.warnings);
-    assert!(info.size.is_some_and(|s| s <= size), "{what}: size {:?}", info.size);
+    assert!(
+        info.warnings.is_empty(),
+        "{what}: unexpected warnings {:?}",
+        info.warnings
+    );
+    assert!(
+        info.size.is_some_and(|s| s <= size),
+        "{what}: size {:?}",
+        info.size
+    );
     match blkid(&path) {
         Some(exp) => {
             let d = compare(Some(&info), &exp, true);
@@ -238,7 +266,11 @@ fn mkfs_case(size: u64, mkfs: &str, args: &[&str]) -> Option<FsInfo> {
             // blkid 2.38's BLOCK_SIZE is the fs block for these; for FAT/NTFS/XFS it is a sector.
             if matches!(info.fs_type, "ext2" | "ext3" | "ext4" | "btrfs" | "f2fs") {
                 let bs = exp.get("ID_FS_BLOCK_SIZE").cloned();
-                assert_eq!(bs, info.block_size.map(|b| b.to_string()), "{what}: block size");
+                assert_eq!(
+                    bs,
+                    info.block_size.map(|b| b.to_string()),
+                    "{what}: block size"
+                );
             }
         }
         None => eprintln!("{what}: blkid unavailable, probe-only check"),
@@ -250,26 +282,67 @@ fn mkfs_case(size: u64, mkfs: &str, args: &[&str]) -> Option<FsInfo> {
 fn mkfs_ext_variants() {
     let u = "0d5e0c9a-1111-4222-8333-944455556666";
     let cases: &[(&str, &[&str], &str, &[&str])] = &[
-        ("mkfs.ext4", &["-q", "-F", "-L", "plain4", "-U", u], "ext4", &["extents", "has_journal"]),
+        (
+            "mkfs.ext4",
+            &["-q", "-F", "-L", "plain4", "-U", u],
+            "ext4",
+            &["extents", "has_journal"],
+        ),
         (
             "mkfs.ext4",
             &["-q", "-F", "-L", "csum64", "-O", "64bit,metadata_csum"],
             "ext4",
             &["64bit", "metadata_csum"],
         ),
-        ("mkfs.ext4", &["-q", "-F", "-O", "bigalloc", "-C", "16384"], "ext4", &["bigalloc"]),
-        ("mkfs.ext4", &["-q", "-F", "-b", "1024", "-L", "k1"], "ext4", &[]),
-        ("mkfs.ext4", &["-q", "-F", "-b", "2048", "-L", "k2"], "ext4", &[]),
-        ("mkfs.ext4", &["-q", "-F", "-O", "^has_journal", "-L", "nojournal"], "ext4", &[]),
-        ("mkfs.ext4", &["-q", "-F", "-O", "meta_bg,^resize_inode"], "ext4", &["meta_bg"]),
+        (
+            "mkfs.ext4",
+            &["-q", "-F", "-O", "bigalloc", "-C", "16384"],
+            "ext4",
+            &["bigalloc"],
+        ),
+        (
+            "mkfs.ext4",
+            &["-q", "-F", "-b", "1024", "-L", "k1"],
+            "ext4",
+            &[],
+        ),
+        (
+            "mkfs.ext4",
+            &["-q", "-F", "-b", "2048", "-L", "k2"],
+            "ext4",
+            &[],
+        ),
+        (
+            "mkfs.ext4",
+            &["-q", "-F", "-O", "^has_journal", "-L", "nojournal"],
+            "ext4",
+            &[],
+        ),
+        (
+            "mkfs.ext4",
+            &["-q", "-F", "-O", "meta_bg,^resize_inode"],
+            "ext4",
+            &["meta_bg"],
+        ),
         ("mkfs.ext2", &["-q", "-F", "-L", "two"], "ext2", &[]),
-        ("mkfs.ext3", &["-q", "-F", "-L", "three"], "ext3", &["has_journal"]),
+        (
+            "mkfs.ext3",
+            &["-q", "-F", "-L", "three"],
+            "ext3",
+            &["has_journal"],
+        ),
     ];
     for (mkfs, args, ty, feats) in cases {
-        let Some(info) = mkfs_case(64 << 20, mkfs, args) else { continue };
+        let Some(info) = mkfs_case(64 << 20, mkfs, args) else {
+            continue;
+        };
         assert_eq!(info.fs_type, *ty, "{args:?}");
         for f in *feats {
-            assert!(info.features.iter().any(|x| x == f), "{args:?}: no {f} in {:?}", info.features);
+            assert!(
+                info.features.iter().any(|x| x == f),
+                "{args:?}: no {f} in {:?}",
+                info.features
+            );
         }
         assert_eq!(info.size, Some(64 << 20));
     }
@@ -278,14 +351,24 @@ fn mkfs_ext_variants() {
 #[test]
 fn mkfs_fat_variants() {
     let cases: &[(u64, &[&str], &str)] = &[
-        (2 << 20, &["-F", "12", "-n", "FLOPPY12", "-i", "DEADBEEF"], "FAT12"),
+        (
+            2 << 20,
+            &["-F", "12", "-n", "FLOPPY12", "-i", "DEADBEEF"],
+            "FAT12",
+        ),
         (32 << 20, &["-F", "16", "-n", "SIXTEEN"], "FAT16"),
         (64 << 20, &["-F", "32", "-n", "THIRTYTWO"], "FAT32"),
         (64 << 20, &["-F", "32", "-S", "4096"], "FAT32"),
-        (64 << 20, &["-F", "32", "-s", "8", "-n", "lower case"], "FAT32"),
+        (
+            64 << 20,
+            &["-F", "32", "-s", "8", "-n", "lower case"],
+            "FAT32",
+        ),
     ];
     for (size, args, ver) in cases {
-        let Some(info) = mkfs_case(*size, "mkfs.vfat", args) else { continue };
+        let Some(info) = mkfs_case(*size, "mkfs.vfat", args) else {
+            continue;
+        };
         assert_eq!(info.version.as_deref(), Some(*ver), "{args:?}");
     }
 }
@@ -299,12 +382,24 @@ fn mkfs_exfat() {
 
 #[test]
 fn mkfs_ntfs() {
-    let info = mkfs_case(32 << 20, "mkfs.ntfs", &["-q", "-Q", "-F", "-L", "ntfslabel"]);
+    let info = mkfs_case(
+        32 << 20,
+        "mkfs.ntfs",
+        &["-q", "-Q", "-F", "-L", "ntfslabel"],
+    );
     if let Some(i) = info {
         assert_eq!(i.version.as_deref(), Some("3.1"));
     }
-    mkfs_case(32 << 20, "mkfs.ntfs", &["-q", "-Q", "-F", "-c", "8192", "-s", "4096"]);
-    mkfs_case(32 << 20, "mkfs.ntfs", &["-q", "-Q", "-F", "-L", "Überlänge-Ünïcödé"]);
+    mkfs_case(
+        32 << 20,
+        "mkfs.ntfs",
+        &["-q", "-Q", "-F", "-c", "8192", "-s", "4096"],
+    );
+    mkfs_case(
+        32 << 20,
+        "mkfs.ntfs",
+        &["-q", "-Q", "-F", "-L", "Überlänge-Ünïcödé"],
+    );
 }
 
 #[test]
@@ -312,7 +407,11 @@ fn mkfs_xfs() {
     if let Some(i) = mkfs_case(300 << 20, "mkfs.xfs", &["-q", "-f", "-L", "xfslab"]) {
         assert_eq!(i.version.as_deref(), Some("5"));
     }
-    mkfs_case(300 << 20, "mkfs.xfs", &["-q", "-f", "-b", "size=1024", "-m", "crc=0"]);
+    mkfs_case(
+        300 << 20,
+        "mkfs.xfs",
+        &["-q", "-f", "-b", "size=1024", "-m", "crc=0"],
+    );
 }
 
 #[test]
@@ -395,7 +494,8 @@ fn corrupted_superblocks_warn_or_refuse() {
     if let Some(mut img) = corpus_img("ntfs") {
         // Torn MFT record: the label is lost with a warning, the volume is still NTFS.
         let mft = u64::from_le_bytes(img[0x30..0x38].try_into().unwrap()) as usize;
-        let cluster = usize::from(u16::from_le_bytes([img[0x0B], img[0x0C]])) * usize::from(img[0x0D]);
+        let cluster =
+            usize::from(u16::from_le_bytes([img[0x0B], img[0x0C]])) * usize::from(img[0x0D]);
         let rec3 = mft * cluster + 3 * 1024;
         img[rec3 + 510] ^= 0xFF;
         let i = fs::ntfs::probe(&MemSource(img)).unwrap().unwrap();
@@ -420,7 +520,10 @@ fn metadata_csum_mismatch_is_reported() {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.img");
-    std::fs::File::create(&path).unwrap().set_len(16 << 20).unwrap();
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
     let ok = Command::new(mkfs)
         .args(["-q", "-F", "-O", "metadata_csum", "-L", "abc"])
         .arg(&path)
@@ -432,14 +535,30 @@ fn metadata_csum_mismatch_is_reported() {
     assert!(clean.warnings.is_empty(), "{:?}", clean.warnings);
     img[1024 + 0x78] = b'x';
     let i = fs::ext::probe(&MemSource(img)).unwrap().unwrap();
-    assert!(i.warnings.iter().any(|w| w.contains("checksum")), "{:?}", i.warnings);
+    assert!(
+        i.warnings.iter().any(|w| w.contains("checksum")),
+        "{:?}",
+        i.warnings
+    );
 }
 
 /// Every way of cutting an image short gives an answer or an error, never a panic.
 #[test]
 fn truncated_images_never_panic() {
-    for name in ["ext4", "fat", "small-fat32", "exfat", "ntfs", "xfs", "btrfs", "f2fs", "swap1"] {
-        let Some(img) = corpus_img(name) else { continue };
+    for name in [
+        "ext4",
+        "fat",
+        "small-fat32",
+        "exfat",
+        "ntfs",
+        "xfs",
+        "btrfs",
+        "f2fs",
+        "swap1",
+    ] {
+        let Some(img) = corpus_img(name) else {
+            continue;
+        };
         let mut cut = 0usize;
         while cut < img.len() {
             let src = MemSource(img[..cut].to_vec());
@@ -488,12 +607,15 @@ fn byte_flip_mutation_never_panics() {
     ];
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     for (name, regions) in cases {
-        let Some(img) = corpus_img(name) else { continue };
+        let Some(img) = corpus_img(name) else {
+            continue;
+        };
         let mut regions = regions.to_vec();
         if *name == "ntfs" {
             // Also the $Volume record, where the label parser walks attributes.
             let mft = u64::from_le_bytes(img[0x30..0x38].try_into().unwrap()) as usize;
-            let cluster = usize::from(u16::from_le_bytes([img[0x0B], img[0x0C]])) * usize::from(img[0x0D]);
+            let cluster =
+                usize::from(u16::from_le_bytes([img[0x0B], img[0x0C]])) * usize::from(img[0x0D]);
             regions.push((mft * cluster + 3 * 1024, 1024));
         }
         let mut src = MemSource(img);

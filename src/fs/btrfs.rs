@@ -69,8 +69,9 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         ));
     }
     if total == 0 || num_devices == 0 {
-        info.warnings
-            .push(format!("superblock says {total} bytes on {num_devices} devices: corrupt"));
+        info.warnings.push(format!(
+            "superblock says {total} bytes on {num_devices} devices: corrupt"
+        ));
     }
     if le16(&sb, 0xC4) == Some(CSUM_CRC32C) {
         let stored = g32(0);

@@ -90,9 +90,9 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     };
     match find_label(dev, &geo, root_cluster) {
         Ok(l) => info.label = l,
-        Err(e) => info
-            .warnings
-            .push(format!("could not read the root directory for the label: {e}")),
+        Err(e) => info.warnings.push(format!(
+            "could not read the root directory for the label: {e}"
+        )),
     }
     Ok(Some(info))
 }

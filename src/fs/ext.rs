@@ -36,7 +36,8 @@ const RO_COMPAT_BIGALLOC: u32 = 0x0200;
 const RO_COMPAT_METADATA_CSUM: u32 = 0x0400;
 
 /// Features an ext2 driver understands; anything else makes the volume ext3/ext4 to blkid.
-const EXT2_RO_COMPAT_SUPP: u32 = RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_COMPAT_BTREE_DIR;
+const EXT2_RO_COMPAT_SUPP: u32 =
+    RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_COMPAT_BTREE_DIR;
 const EXT2_INCOMPAT_SUPP: u32 = INCOMPAT_FILETYPE | INCOMPAT_META_BG;
 const EXT3_RO_COMPAT_SUPP: u32 = EXT2_RO_COMPAT_SUPP;
 const EXT3_INCOMPAT_SUPP: u32 = INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG;
@@ -197,7 +198,11 @@ pub(crate) fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             t[i] = c;

@@ -2,7 +2,7 @@
 
 use super::FsInfo;
 use crate::source::{ReadAt, ReadAtExt};
-use crate::util::{le16, le32, le64, uuid_be, utf16le_z};
+use crate::util::{le16, le32, le64, utf16le_z, uuid_be};
 
 const SB_OFFSET: u64 = 1024;
 const SB_LEN: usize = 3072;

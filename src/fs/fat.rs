@@ -47,9 +47,10 @@ impl Geometry {
             .checked_add(root_sectors)
     }
     fn cluster_offset(&self, c: u64) -> Option<u64> {
-        let sec = self
-            .first_data_sector()?
-            .checked_add(c.checked_sub(2)?.checked_mul(u64::from(self.cluster_sectors))?)?;
+        let sec = self.first_data_sector()?.checked_add(
+            c.checked_sub(2)?
+                .checked_mul(u64::from(self.cluster_sectors))?,
+        )?;
         sec.checked_mul(u64::from(self.sector_size))
     }
     fn cluster_bytes(&self) -> u32 {
@@ -72,8 +73,7 @@ fn has_magic(bs: &[u8]) -> bool {
 fn geometry(bs: &[u8]) -> Option<Geometry> {
     let at = |off: usize, m: &[u8]| bs.get(off..off + m.len()) == Some(m);
     // Other filesystems that share the DOS boot sector layout.
-    if at(0x36, b"JFS     ") || at(0x36, b"HPFS    ") || at(3, b"NTFS    ") || at(3, b"EXFAT   ")
-    {
+    if at(0x36, b"JFS     ") || at(0x36, b"HPFS    ") || at(3, b"NTFS    ") || at(3, b"EXFAT   ") {
         return None;
     }
     let media = *bs.get(0x15)?;
@@ -167,15 +167,18 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
 
     let root_label = find_root_label(dev, &g);
     if let Err(e) = &root_label {
-        info.warnings
-            .push(format!("could not read the root directory for the label: {e}"));
+        info.warnings.push(format!(
+            "could not read the root directory for the label: {e}"
+        ));
     }
     // Like blkid (and Windows), only the root-directory entry is the label; the boot sector
     // copy is stale after many relabelling tools and is used only when the root directory
     // could not be read at all.
     info.label = match root_label {
         Ok(l) => l.as_deref().and_then(decode_label),
-        Err(_) => boot_label.filter(|l| *l != b"NO NAME    ").and_then(decode_label),
+        Err(_) => boot_label
+            .filter(|l| *l != b"NO NAME    ")
+            .and_then(decode_label),
     };
 
     match g.total_sectors.checked_mul(u64::from(g.sector_size)) {
@@ -188,7 +191,9 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
                 ));
             }
         }
-        None => info.warnings.push("total sector count overflows".to_string()),
+        None => info
+            .warnings
+            .push("total sector count overflows".to_string()),
     }
     Ok(Some(info))
 }
@@ -226,7 +231,7 @@ fn find_root_label(dev: &dyn ReadAt, g: &Geometry) -> crate::Result<Option<Vec<u
     if !g.fat32 {
         let start = g
             .reserved
-            .checked_add(g.fats.checked_mul(g.fat_length).unwrap_or(u64::MAX))
+            .checked_add(g.fats.saturating_mul(g.fat_length))
             .and_then(|s| s.checked_mul(ss));
         let Some(start) = start else { return Ok(None) };
         let len = (g.root_entries * 32).min(MAX_ROOT_BYTES) as usize;
@@ -242,7 +247,9 @@ fn find_root_label(dev: &dyn ReadAt, g: &Geometry) -> crate::Result<Option<Vec<u
         if c < 2 || c > g.clusters + 1 || read >= MAX_ROOT_BYTES {
             break;
         }
-        let Some(off) = g.cluster_offset(c) else { break };
+        let Some(off) = g.cluster_offset(c) else {
+            break;
+        };
         let buf = dev.read_upto(off, cbytes as usize)?;
         read += cbytes;
         match scan_dir(&buf) {

@@ -33,7 +33,13 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let b32 = |o| u64::from(le32(&bs, o).unwrap_or(0));
     // Fields that are FAT geometry elsewhere must be zero here; that is how blkid tells an
     // NTFS boot sector from something merely carrying the name.
-    if b16(0x0E) != 0 || b8(0x10) != 0 || b16(0x11) != 0 || b16(0x13) != 0 || b16(0x16) != 0 || b32(0x20) != 0 {
+    if b16(0x0E) != 0
+        || b8(0x10) != 0
+        || b16(0x11) != 0
+        || b16(0x13) != 0
+        || b16(0x16) != 0
+        || b32(0x20) != 0
+    {
         return Ok(None);
     }
     let sector_size = b16(0x0B);
@@ -126,7 +132,9 @@ fn apply_fixups(r: &mut [u8]) -> Result<(), String> {
     let usa_ofs = usize::from(le16(r, 4).unwrap_or(0));
     let usa_count = usize::from(le16(r, 6).unwrap_or(0));
     if usa_count == 0 || (usa_count - 1) * USA_STRIDE > r.len() {
-        return Err(format!("update sequence count {usa_count} does not fit the record"));
+        return Err(format!(
+            "update sequence count {usa_count} does not fit the record"
+        ));
     }
     let usn = le16(r, usa_ofs).ok_or("update sequence array outside the record")?;
     for i in 1..usa_count {
@@ -134,7 +142,9 @@ fn apply_fixups(r: &mut [u8]) -> Result<(), String> {
         let fix = le16(r, usa_ofs + 2 * i).ok_or("update sequence array outside the record")?;
         let slot = r.get_mut(end - 2..end).ok_or("fixup outside the record")?;
         if u16::from_le_bytes([slot[0], slot[1]]) != usn {
-            return Err(format!("torn write: sector {i} of the record lacks its sequence number"));
+            return Err(format!(
+                "torn write: sector {i} of the record lacks its sequence number"
+            ));
         }
         slot.copy_from_slice(&fix.to_le_bytes());
     }
@@ -151,7 +161,9 @@ fn read_volume_attrs(r: &[u8], info: &mut FsInfo) {
         if ty == ATTR_END {
             break;
         }
-        let Some(len) = le32(r, off + 4).map(|l| l as usize) else { break };
+        let Some(len) = le32(r, off + 4).map(|l| l as usize) else {
+            break;
+        };
         if len < 16 || off.checked_add(len).is_none_or(|e| e > used) {
             break;
         }

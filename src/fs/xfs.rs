@@ -45,13 +45,17 @@ fn superblock(dev: &dyn ReadAt, sb: &[u8]) -> crate::Result<FsInfo> {
         || !(512..=65536).contains(&block_size)
         || block_size.trailing_zeros() != block_log
     {
-        return Err(corrupt(format!("impossible block size {block_size} (log {block_log})")));
+        return Err(corrupt(format!(
+            "impossible block size {block_size} (log {block_log})"
+        )));
     }
     if !sect_size.is_power_of_two()
         || !(512..=32768).contains(&sect_size)
         || u32::from(sect_size).trailing_zeros() != sect_log
     {
-        return Err(corrupt(format!("impossible sector size {sect_size} (log {sect_log})")));
+        return Err(corrupt(format!(
+            "impossible sector size {sect_size} (log {sect_log})"
+        )));
     }
     if agcount == 0 || agblocks == 0 || dblocks == 0 {
         return Err(corrupt(format!(
