@@ -22,20 +22,28 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if sb.get(0x40..0x48) != Some(MAGIC) {
         return Ok(None);
     }
-    let corrupt = |d: String| crate::Error::corrupt("btrfs superblock", d);
     let g32 = |o| le32(&sb, o).unwrap_or(0);
     let g64 = |o| le64(&sb, o).unwrap_or(0);
     let sectorsize = g32(0x90);
     let nodesize = g32(0x94);
-    if !sectorsize.is_power_of_two() || !(4096..=65536).contains(&sectorsize) {
-        return Err(corrupt(format!("impossible sector size {sectorsize}")));
+    // The magic is 8 bytes at a fixed offset, so bad geometry is damage to report, not
+    // evidence of another filesystem (blkid identifies these too).
+    let mut warnings = Vec::new();
+    let sector_ok = sectorsize.is_power_of_two() && (4096..=65536).contains(&sectorsize);
+    if !sector_ok {
+        warnings.push(format!(
+            "impossible sector size {sectorsize}: superblock is corrupt"
+        ));
     }
     if !nodesize.is_power_of_two() || nodesize < sectorsize || nodesize > 65536 {
-        return Err(corrupt(format!("impossible node size {nodesize}")));
+        warnings.push(format!(
+            "impossible node size {nodesize}: superblock is corrupt"
+        ));
     }
     let mut info = FsInfo {
         fs_type: "btrfs",
-        block_size: Some(sectorsize),
+        block_size: sector_ok.then_some(sectorsize),
+        warnings,
         ..Default::default()
     };
     let uuid_at = |o: usize| {
