@@ -790,3 +790,20 @@ fn corpus_other_sources_vs_local_blkid() {
     eprintln!("{report}other corpus sources: {ok}/{total} agree with local blkid");
     assert!(ok * 100 >= total * 90, "{report}only {ok}/{total}");
 }
+
+/// Partition-table images (MBR boot code ends in 0x55AA too) must not look like FAT, whose
+/// signature is the weakest. (dos+bsd.img really has an ext3 superblock at byte 1024; the
+/// layout layer reads the partition table first.)
+#[test]
+fn partition_tables_are_not_filesystems() {
+    let dir = corpus().join("util-linux/tests/ts/blkid/images-pt");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        eprintln!("skipped: corpus not present");
+        return;
+    };
+    for e in rd.flatten() {
+        let Some(img) = unxz(&e.path()) else { continue };
+        let info = fs::fat::probe(&MemSource(img));
+        assert!(matches!(info, Ok(None)), "{}: {info:?}", e.path().display());
+    }
+}
