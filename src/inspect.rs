@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::fs::{self, BootEntry, FsInfo};
 use crate::layout::{self, Layout, PartKind, TableKind};
-use crate::source::{self, Layer, OpenOptions, ReadAt, Slice};
+use crate::source::cd::Track;
+use crate::source::container::ContainerInfo;
+use crate::source::{self, Format, Layer, OpenOptions, ReadAt, Slice};
 
 /// Version of the JSON report layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -32,6 +34,13 @@ pub struct Report {
     pub image_size: u64,
     /// True if the path is a block device.
     pub block_device: bool,
+    /// False when the payload is a container or archive this version cannot decode (qcow2,
+    /// dynamic VHD, VHDX, VMDK, VDI, DMG, 7z): then nothing below the chain was probed.
+    pub contents_decoded: bool,
+    /// Header facts of an undecoded container.
+    pub container: Option<ContainerInfo>,
+    /// Tracks of a CD image (from its CUE sheet, or guessed for a lone BIN).
+    pub cd_tracks: Vec<Track>,
     /// The partition table.
     pub layout: Layout,
     /// A filesystem spanning the whole image (no table, or an ISO9660/UDF under an isohybrid
@@ -87,14 +96,47 @@ pub struct BootFacts {
 pub fn inspect_path(path: &Path) -> crate::Result<Report> {
     let opened = source::open(path, &OpenOptions::default())?;
     let stored = opened.chain.first().and_then(|l| l.size);
-    let mut report = inspect_source(
-        opened.source.clone(),
-        opened.device_sector_size,
-        path.display().to_string(),
-        opened.chain.clone(),
-    )?;
+    let undecoded = opened.container.is_some() || opened.payload_format() == Format::SevenZip;
+    let mut report = if undecoded {
+        // Probing a container's own bytes as if they were a disk would only mislead.
+        let virtual_size = opened.container.as_ref().and_then(|c| c.virtual_size);
+        Report {
+            schema_version: SCHEMA_VERSION,
+            path: path.display().to_string(),
+            chain: opened.chain.clone(),
+            stored_size: None,
+            image_size: virtual_size.unwrap_or(0),
+            block_device: false,
+            contents_decoded: false,
+            container: None,
+            cd_tracks: vec![],
+            layout: Layout {
+                sector_size: 512,
+                table: TableKind::None,
+                disk_id: None,
+                partitions: vec![],
+                mbr: None,
+                gpt: None,
+                warnings: vec![],
+            },
+            whole_disk: None,
+            partitions: vec![],
+            unpartitioned_tail: 0,
+            boot: BootFacts::default(),
+            warnings: vec![],
+        }
+    } else {
+        inspect_source(
+            opened.source.clone(),
+            opened.device_sector_size,
+            path.display().to_string(),
+            opened.chain.clone(),
+        )?
+    };
     report.stored_size = stored;
     report.block_device = opened.is_block_device;
+    report.container = opened.container;
+    report.cd_tracks = opened.cd_tracks;
     let mut w = opened.warnings;
     w.append(&mut report.warnings);
     report.warnings = w;
@@ -192,6 +234,9 @@ pub fn inspect_source(
         stored_size: None,
         image_size,
         block_device: false,
+        contents_decoded: true,
+        container: None,
+        cd_tracks: vec![],
         layout,
         whole_disk,
         partitions,
@@ -259,7 +304,8 @@ fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>
             b.notes.push(format!("MBR: partition {a} is marked active"));
         }
         if b.mbr_boot_code {
-            b.notes.push("MBR boot code present (BIOS can boot this disk)".into());
+            b.notes
+                .push("MBR boot code present (BIOS can boot this disk)".into());
         }
         if !b.esp.is_empty() {
             let list: Vec<String> = b.esp.iter().map(u32::to_string).collect();

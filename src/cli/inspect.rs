@@ -34,13 +34,35 @@ pub fn headline(r: &Report) -> String {
         .filter(|l| l.format != Format::Raw)
         .map(|l| l.format.name().to_string())
         .collect();
+    if !r.contents_decoded {
+        let size = if r.image_size > 0 {
+            format!("virtual disk {}; ", human_bytes(r.image_size))
+        } else {
+            String::new()
+        };
+        let last = parts.pop().unwrap_or_default();
+        parts.push(format!(
+            "{last} ({size}contents not decoded by this version)"
+        ));
+        return parts.join(" → ");
+    }
     let what = match (r.layout.table, &r.whole_disk) {
-        (TableKind::None, Some(f)) => format!("{} filesystem image (no partition table)", f.fs_type),
+        (TableKind::None, Some(f)) => {
+            format!("{} filesystem image (no partition table)", f.fs_type)
+        }
         (TableKind::None, None) => "raw data (no partition table or filesystem recognised)".into(),
         (t, _) => {
-            let n = r.partitions.iter().filter(|p| !is_container(&p.kind)).count();
+            let n = r
+                .partitions
+                .iter()
+                .filter(|p| !is_container(&p.kind))
+                .count();
             let table = if t == TableKind::Gpt { "GPT" } else { "MBR" };
-            let iso = if r.boot.isohybrid { "isohybrid ISO9660, " } else { "" };
+            let iso = if r.boot.isohybrid {
+                "isohybrid ISO9660, "
+            } else {
+                ""
+            };
             format!(
                 "raw disk image ({iso}{table}, {n} partition{})",
                 if n == 1 { "" } else { "s" }
@@ -56,15 +78,26 @@ pub fn headline(r: &Report) -> String {
 }
 
 fn is_container(k: &PartKind) -> bool {
-    matches!(k, PartKind::Mbr { extended: true, .. } | PartKind::Mbr { type_code: 0xee, .. })
+    matches!(
+        k,
+        PartKind::Mbr { extended: true, .. }
+            | PartKind::Mbr {
+                type_code: 0xee,
+                ..
+            }
+    )
 }
 
 fn fs_summary(f: &FsInfo) -> String {
     let mut s = f.fs_type.to_string();
-    if let Some(v) = &f.version {
-        if !v.is_empty() {
+    match &f.version {
+        Some(v) if v.contains(' ') => {
+            let _ = write!(s, " ({v})");
+        }
+        Some(v) if !v.is_empty() => {
             let _ = write!(s, " {v}");
         }
+        _ => {}
     }
     if let Some(l) = &f.label {
         let _ = write!(s, " \"{l}\"");
@@ -94,15 +127,26 @@ pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{}: {}", r.path, headline(r));
     if let Some(stored) = r.stored_size {
-        let compressed = r.chain.iter().any(|l| l.format.is_compression() || l.format == Format::Zip);
+        let compressed = r
+            .chain
+            .iter()
+            .any(|l| l.format.is_compression() || l.format == Format::Zip);
         if compressed || stored != r.image_size {
-            let ratio = if stored > 0 { r.image_size as f64 / stored as f64 } else { 0.0 };
+            let ratio = if stored > 0 {
+                r.image_size as f64 / stored as f64
+            } else {
+                0.0
+            };
             let _ = writeln!(
                 o,
                 "  stored       {} ({} bytes){}",
                 human_bytes(stored),
                 stored,
-                if compressed { format!(", {ratio:.1}x smaller than the image") } else { String::new() }
+                if compressed {
+                    format!(", {ratio:.1}x smaller than the image")
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -111,7 +155,23 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "  {:<12} {d}", l.format.name());
         }
     }
-    let _ = writeln!(o, "  image size   {} ({} bytes)", human_bytes(r.image_size), r.image_size);
+    if !r.contents_decoded {
+        return finish(o, r);
+    }
+    let _ = writeln!(
+        o,
+        "  image size   {} ({} bytes)",
+        human_bytes(r.image_size),
+        r.image_size
+    );
+    if !r.cd_tracks.is_empty() {
+        let list: Vec<String> = r
+            .cd_tracks
+            .iter()
+            .map(|t| format!("{} {:?} at sector {}", t.number, t.mode, t.start))
+            .collect();
+        let _ = writeln!(o, "  cd tracks    {}", list.join("; "));
+    }
     let lay = &r.layout;
     match lay.table {
         TableKind::None => {
@@ -119,7 +179,11 @@ pub fn render(r: &Report) -> String {
         }
         TableKind::Mbr => {
             let id = lay.disk_id.as_deref().unwrap_or("-");
-            let _ = writeln!(o, "  table        MBR, disk id 0x{id}, {}-byte sectors", lay.sector_size);
+            let _ = writeln!(
+                o,
+                "  table        MBR, disk id 0x{id}, {}-byte sectors",
+                lay.sector_size
+            );
         }
         TableKind::Gpt => {
             let id = lay.disk_id.as_deref().unwrap_or("-");
@@ -128,7 +192,11 @@ pub fn render(r: &Report) -> String {
                 Some(m) if m.protective => ", protective MBR",
                 _ => "",
             };
-            let _ = writeln!(o, "  table        GPT, disk guid {id}, {}-byte sectors{mbr}", lay.sector_size);
+            let _ = writeln!(
+                o,
+                "  table        GPT, disk guid {id}, {}-byte sectors{mbr}",
+                lay.sector_size
+            );
         }
     }
     if let Some(f) = &r.whole_disk {
@@ -148,10 +216,21 @@ pub fn render(r: &Report) -> String {
         );
         for p in &r.partitions {
             let ty = match &p.kind {
-                PartKind::Mbr { type_code, bootable, .. } => {
-                    format!("{:02x} {}{}", type_code, p.type_name, if *bootable { " *" } else { "" })
+                PartKind::Mbr {
+                    type_code,
+                    bootable,
+                    ..
+                } => {
+                    format!(
+                        "{:02x} {}{}",
+                        type_code,
+                        p.type_name,
+                        if *bootable { " *" } else { "" }
+                    )
                 }
-                PartKind::Gpt { name, .. } if !name.is_empty() => format!("{} \"{name}\"", p.type_name),
+                PartKind::Gpt { name, .. } if !name.is_empty() => {
+                    format!("{} \"{name}\"", p.type_name)
+                }
                 PartKind::Gpt { .. } => p.type_name.clone(),
             };
             let fs = match (&p.filesystem, &p.probe_error, is_container(&p.kind)) {
@@ -177,7 +256,8 @@ pub fn render(r: &Report) -> String {
                 }
             }
         }
-        if r.unpartitioned_tail > 0 {
+        // A GPT's own backup lives in the last 33 sectors; only real slack is worth a line.
+        if r.unpartitioned_tail >= 1 << 20 {
             let _ = writeln!(
                 o,
                 "\n  {} after the last partition (unallocated)",
@@ -185,6 +265,10 @@ pub fn render(r: &Report) -> String {
             );
         }
     }
+    finish(o, r)
+}
+
+fn finish(mut o: String, r: &Report) -> String {
     let b = &r.boot;
     if !b.notes.is_empty() || !b.el_torito.is_empty() {
         let _ = writeln!(o, "\n  boot");
@@ -193,7 +277,11 @@ pub fn render(r: &Report) -> String {
                 o,
                 "    El Torito {} entry: {}, {}, image at block {} ({} sectors)",
                 e.platform,
-                if e.bootable { "bootable" } else { "not bootable" },
+                if e.bootable {
+                    "bootable"
+                } else {
+                    "not bootable"
+                },
                 e.emulation,
                 e.load_rba,
                 e.sector_count

@@ -131,7 +131,9 @@ pub struct Layout {
     pub table: TableKind,
     /// Disk identifier: MBR signature or GPT disk GUID.
     pub disk_id: Option<String>,
-    /// Partitions in table order (for MBR: primaries then logicals).
+    /// Partitions in table order (for MBR: primaries then logicals). Not serialised: the
+    /// inspect report lists them once, together with their filesystems.
+    #[serde(skip)]
     pub partitions: Vec<Partition>,
     /// The MBR (also present, as protective or hybrid, in front of a GPT).
     pub mbr: Option<MbrInfo>,
