@@ -346,3 +346,65 @@ fn truncated_sample_warns_and_mutations_never_panic() {
         );
     }
 }
+
+#[test]
+fn undecoded_container_is_named_not_probed() {
+    if !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = unpack_sample(dir.path());
+    let q = dir.path().join("card.qcow2");
+    sh(&format!("qemu-img convert -f raw -O qcow2 '{}' '{}'", img.display(), q.display()));
+    let r = inspect_path(&q).unwrap();
+    assert!(!r.contents_decoded);
+    assert_eq!(r.chain.last().map(|l| l.format), Some(blockwise::source::Format::Qcow2));
+    assert_eq!(r.image_size, 128 << 20, "virtual size from the header");
+    assert!(r.partitions.is_empty() && r.whole_disk.is_none());
+    assert!(r.warnings.iter().any(|w| w.contains("not decoded")), "{:?}", r.warnings);
+    let out = bin().arg("inspect").arg(&q).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("qcow2 (virtual disk 128.0 MiB; contents not decoded"), "{text}");
+}
+
+#[test]
+fn every_wrapper_of_the_sample_reports_the_same_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = unpack_sample(dir.path());
+    let raw = inspect_path(&img).unwrap();
+    let p = img.display();
+    let mut made = vec![];
+    for (tool, cmd, ext) in [
+        ("gzip", "gzip -1 -c", "gz"),
+        ("zstd", "zstd -q -1 -c", "zst"),
+        ("bzip2", "bzip2 -1 -c", "bz2"),
+        ("lz4", "lz4 -q -1 -c", "lz4"),
+    ] {
+        if have(tool) {
+            let out = dir.path().join(format!("card.img.{ext}"));
+            sh(&format!("{cmd} '{p}' > '{}'", out.display()));
+            made.push(out);
+        }
+    }
+    if have("zip") {
+        let out = dir.path().join("card.zip");
+        sh(&format!("cd '{}' && zip -q -1 card.zip card.img", dir.path().display()));
+        made.push(out);
+    }
+    if have("img2simg") {
+        let out = dir.path().join("card.simg");
+        sh(&format!("img2simg '{p}' '{}'", out.display()));
+        made.push(out);
+    }
+    for f in made {
+        let r = inspect_path(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(r.image_size, raw.image_size, "{}", f.display());
+        assert_eq!(r.partitions.len(), raw.partitions.len(), "{}", f.display());
+        for (a, b) in r.partitions.iter().zip(&raw.partitions) {
+            let fa = a.filesystem.as_ref().map(|x| (x.fs_type, &x.label, &x.uuid));
+            let fb = b.filesystem.as_ref().map(|x| (x.fs_type, &x.label, &x.uuid));
+            assert_eq!(fa, fb, "{}", f.display());
+        }
+    }
+}
