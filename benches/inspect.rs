@@ -26,19 +26,29 @@ fn extent_map(c: &mut Criterion) {
     let n = 32_768;
     let mut g = c.benchmark_group("extent_map");
     g.throughput(Throughput::Elements(n));
-    g.bench_function("insert_ascending_32k", |b| b.iter(|| fragmented(black_box(n), 0)));
+    g.bench_function("insert_ascending_32k", |b| {
+        b.iter(|| fragmented(black_box(n), 0))
+    });
     let a = fragmented(n, 0);
     let bm = fragmented(n, 1);
-    g.bench_function("union_32k", |b| b.iter(|| black_box(&a).union(black_box(&bm))));
-    g.bench_function("subtract_32k", |b| b.iter(|| black_box(&a).subtract(black_box(&bm))));
-    g.bench_function("align_out_64k_32k", |b| b.iter(|| black_box(&a).align_out(65536)));
+    g.bench_function("union_32k", |b| {
+        b.iter(|| black_box(&a).union(black_box(&bm)))
+    });
+    g.bench_function("subtract_32k", |b| {
+        b.iter(|| black_box(&a).subtract(black_box(&bm)))
+    });
+    g.bench_function("align_out_64k_32k", |b| {
+        b.iter(|| black_box(&a).align_out(65536))
+    });
     g.finish();
 }
 
 fn inspect(c: &mut Criterion) {
     let xz = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/card.img.xz")).unwrap();
     let mut raw = Vec::new();
-    liblzma::read::XzDecoder::new(&xz[..]).read_to_end(&mut raw).unwrap();
+    liblzma::read::XzDecoder::new(&xz[..])
+        .read_to_end(&mut raw)
+        .unwrap();
     let raw: Arc<MemSource> = Arc::new(MemSource(raw));
     c.bench_function("inspect_sample_card_raw", |b| {
         b.iter(|| inspect_source(raw.clone(), None, "card.img".into(), vec![]).unwrap())

@@ -21,6 +21,8 @@
 //! The corpus is optional: without it the test prints why and passes. The score must be at
 //! least 95% over the whole in-scope set.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -50,10 +52,7 @@ const IN_SCOPE: &[&str] = &[
 ];
 
 fn corpus_root() -> PathBuf {
-    std::env::var_os("BLOCKWISE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/corpus"))
-        .join("util-linux/tests")
+    common::corpus().join("util-linux/tests")
 }
 
 /// Undoes libblkid's `\xHH` escaping and reads the bytes as UTF-8.

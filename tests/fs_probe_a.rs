@@ -4,6 +4,8 @@
 //! `blkid -p -o udev`; the util-linux blkid corpus with its expected outputs; and hostile input
 //! (corrupted fields, truncation, byte-flip mutation) that must never panic.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,7 +41,7 @@ fn probe_a(dev: &dyn ReadAt) -> Option<FsInfo> {
 }
 
 fn corpus() -> PathBuf {
-    PathBuf::from("/work/shared/corpus")
+    common::corpus()
 }
 
 fn unxz(path: &Path) -> Option<Vec<u8>> {

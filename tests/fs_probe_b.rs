@@ -4,6 +4,8 @@
 //! `blkid -p -o udev` (and `xorriso -report_el_torito` for boot catalogs). A missing tool skips
 //! that test with a printed reason. Hostile-input tests need no tools.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -261,7 +263,7 @@ fn el_torito_bios_and_uefi() {
 
 #[test]
 fn el_torito_corpus_reports() {
-    let dir = Path::new("/work/shared/corpus/generated-locally");
+    let dir = common::corpus().join("generated-locally");
     for name in ["eltorito-hybrid", "eltorito-gpt"] {
         let iso = dir.join(format!("{name}.iso"));
         let Ok(report) = std::fs::read_to_string(dir.join(format!("{name}.xorriso-report.txt")))
@@ -547,7 +549,7 @@ fn decompress(path: &Path) -> Option<Vec<u8>> {
 /// Flips bytes inside each format's header region and checks that no probe panics.
 #[test]
 fn mutation_never_panics() {
-    let base = Path::new("/work/shared/corpus/util-linux/tests/ts/blkid/images-fs");
+    let base = common::corpus().join("util-linux/tests/ts/blkid/images-fs");
     // (image, header regions to mutate)
     let cases: &[(&str, &[(usize, usize)])] = &[
         (
@@ -638,8 +640,8 @@ fn mutation_never_panics() {
 /// LUKS2 secondary header; blkid (and we) must call it LVM2_member.
 #[test]
 fn stale_luks2_secondary_under_lvm_pv() {
-    let p = Path::new("/work/shared/corpus/cryptsetup/tests/blkid-luks2-pv.img.xz");
-    let Some(v) = decompress(p) else {
+    let p = common::corpus().join("cryptsetup/tests/blkid-luks2-pv.img.xz");
+    let Some(v) = decompress(&p) else {
         println!("SKIP: {} not available", p.display());
         return;
     };

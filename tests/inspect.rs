@@ -355,17 +355,31 @@ fn undecoded_container_is_named_not_probed() {
     let dir = tempfile::tempdir().unwrap();
     let img = unpack_sample(dir.path());
     let q = dir.path().join("card.qcow2");
-    sh(&format!("qemu-img convert -f raw -O qcow2 '{}' '{}'", img.display(), q.display()));
+    sh(&format!(
+        "qemu-img convert -f raw -O qcow2 '{}' '{}'",
+        img.display(),
+        q.display()
+    ));
     let r = inspect_path(&q).unwrap();
     assert!(!r.contents_decoded);
-    assert_eq!(r.chain.last().map(|l| l.format), Some(blockwise::source::Format::Qcow2));
+    assert_eq!(
+        r.chain.last().map(|l| l.format),
+        Some(blockwise::source::Format::Qcow2)
+    );
     assert_eq!(r.image_size, 128 << 20, "virtual size from the header");
     assert!(r.partitions.is_empty() && r.whole_disk.is_none());
-    assert!(r.warnings.iter().any(|w| w.contains("not decoded")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("not decoded")),
+        "{:?}",
+        r.warnings
+    );
     let out = bin().arg("inspect").arg(&q).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("qcow2 (virtual disk 128.0 MiB; contents not decoded"), "{text}");
+    assert!(
+        text.contains("qcow2 (virtual disk 128.0 MiB; contents not decoded"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -389,7 +403,10 @@ fn every_wrapper_of_the_sample_reports_the_same_disk() {
     }
     if have("zip") {
         let out = dir.path().join("card.zip");
-        sh(&format!("cd '{}' && zip -q -1 card.zip card.img", dir.path().display()));
+        sh(&format!(
+            "cd '{}' && zip -q -1 card.zip card.img",
+            dir.path().display()
+        ));
         made.push(out);
     }
     if have("img2simg") {
@@ -402,8 +419,14 @@ fn every_wrapper_of_the_sample_reports_the_same_disk() {
         assert_eq!(r.image_size, raw.image_size, "{}", f.display());
         assert_eq!(r.partitions.len(), raw.partitions.len(), "{}", f.display());
         for (a, b) in r.partitions.iter().zip(&raw.partitions) {
-            let fa = a.filesystem.as_ref().map(|x| (x.fs_type, &x.label, &x.uuid));
-            let fb = b.filesystem.as_ref().map(|x| (x.fs_type, &x.label, &x.uuid));
+            let fa = a
+                .filesystem
+                .as_ref()
+                .map(|x| (x.fs_type, &x.label, &x.uuid));
+            let fb = b
+                .filesystem
+                .as_ref()
+                .map(|x| (x.fs_type, &x.label, &x.uuid));
             assert_eq!(fa, fb, "{}", f.display());
         }
     }

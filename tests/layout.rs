@@ -4,6 +4,8 @@
 //!
 //! Tests that need a missing tool or corpus file print why and return.
 
+mod common;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,8 +13,6 @@ use std::process::{Command, Stdio};
 use blockwise::layout::{read_layout, Layout, PartKind, TableKind};
 use blockwise::source::MemSource;
 use serde_json::Value;
-
-const CORPUS: &str = "/work/shared/corpus";
 
 fn have(tool: &str) -> bool {
     let ok = Command::new("sh")
@@ -571,7 +571,7 @@ fn unxz(path: &Path) -> Option<Vec<u8>> {
 /// `#1:         34       2014  0x0 name='ThisIsName' uuid='…' type='…'`.
 #[test]
 fn corpus_util_linux_gpt() {
-    let base = Path::new(CORPUS).join("util-linux/tests");
+    let base = common::corpus().join("util-linux/tests");
     let Some(bytes) = unxz(&base.join("ts/blkid/images-pt/gpt.img.xz")) else {
         return;
     };
@@ -609,7 +609,7 @@ fn corpus_util_linux_gpt() {
 
 #[test]
 fn corpus_util_linux_dos_bsd() {
-    let base = Path::new(CORPUS).join("util-linux/tests");
+    let base = common::corpus().join("util-linux/tests");
     let Some(bytes) = unxz(&base.join("ts/blkid/images-pt/dos+bsd.img.xz")) else {
         return;
     };
@@ -629,7 +629,7 @@ fn corpus_util_linux_dos_bsd() {
 
 #[test]
 fn corpus_hybrid_mbr_gpt() {
-    let base = Path::new(CORPUS).join("generated-locally");
+    let base = common::corpus().join("generated-locally");
     let Some(bytes) = unxz(&base.join("hybrid-mbr-gpt.img.xz")) else {
         return;
     };
@@ -675,7 +675,7 @@ fn corpus_hybrid_mbr_gpt() {
 
 #[test]
 fn corpus_isohybrid() {
-    let base = Path::new(CORPUS).join("generated-locally");
+    let base = common::corpus().join("generated-locally");
     let Ok(iso) = std::fs::read(base.join("eltorito-hybrid.iso")) else {
         eprintln!("skipping: eltorito-hybrid.iso missing");
         return;
@@ -814,7 +814,7 @@ fn mutations_never_panic() {
 /// mistaken for an MBR or GPT.
 #[test]
 fn corpus_foreign_tables_are_not_mbr() {
-    let dir = Path::new(CORPUS).join("util-linux/tests/ts/blkid/images-pt");
+    let dir = common::corpus().join("util-linux/tests/ts/blkid/images-pt");
     for name in [
         "atari-primary",
         "atari-xgm",
@@ -854,7 +854,7 @@ fn gpt_without_protective_mbr_is_reported() {
 
 #[test]
 fn corpus_whole_disk_ntfs_is_not_an_mbr() {
-    let Some(bytes) = unxz(&Path::new(CORPUS).join("generated-locally/ntfs.img.xz")) else {
+    let Some(bytes) = unxz(&common::corpus().join("generated-locally/ntfs.img.xz")) else {
         return;
     };
     let l = layout_of(&bytes);

@@ -2,6 +2,8 @@
 //! sniffed, opened and (when decodable) compared byte for byte with the original.
 //! Tests whose tool or corpus sample is missing print why and return.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -9,8 +11,6 @@ use std::sync::Arc;
 use blockwise::source::file::FileSource;
 use blockwise::source::stream::{xz_size_from_index, Codec, StreamSource};
 use blockwise::source::{open, Counting, Format, OpenOptions, ReadAt, ReadAtExt};
-
-const CORPUS: &str = "/work/shared/corpus";
 
 /// Runs a shell command; false (with a printed reason) if it fails or the tool is missing.
 fn sh(cmd: &str) -> bool {
@@ -314,7 +314,7 @@ fn android_sparse_corpus_matches_simg2img() {
     ];
     let d = tmpdir();
     for f in files {
-        let p = Path::new(CORPUS).join(f);
+        let p = common::corpus().join(f);
         if !p.exists() {
             eprintln!("skip: {} absent", p.display());
             continue;
@@ -338,8 +338,8 @@ fn android_sparse_corpus_matches_simg2img() {
         assert!(got == want, "{f}: differs from simg2img");
     }
     // The ext4 sample must also equal the base image it was made from.
-    let base = Path::new(CORPUS).join("generated-locally/base-ext4.img");
-    let simg = Path::new(CORPUS).join("generated-locally/ext4.simg");
+    let base = common::corpus().join("generated-locally/base-ext4.img");
+    let simg = common::corpus().join("generated-locally/ext4.simg");
     if base.exists() && simg.exists() {
         let o = open_path(&simg);
         let want = std::fs::read(&base).unwrap();
@@ -410,7 +410,7 @@ fn qemu_img_containers() {
 #[test]
 fn corpus_vhdx_virtual_size_matches_qemu() {
     for name in ["ext4-dynamic.vhdx", "ext4-dynamic-bs1M.vhdx"] {
-        let p = Path::new(CORPUS).join("generated-locally").join(name);
+        let p = common::corpus().join("generated-locally").join(name);
         let info = p.with_extension("vhdx.qemu-img-info.json");
         let (Ok(_), Ok(j)) = (std::fs::metadata(&p), std::fs::read_to_string(&info)) else {
             eprintln!("skip: {} absent", p.display());
@@ -429,7 +429,7 @@ fn corpus_vhdx_virtual_size_matches_qemu() {
 
 #[test]
 fn corpus_compressed_and_dmg() {
-    let base = Path::new(CORPUS).join("etcher-sdk/tests/data");
+    let base = common::corpus().join("etcher-sdk/tests/data");
     if !base.exists() {
         eprintln!("skip: etcher-sdk corpus absent");
         return;
@@ -524,7 +524,7 @@ fn bin_cue_reads_as_iso() {
 
 #[test]
 fn corpus_cdrdao_bin() {
-    let p = Path::new(CORPUS).join("dfirlabs-cue-specimens/specimens/cdrdao/image.bin");
+    let p = common::corpus().join("dfirlabs-cue-specimens/specimens/cdrdao/image.bin");
     if !p.exists() {
         eprintln!("skip: {} absent", p.display());
         return;
@@ -759,7 +759,7 @@ fn fixed_vhd_inside_xz() {
 /// which doubles as a survey of what the sniffer makes of real-world files.
 #[test]
 fn corpus_open_everything_without_panics() {
-    let root = Path::new(CORPUS);
+    let root = &common::corpus();
     if !root.exists() {
         eprintln!("skip: corpus absent");
         return;

@@ -68,3 +68,16 @@ pub fn blkid(path: &Path, offset: Option<u64>) -> Vec<(String, String)> {
 pub fn get<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
     kv.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
+
+/// The shared corpus of real images: `$BLOCKWISE_CORPUS`, else `shared/corpus` beside the
+/// repository (where CI puts it), else the development machines' `/work/shared/corpus`.
+pub fn corpus() -> PathBuf {
+    if let Some(p) = std::env::var_os("BLOCKWISE_CORPUS") {
+        return PathBuf::from(p);
+    }
+    let beside = repo().join("../shared/corpus");
+    if beside.is_dir() {
+        return beside;
+    }
+    PathBuf::from("/work/shared/corpus")
+}
