@@ -164,3 +164,12 @@ fn find_label(dev: &dyn ReadAt, g: &Geo, mut c: u64) -> crate::Result<Option<Str
     }
     Ok(None)
 }
+
+/// The bytes of this filesystem that must be kept. (Allocation map not read yet: keeps
+/// everything, which is always safe.)
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+    Ok(super::Usage::everything(
+        dev.size(),
+        "allocation map reader not written yet; every block is kept",
+    ))
+}

@@ -304,3 +304,12 @@ mod tests {
         assert_eq!(decode_label(&[0xE5, 0xE5, b' ']).as_deref(), Some("ÕÕ"));
     }
 }
+
+/// The bytes of this filesystem that must be kept. (Allocation map not read yet: keeps
+/// everything, which is always safe.)
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+    Ok(super::Usage::everything(
+        dev.size(),
+        "allocation map reader not written yet; every block is kept",
+    ))
+}

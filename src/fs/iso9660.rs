@@ -315,3 +315,12 @@ fn boot_entries(dev: &dyn ReadAt, lba: u32) -> Result<Vec<BootEntry>, String> {
     }
     Ok(out)
 }
+
+/// The bytes of this filesystem that must be kept. (Allocation map not read yet: keeps
+/// everything, which is always safe.)
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+    Ok(super::Usage::everything(
+        dev.size(),
+        "allocation map reader not written yet; every block is kept",
+    ))
+}

@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 
+use crate::extent::ExtentMap;
 use crate::source::ReadAt;
 
 pub mod btrfs;
@@ -96,4 +97,76 @@ pub fn probe_all(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         }
     }
     Ok(None)
+}
+
+/// Which bytes of a volume its filesystem needs: everything except what the filesystem's own
+/// allocation metadata says is free (the skip rule in `spec/safety.md`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Usage {
+    /// Byte ranges the volume needs, relative to the volume's first byte.
+    pub used: ExtentMap,
+    /// True when the map comes from the filesystem's allocation metadata; false when every
+    /// byte was kept because the format is opaque (LUKS, LVM, unknown) or could not be read.
+    pub from_fs: bool,
+    /// Why blocks were kept that might be free, or what looked wrong.
+    pub warnings: Vec<String>,
+}
+
+impl Usage {
+    /// Every byte of a volume of `size` bytes is needed, for the reason given.
+    pub fn everything(size: u64, why: impl Into<String>) -> Usage {
+        Usage {
+            used: ExtentMap::single(0, size),
+            from_fs: false,
+            warnings: vec![why.into()],
+        }
+    }
+}
+
+/// The bytes of `dev` that the filesystem `info` (from [`probe_all`]) needs.
+///
+/// Never fails: when the allocation metadata cannot be read the whole volume is kept, with a
+/// warning. Bytes of the volume past the filesystem's declared size are kept too: nothing
+/// says they are free.
+pub fn usage(dev: &dyn ReadAt, info: &FsInfo) -> Usage {
+    type UsedFn = fn(&dyn ReadAt) -> crate::Result<Usage>;
+    let size = dev.size();
+    let f: UsedFn = match info.fs_type {
+        "ext2" | "ext3" | "ext4" | "ext4dev" => ext::used,
+        "vfat" => fat::used,
+        "exfat" => exfat::used,
+        "ntfs" => ntfs::used,
+        "xfs" => xfs::used,
+        "btrfs" => btrfs::used,
+        "f2fs" => f2fs::used,
+        "swap" => swap::used,
+        "squashfs" | "squashfs3" => squashfs::used,
+        "iso9660" => iso9660::used,
+        "udf" => udf::used,
+        other => {
+            return Usage::everything(
+                size,
+                format!("{other}: contents are opaque to blockwise; every block is kept"),
+            )
+        }
+    };
+    let mut u = match f(dev) {
+        Ok(u) => u,
+        Err(e) => {
+            return Usage::everything(
+                size,
+                format!(
+                    "{}: allocation map unreadable ({e}); every block is kept",
+                    info.fs_type
+                ),
+            )
+        }
+    };
+    if let Some(fs_size) = info.size {
+        if fs_size < size {
+            u.used = u.used.union(&ExtentMap::single(fs_size, size));
+        }
+    }
+    u.used = u.used.clip(size);
+    u
 }

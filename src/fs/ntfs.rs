@@ -200,3 +200,12 @@ fn read_volume_attrs(r: &[u8], info: &mut FsInfo) {
         off += len;
     }
 }
+
+/// The bytes of this filesystem that must be kept. (Allocation map not read yet: keeps
+/// everything, which is always safe.)
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+    Ok(super::Usage::everything(
+        dev.size(),
+        "allocation map reader not written yet; every block is kept",
+    ))
+}

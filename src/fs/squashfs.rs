@@ -104,3 +104,12 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     }
     Ok(Some(info))
 }
+
+/// The bytes of this filesystem that must be kept. (Allocation map not read yet: keeps
+/// everything, which is always safe.)
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+    Ok(super::Usage::everything(
+        dev.size(),
+        "allocation map reader not written yet; every block is kept",
+    ))
+}

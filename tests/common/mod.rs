@@ -81,3 +81,98 @@ pub fn corpus() -> PathBuf {
     }
     PathBuf::from("/work/shared/corpus")
 }
+
+/// A loop device attached to a file; detached on drop.
+pub struct Loop {
+    /// `/dev/loopN`.
+    pub dev: String,
+}
+
+impl Loop {
+    /// Attaches `file` read-write; `None` (with a printed reason) if loop devices are
+    /// unavailable (not root, no loop module).
+    pub fn attach(file: &Path) -> Option<Loop> {
+        let o = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(file)
+            .output()
+            .ok()?;
+        if !o.status.success() {
+            eprintln!(
+                "SKIP: cannot create a loop device: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        Some(Loop {
+            dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        })
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+/// Writes `size` bytes of seeded pseudo-random garbage to `path` (a reused card's contents).
+pub fn random_file(path: &Path, size: u64, seed: u64) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for c in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+}
+
+/// The restore proof's write step: copies only `map`'s ranges of `image` onto a same-sized
+/// target pre-filled with random bytes, through a loop device. Returns the attached target
+/// (keep it alive while checking) and its backing file's directory.
+pub fn restore_onto_random(
+    image: &Path,
+    map: &blockwise::ExtentMap,
+) -> Option<(tempfile::TempDir, Loop)> {
+    use std::os::unix::fs::FileExt;
+    let size = std::fs::metadata(image).unwrap().len();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.img");
+    random_file(&target, size, 0x5eed ^ size);
+    let lp = Loop::attach(&target)?;
+    let src = std::fs::File::open(image).unwrap();
+    let dst = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lp.dev)
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for e in map.chunks(1 << 20) {
+        let n = e.len() as usize;
+        src.read_exact_at(&mut buf[..n], e.start).unwrap();
+        dst.write_all_at(&buf[..n], e.start).unwrap();
+    }
+    dst.sync_all().unwrap();
+    Some((dir, lp))
+}
+
+/// SHA-256 of every regular file under `root`, keyed by relative path.
+pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let out = sh(&format!(
+        "cd '{}' && find . -type f -print0 | sort -z | xargs -0 -r sha256sum",
+        root.display()
+    ));
+    out.lines()
+        .filter_map(|l| l.split_once("  "))
+        .map(|(h, p)| (p.to_string(), h.to_string()))
+        .collect()
+}
