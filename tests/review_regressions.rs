@@ -51,3 +51,23 @@ fn stream_failure_is_remembered_not_redecoded() {
     s.read_exact_at(2 * CHUNK as u64 + 7, &mut b).unwrap();
     assert_eq!(&b[..], &orig[2 * CHUNK + 7..2 * CHUNK + 7 + 512]);
 }
+
+/// `ExtentMap::chunks` computed each piece's end as `start + max` unchecked: for a range near
+/// u64::MAX (a partition map shifted to a hostile offset) that panicked in debug builds and
+/// wrapped in release, yielding a piece that ends before it starts.
+#[test]
+fn extent_chunks_near_u64_max() {
+    let m = blockwise::ExtentMap::from_ranges([(u64::MAX - 10, u64::MAX)]);
+    let c: Vec<_> = m.chunks(1 << 20).map(|e| (e.start, e.end)).collect();
+    assert_eq!(c, vec![(u64::MAX - 10, u64::MAX)]);
+    let m = blockwise::ExtentMap::from_ranges([(u64::MAX - 10, u64::MAX)]);
+    let c: Vec<_> = m.chunks(4).map(|e| (e.start, e.end)).collect();
+    assert_eq!(
+        c,
+        vec![
+            (u64::MAX - 10, u64::MAX - 6),
+            (u64::MAX - 6, u64::MAX - 2),
+            (u64::MAX - 2, u64::MAX)
+        ]
+    );
+}
