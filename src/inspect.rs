@@ -117,11 +117,7 @@ pub fn inspect_source(
     let whole_disk = if layout.table == TableKind::None {
         probe_logged(&*src, "whole image", &mut warnings)
     } else {
-        let iso = fs::udf::probe(&*src)
-            .ok()
-            .flatten()
-            .or_else(|| fs::iso9660::probe(&*src).ok().flatten());
-        iso
+        hybrid_disc_fs(&*src, &mut warnings)
     };
 
     // Probe in ascending offset order: streaming decompressors then decode in one pass.
@@ -209,6 +205,25 @@ fn probe_logged(src: &dyn ReadAt, what: &str, warnings: &mut Vec<String>) -> Opt
             None
         }
     }
+}
+
+/// The ISO9660/UDF volume of an isohybrid image (one that starts at byte 0 under a partition
+/// table). A read error is reported rather than taken for "no such volume"; a short read only
+/// means the image is too small to hold one.
+fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo> {
+    const PROBES: [(&str, fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>); 2] =
+        [("UDF", fs::udf::probe), ("ISO9660", fs::iso9660::probe)];
+    for (name, probe) in PROBES {
+        match probe(src) {
+            Ok(Some(f)) => return Some(f),
+            Ok(None) => {}
+            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => warnings.push(format!(
+                "whole image: could not check for an {name} volume (isohybrid image): {e}"
+            )),
+        }
+    }
+    None
 }
 
 fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>) -> BootFacts {

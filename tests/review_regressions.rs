@@ -71,3 +71,54 @@ fn extent_chunks_near_u64_max() {
         ]
     );
 }
+
+/// A source that fails every read at or past `fail_from` with an I/O error.
+struct FailingTail {
+    inner: MemSource,
+    fail_from: u64,
+}
+
+impl ReadAt for FailingTail {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let end = offset.saturating_add(buf.len() as u64);
+        if end > self.fail_from {
+            return Err(io::Error::other("injected read error"));
+        }
+        self.inner.read_at(offset, buf)
+    }
+}
+
+fn mbr_with(entries: &[(u8, u8, u32, u32)]) -> Vec<u8> {
+    let mut s = vec![0u8; 512];
+    s[510] = 0x55;
+    s[511] = 0xaa;
+    for (i, &(boot, ty, start, len)) in entries.iter().enumerate() {
+        let o = 446 + i * 16;
+        s[o] = boot;
+        s[o + 4] = ty;
+        s[o + 8..o + 12].copy_from_slice(&start.to_le_bytes());
+        s[o + 12..o + 16].copy_from_slice(&len.to_le_bytes());
+    }
+    s
+}
+
+/// inspect probed for the isohybrid ISO9660/UDF volume with `.ok()`, so a real read error at
+/// 32 KiB silently meant "no ISO"; the user got no hint that part of the image was unreadable.
+#[test]
+fn isohybrid_probe_read_error_is_a_warning() {
+    let mut img = vec![0u8; 1 << 20];
+    img[..512].copy_from_slice(&mbr_with(&[(0, 0x83, 1, 10)]));
+    let src = Arc::new(FailingTail {
+        inner: MemSource(img),
+        fail_from: 32 * 1024,
+    });
+    let r = blockwise::inspect::inspect_source(src, None, "t".into(), vec![]).unwrap();
+    assert!(
+        r.warnings.iter().any(|w| w.contains("injected read error")),
+        "{:?}",
+        r.warnings
+    );
+}
