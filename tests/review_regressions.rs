@@ -122,3 +122,28 @@ fn isohybrid_probe_read_error_is_a_warning() {
         r.warnings
     );
 }
+
+/// A truncated fixed VHD (footer says the disk is larger than the data before the footer)
+/// was exposed as a window of the full claimed size, so the 512 footer bytes read back as
+/// disk data.
+#[test]
+fn truncated_fixed_vhd_does_not_expose_its_footer() {
+    use blockwise::source::container::inspect;
+    use blockwise::source::Format;
+    let mut v = vec![7u8; 4096 + 512];
+    let f = &mut v[4096..];
+    f[..8].copy_from_slice(b"conectix");
+    f[48..56].copy_from_slice(&(1u64 << 20).to_be_bytes());
+    f[60..64].copy_from_slice(&2u32.to_be_bytes());
+    let i = inspect(&MemSource(v.clone()), Format::Vhd).unwrap();
+    assert_eq!(i.payload, Some((0, 4096)));
+    assert!(i.detail.contains("truncated"), "{}", i.detail);
+    let o = blockwise::source::open_source(
+        Arc::new(MemSource(v)),
+        "t.vhd",
+        &blockwise::source::OpenOptions::default(),
+    )
+    .unwrap();
+    let all = o.source.read_upto(0, 1 << 20).unwrap();
+    assert!(!all.windows(8).any(|w| w == b"conectix"));
+}
