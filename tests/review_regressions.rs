@@ -147,3 +147,33 @@ fn truncated_fixed_vhd_does_not_expose_its_footer() {
     let all = o.source.read_upto(0, 1 << 20).unwrap();
     assert!(!all.windows(8).any(|w| w == b"conectix"));
 }
+
+/// A seekable-zstd file whose seek table does not match its frames made opening fail with a
+/// hard error, although the frames themselves are ordinary zstd that `zstd -d` decodes.
+#[test]
+fn bad_seek_table_falls_back_to_streaming() {
+    let orig = data(100_000);
+    let mut v = zstd::bulk::compress(&orig, 3).unwrap();
+    let frame_len = v.len() as u32;
+    // Skippable frame with a one-entry seek table whose compressed size is off by one.
+    v.extend_from_slice(&0x184D_2A5Eu32.to_le_bytes());
+    v.extend_from_slice(&17u32.to_le_bytes());
+    v.extend_from_slice(&(frame_len + 1).to_le_bytes());
+    v.extend_from_slice(&(orig.len() as u32).to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    v.push(0);
+    v.extend_from_slice(&0x8F92_EAB1u32.to_le_bytes());
+    let o = blockwise::source::open_source(
+        Arc::new(MemSource(v)),
+        "t.img.zst",
+        &blockwise::source::OpenOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(o.source.size(), orig.len() as u64);
+    assert_eq!(o.source.read_vec(0, orig.len()).unwrap(), orig);
+    assert!(
+        o.warnings.iter().any(|w| w.contains("seek table")),
+        "{:?}",
+        o.warnings
+    );
+}
