@@ -39,7 +39,8 @@ pub struct Report {
     pub whole_disk: Option<FsInfo>,
     /// One entry per partition, in table order.
     pub partitions: Vec<PartitionReport>,
-    /// Bytes after the end of the last partition (0 without a table).
+    /// Bytes after the end of the last partition that no structure uses (0 without a table):
+    /// for GPT, up to the last usable LBA, since the backup GPT follows it.
     pub unpartitioned_tail: u64,
     /// Facts about how this image boots.
     pub boot: BootFacts,
@@ -174,10 +175,20 @@ pub fn inspect_source(
         .map(|p| p.start.saturating_add(p.size))
         .max()
         .unwrap_or(0);
+    // The GPT backup (entry array and header, after the last usable LBA) is not free space,
+    // so the tail ends where it starts.
+    let usable_end = match (&layout.gpt, layout.table) {
+        (Some(g), TableKind::Gpt) => g
+            .last_usable_lba
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(u64::from(layout.sector_size)))
+            .map_or(image_size, |e| e.min(image_size)),
+        _ => image_size,
+    };
     let unpartitioned_tail = if layout.table == TableKind::None {
         0
     } else {
-        image_size.saturating_sub(last_end)
+        usable_end.saturating_sub(last_end)
     };
 
     let boot = boot_facts(&layout, &partitions, whole_disk.as_ref());

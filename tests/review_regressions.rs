@@ -177,3 +177,69 @@ fn bad_seek_table_falls_back_to_streaming() {
         o.warnings
     );
 }
+
+/// A GPT image of `sectors` 512-byte sectors with one partition `[first, last]` (LBAs) and
+/// valid primary and backup tables.
+fn gpt_image(sectors: u64, first: u64, last: u64) -> Vec<u8> {
+    let ss = 512usize;
+    let mut img = vec![0u8; sectors as usize * ss];
+    img[..512].copy_from_slice(&mbr_with(&[(0, 0xee, 1, (sectors - 1) as u32)]));
+    let mut arr = vec![0u8; 128 * 128];
+    // Linux filesystem type GUID, mixed endian, and some unique GUID.
+    arr[..16].copy_from_slice(&[
+        0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d,
+        0xe4,
+    ]);
+    arr[16..32].copy_from_slice(&[9u8; 16]);
+    arr[32..40].copy_from_slice(&first.to_le_bytes());
+    arr[40..48].copy_from_slice(&last.to_le_bytes());
+    let arr_crc = crc32fast::hash(&arr);
+    let last_usable = sectors - 34;
+    let header = |my: u64, alt: u64, entries: u64| {
+        let mut h = vec![0u8; 92];
+        h[..8].copy_from_slice(b"EFI PART");
+        h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+        h[12..16].copy_from_slice(&92u32.to_le_bytes());
+        h[24..32].copy_from_slice(&my.to_le_bytes());
+        h[32..40].copy_from_slice(&alt.to_le_bytes());
+        h[40..48].copy_from_slice(&34u64.to_le_bytes());
+        h[48..56].copy_from_slice(&last_usable.to_le_bytes());
+        h[56..72].copy_from_slice(&[5u8; 16]);
+        h[72..80].copy_from_slice(&entries.to_le_bytes());
+        h[80..84].copy_from_slice(&128u32.to_le_bytes());
+        h[84..88].copy_from_slice(&128u32.to_le_bytes());
+        h[88..92].copy_from_slice(&arr_crc.to_le_bytes());
+        let c = crc32fast::hash(&h);
+        h[16..20].copy_from_slice(&c.to_le_bytes());
+        h
+    };
+    let put = |img: &mut Vec<u8>, lba: u64, b: &[u8]| {
+        let o = lba as usize * ss;
+        img[o..o + b.len()].copy_from_slice(b);
+    };
+    put(&mut img, 1, &header(1, sectors - 1, 2));
+    put(&mut img, 2, &arr);
+    put(&mut img, sectors - 33, &arr);
+    put(&mut img, sectors - 1, &header(sectors - 1, 1, sectors - 33));
+    img
+}
+
+/// `unpartitioned_tail` counted the backup GPT at the end of the disk as unallocated space
+/// ("16.5 KiB after the last partition (unallocated)"), although it is a structure that must
+/// be kept.
+#[test]
+fn gpt_backup_is_not_unpartitioned_tail() {
+    let sectors = 2048u64;
+    // The partition fills the usable area exactly: nothing is free after it.
+    let img = gpt_image(sectors, 34, sectors - 34);
+    let r = blockwise::inspect::inspect_source(Arc::new(MemSource(img)), None, "t".into(), vec![])
+        .unwrap();
+    assert_eq!(r.layout.table, blockwise::layout::TableKind::Gpt, "{:?}", r.warnings);
+    assert!(r.layout.gpt.as_ref().unwrap().backup_ok, "{:?}", r.warnings);
+    assert_eq!(r.unpartitioned_tail, 0);
+    // With 100 free sectors before the backup, exactly those are reported.
+    let img = gpt_image(sectors, 34, sectors - 134);
+    let r = blockwise::inspect::inspect_source(Arc::new(MemSource(img)), None, "t".into(), vec![])
+        .unwrap();
+    assert_eq!(r.unpartitioned_tail, 100 * 512);
+}
