@@ -192,6 +192,21 @@ pub fn inspect_source(
     };
 
     let boot = boot_facts(&layout, &partitions, whole_disk.as_ref());
+    for p in partitions.iter().filter(|p| boot.esp.contains(&p.index)) {
+        // Firmware only reads FAT on an ESP; a damaged or reformatted one is a boot failure
+        // waiting to happen, worth saying before the image is written anywhere.
+        let found = match (&p.filesystem, &p.probe_error) {
+            (Some(f), _) if f.fs_type == "vfat" => continue,
+            (Some(f), _) => f.fs_type.to_string(),
+            (None, Some(_)) => continue, // already reported as unreadable
+            (None, None) => "no recognised filesystem".to_string(),
+        };
+        warnings.push(format!(
+            "partition {} is typed EFI System Partition but holds {found}, not FAT: UEFI \
+             firmware will not boot from it",
+            p.index
+        ));
+    }
     Ok(Report {
         schema_version: SCHEMA_VERSION,
         path: name,
@@ -287,8 +302,14 @@ fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>
         if b.mbr_boot_code {
             b.notes.push("MBR boot code present (BIOS can boot this disk)".into());
         }
-        if !b.esp.is_empty() {
-            let list: Vec<String> = b.esp.iter().map(u32::to_string).collect();
+        let fat_esp: Vec<u32> = parts
+            .iter()
+            .filter(|p| b.esp.contains(&p.index))
+            .filter(|p| p.filesystem.as_ref().is_some_and(|f| f.fs_type == "vfat"))
+            .map(|p| p.index)
+            .collect();
+        if !fat_esp.is_empty() {
+            let list: Vec<String> = fat_esp.iter().map(u32::to_string).collect();
             b.notes.push(format!(
                 "EFI System Partition: {} (UEFI can boot this disk)",
                 list.join(", ")

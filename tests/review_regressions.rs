@@ -243,3 +243,26 @@ fn gpt_backup_is_not_unpartitioned_tail() {
         .unwrap();
     assert_eq!(r.unpartitioned_tail, 100 * 512);
 }
+
+/// An EFI System Partition without a FAT filesystem was reported as "UEFI can boot this disk"
+/// with no warning.
+#[test]
+fn esp_without_fat_is_a_warning_not_a_boot_claim() {
+    let mut img = vec![0u8; 4 << 20];
+    img[..512].copy_from_slice(&mbr_with(&[(0, 0xef, 2048, 4096)]));
+    let r = blockwise::inspect::inspect_source(Arc::new(MemSource(img)), None, "t".into(), vec![])
+        .unwrap();
+    assert_eq!(r.boot.esp, vec![1]);
+    assert!(
+        !r.boot.notes.iter().any(|n| n.contains("UEFI can boot")),
+        "{:?}",
+        r.boot.notes
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("partition 1") && w.contains("not FAT")),
+        "{:?}",
+        r.warnings
+    );
+}
