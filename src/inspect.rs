@@ -297,7 +297,12 @@ fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>
     }
     if layout.table != TableKind::None {
         if let Some(a) = b.active_partition {
-            b.notes.push(format!("MBR: partition {a} is marked active"));
+            // In a hybrid MBR the slot number need not match the GPT partition number.
+            b.notes.push(if layout.table == TableKind::Gpt {
+                format!("hybrid MBR: slot {a} is marked active")
+            } else {
+                format!("MBR: partition {a} is marked active")
+            });
         }
         if b.mbr_boot_code {
             b.notes.push("MBR boot code present (BIOS can boot this disk)".into());

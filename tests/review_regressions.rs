@@ -266,3 +266,23 @@ fn esp_without_fat_is_a_warning_not_a_boot_claim() {
         r.warnings
     );
 }
+
+/// With a hybrid MBR the active flag is on an MBR slot, whose number need not match the GPT
+/// partition numbers the report lists; the note said "partition N".
+#[test]
+fn hybrid_mbr_active_note_names_the_slot() {
+    let sectors = 2048u64;
+    let mut img = gpt_image(sectors, 34, sectors - 34);
+    let mbr = mbr_with(&[(0, 0xee, 1, 33), (0x80, 0x0c, 34, 100)]);
+    img[..512].copy_from_slice(&mbr);
+    let r = blockwise::inspect::inspect_source(Arc::new(MemSource(img)), None, "t".into(), vec![])
+        .unwrap();
+    assert_eq!(r.layout.table, blockwise::layout::TableKind::Gpt);
+    assert_eq!(r.boot.active_partition, Some(2));
+    assert!(
+        r.boot.notes.iter().any(|n| n.contains("slot 2")),
+        "{:?}",
+        r.boot.notes
+    );
+    assert!(!r.boot.notes.iter().any(|n| n.contains("partition 2")));
+}
