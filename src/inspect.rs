@@ -237,8 +237,8 @@ fn probe_logged(src: &dyn ReadAt, what: &str, warnings: &mut Vec<String>) -> Opt
 /// table). A read error is reported rather than taken for "no such volume"; a short read only
 /// means the image is too small to hold one.
 fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo> {
-    const PROBES: [(&str, fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>); 2] =
-        [("UDF", fs::udf::probe), ("ISO9660", fs::iso9660::probe)];
+    type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
+    const PROBES: [(&str, Probe); 2] = [("UDF", fs::udf::probe), ("ISO9660", fs::iso9660::probe)];
     for (name, probe) in PROBES {
         match probe(src) {
             Ok(Some(f)) => return Some(f),
