@@ -168,7 +168,10 @@ impl ExtentMap {
     /// Every byte in `self` or `other`.
     pub fn union(&self, other: &ExtentMap) -> ExtentMap {
         let mut v = Vec::with_capacity(self.ranges.len() + other.ranges.len());
-        let (mut a, mut b) = (self.ranges.iter().peekable(), other.ranges.iter().peekable());
+        let (mut a, mut b) = (
+            self.ranges.iter().peekable(),
+            other.ranges.iter().peekable(),
+        );
         loop {
             let next = match (a.peek(), b.peek()) {
                 (Some(x), Some(y)) => {
@@ -223,13 +226,19 @@ impl ExtentMap {
                 match other.ranges.get(k) {
                     Some(o) if o.start < r.end => {
                         if o.start > s {
-                            out.push(Extent { start: s, end: o.start });
+                            out.push(Extent {
+                                start: s,
+                                end: o.start,
+                            });
                         }
                         s = s.max(o.end);
                         k += 1;
                     }
                     _ => {
-                        out.push(Extent { start: s, end: r.end });
+                        out.push(Extent {
+                            start: s,
+                            end: r.end,
+                        });
                         break;
                     }
                 }
@@ -350,8 +359,14 @@ mod tests {
     fn subtract_and_gaps() {
         let m = ExtentMap::from_ranges([(0, 100), (200, 300)]);
         let cut = ExtentMap::from_ranges([(50, 250)]);
-        assert_eq!(m.subtract(&cut), ExtentMap::from_ranges([(0, 50), (250, 300)]));
-        assert_eq!(m.gaps(400), ExtentMap::from_ranges([(100, 200), (300, 400)]));
+        assert_eq!(
+            m.subtract(&cut),
+            ExtentMap::from_ranges([(0, 50), (250, 300)])
+        );
+        assert_eq!(
+            m.gaps(400),
+            ExtentMap::from_ranges([(100, 200), (300, 400)])
+        );
     }
 
     #[test]

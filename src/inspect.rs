@@ -305,7 +305,8 @@ fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>
             });
         }
         if b.mbr_boot_code {
-            b.notes.push("MBR boot code present (BIOS can boot this disk)".into());
+            b.notes
+                .push("MBR boot code present (BIOS can boot this disk)".into());
         }
         let fat_esp: Vec<u32> = parts
             .iter()

@@ -5,27 +5,39 @@
 
 /// Little-endian u16 at `off`, or `None` if the buffer is too short.
 pub fn le16(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(off..off.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(off..off.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 /// Little-endian u32 at `off`, or `None` if the buffer is too short.
 pub fn le32(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 /// Little-endian u64 at `off`, or `None` if the buffer is too short.
 pub fn le64(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 /// Big-endian u16 at `off`, or `None` if the buffer is too short.
 pub fn be16(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(off..off.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_be_bytes(
+        b.get(off..off.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 /// Big-endian u32 at `off`, or `None` if the buffer is too short.
 pub fn be32(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 /// Big-endian u64 at `off`, or `None` if the buffer is too short.
 pub fn be64(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_be_bytes(
+        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// Formats 16 bytes as a lowercase RFC 4122 UUID string, in the byte order given.

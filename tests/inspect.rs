@@ -29,7 +29,14 @@ fn sample_card_is_reported_correctly() {
     assert_eq!(r.partitions.len(), 2, "{:#?}", r.partitions);
     let (p1, p2) = (&r.partitions[0], &r.partitions[1]);
     assert_eq!((p1.index, p1.start, p1.size), (1, 8192 * 512, 98304 * 512));
-    assert!(matches!(p1.kind, PartKind::Mbr { type_code: 0x0c, bootable: true, .. }));
+    assert!(matches!(
+        p1.kind,
+        PartKind::Mbr {
+            type_code: 0x0c,
+            bootable: true,
+            ..
+        }
+    ));
     let f1 = p1.filesystem.as_ref().expect("FAT32 found");
     assert_eq!(f1.fs_type, "vfat");
     assert_eq!(f1.label.as_deref(), Some("bootfs"));
@@ -38,7 +45,10 @@ fn sample_card_is_reported_correctly() {
     let f2 = p2.filesystem.as_ref().expect("ext4 found");
     assert_eq!(f2.fs_type, "ext4");
     assert_eq!(f2.label.as_deref(), Some("rootfs"));
-    assert_eq!(f2.uuid.as_deref(), Some("5eed0000-0000-4000-8000-00000000f00d"));
+    assert_eq!(
+        f2.uuid.as_deref(),
+        Some("5eed0000-0000-4000-8000-00000000f00d")
+    );
     assert_eq!(r.boot.active_partition, Some(1));
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
 
@@ -61,12 +71,19 @@ fn compressed_sample_matches_raw() {
     let img = unpack_sample(dir.path());
     let a = inspect_path(&xz).unwrap();
     let b = inspect_path(&img).unwrap();
-    assert_eq!(a.chain.first().map(|l| l.format), Some(blockwise::source::Format::Xz));
+    assert_eq!(
+        a.chain.first().map(|l| l.format),
+        Some(blockwise::source::Format::Xz)
+    );
     assert_eq!(a.image_size, b.image_size);
     let fs = |r: &blockwise::inspect::Report| {
         r.partitions
             .iter()
-            .map(|p| p.filesystem.as_ref().map(|f| (f.fs_type, f.label.clone(), f.uuid.clone())))
+            .map(|p| {
+                p.filesystem
+                    .as_ref()
+                    .map(|f| (f.fs_type, f.label.clone(), f.uuid.clone()))
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(fs(&a), fs(&b));
@@ -76,7 +93,11 @@ fn compressed_sample_matches_raw() {
 fn cli_json_and_exit_codes() {
     let xz = repo().join("samples/card.img.xz");
     let out = bin().args(["inspect", "--json"]).arg(&xz).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
     assert_eq!(v["schema_version"], 1);
     assert_eq!(v["layout"]["table"], "mbr");
@@ -85,10 +106,16 @@ fn cli_json_and_exit_codes() {
 
     let human = bin().arg("inspect").arg(&xz).output().unwrap();
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("xz → raw disk image (MBR, 2 partitions)"), "{text}");
+    assert!(
+        text.contains("xz → raw disk image (MBR, 2 partitions)"),
+        "{text}"
+    );
     assert!(text.contains("\"rootfs\""), "{text}");
 
-    let missing = bin().args(["inspect", "/nonexistent/card.img"]).output().unwrap();
+    let missing = bin()
+        .args(["inspect", "/nonexistent/card.img"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(1));
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("/nonexistent/card.img"), "{err}");
@@ -107,7 +134,11 @@ fn demo_runs() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ext4"), "{text}");
     assert!(text.contains("vfat"), "{text}");
@@ -145,7 +176,9 @@ fn sparse_32gib_gpt_ext4_inspects_fast_reading_few_mib() {
         part_bytes / 1024
     ));
     // `sgdisk -q` writes nothing when the file already holds a filesystem signature.
-    sh(&format!("sgdisk -n1:2048:0 -t1:8300 -c1:root {p} >/dev/null"));
+    sh(&format!(
+        "sgdisk -n1:2048:0 -t1:8300 -c1:root {p} >/dev/null"
+    ));
     let f = std::fs::File::open(&img).unwrap();
     let len = f.metadata().unwrap().len();
     let counting = Arc::new(Counting::new(PlainFile(f, len)));
@@ -157,7 +190,10 @@ fn sparse_32gib_gpt_ext4_inspects_fast_reading_few_mib() {
     assert_eq!(fs.fs_type, "ext4");
     assert_eq!(fs.label.as_deref(), Some("big"));
     let read = counting.bytes_read();
-    eprintln!("inspect of a 32 GiB image: {read} bytes read in {} calls, {took:?}", counting.calls());
+    eprintln!(
+        "inspect of a 32 GiB image: {read} bytes read in {} calls, {took:?}",
+        counting.calls()
+    );
     assert!(read < 4 << 20, "read {read} bytes");
     assert!(took.as_millis() < 1000, "took {took:?}");
 }
@@ -185,12 +221,29 @@ fn isohybrid_iso_with_bios_and_uefi_entries() {
     assert_eq!(iso.fs_type, "iso9660");
     assert_eq!(iso.label.as_deref(), Some("HYBRID_TEST"));
     assert!(r.boot.isohybrid, "{:#?}", r.boot);
-    let plats: Vec<&str> = r.boot.el_torito.iter().map(|e| e.platform.as_str()).collect();
+    let plats: Vec<&str> = r
+        .boot
+        .el_torito
+        .iter()
+        .map(|e| e.platform.as_str())
+        .collect();
     assert_eq!(plats, ["BIOS", "UEFI"], "{:#?}", r.boot.el_torito);
-    assert!(!r.boot.esp.is_empty(), "appended ESP found: {:#?}", r.partitions);
-    let esp = r.partitions.iter().find(|p| r.boot.esp.contains(&p.index)).unwrap();
+    assert!(
+        !r.boot.esp.is_empty(),
+        "appended ESP found: {:#?}",
+        r.partitions
+    );
+    let esp = r
+        .partitions
+        .iter()
+        .find(|p| r.boot.esp.contains(&p.index))
+        .unwrap();
     assert_eq!(esp.filesystem.as_ref().map(|f| f.fs_type), Some("vfat"));
-    assert!(r.boot.notes.iter().any(|n| n.contains("written raw")), "{:?}", r.boot.notes);
+    assert!(
+        r.boot.notes.iter().any(|n| n.contains("written raw")),
+        "{:?}",
+        r.boot.notes
+    );
 }
 
 #[test]
@@ -209,19 +262,30 @@ fn plain_iso_without_table_is_not_usb_bootable() {
     assert_eq!(r.layout.table, TableKind::None);
     assert_eq!(r.whole_disk.as_ref().map(|f| f.fs_type), Some("iso9660"));
     assert!(!r.boot.isohybrid);
-    assert!(r.boot.notes.iter().any(|n| n.contains("will not boot")), "{:?}", r.boot.notes);
+    assert!(
+        r.boot.notes.iter().any(|n| n.contains("will not boot")),
+        "{:?}",
+        r.boot.notes
+    );
 }
 
 #[test]
 fn block_device_reads_like_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let img = unpack_sample(dir.path());
-    let Ok(o) = Command::new("losetup").args(["-f", "--show", "-r"]).arg(&img).output() else {
+    let Ok(o) = Command::new("losetup")
+        .args(["-f", "--show", "-r"])
+        .arg(&img)
+        .output()
+    else {
         eprintln!("SKIP: losetup not available");
         return;
     };
     if !o.status.success() {
-        eprintln!("SKIP: cannot create a loop device: {}", String::from_utf8_lossy(&o.stderr));
+        eprintln!(
+            "SKIP: cannot create a loop device: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         return;
     }
     let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
@@ -233,7 +297,10 @@ fn block_device_reads_like_the_file() {
     assert_eq!(r.image_size, f.image_size);
     assert_eq!(r.partitions.len(), f.partitions.len());
     for (a, b) in r.partitions.iter().zip(&f.partitions) {
-        assert_eq!(a.filesystem.as_ref().map(|x| &x.uuid), b.filesystem.as_ref().map(|x| &x.uuid));
+        assert_eq!(
+            a.filesystem.as_ref().map(|x| &x.uuid),
+            b.filesystem.as_ref().map(|x| &x.uuid)
+        );
     }
 }
 
@@ -258,7 +325,11 @@ fn truncated_sample_warns_and_mutations_never_panic() {
         x ^= x << 17;
         x
     };
-    let regions = [(0usize, 4096usize), (8192 * 512, 64 << 10), (106496 * 512, 64 << 10)];
+    let regions = [
+        (0usize, 4096usize),
+        (8192 * 512, 64 << 10),
+        (106496 * 512, 64 << 10),
+    ];
     let head = 106496 * 512 + (1 << 20);
     for _ in 0..300 {
         let mut m = full[..head].to_vec();
@@ -267,6 +338,11 @@ fn truncated_sample_warns_and_mutations_never_panic() {
             let i = s + (next() as usize % l);
             m[i] = next() as u8;
         }
-        let _ = inspect_source(Arc::new(blockwise::source::MemSource(m)), None, "m".into(), vec![]);
+        let _ = inspect_source(
+            Arc::new(blockwise::source::MemSource(m)),
+            None,
+            "m".into(),
+            vec![],
+        );
     }
 }

@@ -234,7 +234,12 @@ fn gpt_backup_is_not_unpartitioned_tail() {
     let img = gpt_image(sectors, 34, sectors - 34);
     let r = blockwise::inspect::inspect_source(Arc::new(MemSource(img)), None, "t".into(), vec![])
         .unwrap();
-    assert_eq!(r.layout.table, blockwise::layout::TableKind::Gpt, "{:?}", r.warnings);
+    assert_eq!(
+        r.layout.table,
+        blockwise::layout::TableKind::Gpt,
+        "{:?}",
+        r.warnings
+    );
     assert!(r.layout.gpt.as_ref().unwrap().backup_ok, "{:?}", r.warnings);
     assert_eq!(r.unpartitioned_tail, 0);
     // With 100 free sectors before the backup, exactly those are reported.

@@ -52,9 +52,16 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
         fs::rename(&tmp, &img)?;
     }
     let mut o = io::stdout().lock();
-    writeln!(o, "blockwise demo: a 128 MiB Raspberry-Pi-style SD card image, unpacked in {}\n", dir.display())?;
+    writeln!(
+        o,
+        "blockwise demo: a 128 MiB Raspberry-Pi-style SD card image, unpacked in {}\n",
+        dir.display()
+    )?;
 
-    writeln!(o, "$ blockwise inspect card.img.xz     # compressed: decoded on the fly, nothing unpacked")?;
+    writeln!(
+        o,
+        "$ blockwise inspect card.img.xz     # compressed: decoded on the fly, nothing unpacked"
+    )?;
     let r = inspect_path(&xz)?;
     o.write_all(super::inspect::render(&r).as_bytes())?;
 
@@ -66,7 +73,8 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
 
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f =
+        fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     f.write_all(data)?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;

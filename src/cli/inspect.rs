@@ -35,12 +35,22 @@ pub fn headline(r: &Report) -> String {
         .map(|l| l.format.name().to_string())
         .collect();
     let what = match (r.layout.table, &r.whole_disk) {
-        (TableKind::None, Some(f)) => format!("{} filesystem image (no partition table)", f.fs_type),
+        (TableKind::None, Some(f)) => {
+            format!("{} filesystem image (no partition table)", f.fs_type)
+        }
         (TableKind::None, None) => "raw data (no partition table or filesystem recognised)".into(),
         (t, _) => {
-            let n = r.partitions.iter().filter(|p| !is_container(&p.kind)).count();
+            let n = r
+                .partitions
+                .iter()
+                .filter(|p| !is_container(&p.kind))
+                .count();
             let table = if t == TableKind::Gpt { "GPT" } else { "MBR" };
-            let iso = if r.boot.isohybrid { "isohybrid ISO9660, " } else { "" };
+            let iso = if r.boot.isohybrid {
+                "isohybrid ISO9660, "
+            } else {
+                ""
+            };
             format!(
                 "raw disk image ({iso}{table}, {n} partition{})",
                 if n == 1 { "" } else { "s" }
@@ -56,7 +66,14 @@ pub fn headline(r: &Report) -> String {
 }
 
 fn is_container(k: &PartKind) -> bool {
-    matches!(k, PartKind::Mbr { extended: true, .. } | PartKind::Mbr { type_code: 0xee, .. })
+    matches!(
+        k,
+        PartKind::Mbr { extended: true, .. }
+            | PartKind::Mbr {
+                type_code: 0xee,
+                ..
+            }
+    )
 }
 
 fn fs_summary(f: &FsInfo) -> String {
@@ -94,15 +111,26 @@ pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "{}: {}", r.path, headline(r));
     if let Some(stored) = r.stored_size {
-        let compressed = r.chain.iter().any(|l| l.format.is_compression() || l.format == Format::Zip);
+        let compressed = r
+            .chain
+            .iter()
+            .any(|l| l.format.is_compression() || l.format == Format::Zip);
         if compressed || stored != r.image_size {
-            let ratio = if stored > 0 { r.image_size as f64 / stored as f64 } else { 0.0 };
+            let ratio = if stored > 0 {
+                r.image_size as f64 / stored as f64
+            } else {
+                0.0
+            };
             let _ = writeln!(
                 o,
                 "  stored       {} ({} bytes){}",
                 human_bytes(stored),
                 stored,
-                if compressed { format!(", {ratio:.1}x smaller than the image") } else { String::new() }
+                if compressed {
+                    format!(", {ratio:.1}x smaller than the image")
+                } else {
+                    String::new()
+                }
             );
         }
     }
@@ -111,7 +139,12 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "  {:<12} {d}", l.format.name());
         }
     }
-    let _ = writeln!(o, "  image size   {} ({} bytes)", human_bytes(r.image_size), r.image_size);
+    let _ = writeln!(
+        o,
+        "  image size   {} ({} bytes)",
+        human_bytes(r.image_size),
+        r.image_size
+    );
     let lay = &r.layout;
     match lay.table {
         TableKind::None => {
@@ -119,7 +152,11 @@ pub fn render(r: &Report) -> String {
         }
         TableKind::Mbr => {
             let id = lay.disk_id.as_deref().unwrap_or("-");
-            let _ = writeln!(o, "  table        MBR, disk id 0x{id}, {}-byte sectors", lay.sector_size);
+            let _ = writeln!(
+                o,
+                "  table        MBR, disk id 0x{id}, {}-byte sectors",
+                lay.sector_size
+            );
         }
         TableKind::Gpt => {
             let id = lay.disk_id.as_deref().unwrap_or("-");
@@ -128,7 +165,11 @@ pub fn render(r: &Report) -> String {
                 Some(m) if m.protective => ", protective MBR",
                 _ => "",
             };
-            let _ = writeln!(o, "  table        GPT, disk guid {id}, {}-byte sectors{mbr}", lay.sector_size);
+            let _ = writeln!(
+                o,
+                "  table        GPT, disk guid {id}, {}-byte sectors{mbr}",
+                lay.sector_size
+            );
         }
     }
     if let Some(f) = &r.whole_disk {
@@ -148,10 +189,21 @@ pub fn render(r: &Report) -> String {
         );
         for p in &r.partitions {
             let ty = match &p.kind {
-                PartKind::Mbr { type_code, bootable, .. } => {
-                    format!("{:02x} {}{}", type_code, p.type_name, if *bootable { " *" } else { "" })
+                PartKind::Mbr {
+                    type_code,
+                    bootable,
+                    ..
+                } => {
+                    format!(
+                        "{:02x} {}{}",
+                        type_code,
+                        p.type_name,
+                        if *bootable { " *" } else { "" }
+                    )
                 }
-                PartKind::Gpt { name, .. } if !name.is_empty() => format!("{} \"{name}\"", p.type_name),
+                PartKind::Gpt { name, .. } if !name.is_empty() => {
+                    format!("{} \"{name}\"", p.type_name)
+                }
                 PartKind::Gpt { .. } => p.type_name.clone(),
             };
             let fs = match (&p.filesystem, &p.probe_error, is_container(&p.kind)) {
@@ -193,7 +245,11 @@ pub fn render(r: &Report) -> String {
                 o,
                 "    El Torito {} entry: {}, {}, image at block {} ({} sectors)",
                 e.platform,
-                if e.bootable { "bootable" } else { "not bootable" },
+                if e.bootable {
+                    "bootable"
+                } else {
+                    "not bootable"
+                },
                 e.emulation,
                 e.load_rba,
                 e.sector_count

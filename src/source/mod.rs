@@ -19,11 +19,11 @@ pub mod sniff;
 pub mod stream;
 pub mod zip_member;
 
-pub use open::{open, OpenOptions, Opened, Layer};
-pub use sniff::Format;
 pub use blockdev::BlockDevice;
 pub use file::FileSource;
 pub use open::open_source;
+pub use open::{open, Layer, OpenOptions, Opened};
+pub use sniff::Format;
 pub use stream::{SeekableZstd, StreamSource};
 
 /// Random-access, read-only byte source.
@@ -58,7 +58,11 @@ pub trait ReadAtExt: ReadAt {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!("source ends at {} (wanted {} bytes at {offset})", self.size(), buf.len()),
+                        format!(
+                            "source ends at {} (wanted {} bytes at {offset})",
+                            self.size(),
+                            buf.len()
+                        ),
                     ))
                 }
                 Ok(n) => done += n,

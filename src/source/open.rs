@@ -156,8 +156,9 @@ fn open_inner(
                 let seekable = match super::stream::SeekableZstd::open(cur.clone()) {
                     Ok(s) => s,
                     Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                        o.warnings
-                            .push(format!("{e}; the seek table is ignored and the frames streamed"));
+                        o.warnings.push(format!(
+                            "{e}; the seek table is ignored and the frames streamed"
+                        ));
                         None
                     }
                     Err(e) => return Err(e.into()),

@@ -20,7 +20,11 @@ pub fn have(tool: &str) -> bool {
 
 /// Runs a shell command, panicking with its output if it fails.
 pub fn sh(cmd: &str) -> String {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
     assert!(
         o.status.success(),
         "command failed: {cmd}\nstdout: {}\nstderr: {}",
