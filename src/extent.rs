@@ -307,10 +307,12 @@ impl ExtentMap {
         self.ranges.iter().flat_map(move |r| {
             let n = r.len().div_ceil(max);
             (0..n).map(move |i| {
+                // `i * max < r.len()`, so `s` stays inside the range; `s + max` can pass
+                // u64::MAX for a range near the top (it would wrap in release builds).
                 let s = r.start + i * max;
                 Extent {
                     start: s,
-                    end: (s + max).min(r.end),
+                    end: s.saturating_add(max).min(r.end),
                 }
             })
         })

@@ -48,7 +48,8 @@ pub struct Report {
     pub whole_disk: Option<FsInfo>,
     /// One entry per partition, in table order.
     pub partitions: Vec<PartitionReport>,
-    /// Bytes after the end of the last partition (0 without a table).
+    /// Bytes after the end of the last partition that no structure uses (0 without a table):
+    /// for GPT, up to the last usable LBA, since the backup GPT follows it.
     pub unpartitioned_tail: u64,
     /// Facts about how this image boots.
     pub boot: BootFacts,
@@ -159,11 +160,7 @@ pub fn inspect_source(
     let whole_disk = if layout.table == TableKind::None {
         probe_logged(&*src, "whole image", &mut warnings)
     } else {
-        let iso = fs::udf::probe(&*src)
-            .ok()
-            .flatten()
-            .or_else(|| fs::iso9660::probe(&*src).ok().flatten());
-        iso
+        hybrid_disc_fs(&*src, &mut warnings)
     };
 
     // Probe in ascending offset order: streaming decompressors then decode in one pass.
@@ -220,13 +217,38 @@ pub fn inspect_source(
         .map(|p| p.start.saturating_add(p.size))
         .max()
         .unwrap_or(0);
+    // The GPT backup (entry array and header, after the last usable LBA) is not free space,
+    // so the tail ends where it starts.
+    let usable_end = match (&layout.gpt, layout.table) {
+        (Some(g), TableKind::Gpt) => g
+            .last_usable_lba
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(u64::from(layout.sector_size)))
+            .map_or(image_size, |e| e.min(image_size)),
+        _ => image_size,
+    };
     let unpartitioned_tail = if layout.table == TableKind::None {
         0
     } else {
-        image_size.saturating_sub(last_end)
+        usable_end.saturating_sub(last_end)
     };
 
     let boot = boot_facts(&layout, &partitions, whole_disk.as_ref());
+    for p in partitions.iter().filter(|p| boot.esp.contains(&p.index)) {
+        // Firmware only reads FAT on an ESP; a damaged or reformatted one is a boot failure
+        // waiting to happen, worth saying before the image is written anywhere.
+        let found = match (&p.filesystem, &p.probe_error) {
+            (Some(f), _) if f.fs_type == "vfat" => continue,
+            (Some(f), _) => f.fs_type.to_string(),
+            (None, Some(_)) => continue, // already reported as unreadable
+            (None, None) => "no recognised filesystem".to_string(),
+        };
+        warnings.push(format!(
+            "partition {} is typed EFI System Partition but holds {found}, not FAT: UEFI \
+             firmware will not boot from it",
+            p.index
+        ));
+    }
     Ok(Report {
         schema_version: SCHEMA_VERSION,
         path: name,
@@ -254,6 +276,25 @@ fn probe_logged(src: &dyn ReadAt, what: &str, warnings: &mut Vec<String>) -> Opt
             None
         }
     }
+}
+
+/// The ISO9660/UDF volume of an isohybrid image (one that starts at byte 0 under a partition
+/// table). A read error is reported rather than taken for "no such volume"; a short read only
+/// means the image is too small to hold one.
+fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo> {
+    type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
+    const PROBES: [(&str, Probe); 2] = [("UDF", fs::udf::probe), ("ISO9660", fs::iso9660::probe)];
+    for (name, probe) in PROBES {
+        match probe(src) {
+            Ok(Some(f)) => return Some(f),
+            Ok(None) => {}
+            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => warnings.push(format!(
+                "whole image: could not check for an {name} volume (isohybrid image): {e}"
+            )),
+        }
+    }
+    None
 }
 
 fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>) -> BootFacts {
@@ -301,14 +342,25 @@ fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>
     }
     if layout.table != TableKind::None {
         if let Some(a) = b.active_partition {
-            b.notes.push(format!("MBR: partition {a} is marked active"));
+            // In a hybrid MBR the slot number need not match the GPT partition number.
+            b.notes.push(if layout.table == TableKind::Gpt {
+                format!("hybrid MBR: slot {a} is marked active")
+            } else {
+                format!("MBR: partition {a} is marked active")
+            });
         }
         if b.mbr_boot_code {
             b.notes
                 .push("MBR boot code present (BIOS can boot this disk)".into());
         }
-        if !b.esp.is_empty() {
-            let list: Vec<String> = b.esp.iter().map(u32::to_string).collect();
+        let fat_esp: Vec<u32> = parts
+            .iter()
+            .filter(|p| b.esp.contains(&p.index))
+            .filter(|p| p.filesystem.as_ref().is_some_and(|f| f.fs_type == "vfat"))
+            .map(|p| p.index)
+            .collect();
+        if !fat_esp.is_empty() {
+            let list: Vec<String> = fat_esp.iter().map(u32::to_string).collect();
             b.notes.push(format!(
                 "EFI System Partition: {} (UEFI can boot this disk)",
                 list.join(", ")

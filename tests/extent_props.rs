@@ -85,7 +85,7 @@ proptest! {
     fn contains_and_covered_match_model(a in ranges(), s in 0..2*N, l in 0..64u64) {
         let m = ExtentMap::from_ranges(a);
         let x = model(&m);
-        for k in 0..x.len() { prop_assert_eq!(m.contains(k as u64), x[k]); }
+        for (k, &want) in x.iter().enumerate() { prop_assert_eq!(m.contains(k as u64), want); }
         let e = (s + l).min(2 * N);
         let want = (s..e).filter(|&k| x[k as usize]).count() as u64;
         prop_assert_eq!(m.covered(s, e), want);

@@ -211,8 +211,8 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
-            "  {:>3}  {:>10}  {:>10}  {:>9}  {:<28} {}",
-            "#", "start", "sectors", "size", "type", "filesystem"
+            "  {:>3}  {:>10}  {:>10}  {:>9}  {:<28} filesystem",
+            "#", "start", "sectors", "size", "type"
         );
         for p in &r.partitions {
             let ty = match &p.kind {

@@ -151,7 +151,8 @@ fn vhd(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
         if cur > at {
             i.detail += &format!(", truncated: {at} data bytes for a {cur}-byte disk");
         }
-        i.payload = Some((0, cur));
+        // The footer starts at `at`: a truncated disk must not read it as disk data.
+        i.payload = Some((0, cur.min(at)));
     }
     if ty == 2 && at == 0 {
         i.detail += ", footer only at the start (copy of a fixed disk?)";

@@ -151,7 +151,19 @@ fn open_inner(
         }
         match f {
             Format::SeekableZstd if opts.decompress => {
-                if let Some(s) = super::stream::SeekableZstd::open(cur.clone())? {
+                // A seek table that does not add up is only an index gone wrong: the frames
+                // are still plain zstd (as `zstd -d` sees them), so stream them instead.
+                let seekable = match super::stream::SeekableZstd::open(cur.clone()) {
+                    Ok(s) => s,
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                        o.warnings.push(format!(
+                            "{e}; the seek table is ignored and the frames streamed"
+                        ));
+                        None
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(s) = seekable {
                     o.chain.push(layer(
                         f,
                         size,

@@ -192,6 +192,11 @@ struct State {
     clock: u64,
     /// Times decoding restarted from the beginning (tests, diagnostics).
     restarts: u64,
+    /// Where decoding failed for good (corrupt or truncated data) and why. Decoding is
+    /// deterministic, so every later read at or past this offset would restart from the
+    /// beginning only to fail at the same place: a probe pattern of many reads there would
+    /// cost one full decode each. They fail at once instead.
+    failed: Option<(u64, io::ErrorKind, String)>,
 }
 
 /// A [`ReadAt`] over a streaming decompressor. Reads are serialised by an internal mutex.
@@ -223,6 +228,7 @@ impl StreamSource {
                 cache: HashMap::new(),
                 clock: 0,
                 restarts: 0,
+                failed: None,
             }),
         };
         let cheap = match known_size {
@@ -344,6 +350,44 @@ impl StreamSource {
         }
         let start = idx * CHUNK as u64;
         let want = (self.size - start).min(CHUNK as u64) as usize;
+        if let Some((at, kind, msg)) = &st.failed {
+            if start.saturating_add(want as u64) > *at {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
+        }
+        let data = match self.decode_chunk(st, start, want) {
+            Ok(d) => Arc::new(d),
+            Err(e) => {
+                // Chunks are decoded whole and from chunk boundaries, so `st.pos` is the start
+                // of the chunk that cannot be completed. Interrupted is transient; anything
+                // else marks where this stream breaks.
+                if e.kind() != io::ErrorKind::Interrupted {
+                    let at = st.pos;
+                    if st.failed.as_ref().is_none_or(|(f, _, _)| at < *f) {
+                        st.failed = Some((at, e.kind(), e.to_string()));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        if st.cache.len() >= MAX_CACHED_CHUNKS {
+            if let Some((&old, _)) = st.cache.iter().min_by_key(|(_, c)| c.used) {
+                st.cache.remove(&old);
+            }
+        }
+        st.cache.insert(
+            idx,
+            Cached {
+                data: data.clone(),
+                used: now,
+            },
+        );
+        Ok(data)
+    }
+
+    /// Decodes `want` bytes at decoded offset `start`, restarting the decoder when it is
+    /// already past `start`.
+    fn decode_chunk(&self, st: &mut State, start: u64, want: usize) -> io::Result<Vec<u8>> {
         if st.dec.is_none() || st.pos > start {
             st.dec = Some(decoder(self.codec, self.compressed.clone())?);
             st.pos = 0;
@@ -385,20 +429,7 @@ impl StreamSource {
             return Err(self.early_end(st.pos));
         }
         buf.truncate(want);
-        let data = Arc::new(buf);
-        if st.cache.len() >= MAX_CACHED_CHUNKS {
-            if let Some((&old, _)) = st.cache.iter().min_by_key(|(_, c)| c.used) {
-                st.cache.remove(&old);
-            }
-        }
-        st.cache.insert(
-            idx,
-            Cached {
-                data: data.clone(),
-                used: now,
-            },
-        );
-        Ok(data)
+        Ok(buf)
     }
 
     fn early_end(&self, at: u64) -> io::Error {
