@@ -11,6 +11,7 @@ pub mod extent;
 pub mod fs;
 pub mod inspect;
 pub mod layout;
+pub mod map;
 pub mod source;
 pub mod sys;
 pub mod util;

@@ -1,0 +1,172 @@
+//! The whole-image map: which bytes of a disk image matter.
+//!
+//! Follows the skip rule (`spec/safety.md`) exactly: the space before the first partition
+//! (MBR, GPT, bootloaders such as U-Boot at sector 16), the gaps between partitions (EBRs live
+//! there), the GPT backup, and every partition's used blocks are kept; only the space past the
+//! last partition and the blocks a partition's own filesystem declares free are left out.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::extent::ExtentMap;
+use crate::fs;
+use crate::inspect::Report;
+use crate::layout::{PartKind, TableKind};
+use crate::source::{ReadAt, Slice};
+
+/// How much of one partition (or the whole-disk filesystem) is used.
+#[derive(Clone, Debug, Serialize)]
+pub struct PartUsage {
+    /// Partition number (0 for a whole-disk filesystem).
+    pub index: u32,
+    /// First byte in the image.
+    pub start: u64,
+    /// Length in bytes (clipped to the image).
+    pub size: u64,
+    /// Filesystem type, if one was recognised.
+    pub fs_type: Option<String>,
+    /// Bytes the map keeps for it.
+    pub used: u64,
+    /// True when `used` comes from the filesystem's allocation metadata.
+    pub from_fs: bool,
+}
+
+/// The bytes of an image that matter.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageMap {
+    /// Size of the image in bytes.
+    pub image_size: u64,
+    /// Byte ranges to keep, sorted and disjoint, within `[0, image_size)`.
+    pub used: ExtentMap,
+    /// Per partition (or whole-disk filesystem) totals.
+    pub parts: Vec<PartUsage>,
+    /// Why more was kept than might be necessary.
+    pub warnings: Vec<String>,
+}
+
+impl ImageMap {
+    /// Bytes kept.
+    pub fn mapped(&self) -> u64 {
+        self.used.total()
+    }
+}
+
+/// Builds the map of `src`, described by `report` (from [`crate::inspect::inspect_source`]).
+pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
+    let size = src.size();
+    let mut used = ExtentMap::new();
+    let mut parts = Vec::new();
+    let mut warnings = Vec::new();
+
+    let mut add_fs = |start: u64, len: u64, index: u32, info: Option<&fs::FsInfo>| {
+        let len = len.min(size.saturating_sub(start));
+        if len == 0 {
+            return;
+        }
+        let vol = Slice::new(src.clone(), start, len);
+        let u = match info {
+            Some(info) => fs::usage(&vol, info),
+            None => fs::Usage::everything(len, "no filesystem recognised; every block is kept"),
+        };
+        let what = if index == 0 {
+            "whole image".to_string()
+        } else {
+            format!("partition {index}")
+        };
+        for w in &u.warnings {
+            // "No filesystem" on an empty slot is expected, not news.
+            if info.is_some() {
+                warnings.push(format!("{what}: {w}"));
+            }
+        }
+        let total = u.used.total();
+        used = used.union(&u.used.shifted(start));
+        parts.push(PartUsage {
+            index,
+            start,
+            size: len,
+            fs_type: info.map(|f| f.fs_type.to_string()),
+            used: total,
+            from_fs: u.from_fs,
+        });
+    };
+
+    if report.layout.table == TableKind::None {
+        add_fs(0, size, 0, report.whole_disk.as_ref());
+        return ImageMap {
+            image_size: size,
+            used: used.clip(size),
+            parts,
+            warnings,
+        };
+    }
+
+    // An isohybrid image's ISO volume spans partitions; it is one more owner of its bytes.
+    if let Some(iso) = &report.whole_disk {
+        add_fs(0, size, 0, Some(iso));
+    }
+    let mut covered = ExtentMap::new();
+    let mut region_end = 0u64;
+    for p in &report.partitions {
+        let end = p.start.saturating_add(p.size);
+        let container = matches!(
+            p.kind,
+            PartKind::Mbr { extended: true, .. } | PartKind::Mbr { type_code: 0xee, .. }
+        );
+        if matches!(p.kind, PartKind::Mbr { type_code: 0xee, .. }) {
+            continue;
+        }
+        region_end = region_end.max(end);
+        if container {
+            // The EBRs inside an extended partition are in its gaps, kept below.
+            continue;
+        }
+        covered.insert(p.start, end);
+        add_fs(p.start, p.size, p.index, p.filesystem.as_ref());
+    }
+    // Everything up to the last partition's end that no partition covers: the MBR/GPT, the
+    // bootloader gap, EBRs, gaps between partitions.
+    used = used.union(&ExtentMap::single(0, region_end).subtract(&covered));
+    if report.layout.table == TableKind::Gpt {
+        let ss = u64::from(report.layout.sector_size);
+        let backup_from = report
+            .layout
+            .gpt
+            .as_ref()
+            .and_then(|g| g.last_usable_lba.checked_add(1))
+            .and_then(|l| l.checked_mul(ss))
+            .unwrap_or(0);
+        used = used.union(&ExtentMap::single(backup_from.min(size), size));
+    }
+    ImageMap {
+        image_size: size,
+        used: used.clip(size),
+        parts,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::inspect_source;
+    use crate::source::MemSource;
+
+    /// An MBR with one partition of unknown content and a gap before and after it.
+    #[test]
+    fn mbr_gaps_kept_tail_free() {
+        let mut img = vec![0u8; 4 << 20];
+        img[510] = 0x55;
+        img[511] = 0xaa;
+        let e = 446;
+        img[e + 4] = 0xda; // non-fs data
+        img[e + 8..e + 12].copy_from_slice(&2048u32.to_le_bytes());
+        img[e + 12..e + 16].copy_from_slice(&2048u32.to_le_bytes());
+        let src: Arc<dyn ReadAt> = Arc::new(MemSource(img));
+        let r = inspect_source(src.clone(), None, "t".into(), vec![]).unwrap();
+        let m = image_map(&src, &r);
+        // [0, 1 MiB) gap + partition [1 MiB, 2 MiB) (unknown: all kept); [2 MiB, 4 MiB) free.
+        assert_eq!(m.used, ExtentMap::single(0, 2 << 20));
+    }
+}
