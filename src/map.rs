@@ -112,9 +112,19 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
         let end = p.start.saturating_add(p.size);
         let container = matches!(
             p.kind,
-            PartKind::Mbr { extended: true, .. } | PartKind::Mbr { type_code: 0xee, .. }
+            PartKind::Mbr { extended: true, .. }
+                | PartKind::Mbr {
+                    type_code: 0xee,
+                    ..
+                }
         );
-        if matches!(p.kind, PartKind::Mbr { type_code: 0xee, .. }) {
+        if matches!(
+            p.kind,
+            PartKind::Mbr {
+                type_code: 0xee,
+                ..
+            }
+        ) {
             continue;
         }
         region_end = region_end.max(end);

@@ -1,4 +1,4 @@
-//! The only place blockwise uses `unsafe`: ioctls on block devices.
+//! The only place blockwise uses `unsafe`: ioctls on block devices and `lseek` for holes.
 //!
 //! Each function wraps exactly one system call, checks its return value and hands back a plain
 //! Rust value, so the rest of the crate stays free of `unsafe`.
@@ -50,4 +50,31 @@ pub fn blk_sector_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
                 format!("device reports an implausible logical sector size {size}"),
             )
         })
+}
+
+/// Next offset at or after `from` that holds data (`SEEK_DATA`), or `None` past the last data.
+pub fn seek_data(fd: BorrowedFd<'_>, from: u64) -> io::Result<Option<u64>> {
+    seek_whence(fd, from, libc::SEEK_DATA)
+}
+
+/// Next hole at or after `from` (`SEEK_HOLE`); the end of the file counts as a hole.
+pub fn seek_hole(fd: BorrowedFd<'_>, from: u64) -> io::Result<Option<u64>> {
+    seek_whence(fd, from, libc::SEEK_HOLE)
+}
+
+fn seek_whence(fd: BorrowedFd<'_>, from: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    let Ok(off) = libc::off_t::try_from(from) else {
+        return Ok(None);
+    };
+    // SAFETY: lseek only moves the file offset of a descriptor we borrow; no memory is passed.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        // ENXIO: no data/hole at or after `from`.
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(r as u64))
 }

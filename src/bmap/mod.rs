@@ -1,0 +1,170 @@
+//! Block maps in bmaptool's XML format: writing (byte for byte as `bmaptool create` lays
+//! them out, so its `BmapFileChecksum` verifies in bmaptool) and reading every version from
+//! 1.0 to 2.0 with full validation.
+
+use std::io;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::extent::ExtentMap;
+use crate::source::{ReadAt, ReadAtExt};
+
+pub mod read;
+pub mod write;
+
+pub use read::parse;
+pub use write::{render, BmapWriteOptions};
+
+/// Hash function of range and file checksums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumType {
+    /// SHA-1 (bmap 1.3 and older).
+    Sha1,
+    /// SHA-256 (bmap 1.4 / 2.0).
+    Sha256,
+}
+
+impl ChecksumType {
+    /// Length of the hex digest.
+    pub fn hex_len(self) -> usize {
+        match self {
+            ChecksumType::Sha1 => 40,
+            ChecksumType::Sha256 => 64,
+        }
+    }
+    /// Name as written in `ChecksumType`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChecksumType::Sha1 => "sha1",
+            ChecksumType::Sha256 => "sha256",
+        }
+    }
+}
+
+/// One `<Range>`: blocks `first..=last`, with the checksum of their bytes (the last block cut
+/// at the image size).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BmapRange {
+    /// First block.
+    pub first: u64,
+    /// Last block (inclusive).
+    pub last: u64,
+    /// Lowercase hex digest, if the file carries one.
+    pub checksum: Option<String>,
+}
+
+/// A parsed or generated block map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Bmap {
+    /// Format version ("2.0", "1.4", "1.3", ...).
+    pub version: String,
+    /// Image size in bytes.
+    pub image_size: u64,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// ceil(image_size / block_size).
+    pub blocks_count: u64,
+    /// Blocks covered by the ranges.
+    pub mapped_blocks: u64,
+    /// Checksum type of the ranges (None for old files without checksums).
+    pub checksum_type: Option<ChecksumType>,
+    /// The ranges, ascending and disjoint.
+    pub ranges: Vec<BmapRange>,
+}
+
+impl Bmap {
+    /// The mapped bytes as an [`ExtentMap`], cut at the image size.
+    pub fn extent_map(&self) -> ExtentMap {
+        let bs = self.block_size;
+        ExtentMap::from_ranges(self.ranges.iter().map(|r| {
+            (
+                r.first.saturating_mul(bs).min(self.image_size),
+                r.last
+                    .saturating_add(1)
+                    .saturating_mul(bs)
+                    .min(self.image_size),
+            )
+        }))
+    }
+}
+
+/// Byte range of a block range, cut at `image_size`.
+pub fn range_bytes(first: u64, last: u64, block_size: u64, image_size: u64) -> (u64, u64) {
+    let s = first.saturating_mul(block_size).min(image_size);
+    let e = last
+        .saturating_add(1)
+        .saturating_mul(block_size)
+        .min(image_size);
+    (s, e)
+}
+
+/// Hashes `[start, end)` of `src` with SHA-256, reading 4 MiB at a time.
+pub fn sha256_range(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![
+        0u8;
+        (4usize << 20)
+            .min(end.saturating_sub(start) as usize)
+            .max(1)
+    ];
+    let mut pos = start;
+    while pos < end {
+        let n = (end - pos).min(buf.len() as u64) as usize;
+        src.read_exact_at(pos, &mut buf[..n])?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// SHA-256 of every range, computed on all cores (ranges are independent).
+pub fn range_checksums(
+    src: &dyn ReadAt,
+    ranges: &[(u64, u64)],
+    block_size: u64,
+    image_size: u64,
+) -> io::Result<Vec<String>> {
+    ranges
+        .par_iter()
+        .map(|&(first, last)| {
+            let (s, e) = range_bytes(first, last, block_size, image_size);
+            sha256_range(src, s, e).map(|d| hex(&d))
+        })
+        .collect()
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// The data (non-hole) ranges of a local file, as `bmaptool create` maps an image: every
+/// block the filesystem stores, zero or not. Used for `--from holes` interoperability.
+pub fn file_data_ranges(file: &std::fs::File) -> io::Result<ExtentMap> {
+    use std::os::fd::AsFd;
+    let len = file.metadata()?.len();
+    let mut m = ExtentMap::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let Some(d) = crate::sys::seek_data(file.as_fd(), pos)? else {
+            break;
+        };
+        let h = crate::sys::seek_hole(file.as_fd(), d)?
+            .unwrap_or(len)
+            .min(len);
+        if h <= d {
+            break;
+        }
+        m.insert(d, h);
+        pos = h;
+    }
+    Ok(m)
+}
