@@ -53,6 +53,9 @@ pub struct Report {
     pub unpartitioned_tail: u64,
     /// Facts about how this image boots.
     pub boot: BootFacts,
+    /// Which bytes matter: per-partition used bytes from the filesystems' allocation maps and
+    /// the mapped total (null for undecoded containers).
+    pub usage: Option<crate::map::ImageMap>,
     /// Everything the user should know, collected from every layer.
     pub warnings: Vec<String>,
 }
@@ -95,7 +98,13 @@ pub struct BootFacts {
 
 /// Inspects the image at `path`.
 pub fn inspect_path(path: &Path) -> crate::Result<Report> {
-    let opened = source::open(path, &OpenOptions::default())?;
+    open_and_inspect(path).map(|(_, r)| r)
+}
+
+/// Opens and inspects `path`, returning the opened source too (for commands that go on to
+/// read the image: bmap, verify).
+pub fn open_and_inspect(path: &Path) -> crate::Result<(source::Opened, Report)> {
+    let mut opened = source::open(path, &OpenOptions::default())?;
     let stored = opened.chain.first().and_then(|l| l.size);
     let undecoded = opened.container.is_some() || opened.payload_format() == Format::SevenZip;
     let mut report = if undecoded {
@@ -124,6 +133,7 @@ pub fn inspect_path(path: &Path) -> crate::Result<Report> {
             partitions: vec![],
             unpartitioned_tail: 0,
             boot: BootFacts::default(),
+            usage: None,
             warnings: vec![],
         }
     } else {
@@ -136,12 +146,12 @@ pub fn inspect_path(path: &Path) -> crate::Result<Report> {
     };
     report.stored_size = stored;
     report.block_device = opened.is_block_device;
-    report.container = opened.container;
-    report.cd_tracks = opened.cd_tracks;
-    let mut w = opened.warnings;
+    report.container = opened.container.clone();
+    report.cd_tracks = std::mem::take(&mut opened.cd_tracks);
+    let mut w = opened.warnings.clone();
     w.append(&mut report.warnings);
     report.warnings = w;
-    Ok(report)
+    Ok((opened, report))
 }
 
 /// Inspects an already-opened source (the decoded disk image).
@@ -249,7 +259,7 @@ pub fn inspect_source(
             p.index
         ));
     }
-    Ok(Report {
+    let mut report = Report {
         schema_version: SCHEMA_VERSION,
         path: name,
         chain,
@@ -264,8 +274,13 @@ pub fn inspect_source(
         partitions,
         unpartitioned_tail,
         boot,
+        usage: None,
         warnings,
-    })
+    };
+    let usage = crate::map::image_map(&src, &report);
+    report.warnings.extend(usage.warnings.iter().cloned());
+    report.usage = Some(usage);
+    Ok(report)
 }
 
 fn probe_logged(src: &dyn ReadAt, what: &str, warnings: &mut Vec<String>) -> Option<FsInfo> {

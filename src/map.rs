@@ -37,19 +37,16 @@ pub struct PartUsage {
 pub struct ImageMap {
     /// Size of the image in bytes.
     pub image_size: u64,
-    /// Byte ranges to keep, sorted and disjoint, within `[0, image_size)`.
+    /// Byte ranges to keep, sorted and disjoint, within `[0, image_size)`. Not serialised
+    /// (it can hold thousands of ranges); `mapped` carries the total.
+    #[serde(skip)]
     pub used: ExtentMap,
+    /// Bytes kept (the total of `used`).
+    pub mapped: u64,
     /// Per partition (or whole-disk filesystem) totals.
     pub parts: Vec<PartUsage>,
     /// Why more was kept than might be necessary.
     pub warnings: Vec<String>,
-}
-
-impl ImageMap {
-    /// Bytes kept.
-    pub fn mapped(&self) -> u64 {
-        self.used.total()
-    }
 }
 
 /// Builds the map of `src`, described by `report` (from [`crate::inspect::inspect_source`]).
@@ -94,9 +91,11 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
 
     if report.layout.table == TableKind::None {
         add_fs(0, size, 0, report.whole_disk.as_ref());
+        let used = used.clip(size);
         return ImageMap {
             image_size: size,
-            used: used.clip(size),
+            mapped: used.total(),
+            used,
             parts,
             warnings,
         };
@@ -149,9 +148,11 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
             .unwrap_or(0);
         used = used.union(&ExtentMap::single(backup_from.min(size), size));
     }
+    let used = used.clip(size);
     ImageMap {
         image_size: size,
-        used: used.clip(size),
+        mapped: used.total(),
+        used,
         parts,
         warnings,
     }

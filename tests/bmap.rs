@@ -192,3 +192,105 @@ fn bmaptool_copies_with_our_filesystem_bmap() {
         );
     }
 }
+
+fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_blockwise"))
+}
+
+#[test]
+fn cli_bmap_then_verify_catches_a_flipped_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = unpack_sample(dir.path());
+    let bm = dir.path().join("card.img.bmap");
+    let o = bin()
+        .arg("bmap")
+        .arg(&img)
+        .arg("-o")
+        .arg(&bm)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = bmap::parse(&std::fs::read(&bm).unwrap()).unwrap();
+    assert_eq!(b.image_size, 128 << 20);
+
+    // Sidecar found without --bmap; all ranges match.
+    let o = bin().arg("verify").arg(&img).output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // A byte changed inside a mapped range: exit 3 and the range named.
+    let first = b.extent_map().iter().next().unwrap();
+    let off = first.start + first.len() / 2;
+    let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    use std::os::unix::fs::FileExt;
+    let mut old = [0u8; 1];
+    std::fs::File::open(&img)
+        .unwrap()
+        .read_exact_at(&mut old, off)
+        .unwrap();
+    f.write_all_at(&[old[0] ^ 0xff], off).unwrap();
+    let o = bin().args(["verify", "--json"]).arg(&img).output().unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["result"]["mismatches"].as_array().unwrap().len(), 1);
+
+    // The same bmap serves the compressed image (bmaps describe the decoded image).
+    let xz = repo().join("samples/card.img.xz");
+    let o = bin()
+        .arg("verify")
+        .arg(&xz)
+        .arg("--bmap")
+        .arg(&bm)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[test]
+fn cli_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let xz = repo().join("samples/card.img.xz");
+    let o = bin()
+        .args(["bmap", "--from", "holes"])
+        .arg(&xz)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sparse raw file"));
+    let o = bin()
+        .args(["bmap", "--block-size", "1000"])
+        .arg(&xz)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let lone = dir.path().join("lone.img");
+    std::fs::write(&lone, vec![0u8; 8192]).unwrap();
+    let o = bin().arg("verify").arg(&lone).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no bmap found"));
+    // A failed write leaves nothing under the final name.
+    let o = bin()
+        .arg("bmap")
+        .arg(&xz)
+        .arg("-o")
+        .arg(dir.path().join("no/such/dir/x.bmap"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn sidecar_lookup_follows_bmaptool() {
+    let c = bmap::sidecar_candidates(std::path::Path::new("/d/x.img.xz"));
+    let c: Vec<String> = c.iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(c, ["/d/x.img.xz.bmap", "/d/x.img.bmap", "/d/x.bmap"]);
+}

@@ -168,3 +168,154 @@ pub fn file_data_ranges(file: &std::fs::File) -> io::Result<ExtentMap> {
     }
     Ok(m)
 }
+
+/// Digest of `[start, end)` of `src` with the given hash, as lowercase hex.
+pub fn range_digest(src: &dyn ReadAt, start: u64, end: u64, t: ChecksumType) -> io::Result<String> {
+    match t {
+        ChecksumType::Sha256 => sha256_range(src, start, end).map(|d| hex(&d)),
+        ChecksumType::Sha1 => {
+            use sha1::Digest as _;
+            let mut h = sha1::Sha1::new();
+            let mut buf = vec![
+                0u8;
+                (4usize << 20)
+                    .min(end.saturating_sub(start) as usize)
+                    .max(1)
+            ];
+            let mut pos = start;
+            while pos < end {
+                let n = (end - pos).min(buf.len() as u64) as usize;
+                src.read_exact_at(pos, &mut buf[..n])?;
+                h.update(&buf[..n]);
+                pos += n as u64;
+            }
+            Ok(hex(&h.finalize()))
+        }
+    }
+}
+
+/// Builds a complete bmap 2.0 file for `src` whose bytes that matter are `map`.
+///
+/// `parallel` hashes ranges on all cores; pass `false` for streaming sources, where reads
+/// must go forward in order or the decoder restarts.
+pub fn generate(
+    src: &dyn ReadAt,
+    map: &ExtentMap,
+    checksums: bool,
+    parallel: bool,
+    opts: &BmapWriteOptions,
+) -> io::Result<Vec<u8>> {
+    let size = src.size();
+    let ranges = write::block_ranges(size, map, opts.block_size);
+    let ck = if !checksums {
+        None
+    } else if parallel {
+        Some(range_checksums(src, &ranges, opts.block_size, size)?)
+    } else {
+        let mut v = Vec::with_capacity(ranges.len());
+        for &(f, l) in &ranges {
+            let (s, e) = range_bytes(f, l, opts.block_size, size);
+            v.push(hex(&sha256_range(src, s, e)?));
+        }
+        Some(v)
+    };
+    Ok(render(size, map, ck.as_deref(), opts))
+}
+
+/// Where bmaptool would look for the bmap of `image`: `IMG.bmap`, then with one extension
+/// stripped at a time (`x.img.xz` → `x.img.xz.bmap`, `x.img.bmap`, `x.bmap`).
+pub fn sidecar_candidates(image: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Some(name) = image.file_name().and_then(|n| n.to_str()) else {
+        return out;
+    };
+    let mut stem = name.to_string();
+    loop {
+        out.push(image.with_file_name(format!("{stem}.bmap")));
+        match stem.rfind('.') {
+            Some(i) if i > 0 => stem.truncate(i),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// A range whose contents do not match the bmap.
+#[derive(Clone, Debug, Serialize)]
+pub struct Mismatch {
+    /// First block.
+    pub first: u64,
+    /// Last block (inclusive).
+    pub last: u64,
+    /// Digest in the bmap.
+    pub expected: String,
+    /// Digest of the image's bytes.
+    pub actual: String,
+}
+
+/// Result of checking an image against a bmap.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyResult {
+    /// Ranges checked.
+    pub ranges_checked: usize,
+    /// Ranges without a checksum (old bmaps), not checked.
+    pub ranges_unchecked: usize,
+    /// Bytes hashed.
+    pub bytes_checked: u64,
+    /// Ranges that differ.
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// Checks every range of `bmap` that carries a checksum against `src`.
+pub fn verify(src: &dyn ReadAt, bmap: &Bmap, parallel: bool) -> crate::Result<VerifyResult> {
+    let Some(t) = bmap.checksum_type else {
+        return Err(crate::Error::Format(
+            "this bmap has no checksums (format 1.2 or older without sha1 attributes); nothing to verify".into(),
+        ));
+    };
+    if src.size() < bmap.image_size {
+        return Err(crate::Error::Format(format!(
+            "the image is {} bytes but the bmap describes {} bytes: truncated image or the wrong bmap",
+            src.size(),
+            bmap.image_size
+        )));
+    }
+    let check = |r: &BmapRange| -> io::Result<Option<Mismatch>> {
+        let Some(want) = &r.checksum else {
+            return Ok(None);
+        };
+        let (s, e) = range_bytes(r.first, r.last, bmap.block_size, bmap.image_size);
+        let got = range_digest(src, s, e, t)?;
+        Ok((got != *want).then(|| Mismatch {
+            first: r.first,
+            last: r.last,
+            expected: want.clone(),
+            actual: got,
+        }))
+    };
+    let results: Vec<Option<Mismatch>> = if parallel {
+        bmap.ranges
+            .par_iter()
+            .map(check)
+            .collect::<io::Result<_>>()?
+    } else {
+        bmap.ranges.iter().map(check).collect::<io::Result<_>>()?
+    };
+    let checked: Vec<&BmapRange> = bmap
+        .ranges
+        .iter()
+        .filter(|r| r.checksum.is_some())
+        .collect();
+    Ok(VerifyResult {
+        ranges_checked: checked.len(),
+        ranges_unchecked: bmap.ranges.len() - checked.len(),
+        bytes_checked: checked
+            .iter()
+            .map(|r| {
+                let (s, e) = range_bytes(r.first, r.last, bmap.block_size, bmap.image_size);
+                e - s
+            })
+            .sum(),
+        mismatches: results.into_iter().flatten().collect(),
+    })
+}

@@ -201,7 +201,10 @@ pub fn render(r: &Report) -> String {
     }
     if let Some(f) = &r.whole_disk {
         let _ = writeln!(o, "  filesystem   {}", fs_summary(f));
-        let d = fs_details(f);
+        let mut d = fs_details(f);
+        if let Some(u) = part_usage(r, 0) {
+            d.insert(0, u);
+        }
         if !d.is_empty() {
             let _ = writeln!(o, "               {}", d.join(", "));
         }
@@ -250,7 +253,10 @@ pub fn render(r: &Report) -> String {
                 fs
             );
             if let Some(f) = &p.filesystem {
-                let d = fs_details(f);
+                let mut d = fs_details(f);
+                if let Some(u) = part_usage(r, p.index) {
+                    d.insert(0, u);
+                }
                 if !d.is_empty() {
                     let _ = writeln!(o, "  {:>3}  {}", "", d.join(", "));
                 }
@@ -268,7 +274,31 @@ pub fn render(r: &Report) -> String {
     finish(o, r)
 }
 
+/// "used 12.0 MiB (25%)" for a partition whose filesystem's allocation map was read.
+fn part_usage(r: &Report, index: u32) -> Option<String> {
+    let u = r.usage.as_ref()?.parts.iter().find(|u| u.index == index)?;
+    if !u.from_fs || u.size == 0 {
+        return None;
+    }
+    Some(format!(
+        "used {} ({:.0}%)",
+        human_bytes(u.used),
+        u.used as f64 * 100.0 / u.size as f64
+    ))
+}
+
 fn finish(mut o: String, r: &Report) -> String {
+    if let Some(u) = &r.usage {
+        if u.image_size > 0 {
+            let _ = writeln!(
+                o,
+                "\n  mapped       {} of {} ({:.1}%): the bytes a backup stores and a flash writes",
+                human_bytes(u.mapped),
+                human_bytes(u.image_size),
+                u.mapped as f64 * 100.0 / u.image_size as f64
+            );
+        }
+    }
     let b = &r.boot;
     if !b.notes.is_empty() || !b.el_torito.is_empty() {
         let _ = writeln!(o, "\n  boot");

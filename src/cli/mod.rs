@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bmap;
 mod demo;
 mod inspect;
+mod verify;
 
 /// Exit codes (see spec/exit-codes.md).
 pub mod exit {
@@ -17,6 +19,8 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// Bad command-line usage (clap's own code).
     pub const USAGE: u8 = 2;
+    /// Verification found data that does not match.
+    pub const MISMATCH: u8 = 3;
 }
 
 const HELP_TEMPLATE: &str = "\
@@ -43,6 +47,15 @@ struct Cli {
     command: Command,
 }
 
+/// Source of a block map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MapFrom {
+    /// The filesystems' own allocation maps (and the partition layout).
+    Fs,
+    /// The image file's holes (SEEK_DATA/SEEK_HOLE), as `bmaptool create` maps.
+    Holes,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Tell what an image really is: compression, container, partition table, filesystems,
@@ -60,6 +73,51 @@ Exit status: 0 on success (even with warnings), 1 if the image cannot be read.")
         /// Image file or block device.
         image: PathBuf,
         /// Print the report as JSON (schema: spec/json-output.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a .bmap (bmaptool format 2.0) listing the blocks that matter, from the
+    /// filesystems' own allocation maps.
+    #[command(after_help = "\
+Examples:
+  blockwise bmap card.img -o card.img.bmap        bmaptool copy accepts it as is
+  blockwise bmap raspios.img.xz -o raspios.img.xz.bmap
+  blockwise bmap sparse.img --from holes          bmaptool's own hole-based map, for comparison
+
+Blocks are left out only if the filesystem that owns them says they are free, or they lie
+past the last partition; bootloader gaps, partition tables and unknown partitions are kept.
+Progress and a summary go to stderr; the bmap goes to stdout unless -o is given.")]
+    Bmap {
+        /// Image file or block device.
+        image: PathBuf,
+        /// Write the bmap here (atomically) instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Block size of the map in bytes.
+        #[arg(long, default_value_t = 4096)]
+        block_size: u64,
+        /// Leave out the SHA-256 range checksums (faster; nothing to verify against).
+        #[arg(long)]
+        no_checksum: bool,
+        /// Where the map comes from: the filesystems' allocation maps, or the file's holes
+        /// (bmaptool's behaviour).
+        #[arg(long, value_enum, default_value_t = MapFrom::Fs)]
+        from: MapFrom,
+    },
+    /// Check an image, or a device it was written to, against a bmap's range checksums.
+    #[command(after_help = "\
+Examples:
+  blockwise verify card.img                       finds card.img.bmap (or card.bmap) beside it
+  blockwise verify /dev/sdb --bmap card.img.bmap  check what was flashed
+
+Exit status: 0 when every range matches, 3 on a mismatch, 1 if something cannot be read.")]
+    Verify {
+        /// Image file or block device.
+        image: PathBuf,
+        /// The bmap (default: IMG.bmap, then IMG with one extension stripped at a time).
+        #[arg(long)]
+        bmap: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -95,6 +153,20 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Inspect { image, json } => inspect::run(&image, json),
+        Command::Bmap {
+            image,
+            output,
+            block_size,
+            no_checksum,
+            from,
+        } => bmap::run(bmap::Args {
+            image,
+            output,
+            block_size,
+            no_checksum,
+            from,
+        }),
+        Command::Verify { image, bmap, json } => verify::run(image, bmap, json),
         Command::Demo { dir, keep } => demo::run(dir, keep),
     };
     match result {

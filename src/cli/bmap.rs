@@ -1,0 +1,106 @@
+//! `blockwise bmap`: write a bmaptool-compatible block map from the filesystems' own
+//! allocation maps (or, for interop, from the file's holes as bmaptool does).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use blockwise::bmap::{self, BmapWriteOptions};
+use blockwise::inspect::open_and_inspect;
+use blockwise::source::Format;
+use blockwise::util::human_bytes;
+
+use super::{exit, MapFrom};
+
+pub struct Args {
+    pub image: PathBuf,
+    pub output: Option<PathBuf>,
+    pub block_size: u64,
+    pub no_checksum: bool,
+    pub from: MapFrom,
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    if a.block_size == 0 || !a.block_size.is_power_of_two() || a.block_size < 512 {
+        bail!(
+            "--block-size must be a power of two of at least 512 (got {})",
+            a.block_size
+        );
+    }
+    let t0 = Instant::now();
+    let (opened, report) =
+        open_and_inspect(&a.image).with_context(|| format!("cannot read {}", a.image.display()))?;
+    if !report.contents_decoded {
+        bail!(
+            "{}: {} contents are not decoded by this version; convert it to a raw image first",
+            a.image.display(),
+            opened.payload_format().name()
+        );
+    }
+    let src = opened.source.clone();
+    let map = match a.from {
+        MapFrom::Fs => report
+            .usage
+            .as_ref()
+            .map(|u| u.used.clone())
+            .context("no usage map")?,
+        MapFrom::Holes => holes_map(&a.image, &opened)?,
+    };
+    for w in &report.warnings {
+        eprintln!("blockwise: warning: {w}");
+    }
+    let opts = BmapWriteOptions {
+        block_size: a.block_size,
+    };
+    let text = bmap::generate(&*src, &map, !a.no_checksum, opened.random_access, &opts)
+        .with_context(|| format!("reading {}", a.image.display()))?;
+    let parsed = bmap::parse(&text).context("internal error: generated bmap does not parse")?;
+    match &a.output {
+        Some(out) => blockwise::atomic::write_atomic(out, &text)
+            .with_context(|| format!("cannot write {}", out.display()))?,
+        None => std::io::stdout().lock().write_all(&text)?,
+    }
+    let size = parsed.image_size;
+    let mapped = parsed
+        .mapped_blocks
+        .saturating_mul(parsed.block_size)
+        .min(size);
+    eprintln!(
+        "blockwise: mapped {} of {} ({:.1}%) in {} ranges, {} block size, {:.2}s{}",
+        human_bytes(mapped),
+        human_bytes(size),
+        if size > 0 {
+            mapped as f64 * 100.0 / size as f64
+        } else {
+            0.0
+        },
+        parsed.ranges.len(),
+        parsed.block_size,
+        t0.elapsed().as_secs_f64(),
+        a.output
+            .as_ref()
+            .map(|o| format!(", written to {}", o.display()))
+            .unwrap_or_default()
+    );
+    Ok(exit::OK)
+}
+
+fn holes_map(
+    path: &Path,
+    opened: &blockwise::source::Opened,
+) -> anyhow::Result<blockwise::ExtentMap> {
+    if opened.is_block_device || opened.chain.len() != 1 || opened.payload_format() != Format::Raw {
+        bail!(
+            "--from holes maps the holes of a sparse raw file, as bmaptool does; {} is {}",
+            path.display(),
+            if opened.is_block_device {
+                "a block device".to_string()
+            } else {
+                format!("a {} file", opened.chain[0].format.name())
+            }
+        );
+    }
+    let f = std::fs::File::open(path)?;
+    Ok(bmap::file_data_ranges(&f)?)
+}
