@@ -7,36 +7,33 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use blockwise::inspect::inspect_path;
-
-use super::exit;
 
 /// The sample card image: MBR, bootloader blob at sector 16, FAT32 boot + ext4 root.
 static SAMPLE_XZ: &[u8] = include_bytes!("../../samples/card.img.xz");
 
 pub fn run(dir: Option<PathBuf>, keep: bool) -> anyhow::Result<u8> {
-    let (dir, made) = match dir {
+    match dir {
         Some(d) => {
             fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-            (d, false)
+            let r = demo_in(&d);
+            eprintln!("demo files kept in {}", d.display());
+            r
         }
         None => {
-            let d = std::env::temp_dir().join(format!("blockwise-demo-{}", std::process::id()));
-            if d.exists() {
-                bail!("{} already exists; pass --dir", d.display());
+            let t = tempfile::Builder::new()
+                .prefix("blockwise-demo-")
+                .tempdir()
+                .context("cannot create a temporary directory")?;
+            let r = demo_in(t.path());
+            if keep {
+                let p = t.keep();
+                eprintln!("demo files kept in {}", p.display());
             }
-            fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-            (d, true)
+            r
         }
-    };
-    let result = demo_in(&dir);
-    if made && !keep {
-        let _ = fs::remove_dir_all(&dir);
-    } else {
-        eprintln!("demo files kept in {}", dir.display());
     }
-    result
 }
 
 fn demo_in(dir: &Path) -> anyhow::Result<u8> {
@@ -68,7 +65,38 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
     writeln!(o, "\n$ blockwise inspect card.img")?;
     let r = inspect_path(&img)?;
     o.write_all(super::inspect::render(&r).as_bytes())?;
-    Ok(exit::OK)
+
+    writeln!(
+        o,
+        "\n$ blockwise bmap card.img -o card.img.bmap     # bmaptool-compatible block map"
+    )?;
+    o.flush()?;
+    let bm = dir.join("card.img.bmap");
+    super::bmap::run(super::bmap::Args {
+        image: img.clone(),
+        output: Some(bm.clone()),
+        block_size: 4096,
+        no_checksum: false,
+        from: super::MapFrom::Fs,
+    })?;
+    let parsed = blockwise::bmap::parse(&fs::read(&bm)?)?;
+    let mapped = parsed.mapped_blocks * parsed.block_size;
+    writeln!(
+        o,
+        "card.img.bmap: {} ranges, {} of {} mapped: a flash writes {:.1}x less than dd",
+        parsed.ranges.len(),
+        blockwise::util::human_bytes(mapped.min(parsed.image_size)),
+        blockwise::util::human_bytes(parsed.image_size),
+        parsed.image_size as f64 / mapped.max(1) as f64
+    )?;
+
+    writeln!(
+        o,
+        "\n$ blockwise verify card.img.xz --bmap card.img.bmap   # checksums, straight from the xz"
+    )?;
+    o.flush()?;
+    let code = super::verify::run(xz.clone(), Some(bm), false)?;
+    Ok(code)
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
