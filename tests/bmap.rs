@@ -224,7 +224,7 @@ fn cli_bmap_then_verify_catches_a_flipped_byte() {
     // A byte changed inside a mapped range: exit 3 and the range named.
     let first = b.extent_map().iter().next().unwrap();
     let off = first.start + first.len() / 2;
-    let mut f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     use std::os::unix::fs::FileExt;
     let mut old = [0u8; 1];
     std::fs::File::open(&img)

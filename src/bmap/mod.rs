@@ -6,7 +6,7 @@ use std::io;
 
 use rayon::prelude::*;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::extent::ExtentMap;
 use crate::source::{ReadAt, ReadAtExt};
@@ -101,9 +101,9 @@ pub fn range_bytes(first: u64, last: u64, block_size: u64, image_size: u64) -> (
     (s, e)
 }
 
-/// Hashes `[start, end)` of `src` with SHA-256, reading 4 MiB at a time.
-pub fn sha256_range(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<[u8; 32]> {
-    let mut h = Sha256::new();
+/// Hashes `[start, end)` of `src` with `D`, reading 4 MiB at a time.
+fn digest_range<D: sha2::Digest>(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8>> {
+    let mut h = D::new();
     let mut buf = vec![
         0u8;
         (4usize << 20)
@@ -117,7 +117,12 @@ pub fn sha256_range(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<[u8; 3
         h.update(&buf[..n]);
         pos += n as u64;
     }
-    Ok(h.finalize().into())
+    Ok(h.finalize().to_vec())
+}
+
+/// Hashes `[start, end)` of `src` with SHA-256.
+pub fn sha256_range(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8>> {
+    digest_range::<Sha256>(src, start, end)
 }
 
 /// SHA-256 of every range, computed on all cores (ranges are independent).
@@ -171,27 +176,11 @@ pub fn file_data_ranges(file: &std::fs::File) -> io::Result<ExtentMap> {
 
 /// Digest of `[start, end)` of `src` with the given hash, as lowercase hex.
 pub fn range_digest(src: &dyn ReadAt, start: u64, end: u64, t: ChecksumType) -> io::Result<String> {
-    match t {
-        ChecksumType::Sha256 => sha256_range(src, start, end).map(|d| hex(&d)),
-        ChecksumType::Sha1 => {
-            use sha1::Digest as _;
-            let mut h = sha1::Sha1::new();
-            let mut buf = vec![
-                0u8;
-                (4usize << 20)
-                    .min(end.saturating_sub(start) as usize)
-                    .max(1)
-            ];
-            let mut pos = start;
-            while pos < end {
-                let n = (end - pos).min(buf.len() as u64) as usize;
-                src.read_exact_at(pos, &mut buf[..n])?;
-                h.update(&buf[..n]);
-                pos += n as u64;
-            }
-            Ok(hex(&h.finalize()))
-        }
-    }
+    let d = match t {
+        ChecksumType::Sha256 => digest_range::<Sha256>(src, start, end)?,
+        ChecksumType::Sha1 => digest_range::<sha1::Sha1>(src, start, end)?,
+    };
+    Ok(hex(&d))
 }
 
 /// Builds a complete bmap 2.0 file for `src` whose bytes that matter are `map`.
