@@ -513,9 +513,15 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     // primary superblock, whatever the block size.
     keep.push((0, geo.first_data.max(1)));
 
+    // No bitmap or inode table can sit in the boot block, primary superblock or primary
+    // descriptor table (the kernel refuses such a descriptor too); a zeroed descriptor
+    // field would otherwise make us read the superblock as a bitmap.
+    let head = geo.sb_block(0)
+        + 1
+        + (geo.old_gdt_blocks + geo.reserved_gdt).max(u64::from(geo.meta_bg));
     let blocks_in = |s: u64, n: u64| -> Option<(u64, u64)> {
         let e = s.checked_add(n)?;
-        (s >= geo.first_data && e <= geo.blocks && n > 0).then_some((s, e))
+        (s >= head && e <= geo.blocks && n > 0).then_some((s, e))
     };
 
     // Which groups' bitmaps are to be read, as (bitmap block, group).
