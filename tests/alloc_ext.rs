@@ -99,6 +99,29 @@ fn dumpe2fs_used(img: &Path) -> (u64, u64) {
     (blocks - free, field("Block size:"))
 }
 
+/// The union of every group's "Free blocks:" list from dumpe2fs, as bytes.
+fn dumpe2fs_free(img: &Path, bs: u64) -> blockwise::ExtentMap {
+    let out = sh(&format!("dumpe2fs '{}' 2>/dev/null", img.display()));
+    // Under bigalloc a range ends at the first block of its last free cluster.
+    let cluster = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Cluster size:"))
+        .map_or(bs, |c| c.trim().parse().unwrap());
+    let mut m = blockwise::ExtentMap::new();
+    for l in out.lines() {
+        // Per-group lists are indented; the header's "Free blocks:" is a count.
+        let Some(list) = l.strip_prefix("  Free blocks: ") else {
+            continue;
+        };
+        for r in list.split(", ").filter(|r| !r.is_empty()) {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            let (a, b): (u64, u64) = (a.trim().parse().unwrap(), b.trim().parse().unwrap());
+            m.insert(a * bs, b * bs + cluster);
+        }
+    }
+    m
+}
+
 fn compute(img: &Path) -> Usage {
     let src = FileSource::open(img).unwrap();
     let info = probe_all(&src).unwrap().expect("ext recognised");
@@ -135,6 +158,14 @@ fn restore_proof(name: &str, size: &str, mkfs: &str, check: impl Fn(&Path)) {
         "{name}: mapped {mapped} > 1.01 × {used_bytes}"
     );
 
+    // Exactly the complement of what dumpe2fs lists as free, block for block (so nothing
+    // it calls used is missing, whatever e2fsck would or would not notice).
+    let expected = dumpe2fs_free(&img, bs).gaps(std::fs::metadata(&img).unwrap().len());
+    assert_eq!(
+        u.used, expected,
+        "{name}: map differs from dumpe2fs's free lists"
+    );
+
     let (_tdir, target) = restore_onto_random(&img, &u.used).expect("loop device");
     let fsck = Command::new("e2fsck")
         .args(["-fn", &target.dev])
@@ -153,7 +184,11 @@ fn restore_proof(name: &str, size: &str, mkfs: &str, check: impl Fn(&Path)) {
     let b = Mount::new(&target.dev, &work.path().join("b"), "ro");
     let ha = tree_hashes(&a.dir);
     let hb = tree_hashes(&b.dir);
-    assert!(ha.len() > 170, "{name}: only {} files in the source", ha.len());
+    assert!(
+        ha.len() > 170,
+        "{name}: only {} files in the source",
+        ha.len()
+    );
     assert_eq!(ha, hb, "{name}: restored files differ");
     let xa = sh(&format!(
         "python3 -c \"import os; print(len(os.getxattr('{}/x.txt', 'user.blob')))\"",
@@ -206,7 +241,12 @@ fn restore_ext4_2k() {
 
 #[test]
 fn restore_ext4_no_journal() {
-    restore_proof("ext4 ^has_journal", "64M", "mkfs.ext4 -O ^has_journal", no_check);
+    restore_proof(
+        "ext4 ^has_journal",
+        "64M",
+        "mkfs.ext4 -O ^has_journal",
+        no_check,
+    );
 }
 
 #[test]
@@ -297,7 +337,11 @@ fn corrupt_bitmap_location_keeps_group() {
     // No descriptor checksums, so only the location check can catch it.
     let img = small_image(dir.path(), "-O ^metadata_csum,^uninit_bg");
     let clean = compute(&img);
-    assert!(clean.from_fs && clean.warnings.is_empty(), "{:?}", clean.warnings);
+    assert!(
+        clean.from_fs && clean.warnings.is_empty(),
+        "{:?}",
+        clean.warnings
+    );
     assert!(!group_covered(&clean, 3), "group 3 should have free blocks");
 
     // Past the end of the fs.
@@ -314,7 +358,11 @@ fn corrupt_bitmap_location_keeps_group() {
     assert!(!u.warnings.is_empty());
 
     // Inode table running off the end of the filesystem.
-    patch(&img, desc_off(&img, 3), &clean_bitmap_block(&img).to_le_bytes());
+    patch(
+        &img,
+        desc_off(&img, 3),
+        &clean_bitmap_block(&img).to_le_bytes(),
+    );
     patch(&img, desc_off(&img, 3) + 8, &4095u32.to_le_bytes());
     let u = compute(&img);
     assert!(group_covered(&u, 3), "{:?}", u.warnings);
@@ -335,7 +383,11 @@ fn corrupt_checksums_keep_group() {
     let dir = tempfile::tempdir().unwrap();
     let img = small_image(dir.path(), "-O metadata_csum,64bit");
     let clean = compute(&img);
-    assert!(clean.from_fs && clean.warnings.is_empty(), "{:?}", clean.warnings);
+    assert!(
+        clean.from_fs && clean.warnings.is_empty(),
+        "{:?}",
+        clean.warnings
+    );
     assert!(!group_covered(&clean, 3));
 
     // Flip a bitmap bit of group 3: its checksum no longer matches.
@@ -401,7 +453,10 @@ fn hostile_superblock_fields_never_panic() {
     let img = small_image(dir.path(), "-O 64bit,meta_bg,^resize_inode");
 
     // Every 32-bit superblock field and the first descriptors, set to a few nasty values.
-    for off in (1024..2048u64).step_by(4).chain((4096..4096 + 256).step_by(4)) {
+    for off in (1024..2048u64)
+        .step_by(4)
+        .chain((4096..4096 + 256).step_by(4))
+    {
         for v in [0u32, 1, 0xFFFF_FFFF, 0x8000_0000, 7, 1024] {
             let orig = read_at(&img, off, 4);
             patch(&img, off, &v.to_le_bytes());
@@ -452,4 +507,107 @@ fn reads_little_on_a_big_sparse_fs() {
     assert!(read < 2 << 20, "read {read} bytes");
     let (used_blocks, bs) = dumpe2fs_used(&img);
     assert!(u.used.total() as f64 <= (used_blocks * bs) as f64 * 1.01);
+}
+
+#[test]
+fn restore_ext4_meta_bg_1k_many_uninit_groups() {
+    restore_proof(
+        "ext4 1k meta_bg lazy (256 groups)",
+        "256M",
+        "mkfs.ext4 -b 1024 -O meta_bg,^resize_inode -E lazy_itable_init=1",
+        |img| {
+            let out = sh(&format!("dumpe2fs '{}' 2>/dev/null", img.display()));
+            assert!(out.matches("BLOCK_UNINIT").count() > 10);
+        },
+    );
+}
+
+/// Layouts the kernel here cannot mount (64 KiB blocks) or that need no mount to prove the
+/// map: populated by `mke2fs -d`, the map must equal dumpe2fs's complement of free blocks.
+fn exact_against_dumpe2fs(name: &str, size: &str, mkfs: &str) {
+    if !have_tools(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content");
+    std::fs::create_dir_all(content.join("d/e")).unwrap();
+    for i in 0..40usize {
+        let body: Vec<u8> = (0..i * 3001).map(|k| (k * 31 + i) as u8).collect();
+        std::fs::write(content.join(format!("d/e/f{i}")), body).unwrap();
+    }
+    let img = dir.path().join("fs.img");
+    sh(&format!("truncate -s {size} '{}'", img.display()));
+    sh(&format!(
+        "{mkfs} -F -q -d '{}' '{}' 2>&1",
+        content.display(),
+        img.display()
+    ));
+    let u = compute(&img);
+    assert!(
+        u.from_fs && u.warnings.is_empty(),
+        "{name}: {:?}",
+        u.warnings
+    );
+    let (used_blocks, bs) = dumpe2fs_used(&img);
+    let expected = dumpe2fs_free(&img, bs).gaps(std::fs::metadata(&img).unwrap().len());
+    eprintln!(
+        "EXACT {name}: mapped {} bytes, dumpe2fs used {} bytes",
+        u.used.total(),
+        used_blocks * bs
+    );
+    assert_eq!(
+        u.used, expected,
+        "{name}: map differs from dumpe2fs's free lists"
+    );
+}
+
+#[test]
+fn exact_64k_blocks() {
+    exact_against_dumpe2fs("64k blocks", "256M", "mkfs.ext4 -b 65536");
+}
+
+#[test]
+fn exact_bigalloc_1k_blocks() {
+    exact_against_dumpe2fs(
+        "bigalloc 1k/4k",
+        "64M",
+        "mkfs.ext4 -b 1024 -O bigalloc -C 4096",
+    );
+}
+
+#[test]
+fn exact_no_sparse_super() {
+    exact_against_dumpe2fs(
+        "ext4 ^sparse_super",
+        "64M",
+        "mkfs.ext4 -O ^sparse_super,^resize_inode -g 2048",
+    );
+}
+
+#[test]
+fn exact_sparse_super2_one_backup() {
+    exact_against_dumpe2fs(
+        "ext4 sparse_super2 num_backup_sb=1",
+        "128M",
+        "mkfs.ext4 -O sparse_super2 -E num_backup_sb=1 -g 1024",
+    );
+}
+
+#[test]
+fn exact_flex_bg_16_uninit_2k() {
+    exact_against_dumpe2fs(
+        "ext4 2k flex_bg 4, 64bit, many groups",
+        "1G",
+        "mkfs.ext4 -b 2048 -G 4 -O 64bit -g 2048",
+    );
+}
+
+#[test]
+fn exact_truncated_last_group() {
+    // 100 MiB + 12 KiB: the last group is a stub of three blocks.
+    exact_against_dumpe2fs(
+        "ext4 stub last group",
+        "102412K",
+        "mkfs.ext4 -b 4096 -g 8192",
+    );
 }

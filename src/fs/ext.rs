@@ -516,9 +516,8 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     // No bitmap or inode table can sit in the boot block, primary superblock or primary
     // descriptor table (the kernel refuses such a descriptor too); a zeroed descriptor
     // field would otherwise make us read the superblock as a bitmap.
-    let head = geo.sb_block(0)
-        + 1
-        + (geo.old_gdt_blocks + geo.reserved_gdt).max(u64::from(geo.meta_bg));
+    let head =
+        geo.sb_block(0) + 1 + (geo.old_gdt_blocks + geo.reserved_gdt).max(u64::from(geo.meta_bg));
     let blocks_in = |s: u64, n: u64| -> Option<(u64, u64)> {
         let e = s.checked_add(n)?;
         (s >= head && e <= geo.blocks && n > 0).then_some((s, e))
