@@ -6,9 +6,8 @@
 //! the test-filesystem flag is set).
 
 use super::FsInfo;
-use crate::extent::ExtentMap;
 use crate::source::{ReadAt, ReadAtExt};
-use crate::util::{le16, le32, le64, uuid_be};
+use crate::util::{le16, le32, uuid_be};
 
 const SB_OFFSET: u64 = 1024;
 const SB_LEN: usize = 1024;
@@ -232,6 +231,9 @@ mod tests {
 // ---------------------------------------------------------------------------------------------
 // Used-block map
 // ---------------------------------------------------------------------------------------------
+
+use crate::extent::ExtentMap;
+use crate::util::le64;
 
 const COMPAT_EXCLUDE_BITMAP: u32 = 0x0100;
 const COMPAT_SPARSE_SUPER2: u32 = 0x0200;
