@@ -176,3 +176,32 @@ pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
         .map(|(h, p)| (p.to_string(), h.to_string()))
         .collect()
 }
+
+impl Loop {
+    /// Attaches `len` bytes of `file` from `offset` (one partition) read-only.
+    pub fn attach_offset(file: &Path, offset: u64, len: u64) -> Option<Loop> {
+        let o = Command::new("losetup")
+            .args([
+                "-f",
+                "--show",
+                "-r",
+                "-o",
+                &offset.to_string(),
+                "--sizelimit",
+                &len.to_string(),
+            ])
+            .arg(file)
+            .output()
+            .ok()?;
+        if !o.status.success() {
+            eprintln!(
+                "SKIP: cannot create a loop device: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        Some(Loop {
+            dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        })
+    }
+}
