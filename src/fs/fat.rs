@@ -294,17 +294,6 @@ const CP850_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅ\
 ÓßÔÒõÕµþÞÚÛÙýÝ¯´\
 \u{AD}±‗¾¶§÷¸°¨·¹³²■\u{A0}";
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cp850_table_complete() {
-        assert_eq!(CP850_HIGH.chars().count(), 128);
-        assert_eq!(decode_label(&[0xE5, 0xE5, b' ']).as_deref(), Some("ÕÕ"));
-    }
-}
-
 /// FAT entries examined per read, per copy (even, so FAT12 entry pairs never straddle reads).
 const USED_CHUNK_ENTRIES: u64 = 1 << 20;
 
@@ -424,5 +413,16 @@ fn fat_entry(buf: &[u8], bits: u64, rel: usize) -> Option<u32> {
         16 => le16(buf, rel.checked_mul(2)?).map(u32::from),
         // The top four bits of a FAT32 entry are reserved and must be ignored.
         _ => le32(buf, rel.checked_mul(4)?).map(|v| v & 0x0FFF_FFFF),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cp850_table_complete() {
+        assert_eq!(CP850_HIGH.chars().count(), 128);
+        assert_eq!(decode_label(&[0xE5, 0xE5, b' ']).as_deref(), Some("ÕÕ"));
     }
 }
