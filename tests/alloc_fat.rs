@@ -15,7 +15,7 @@ use std::process::Command;
 
 use blockwise::fs;
 use blockwise::source::{FileSource, MemSource};
-use common::{have, restore_onto_random, sh, tree_hashes};
+use common::{have, restore_onto_random, sh, tree_hashes, Loop};
 
 const MIB: u64 = 1 << 20;
 
@@ -382,4 +382,254 @@ fn fat_bad_and_reserved_entries_are_kept() {
     assert_eq!(u.used.covered(c10, c10 + 2048), 2048);
     // Cluster 11 is free and must not be mapped.
     assert_eq!(u.used.covered(c10 + 2048, c10 + 4096), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// NTFS and exFAT (filled through a mount)
+
+/// Mounts `dev` at a new directory with `cmd` (e.g. `mount -t ntfs-3g`); unmounts on drop.
+struct Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    fn new(cmd: &str, dev: &str, opts: &str) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        sh(&format!("{cmd} {opts} '{dev}' '{}'", dir.path().display()));
+        Mount { dir }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Bytes in use as `df` sees them.
+    fn df_used(&self) -> u64 {
+        sh(&format!(
+            "sync; df -B1 --output=used '{}' | tail -1",
+            self.path().display()
+        ))
+        .trim()
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Fills a mounted filesystem the same way for NTFS and exFAT: tree, deletions, late files.
+fn fill_mounted(mnt: &Path, src: &Path, budget: u64) {
+    let doomed = make_tree(src, budget, true);
+    sh(&format!("cp -r '{}'/. '{}'/", src.display(), mnt.display()));
+    for d in &doomed {
+        std::fs::remove_file(mnt.join(d)).unwrap();
+        std::fs::remove_file(src.join(d)).unwrap();
+    }
+    let gone = "nest/level 0 directory/level 1 directory/level 2 directory";
+    std::fs::remove_dir_all(mnt.join(gone)).unwrap();
+    std::fs::remove_dir_all(src.join(gone)).unwrap();
+    make_after(src, budget);
+    sh(&format!(
+        "cp -r '{}' '{}'/",
+        src.join("after").display(),
+        mnt.display()
+    ));
+}
+
+/// One NTFS restore proof; `args` go to mkfs.ntfs.
+fn ntfs_case(size_mib: u64, args: &str) {
+    if !(is_root() && have("mkfs.ntfs") && have("ntfs-3g") && have("ntfsfix")) {
+        return;
+    }
+    let what = format!("NTFS {size_mib} MiB, mkfs.ntfs {args}");
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ntfs.img");
+    let src = dir.path().join("src");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(size_mib * MIB)
+        .unwrap();
+    sh(&format!(
+        "mkfs.ntfs -F -Q -q {args} -L blkwise '{}'",
+        img.display()
+    ));
+    let fs_used;
+    {
+        let Some(lp) = Loop::attach(&img) else { return };
+        let m = Mount::new("mount -t ntfs-3g", &lp.dev, "");
+        fill_mounted(m.path(), &src, size_mib * MIB / 2);
+        fs_used = m.df_used();
+    }
+    let expected = tree_hashes(&src);
+    let u = map_image(&img, "ntfs");
+    let mapped = u.used.total();
+    let Some((_tmp, lp)) = restore_onto_random(&img, &u.used) else {
+        return;
+    };
+    // The backup boot sector lies past the declared size; others' flashers drop it.
+    let vol = std::fs::read(&img).unwrap();
+    let ss = usize::from(u16::from_le_bytes([vol[0x0B], vol[0x0C]]));
+    let own = fs::ntfs::used(&FileSource::open(&img).unwrap()).unwrap();
+    let last = vol.len() as u64 - ss as u64;
+    assert_eq!(
+        own.used.covered(last, last + ss as u64),
+        ss as u64,
+        "{what}: backup boot"
+    );
+    let target = std::fs::read(&lp.dev).unwrap();
+    assert_eq!(
+        &target[vol.len() - ss..],
+        &vol[vol.len() - ss..],
+        "{what}: backup boot"
+    );
+    drop(target);
+    sh(&format!("ntfsfix -n '{}'", lp.dev));
+    if have("ntfs-3g.probe") {
+        sh(&format!("ntfs-3g.probe --readwrite '{}'", lp.dev));
+    }
+    let m = Mount::new("mount -t ntfs-3g", &lp.dev, "-o ro");
+    let got = tree_hashes(m.path());
+    assert_same(&expected, &got, &what);
+    let volume = size_mib * MIB;
+    // df counts every allocated cluster, metadata included; the extra is the backup boot
+    // sector and the partial cluster at the end.
+    check_tight(&what, mapped, fs_used, 64 << 10, volume);
+}
+
+#[test]
+fn ntfs_restore_default() {
+    ntfs_case(200, "");
+}
+
+#[test]
+fn ntfs_restore_4k_clusters_512_sectors() {
+    ntfs_case(200, "-c 4096 -s 512");
+}
+
+#[test]
+fn ntfs_restore_512b_clusters() {
+    ntfs_case(64, "-c 512");
+}
+
+#[test]
+fn ntfs_restore_64k_clusters() {
+    ntfs_case(300, "-c 65536");
+}
+
+#[test]
+fn ntfs_restore_4k_sectors() {
+    ntfs_case(200, "-s 4096 -c 4096");
+}
+
+/// A small NTFS image from mkfs.ntfs, in memory, with the offset of MFT record 6.
+fn ntfs_bytes() -> Option<(Vec<u8>, usize)> {
+    if !have("mkfs.ntfs") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("n.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
+    sh(&format!("mkfs.ntfs -F -Q -q '{}'", img.display()));
+    let b = std::fs::read(&img).unwrap();
+    let ss = u64::from(u16::from_le_bytes([b[0x0B], b[0x0C]]));
+    let cluster = ss * u64::from(b[0x0D]);
+    let mft = u64::from_le_bytes(b[0x30..0x38].try_into().unwrap()) * cluster;
+    let rec = 1u64 << (256 - u32::from(b[0x40]));
+    Some((b, (mft + 6 * rec) as usize))
+}
+
+/// Offset (in the image) of the mapping pairs of record 6's unnamed $DATA.
+fn bitmap_runs(b: &[u8], rec: usize) -> usize {
+    let mut off = rec + usize::from(u16::from_le_bytes([b[rec + 0x14], b[rec + 0x15]]));
+    loop {
+        let ty = u32::from_le_bytes(b[off..off + 4].try_into().unwrap());
+        let len = u32::from_le_bytes(b[off + 4..off + 8].try_into().unwrap()) as usize;
+        assert_ne!(ty, 0xFFFF_FFFF, "no $DATA in record 6");
+        if ty == 0x80 && b[off + 9] == 0 {
+            assert_eq!(b[off + 8], 1, "$Bitmap is resident");
+            return off + usize::from(u16::from_le_bytes([b[off + 0x20], b[off + 0x21]]));
+        }
+        off += len;
+    }
+}
+
+fn keeps_everything(b: Vec<u8>) {
+    let size = b.len() as u64;
+    let src = MemSource(b);
+    assert!(fs::ntfs::used(&src).is_err());
+    let info = fs::probe_all(&src).unwrap().expect("still NTFS");
+    let u = fs::usage(&src, &info);
+    assert!(!u.from_fs);
+    assert_eq!(u.used.total(), size);
+}
+
+#[test]
+fn ntfs_corrupt_inputs() {
+    let Some((good, rec)) = ntfs_bytes() else {
+        return;
+    };
+    let src = MemSource(good.clone());
+    let u = fs::ntfs::used(&src).expect("clean image maps");
+    assert!(u.warnings.is_empty(), "{:?}", u.warnings);
+
+    // Fixup mismatch: the sequence number at the end of the record's first stride is torn.
+    let mut b = good.clone();
+    b[rec + 510] ^= 0x55;
+    keeps_everything(b);
+
+    // A $Bitmap run pointing past the volume.
+    let mut b = good.clone();
+    let r = bitmap_runs(&b, rec);
+    let (ln, on) = (usize::from(b[r] & 0x0F), usize::from(b[r] >> 4));
+    for i in 0..on {
+        b[r + 1 + ln + i] = if i + 1 == on { 0x7F } else { 0xFF };
+    }
+    keeps_everything(b);
+
+    // A sparse run (no offset bytes) would read as "all free".
+    let mut b = good.clone();
+    let r = bitmap_runs(&b, rec);
+    let ln = usize::from(b[r] & 0x0F);
+    b[r] &= 0x0F;
+    b[r + 1 + ln] = 0;
+    keeps_everything(b);
+
+    // Record 6 replaced by something else.
+    let mut b = good.clone();
+    b[rec..rec + 4].copy_from_slice(b"BAAD");
+    keeps_everything(b);
+
+    // Every byte of the boot sector and record 6 set to hostile values: never a panic, and a
+    // map that covers the backup boot sector whenever one is produced.
+    let mut x = 0x1234_5678_9abc_def1u64;
+    for round in 0..3000 {
+        let mut b = good.clone();
+        for _ in 0..1 + round % 4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = if x & 1 == 0 {
+                (x >> 8) as usize % 512
+            } else {
+                rec + (x >> 8) as usize % 1024
+            };
+            b[at] = (x >> 40) as u8;
+        }
+        let size = b.len() as u64;
+        let src = MemSource(b);
+        if let Ok(u) = fs::ntfs::used(&src) {
+            assert!(u.used.total() > 0);
+        }
+        if let Ok(Some(info)) = fs::probe_all(&src) {
+            let u = fs::usage(&src, &info);
+            if info.fs_type == "ntfs" {
+                assert_eq!(u.used.covered(size - 512, size), 512);
+            }
+        }
+    }
 }
