@@ -607,8 +607,9 @@ fn ntfs_corrupt_inputs() {
     // Every byte of the boot sector and record 6 set to hostile values: never a panic, and a
     // map that covers the backup boot sector whenever one is produced.
     let mut x = 0x1234_5678_9abc_def1u64;
+    let mut b = good.clone();
     for round in 0..3000 {
-        let mut b = good.clone();
+        let mut undo = Vec::new();
         for _ in 0..1 + round % 4 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -618,6 +619,7 @@ fn ntfs_corrupt_inputs() {
             } else {
                 rec + (x >> 8) as usize % 1024
             };
+            undo.push((at, b[at]));
             b[at] = (x >> 40) as u8;
         }
         let size = b.len() as u64;
@@ -630,6 +632,141 @@ fn ntfs_corrupt_inputs() {
             if info.fs_type == "ntfs" {
                 assert_eq!(u.used.covered(size - 512, size), 512);
             }
+        }
+        b = src.0;
+        for (at, v) in undo.into_iter().rev() {
+            b[at] = v;
+        }
+    }
+}
+
+/// One exFAT restore proof; `args` go to mkfs.exfat.
+fn exfat_case(size_mib: u64, args: &str) {
+    if !(is_root() && have("mkfs.exfat") && have("fsck.exfat") && have("mount.exfat-fuse")) {
+        return;
+    }
+    let what = format!("exFAT {size_mib} MiB, mkfs.exfat {args}");
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("exfat.img");
+    let src = dir.path().join("src");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(size_mib * MIB)
+        .unwrap();
+    sh(&format!(
+        "mkfs.exfat {args} -L blkwise '{}' >/dev/null",
+        img.display()
+    ));
+    let fs_used;
+    {
+        let Some(lp) = Loop::attach(&img) else { return };
+        let m = Mount::new("mount.exfat-fuse", &lp.dev, "");
+        fill_mounted(m.path(), &src, size_mib * MIB / 2);
+        fs_used = m.df_used();
+    }
+    sh(&format!("fsck.exfat -n '{}'", img.display()));
+    let expected = tree_hashes(&src);
+    let u = map_image(&img, "exfat");
+    assert!(u.warnings.is_empty(), "{what}: {:?}", u.warnings);
+    let mapped = u.used.total();
+    let Some((_tmp, lp)) = restore_onto_random(&img, &u.used) else {
+        return;
+    };
+    sh(&format!("fsck.exfat -n '{}'", lp.dev));
+    let m = Mount::new("mount.exfat-fuse", &lp.dev, "-o ro");
+    let got = tree_hashes(m.path());
+    assert_same(&expected, &got, &what);
+    // df counts allocated clusters; below the heap (boot regions, FAT) is the metadata.
+    let b = std::fs::read(&img).unwrap();
+    let heap = u64::from(u32::from_le_bytes(b[0x58..0x5C].try_into().unwrap())) << b[0x6C];
+    check_tight(&what, mapped, fs_used, heap + (1 << 20), size_mib * MIB);
+}
+
+#[test]
+fn exfat_restore_default() {
+    exfat_case(200, "");
+}
+
+#[test]
+fn exfat_restore_4k_clusters() {
+    exfat_case(128, "-c 4K");
+}
+
+#[test]
+fn exfat_restore_128k_clusters() {
+    exfat_case(300, "-c 128K");
+}
+
+#[test]
+fn exfat_corrupt_inputs() {
+    if !have("mkfs.exfat") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("e.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 * MIB)
+        .unwrap();
+    sh(&format!("mkfs.exfat -c 4K '{}' >/dev/null", img.display()));
+    let good = std::fs::read(&img).unwrap();
+    let size = good.len() as u64;
+    let u = fs::exfat::used(&MemSource(good.clone())).expect("clean image maps");
+    assert!(u.warnings.is_empty(), "{:?}", u.warnings);
+    assert!(u.used.total() < size / 4, "fresh volume mostly free");
+
+    let err = |b: Vec<u8>| assert!(fs::exfat::used(&MemSource(b)).is_err());
+    // Root directory outside the heap.
+    let mut b = good.clone();
+    b[0x60..0x64].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+    err(b);
+    // Two FATs claimed, one bitmap present (TexFAT needs both).
+    let mut b = good.clone();
+    b[0x6E] = 2;
+    err(b);
+    // Bitmap entry pointing past the heap: find it in the root directory.
+    let heap = u64::from(u32::from_le_bytes(good[0x58..0x5C].try_into().unwrap())) << good[0x6C];
+    let root_c = u64::from(u32::from_le_bytes(good[0x60..0x64].try_into().unwrap()));
+    let cbytes = 1u64 << (good[0x6C] + good[0x6D]);
+    let root = (heap + (root_c - 2) * cbytes) as usize;
+    let ent = (0..cbytes as usize / 32)
+        .map(|i| root + 32 * i)
+        .find(|&o| good[o] == 0x81)
+        .expect("bitmap entry");
+    let mut b = good.clone();
+    b[ent + 20..ent + 24].copy_from_slice(&0x00FF_FFFFu32.to_le_bytes());
+    err(b);
+    // A cluster count beyond the volume is clamped, never trusted.
+    let mut b = good.clone();
+    b[0x5C..0x60].copy_from_slice(&u32::MAX.to_le_bytes());
+    if let Ok(u) = fs::exfat::used(&MemSource(b)) {
+        assert!(!u.warnings.is_empty());
+    }
+    // Hostile bytes in the boot sector and root directory: never a panic.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut b = good.clone();
+    for round in 0..3000 {
+        let mut undo = Vec::new();
+        for _ in 0..1 + round % 4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let at = if x & 1 == 0 {
+                (x >> 8) as usize % 512
+            } else {
+                root + (x >> 8) as usize % 256
+            };
+            undo.push((at, b[at]));
+            b[at] = (x >> 40) as u8;
+        }
+        let src = MemSource(b);
+        let _ = fs::exfat::used(&src);
+        if let Ok(Some(info)) = fs::probe_all(&src) {
+            assert!(fs::usage(&src, &info).used.total() > 0);
+        }
+        b = src.0;
+        for (at, v) in undo.into_iter().rev() {
+            b[at] = v;
         }
     }
 }
