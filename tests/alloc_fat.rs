@@ -20,7 +20,7 @@ use common::{have, restore_onto_random, sh, tree_hashes, Loop};
 const MIB: u64 = 1 << 20;
 
 fn is_root() -> bool {
-    let ok = unsafe_free_uid() == Some(0);
+    let ok = euid() == Some(0);
     if !ok {
         eprintln!("SKIP: not root (loop devices and mounts need it)");
     }
@@ -28,7 +28,7 @@ fn is_root() -> bool {
 }
 
 /// The effective uid, read from `id -u` so the test needs no unsafe code.
-fn unsafe_free_uid() -> Option<u32> {
+fn euid() -> Option<u32> {
     let o = Command::new("id").arg("-u").output().ok()?;
     String::from_utf8_lossy(&o.stdout).trim().parse().ok()
 }
