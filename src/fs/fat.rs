@@ -294,6 +294,128 @@ const CP850_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅ\
 ÓßÔÒõÕµþÞÚÛÙýÝ¯´\
 \u{AD}±‗¾¶§÷¸°¨·¹³²■\u{A0}";
 
+/// FAT entries examined per read, per copy (even, so FAT12 entry pairs never straddle reads).
+const USED_CHUNK_ENTRIES: u64 = 1 << 20;
+
+/// The bytes of this FAT volume that must be kept: the reserved sectors (boot sector, FSInfo,
+/// backup boot sector), every FAT copy, the FAT12/16 root directory, every cluster whose entry
+/// is non-zero in any FAT copy (allocated, end-of-chain or bad), and the data-region tail that
+/// does not fill a whole cluster.
+///
+/// Clusters the BPB counts but the FAT has no room for, and entries that lie past the end of
+/// the source, are kept: nothing says they are free.
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+    let corrupt = |d: &str| crate::Error::corrupt("FAT boot sector", d.to_string());
+    let bs = dev.read_vec(0, 512)?;
+    let g = geometry(&bs).ok_or_else(|| corrupt("BIOS parameter block is not valid FAT"))?;
+    let ss = u64::from(g.sector_size);
+    let cbytes = u64::from(g.cluster_bytes());
+    let bits: u64 = if g.fat32 {
+        32
+    } else if g.clusters > FAT12_MAX {
+        16
+    } else {
+        12
+    };
+    let data_start = g
+        .first_data_sector()
+        .and_then(|s| s.checked_mul(ss))
+        .ok_or_else(|| corrupt("data region offset overflows"))?;
+    let total = g
+        .total_sectors
+        .checked_mul(ss)
+        .ok_or_else(|| corrupt("volume size overflows"))?;
+    let fat_bytes = g
+        .fat_length
+        .checked_mul(ss)
+        .ok_or_else(|| corrupt("FAT size overflows"))?;
+    let fat_start = g.reserved * ss;
+
+    let mut u = super::Usage {
+        from_fs: true,
+        ..Default::default()
+    };
+    // Everything before the data region: boot sectors, FATs, fixed root directory. The
+    // root directory relies on its unused entries being zero, so it is kept whole.
+    u.used.insert(0, data_start);
+
+    // Entries 0 and 1 are reserved; cluster n has entry n.
+    let fat_entries = fat_bytes.saturating_mul(8) / bits;
+    let with_entry = g.clusters.min(fat_entries.saturating_sub(2));
+    if with_entry < g.clusters {
+        u.warnings.push(format!(
+            "the FAT has room for {with_entry} clusters but the volume has {}; the rest are kept",
+            g.clusters
+        ));
+    }
+    let end_entry = with_entry + 2;
+    let mut copies: Vec<Vec<u8>> = Vec::new();
+    let mut lo = 0u64;
+    while lo < end_entry {
+        let hi = lo.saturating_add(USED_CHUNK_ENTRIES).min(end_entry);
+        let byte_lo = lo * bits / 8;
+        let byte_hi = (hi * bits).div_ceil(8);
+        copies.clear();
+        for k in 0..g.fats {
+            let off = k
+                .checked_mul(fat_bytes)
+                .and_then(|o| o.checked_add(fat_start))
+                .and_then(|o| o.checked_add(byte_lo))
+                .ok_or_else(|| corrupt("FAT offset overflows"))?;
+            copies.push(dev.read_upto(off, (byte_hi - byte_lo) as usize)?);
+        }
+        let mut run: Option<(u64, u64)> = None;
+        for n in lo.max(2)..hi {
+            let rel = (n - lo) as usize;
+            // An entry missing from a short read (truncated image) counts as used.
+            let busy = copies
+                .iter()
+                .any(|c| fat_entry(c, bits, rel).is_none_or(|v| v != 0));
+            if !busy {
+                continue;
+            }
+            // `n - 2 < clusters`, and the data region fits in the volume, so no overflow.
+            let start = data_start + (n - 2) * cbytes;
+            run = match run {
+                Some((s, e)) if e == start => Some((s, start + cbytes)),
+                Some((s, e)) => {
+                    u.used.insert(s, e);
+                    Some((start, start + cbytes))
+                }
+                None => Some((start, start + cbytes)),
+            };
+        }
+        if let Some((s, e)) = run {
+            u.used.insert(s, e);
+        }
+        lo = hi;
+    }
+    // Clusters without a FAT entry, and the sectors after the last whole cluster.
+    let tail = data_start + with_entry * cbytes;
+    u.used.insert(tail, total.max(tail));
+    Ok(u)
+}
+
+/// Value of entry `rel` (counted from the start of `buf`, which begins at an even entry) in a
+/// FAT of `bits`-wide entries, or `None` if `buf` is too short.
+fn fat_entry(buf: &[u8], bits: u64, rel: usize) -> Option<u32> {
+    match bits {
+        12 => {
+            let off = rel.checked_mul(3)? / 2;
+            let lo = u32::from(*buf.get(off)?);
+            let hi = u32::from(*buf.get(off + 1)?);
+            Some(if rel % 2 == 0 {
+                lo | (hi & 0x0F) << 8
+            } else {
+                lo >> 4 | hi << 4
+            })
+        }
+        16 => le16(buf, rel.checked_mul(2)?).map(u32::from),
+        // The top four bits of a FAT32 entry are reserved and must be ignored.
+        _ => le32(buf, rel.checked_mul(4)?).map(|v| v & 0x0FFF_FFFF),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,13 +425,4 @@ mod tests {
         assert_eq!(CP850_HIGH.chars().count(), 128);
         assert_eq!(decode_label(&[0xE5, 0xE5, b' ']).as_deref(), Some("ÕÕ"));
     }
-}
-
-/// The bytes of this filesystem that must be kept. (Allocation map not read yet: keeps
-/// everything, which is always safe.)
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
-    Ok(super::Usage::everything(
-        dev.size(),
-        "allocation map reader not written yet; every block is kept",
-    ))
 }
