@@ -77,6 +77,10 @@ pub struct PartitionReport {
     pub filesystem: Option<FsInfo>,
     /// Why probing failed, if it did (I/O error, corrupt superblock).
     pub probe_error: Option<String>,
+    /// The filesystem's used bytes, read right after the probe while a streaming decoder is
+    /// still near this partition (consumed by [`crate::map::image_map`]).
+    #[serde(skip)]
+    pub usage: Option<fs::Usage>,
 }
 
 /// Boot-related facts.
@@ -187,13 +191,18 @@ pub fn inspect_source(
             } => *extended || *type_code == 0xee,
             PartKind::Gpt { .. } => false,
         };
-        let (filesystem, probe_error) = if skip || p.start >= image_size {
-            (None, None)
+        let (filesystem, probe_error, usage) = if skip || p.start >= image_size {
+            (None, None, None)
         } else {
-            let part = Slice::new(src.clone(), p.start, p.size);
+            let len = p.size.min(image_size - p.start);
+            let part = Slice::new(src.clone(), p.start, len);
             match fs::probe_all(&part) {
-                Ok(f) => (f, None),
-                Err(e) => (None, Some(e.to_string())),
+                Ok(Some(f)) => {
+                    let u = fs::usage(&part, &f);
+                    (Some(f), None, Some(u))
+                }
+                Ok(None) => (None, None, None),
+                Err(e) => (None, Some(e.to_string()), None),
             }
         };
         if let Some(e) = &probe_error {
@@ -212,6 +221,7 @@ pub fn inspect_source(
             type_name: p.type_name.clone(),
             filesystem,
             probe_error,
+            usage,
         });
     }
     let partitions: Vec<PartitionReport> = partitions.into_iter().flatten().collect();

@@ -56,41 +56,44 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
     let mut parts = Vec::new();
     let mut warnings = Vec::new();
 
-    let mut add_fs = |start: u64, len: u64, index: u32, info: Option<&fs::FsInfo>| {
-        let len = len.min(size.saturating_sub(start));
-        if len == 0 {
-            return;
-        }
-        let vol = Slice::new(src.clone(), start, len);
-        let u = match info {
-            Some(info) => fs::usage(&vol, info),
-            None => fs::Usage::everything(len, "no filesystem recognised; every block is kept"),
-        };
-        let what = if index == 0 {
-            "whole image".to_string()
-        } else {
-            format!("partition {index}")
-        };
-        for w in &u.warnings {
-            // "No filesystem" on an empty slot is expected, not news.
-            if info.is_some() {
-                warnings.push(format!("{what}: {w}"));
+    let mut add_fs =
+        |start: u64, len: u64, index: u32, info: Option<&fs::FsInfo>, known: Option<&fs::Usage>| {
+            let len = len.min(size.saturating_sub(start));
+            if len == 0 {
+                return;
             }
-        }
-        let total = u.used.total();
-        used = used.union(&u.used.shifted(start));
-        parts.push(PartUsage {
-            index,
-            start,
-            size: len,
-            fs_type: info.map(|f| f.fs_type.to_string()),
-            used: total,
-            from_fs: u.from_fs,
-        });
-    };
+            let u = match (known, info) {
+                (Some(u), _) => u.clone(),
+                (None, Some(info)) => fs::usage(&Slice::new(src.clone(), start, len), info),
+                (None, None) => {
+                    fs::Usage::everything(len, "no filesystem recognised; every block is kept")
+                }
+            };
+            let what = if index == 0 {
+                "whole image".to_string()
+            } else {
+                format!("partition {index}")
+            };
+            for w in &u.warnings {
+                // "No filesystem" on an empty slot is expected, not news.
+                if info.is_some() {
+                    warnings.push(format!("{what}: {w}"));
+                }
+            }
+            let total = u.used.total();
+            used = used.union(&u.used.shifted(start));
+            parts.push(PartUsage {
+                index,
+                start,
+                size: len,
+                fs_type: info.map(|f| f.fs_type.to_string()),
+                used: total,
+                from_fs: u.from_fs,
+            });
+        };
 
     if report.layout.table == TableKind::None {
-        add_fs(0, size, 0, report.whole_disk.as_ref());
+        add_fs(0, size, 0, report.whole_disk.as_ref(), None);
         let used = used.clip(size);
         return ImageMap {
             image_size: size,
@@ -103,7 +106,7 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
 
     // An isohybrid image's ISO volume spans partitions; it is one more owner of its bytes.
     if let Some(iso) = &report.whole_disk {
-        add_fs(0, size, 0, Some(iso));
+        add_fs(0, size, 0, Some(iso), None);
     }
     let mut covered = ExtentMap::new();
     let mut region_end = 0u64;
@@ -132,7 +135,13 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
             continue;
         }
         covered.insert(p.start, end);
-        add_fs(p.start, p.size, p.index, p.filesystem.as_ref());
+        add_fs(
+            p.start,
+            p.size,
+            p.index,
+            p.filesystem.as_ref(),
+            p.usage.as_ref(),
+        );
     }
     // Everything up to the last partition's end that no partition covers: the MBR/GPT, the
     // bootloader gap, EBRs, gaps between partitions.
