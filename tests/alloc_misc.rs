@@ -159,6 +159,17 @@ fn mounted_image(
     sh("sync");
     delete_junk(&mnt);
     let expected = tree_hashes(&mnt);
+    if fstype == "btrfs" {
+        // Tightness reference: device bytes inside chunks, as btrfs itself reports them.
+        let out = sh(&format!("btrfs filesystem usage -b '{}'", mnt.display()));
+        let alloc = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Device allocated:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        std::fs::write(dir.path().join("allocated"), alloc).unwrap();
+    }
     sh(&format!("umount '{}'", mnt.display()));
     drop(lp);
     Some((dir, img, expected))
@@ -241,6 +252,117 @@ fn xfs_v4_restore_proof() {
     }
 }
 
+fn btrfs_case(mkfs: &str) {
+    if !mounted_tools_ok(&["mkfs.btrfs", "btrfs"]) {
+        return;
+    }
+    let Some((d, img, expected)) = mounted_image(512 << 20, mkfs, "btrfs", 24 << 20) else {
+        return;
+    };
+    let (info, u) = map_of(&img);
+    assert_eq!(info.fs_type, "btrfs");
+    assert!(u.from_fs, "btrfs map fell back: {:?}", u.warnings);
+    let alloc: u64 = std::fs::read_to_string(d.path().join("allocated"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    eprintln!("btrfs: mapped {} vs allocated chunks {alloc}", u.used.total());
+    // Chunks plus the first MiB and the 64 MiB superblock mirror (if outside every chunk).
+    assert!(u.used.total() <= alloc + (1 << 20) + 4096);
+    assert!(u.used.total() >= alloc);
+    let Some((_t, lp)) = restore_onto_random(&img, &u.used) else {
+        return;
+    };
+    sh(&format!("btrfs check --readonly '{}'", lp.dev));
+    assert_eq!(ro_hashes(&lp.dev, "btrfs", ""), expected);
+}
+
+#[test]
+fn btrfs_default_restore_proof() {
+    btrfs_case("mkfs.btrfs -q -f");
+}
+
+#[test]
+fn btrfs_single_restore_proof() {
+    btrfs_case("mkfs.btrfs -q -f -m single -d single");
+}
+
+/// Hostile btrfs chunk metadata: refused, everything kept, no panic.
+#[test]
+fn btrfs_corrupt_inputs_keep_everything() {
+    if !have("mkfs.btrfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("b.img");
+    sh(&format!("truncate -s 256M '{}'", img.display()));
+    sh(&format!("mkfs.btrfs -q -f '{}'", img.display()));
+    let base = FileSource::open(&img).unwrap();
+    assert!(fs::btrfs::used(&base).unwrap().from_fs);
+    let sb = std::fs::read(&img).unwrap()[65536..65536 + 4096].to_vec();
+    // Re-signs a patched superblock so only the semantic checks can catch the damage.
+    let resign = |patch: &dyn Fn(&mut Vec<u8>)| -> Vec<(u64, Vec<u8>)> {
+        let mut b = sb.clone();
+        patch(&mut b);
+        let c = crc32c(&b[32..]);
+        b[..4].copy_from_slice(&c.to_le_bytes());
+        vec![(65536, b)]
+    };
+    let stripe_off = 0x32B + 17 + 48 + 8;
+    let cases: Vec<(&str, Patches)> = vec![
+        (
+            "system chunk stripe past the device",
+            resign(&|b| b[stripe_off..stripe_off + 8].copy_from_slice(&(1u64 << 40).to_le_bytes())),
+        ),
+        (
+            "absurd chunk root level",
+            resign(&|b| b[0xC7] = 200),
+        ),
+        (
+            "chunk root outside every system chunk",
+            resign(&|b| b[0x58..0x60].copy_from_slice(&(7u64 << 50).to_le_bytes())),
+        ),
+        (
+            "sys_chunk_array length absurd",
+            resign(&|b| b[0xA0..0xA4].copy_from_slice(&9999u32.to_le_bytes())),
+        ),
+        ("two devices", resign(&|b| b[0x88] = 2)),
+        ("bad checksum", vec![(65536 + 0x58, vec![1])]),
+    ];
+    for (what, patches) in cases {
+        let src = Patched {
+            base: &base,
+            patches,
+        };
+        assert!(fs::btrfs::used(&src).is_err(), "{what}: accepted");
+    }
+    let mut x = 0x9876_5432u64;
+    for _ in 0..500 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = 65536 + (x % 4096) as usize;
+        let _ = fs::btrfs::used(&Patched {
+            base: &base,
+            patches: resign(&|b| b[at - 65536] ^= (x >> 40) as u8 | 1),
+        });
+    }
+}
+
+/// CRC32C (Castagnoli), bitwise: test-only, speed irrelevant.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+type Patches = Vec<(u64, Vec<u8>)>;
+
 /// Hostile XFS metadata must make the reader refuse (everything kept), never panic or drop.
 #[test]
 fn xfs_corrupt_inputs_keep_everything() {
@@ -260,7 +382,7 @@ fn xfs_corrupt_inputs_keep_everything() {
     let s = sect as usize;
     let root = u32::from_be_bytes(head[s + 16..s + 20].try_into().unwrap()) as u64;
     let be = |v: u32| v.to_be_bytes().to_vec();
-    let cases: Vec<(&str, Vec<(u64, Vec<u8>)>)> = vec![
+    let cases: Vec<(&str, Patches)> = vec![
         ("absurd levels", vec![(sect + 28, be(200))]),
         (
             // A root that is a node pointing at itself (v5: the CRC catches it first, the
