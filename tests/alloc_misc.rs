@@ -363,6 +363,47 @@ fn crc32c(data: &[u8]) -> u32 {
 
 type Patches = Vec<(u64, Vec<u8>)>;
 
+#[test]
+fn f2fs_restore_proof() {
+    if !is_root() || !["mkfs.f2fs", "sload.f2fs", "fsck.f2fs"].iter().all(|t| have(t)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    populate(&src, 16 << 20);
+    delete_junk(&src);
+    let expected = tree_hashes(&src);
+    let img = dir.path().join("f.img");
+    sh(&format!("truncate -s 512M '{}'", img.display()));
+    sh(&format!("mkfs.f2fs -q -f -l blockwise '{}'", img.display()));
+    sh(&format!("sload.f2fs -f '{}' '{}'", src.display(), img.display()));
+    let (info, u) = map_of(&img);
+    assert_eq!(info.fs_type, "f2fs");
+    assert!(u.from_fs, "F2FS map fell back: {:?}", u.warnings);
+    let data: u64 = expected.len() as u64 * 4096 + (4 * (16 << 20));
+    eprintln!("f2fs: mapped {} vs file data at least {data}", u.used.total());
+    assert!(u.used.total() < 400 << 20);
+    let Some((_t, lp)) = restore_onto_random(&img, &u.used) else {
+        return;
+    };
+    sh(&format!("fsck.f2fs -f --dry-run '{}'", lp.dev));
+    let mnt = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "f2fs", "-o", "ro", &lp.dev])
+        .arg(mnt.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIP (content check only): this kernel cannot mount f2fs; fsck passed");
+        return;
+    }
+    let got = tree_hashes(mnt.path());
+    sh(&format!("umount '{}'", mnt.path().display()));
+    assert_eq!(got, expected);
+}
+
 /// Hostile XFS metadata must make the reader refuse (everything kept), never panic or drop.
 #[test]
 fn xfs_corrupt_inputs_keep_everything() {
