@@ -266,7 +266,10 @@ fn btrfs_case(mkfs: &str) {
         .unwrap()
         .parse()
         .unwrap();
-    eprintln!("btrfs: mapped {} vs allocated chunks {alloc}", u.used.total());
+    eprintln!(
+        "btrfs: mapped {} vs allocated chunks {alloc}",
+        u.used.total()
+    );
     // Chunks plus the first MiB and the 64 MiB superblock mirror (if outside every chunk).
     assert!(u.used.total() <= alloc + (1 << 20) + 4096);
     assert!(u.used.total() >= alloc);
@@ -314,10 +317,7 @@ fn btrfs_corrupt_inputs_keep_everything() {
             "system chunk stripe past the device",
             resign(&|b| b[stripe_off..stripe_off + 8].copy_from_slice(&(1u64 << 40).to_le_bytes())),
         ),
-        (
-            "absurd chunk root level",
-            resign(&|b| b[0xC7] = 200),
-        ),
+        ("absurd chunk root level", resign(&|b| b[0xC7] = 200)),
         (
             "chunk root outside every system chunk",
             resign(&|b| b[0x58..0x60].copy_from_slice(&(7u64 << 50).to_le_bytes())),
@@ -355,7 +355,11 @@ fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -365,7 +369,11 @@ type Patches = Vec<(u64, Vec<u8>)>;
 
 #[test]
 fn f2fs_restore_proof() {
-    if !is_root() || !["mkfs.f2fs", "sload.f2fs", "fsck.f2fs"].iter().all(|t| have(t)) {
+    if !is_root()
+        || !["mkfs.f2fs", "sload.f2fs", "fsck.f2fs"]
+            .iter()
+            .all(|t| have(t))
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -377,12 +385,19 @@ fn f2fs_restore_proof() {
     let img = dir.path().join("f.img");
     sh(&format!("truncate -s 512M '{}'", img.display()));
     sh(&format!("mkfs.f2fs -q -f -l blockwise '{}'", img.display()));
-    sh(&format!("sload.f2fs -f '{}' '{}'", src.display(), img.display()));
+    sh(&format!(
+        "sload.f2fs -f '{}' '{}'",
+        src.display(),
+        img.display()
+    ));
     let (info, u) = map_of(&img);
     assert_eq!(info.fs_type, "f2fs");
     assert!(u.from_fs, "F2FS map fell back: {:?}", u.warnings);
     let data: u64 = expected.len() as u64 * 4096 + (4 * (16 << 20));
-    eprintln!("f2fs: mapped {} vs file data at least {data}", u.used.total());
+    eprintln!(
+        "f2fs: mapped {} vs file data at least {data}",
+        u.used.total()
+    );
     assert!(u.used.total() < 400 << 20);
     let Some((_t, lp)) = restore_onto_random(&img, &u.used) else {
         return;
@@ -464,4 +479,92 @@ fn xfs_corrupt_inputs_keep_everything() {
             patches,
         });
     }
+}
+
+#[test]
+fn swap_restore_proof() {
+    if !is_root() || !have("mkswap") || !have("blkid") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("s.img");
+    common::random_file(&img, 64 << 20, 7);
+    sh(&format!("mkswap -L bwswap '{}'", img.display()));
+    let (info, u) = map_of(&img);
+    assert!(u.from_fs);
+    assert_eq!(u.used.total(), 4096);
+    let Some((_t, lp)) = restore_onto_random(&img, &u.used) else {
+        return;
+    };
+    let want = common::blkid(&img, None);
+    let got = common::blkid(Path::new(&lp.dev), None);
+    for k in ["ID_FS_TYPE", "ID_FS_LABEL", "ID_FS_UUID"] {
+        assert_eq!(common::get(&got, k), common::get(&want, k), "{k}");
+    }
+    assert_eq!(common::get(&got, "ID_FS_LABEL"), Some("bwswap"));
+    assert_eq!(info.label.as_deref(), Some("bwswap"));
+}
+
+#[test]
+fn squashfs_restore_proof() {
+    if !is_root() || !have("mksquashfs") || !have("unsquashfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    populate(&src, 2 << 20);
+    let expected = tree_hashes(&src);
+    let img = dir.path().join("q.img");
+    sh(&format!(
+        "mksquashfs '{}' '{}' -quiet -no-progress",
+        src.display(),
+        img.display()
+    ));
+    // A partition bigger than the image: the tail is free.
+    sh(&format!("truncate -s 64M '{}'", img.display()));
+    let (_, u) = map_of(&img);
+    assert!(u.from_fs);
+    let Some((t, lp)) = restore_onto_random(&img, &u.used) else {
+        return;
+    };
+    let out = t.path().join("x");
+    sh(&format!(
+        "unsquashfs -q -n -d '{}' '{}'",
+        out.display(),
+        lp.dev
+    ));
+    assert_eq!(tree_hashes(&out), expected);
+}
+
+#[test]
+fn iso9660_restore_proof() {
+    if !is_root() || !have("xorriso") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    populate(&src, 2 << 20);
+    let expected = tree_hashes(&src);
+    let img = dir.path().join("i.iso");
+    sh(&format!(
+        "xorriso -outdev '{}' -joliet on -map '{}' / -commit 2>/dev/null",
+        img.display(),
+        src.display()
+    ));
+    let (info, u) = map_of(&img);
+    assert_eq!(info.fs_type, "iso9660");
+    assert!(u.from_fs);
+    let Some((t, lp)) = restore_onto_random(&img, &u.used) else {
+        return;
+    };
+    // Extract with xorriso: kernels built without iso9660 cannot mount it.
+    let out = t.path().join("x");
+    sh(&format!(
+        "xorriso -osirrox on -indev 'stdio:{}' -extract / '{}' 2>&1",
+        lp.dev,
+        out.display()
+    ));
+    assert_eq!(tree_hashes(&out), expected);
 }
