@@ -197,7 +197,10 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     }
     let stored = le32(&sb, 0).unwrap_or(0);
     if stored != !super::ext::crc32c_raw(!0, &sb[0x20..]) {
-        return Err(crate::Error::corrupt("btrfs superblock", "checksum mismatch"));
+        return Err(crate::Error::corrupt(
+            "btrfs superblock",
+            "checksum mismatch",
+        ));
     }
     if g64(0x88) != 1 {
         return Err(crate::Error::Unsupported(format!(

@@ -94,7 +94,11 @@ fn f2fs_crc(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
         }
     }
     c
@@ -119,7 +123,9 @@ fn checkpoint(dev: &dyn ReadAt, start: u64) -> Option<(Vec<u8>, u64, u64)> {
         return None;
     }
     // The pack ends with a copy of its header; a torn pack has a stale or missing copy.
-    let tail = dev.read_vec((start + total - 1) * BLOCK, BLOCK as usize).ok()?;
+    let tail = dev
+        .read_vec((start + total - 1) * BLOCK, BLOCK as usize)
+        .ok()?;
     (le64(&tail, 0)? == version).then_some((cp, start, version))
 }
 
@@ -157,7 +163,9 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     }
     let sit_blocks = seg_sit / 2 * BLOCKS_PER_SEG;
     if sit_addr + 2 * sit_blocks > main_addr || seg_main.div_ceil(SIT_PER_BLOCK) > sit_blocks {
-        return Err(f2fs_corrupt("SIT does not fit or does not cover the main area"));
+        return Err(f2fs_corrupt(
+            "SIT does not fit or does not cover the main area",
+        ));
     }
 
     let packs = [
@@ -239,7 +247,10 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
                     let addr = sit_addr + copy + idx;
                     sit_block = Some((idx, dev.read_vec(addr * BLOCK, BLOCK as usize)?));
                 }
-                let b = &sit_block.as_ref().map(|(_, b)| b).ok_or_else(|| f2fs_corrupt("SIT"))?;
+                let b = &sit_block
+                    .as_ref()
+                    .map(|(_, b)| b)
+                    .ok_or_else(|| f2fs_corrupt("SIT"))?;
                 let o = (segno % SIT_PER_BLOCK) as usize * SIT_ENTRY;
                 &b[o..o + SIT_ENTRY]
             }
