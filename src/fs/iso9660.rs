@@ -316,11 +316,56 @@ fn boot_entries(dev: &dyn ReadAt, lba: u32) -> Result<Vec<BootEntry>, String> {
     Ok(out)
 }
 
-/// The bytes of this filesystem that must be kept. (Allocation map not read yet: keeps
-/// everything, which is always safe.)
+/// The bytes of an ISO 9660 volume that must be kept: `[0, volume space size × logical block
+/// size)`. An ISO is mastered front to back, so nothing inside the declared volume is free.
+///
+/// Every volume descriptor in the set (primary, supplementary such as Joliet, enhanced) also
+/// declares a volume space size; the largest is kept, so a hybrid whose descriptors disagree
+/// loses nothing.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
-    Ok(super::Usage::everything(
-        dev.size(),
-        "allocation map reader not written yet; every block is kept",
-    ))
+    const FIRST: u64 = 16;
+    // Real descriptor sets hold a handful; the bound stops a hostile image from making us read
+    // forever.
+    const MAX_DESCRIPTORS: u64 = 64;
+    let mut end = 0u64;
+    let mut found = false;
+    for i in 0..MAX_DESCRIPTORS {
+        let off = (FIRST + i) * SECTOR;
+        let Ok(vd) = dev.read_vec(off, SECTOR as usize) else {
+            break;
+        };
+        if vd.get(1..6) != Some(b"CD001") {
+            break;
+        }
+        let ty = vd[0];
+        if ty == 255 {
+            break;
+        }
+        // Primary (1) and supplementary/enhanced (2) descriptors carry the volume geometry.
+        if ty == 1 || ty == 2 {
+            let blocks = u64::from(le32(&vd, 80).unwrap_or(0));
+            let bs = u64::from(le16(&vd, 128).unwrap_or(0));
+            let bs = if bs.is_power_of_two() && (512..=SECTOR).contains(&bs) {
+                bs
+            } else {
+                SECTOR
+            };
+            end = end.max(blocks.saturating_mul(bs));
+            found |= ty == 1;
+        }
+    }
+    if !found {
+        return Err(crate::Error::corrupt(
+            "ISO 9660 volume descriptors",
+            "no primary volume descriptor",
+        ));
+    }
+    // The descriptors themselves sit in the first sectors; keep them even if the size is
+    // absurdly small.
+    let head = (FIRST + MAX_DESCRIPTORS) * SECTOR;
+    Ok(super::Usage {
+        used: crate::extent::ExtentMap::single(0, end.max(head).min(dev.size())),
+        from_fs: true,
+        warnings: Vec::new(),
+    })
 }

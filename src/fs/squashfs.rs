@@ -105,11 +105,27 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     Ok(Some(info))
 }
 
-/// The bytes of this filesystem that must be kept. (Allocation map not read yet: keeps
-/// everything, which is always safe.)
+/// squashfs pads its image to a multiple of this many bytes (mksquashfs's default `-pad`).
+const PAD: u64 = 4096;
+
+/// The bytes of a squashfs image that must be kept: `[0, bytes_used)` rounded up to the 4 KiB
+/// padding mksquashfs writes. A squashfs is packed front to back, so there is nothing free
+/// inside it.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
-    Ok(super::Usage::everything(
-        dev.size(),
-        "allocation map reader not written yet; every block is kept",
-    ))
+    let info =
+        probe(dev)?.ok_or_else(|| crate::Error::Format("no squashfs superblock found".into()))?;
+    let bytes_used = info
+        .size
+        .ok_or_else(|| crate::Error::corrupt("squashfs superblock", "no bytes_used"))?;
+    // Rounding up can only keep more, and the end is clipped to what exists.
+    let end = bytes_used
+        .checked_add(PAD - 1)
+        .map(|e| e / PAD * PAD)
+        .unwrap_or(u64::MAX)
+        .min(dev.size());
+    Ok(super::Usage {
+        used: crate::extent::ExtentMap::single(0, end),
+        from_fs: true,
+        warnings: info.warnings,
+    })
 }

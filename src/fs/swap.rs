@@ -124,11 +124,23 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     Ok(Some(info))
 }
 
-/// The bytes of this filesystem that must be kept. (Allocation map not read yet: keeps
-/// everything, which is always safe.)
+/// The bytes of a swap area that must be kept: the first page, which holds the signature, the
+/// version-1 header (UUID, label, last page) and its bad-page list. Every other page holds
+/// swapped-out memory that is dead once the system that wrote it is gone.
+///
+/// Hibernation images are refused (the caller then keeps everything): they are live data.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
-    Ok(super::Usage::everything(
-        dev.size(),
-        "allocation map reader not written yet; every block is kept",
-    ))
+    let info = probe(dev)?.ok_or_else(|| crate::Error::Format("no swap signature found".into()))?;
+    if info.fs_type != "swap" {
+        return Err(crate::Error::Unsupported(format!(
+            "{} holds a hibernation image, every page is live",
+            info.fs_type
+        )));
+    }
+    let page = u64::from(info.block_size.unwrap_or(4096));
+    Ok(super::Usage {
+        used: crate::extent::ExtentMap::single(0, page.min(dev.size())),
+        from_fs: true,
+        warnings: Vec::new(),
+    })
 }
