@@ -14,12 +14,16 @@ pub fn fix_gpt_crcs(data: &[u8]) -> Option<Vec<u8>> {
             lbas.push(data.len() / ss - 1);
         }
         for lba in lbas {
-            let Some(at) = lba.checked_mul(ss) else { continue };
+            let Some(at) = lba.checked_mul(ss) else {
+                continue;
+            };
             if out.get(at..at + 8) != Some(b"EFI PART".as_slice()) {
                 continue;
             }
             let le32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-            let Some(hdr) = out.get(at..at + ss) else { continue };
+            let Some(hdr) = out.get(at..at + ss) else {
+                continue;
+            };
             let hsize = le32(hdr, 12) as usize;
             let entries_lba = u64::from_le_bytes(hdr[72..80].try_into().unwrap());
             let count = le32(hdr, 80) as usize;
