@@ -71,12 +71,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         info.features.push(format!("dev_uuid={sub}"));
     }
     let local = if num_devices > 1 { dev_total } else { total };
-    if local > dev.size() {
-        info.warnings.push(format!(
-            "filesystem claims {local} bytes but the volume is only {}: truncated?",
-            dev.size()
-        ));
-    }
+    info.warn_if_larger(local, dev.size());
     if total == 0 || num_devices == 0 {
         info.warnings.push(format!(
             "superblock says {total} bytes on {num_devices} devices: corrupt"

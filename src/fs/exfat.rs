@@ -60,13 +60,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     };
     match volume_sectors.checked_mul(sector) {
         Some(bytes) if volume_sectors > 0 => {
-            info.size = Some(bytes);
-            if bytes > dev.size() {
-                info.warnings.push(format!(
-                    "filesystem claims {bytes} bytes but the volume is only {}: truncated?",
-                    dev.size()
-                ));
-            }
+            info.declare_size(bytes, dev.size());
         }
         _ => info
             .warnings

@@ -114,13 +114,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     }
     match blocks.checked_mul(u64::from(block_size)) {
         Some(bytes) => {
-            info.size = Some(bytes);
-            if bytes > dev.size() {
-                info.warnings.push(format!(
-                    "filesystem claims {bytes} bytes but the volume is only {}: truncated?",
-                    dev.size()
-                ));
-            }
+            info.declare_size(bytes, dev.size());
         }
         None => info.warnings.push(format!(
             "block count {blocks} × block size {block_size} overflows: superblock is corrupt"

@@ -51,13 +51,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     info.label = (!label.is_empty()).then_some(label);
     match block_count.checked_mul(u64::from(block_size)) {
         Some(bytes) if block_count > 0 => {
-            info.size = Some(bytes);
-            if bytes > dev.size() {
-                info.warnings.push(format!(
-                    "filesystem claims {bytes} bytes but the volume is only {}: truncated?",
-                    dev.size()
-                ));
-            }
+            info.declare_size(bytes, dev.size());
         }
         _ => info
             .warnings

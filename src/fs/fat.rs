@@ -183,13 +183,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
 
     match g.total_sectors.checked_mul(u64::from(g.sector_size)) {
         Some(bytes) => {
-            info.size = Some(bytes);
-            if bytes > dev.size() {
-                info.warnings.push(format!(
-                    "filesystem claims {bytes} bytes but the volume is only {}: truncated?",
-                    dev.size()
-                ));
-            }
+            info.declare_size(bytes, dev.size());
         }
         None => info
             .warnings

@@ -48,6 +48,24 @@ pub struct FsInfo {
     pub warnings: Vec<String>,
 }
 
+impl FsInfo {
+    /// Records the size the filesystem declares, warning when it is larger than the volume
+    /// holding it (the usual sign of a truncated image).
+    pub(crate) fn declare_size(&mut self, bytes: u64, volume: u64) {
+        self.size = Some(bytes);
+        self.warn_if_larger(bytes, volume);
+    }
+
+    /// Warns when `bytes` claimed by the filesystem exceed the `volume` holding it.
+    pub(crate) fn warn_if_larger(&mut self, bytes: u64, volume: u64) {
+        if bytes > volume {
+            self.warnings.push(format!(
+                "filesystem claims {bytes} bytes but the volume is only {volume}: truncated?"
+            ));
+        }
+    }
+}
+
 /// An El Torito boot catalog entry.
 #[derive(Clone, Debug, Serialize)]
 pub struct BootEntry {

@@ -106,13 +106,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         // Pages 0..=last_page belong to the area (page 0 is this header).
         match last_page.checked_add(1).and_then(|n| n.checked_mul(page)) {
             Some(bytes) => {
-                info.size = Some(bytes);
-                if bytes > dev.size() {
-                    info.warnings.push(format!(
-                        "filesystem claims {bytes} bytes but the volume is only {}: truncated?",
-                        dev.size()
-                    ));
-                }
+                info.declare_size(bytes, dev.size());
             }
             None => info.warnings.push("swap last_page overflows".into()),
         }

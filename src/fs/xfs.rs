@@ -90,13 +90,7 @@ fn superblock(dev: &dyn ReadAt, sb: &[u8]) -> crate::Result<FsInfo> {
     }
     match dblocks.checked_mul(u64::from(block_size)) {
         Some(bytes) => {
-            info.size = Some(bytes);
-            if bytes > dev.size() {
-                info.warnings.push(format!(
-                    "filesystem claims {bytes} bytes but the volume is only {}: truncated?",
-                    dev.size()
-                ));
-            }
+            info.declare_size(bytes, dev.size());
         }
         None => info.warnings.push("data block count overflows".into()),
     }
