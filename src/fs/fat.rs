@@ -342,6 +342,11 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
             g.clusters
         ));
     }
+    // Clusters whose data lies past the end of the source (a truncated image) are kept by
+    // the tail below without looking at their entries; bounding the walk by what exists also
+    // keeps a tiny hostile image from claiming billions of clusters to walk.
+    let in_source = dev.size().saturating_sub(data_start) / cbytes.max(1);
+    let with_entry = with_entry.min(in_source);
     let end_entry = with_entry + 2;
     let mut copies: Vec<Vec<u8>> = Vec::new();
     let mut lo = 0u64;
