@@ -83,7 +83,7 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
     let mapped = parsed.mapped_blocks * parsed.block_size;
     writeln!(
         o,
-        "card.img.bmap: {} ranges, {} of {} mapped: a flash writes {:.1}x less than dd",
+        "card.img.bmap: {} ranges, {} of {} mapped: `bmaptool copy` with it writes {:.1}x less than dd",
         parsed.ranges.len(),
         blockwise::util::human_bytes(mapped.min(parsed.image_size)),
         blockwise::util::human_bytes(parsed.image_size),
