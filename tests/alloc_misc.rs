@@ -224,6 +224,16 @@ fn xfs_v5_restore_proof() {
 }
 
 #[test]
+fn xfs_v5_small_blocks_no_reflink_restore_proof() {
+    xfs_case("mkfs.xfs -q -f -b size=1024 -m reflink=0,finobt=0 -d agcount=7");
+}
+
+#[test]
+fn xfs_v5_sparse_inodes_many_ags_restore_proof() {
+    xfs_case("mkfs.xfs -q -f -i sparse=1 -d agcount=6 -l size=64m");
+}
+
+#[test]
 fn xfs_v4_restore_proof() {
     if !have("mkfs.xfs") {
         return;
