@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::ReadAt;
@@ -49,15 +48,6 @@ impl ReadAt for BlockDevice {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if offset >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let n = (buf.len() as u64).min(self.size - offset) as usize;
-        loop {
-            match self.file.read_at(&mut buf[..n], offset) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
+        super::file::pread_within(&self.file, self.size, offset, buf)
     }
 }

@@ -41,17 +41,7 @@ impl ReadAt for FileSource {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if offset >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        // Never read past the size we reported, even if the file grew meanwhile.
-        let n = (buf.len() as u64).min(self.size - offset) as usize;
-        loop {
-            match self.file.read_at(&mut buf[..n], offset) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
+        pread_within(&self.file, self.size, offset, buf)
     }
 }
 
@@ -73,5 +63,25 @@ mod tests {
         assert_eq!(f.read_at(250, &mut b).unwrap(), 6);
         assert_eq!(f.read_at(256, &mut b).unwrap(), 0);
         assert_eq!(f.read_at(u64::MAX, &mut b).unwrap(), 0);
+    }
+}
+
+/// `pread` that never reads past `size` (the length we reported, even if the file or device
+/// grew meanwhile) and retries on `EINTR`.
+pub(crate) fn pread_within(
+    file: &File,
+    size: u64,
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    if offset >= size || buf.is_empty() {
+        return Ok(0);
+    }
+    let n = (buf.len() as u64).min(size - offset) as usize;
+    loop {
+        match file.read_at(&mut buf[..n], offset) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
     }
 }
