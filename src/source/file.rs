@@ -45,6 +45,26 @@ impl ReadAt for FileSource {
     }
 }
 
+/// `pread` that never reads past `size` (the length we reported, even if the file or device
+/// grew meanwhile) and retries on `EINTR`.
+pub(crate) fn pread_within(
+    file: &File,
+    size: u64,
+    offset: u64,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    if offset >= size || buf.is_empty() {
+        return Ok(0);
+    }
+    let n = (buf.len() as u64).min(size - offset) as usize;
+    loop {
+        match file.read_at(&mut buf[..n], offset) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,25 +83,5 @@ mod tests {
         assert_eq!(f.read_at(250, &mut b).unwrap(), 6);
         assert_eq!(f.read_at(256, &mut b).unwrap(), 0);
         assert_eq!(f.read_at(u64::MAX, &mut b).unwrap(), 0);
-    }
-}
-
-/// `pread` that never reads past `size` (the length we reported, even if the file or device
-/// grew meanwhile) and retries on `EINTR`.
-pub(crate) fn pread_within(
-    file: &File,
-    size: u64,
-    offset: u64,
-    buf: &mut [u8],
-) -> io::Result<usize> {
-    if offset >= size || buf.is_empty() {
-        return Ok(0);
-    }
-    let n = (buf.len() as u64).min(size - offset) as usize;
-    loop {
-        match file.read_at(&mut buf[..n], offset) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
-        }
     }
 }
