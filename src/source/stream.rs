@@ -397,39 +397,32 @@ impl StreamSource {
         // Skip forward to the chunk, decoding into the scratch buffer.
         while st.pos < start {
             let step = (start - st.pos).min(CHUNK as u64) as usize;
-            let pos = st.pos;
-            let dec = st
-                .dec
-                .as_mut()
-                .ok_or_else(|| io::Error::other("decoder missing"))?;
-            let (n, err) = read_full(&mut **dec, &mut buf[..step]);
-            if let Some(e) = err {
-                st.dec = None;
-                return Err(self.wrap_err(e, pos + n as u64));
-            }
-            st.pos += n as u64;
-            if n < step {
-                st.dec = None;
-                return Err(self.early_end(st.pos));
-            }
+            self.decode_exact(st, &mut buf[..step])?;
         }
+        self.decode_exact(st, &mut buf[..want])?;
+        buf.truncate(want);
+        Ok(buf)
+    }
+
+    /// Fills `buf` from the decoder, advancing `st.pos`. On an error or a premature end the
+    /// decoder is dropped (the next read restarts it) and the error names the offset.
+    fn decode_exact(&self, st: &mut State, buf: &mut [u8]) -> io::Result<()> {
         let pos = st.pos;
         let dec = st
             .dec
             .as_mut()
             .ok_or_else(|| io::Error::other("decoder missing"))?;
-        let (n, err) = read_full(&mut **dec, &mut buf[..want]);
+        let (n, err) = read_full(&mut **dec, buf);
         if let Some(e) = err {
             st.dec = None;
             return Err(self.wrap_err(e, pos + n as u64));
         }
         st.pos += n as u64;
-        if n < want {
+        if n < buf.len() {
             st.dec = None;
             return Err(self.early_end(st.pos));
         }
-        buf.truncate(want);
-        Ok(buf)
+        Ok(())
     }
 
     fn early_end(&self, at: u64) -> io::Error {
