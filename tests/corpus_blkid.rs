@@ -55,25 +55,6 @@ fn corpus_root() -> PathBuf {
     common::corpus().join("util-linux/tests")
 }
 
-/// Undoes libblkid's `\xHH` escaping and reads the bytes as UTF-8.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn parse_expected(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once('='))
@@ -170,8 +151,10 @@ fn blkid_corpus_score() {
             }
             continue;
         }
-        let e_label = exp.get("ID_FS_LABEL_ENC").map(|s| unescape(s));
-        let e_uuid = exp.get("ID_FS_UUID_ENC").map(|s| unescape(s));
+        let e_label = exp
+            .get("ID_FS_LABEL_ENC")
+            .map(|s| common::blkid_unescape(s));
+        let e_uuid = exp.get("ID_FS_UUID_ENC").map(|s| common::blkid_unescape(s));
         let expected = show(&ty, &e_label, &e_uuid);
         let got = match image_for(&images, &name) {
             None => "(image missing)".to_string(),

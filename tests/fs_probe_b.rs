@@ -56,26 +56,8 @@ fn blkid(path: &Path) -> BTreeMap<String, String> {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), unescape(v)))
+        .map(|(k, v)| (k.to_string(), common::blkid_unescape(v)))
         .collect()
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn mem(path: &Path) -> MemSource {

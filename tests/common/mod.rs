@@ -92,8 +92,13 @@ impl Loop {
     /// Attaches `file` read-write; `None` (with a printed reason) if loop devices are
     /// unavailable (not root, no loop module).
     pub fn attach(file: &Path) -> Option<Loop> {
+        Self::losetup(file, &[])
+    }
+
+    fn losetup(file: &Path, extra: &[&str]) -> Option<Loop> {
         let o = Command::new("losetup")
             .args(["-f", "--show"])
+            .args(extra)
             .arg(file)
             .output()
             .ok()?;
@@ -180,28 +185,26 @@ pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
 impl Loop {
     /// Attaches `len` bytes of `file` from `offset` (one partition) read-only.
     pub fn attach_offset(file: &Path, offset: u64, len: u64) -> Option<Loop> {
-        let o = Command::new("losetup")
-            .args([
-                "-f",
-                "--show",
-                "-r",
-                "-o",
-                &offset.to_string(),
-                "--sizelimit",
-                &len.to_string(),
-            ])
-            .arg(file)
-            .output()
-            .ok()?;
-        if !o.status.success() {
-            eprintln!(
-                "SKIP: cannot create a loop device: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return None;
-        }
-        Some(Loop {
-            dev: String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        })
+        let (o, l) = (offset.to_string(), len.to_string());
+        Self::losetup(file, &["-r", "-o", &o, "--sizelimit", &l])
     }
+}
+
+/// Undoes libblkid's `\xHH` escaping (as in `ID_FS_LABEL_ENC`) and reads the bytes as UTF-8.
+pub fn blkid_unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
