@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod archive;
 pub mod atomic;
 pub mod bmap;
 pub mod error;
