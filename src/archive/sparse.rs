@@ -8,6 +8,12 @@ use super::{ArchiveWriter, DataSegment, Encoded};
 /// Writes mapped data at its offset and leaves unmapped space as holes.
 pub struct SparseWriter;
 
+impl Default for SparseWriter {
+    fn default() -> Self {
+        SparseWriter
+    }
+}
+
 impl SparseWriter {
     /// A writer for one sparse raw image.
     pub fn new() -> Self {

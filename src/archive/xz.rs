@@ -31,6 +31,12 @@ impl Encoder for BlockEncoder {
 /// Writes blocks in order, then the index and stream footer.
 pub struct XzWriter;
 
+impl Default for XzWriter {
+    fn default() -> Self {
+        XzWriter
+    }
+}
+
 impl XzWriter {
     /// A writer for one xz stream.
     pub fn new() -> Self {
