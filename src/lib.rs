@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod atomic;
 pub mod bmap;
+pub mod device;
 pub mod error;
 pub mod extent;
 pub mod fs;

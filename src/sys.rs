@@ -78,3 +78,26 @@ fn seek_whence(fd: BorrowedFd<'_>, from: u64, whence: libc::c_int) -> io::Result
     }
     Ok(Some(r as u64))
 }
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_sig: libc::c_int) {
+    // Only async-signal-safe work here: an atomic swap, and `_exit` on the second signal so a
+    // user can always get out even if the program is stuck in a blocking write.
+    if INTERRUPTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        // SAFETY: `_exit` is async-signal-safe and takes no pointers.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Catches SIGINT and SIGTERM from now on: the first sets the returned flag (long operations
+/// poll it, stop, and clean up their temporary files), the second exits at once with 130.
+pub fn catch_interrupts() -> &'static std::sync::atomic::AtomicBool {
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installing a handler that only touches an atomic and calls `_exit`.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+    &INTERRUPTED
+}

@@ -174,8 +174,20 @@ mod tests {
         let segs = check(5000, &map, &o);
         assert_eq!(segs.len(), 10, "{segs:?}");
         assert_eq!(segs[2].len(), 60); // 200..260 with the 5-byte gap inside
-        assert!(matches!(segs[3], Segment::Zero { offset: 260, len: 40 }));
-        assert!(matches!(segs[5], Segment::Zero { offset: 310, len: 1000 }));
+        assert!(matches!(
+            segs[3],
+            Segment::Zero {
+                offset: 260,
+                len: 40
+            }
+        ));
+        assert!(matches!(
+            segs[5],
+            Segment::Zero {
+                offset: 310,
+                len: 1000
+            }
+        ));
     }
 
     #[test]

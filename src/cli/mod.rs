@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backup;
 mod bmap;
 mod demo;
 mod inspect;
@@ -21,6 +22,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Verification found data that does not match.
     pub const MISMATCH: u8 = 3;
+    /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 const HELP_TEMPLATE: &str = "\
@@ -121,6 +124,48 @@ Exit status: 0 when every range matches, 3 on a mismatch, 1 if something cannot 
         #[arg(long)]
         json: bool,
     },
+    /// Back up a card, disk or image: only the blocks that matter, compressed, with a bmap.
+    #[command(after_help = "\
+Examples:
+  blockwise backup /dev/mmcblk0 pi.img.zst        seekable zstd (default); `zstd -d` restores it
+  blockwise backup /dev/sdb pi.img.xz --level 9   multi-block xz; `xz -d` restores it
+  blockwise backup card.img card.simg             Android sparse; `simg2img` restores it
+  blockwise backup card.img small.img             sparse raw file, free space as holes
+  blockwise backup /dev/sdb pi.img.zst --truncate end the image at the last partition
+
+Only blocks the filesystems use are read and stored; free blocks become zeros (deleted data
+never leaks into the archive). Bootloader gaps, partition tables and partitions blockwise
+cannot read are stored whole. DEST.bmap is written beside the archive (bmaptool finds it),
+with SHA-256 of every mapped range. The archive appears under DEST only once complete.
+The format follows DEST's extension (.zst, .xz, .simg, .img), else --format, else zst.
+Exit status: 0 on success, 1 on failure, 130 if interrupted (nothing left under DEST).")]
+    Backup {
+        /// Block device or image file to back up (any format inspect reads).
+        src: PathBuf,
+        /// Archive to write; DEST.bmap is written beside it.
+        dest: PathBuf,
+        /// Output format (default: from DEST's extension, else zst).
+        #[arg(long, value_enum)]
+        format: Option<blockwise::archive::ArchiveFormat>,
+        /// Compression level (zstd 1-22, default 3; xz 0-9, default 6).
+        #[arg(long, allow_negative_numbers = true)]
+        level: Option<i32>,
+        /// Compression threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// End the image at the last partition (rewrites a GPT's backup header there).
+        #[arg(long)]
+        truncate: bool,
+        /// Replace DEST (and DEST.bmap) if they exist.
+        #[arg(long)]
+        force: bool,
+        /// Back up a device even though a partition of it is mounted read-write.
+        #[arg(long)]
+        allow_mounted: bool,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Unpack the small real SD-card image bundled with blockwise into a temporary directory
     /// and run the commands on it, showing what blockwise sees.
     #[command(after_help = "\
@@ -167,6 +212,27 @@ pub fn main() -> ExitCode {
             from,
         }),
         Command::Verify { image, bmap, json } => verify::run(image, bmap, json),
+        Command::Backup {
+            src,
+            dest,
+            format,
+            level,
+            threads,
+            truncate,
+            force,
+            allow_mounted,
+            json,
+        } => backup::run(backup::Args {
+            src,
+            dest,
+            format,
+            level,
+            threads,
+            truncate,
+            force,
+            allow_mounted,
+            json,
+        }),
         Command::Demo { dir, keep } => demo::run(dir, keep),
     };
     match result {
@@ -188,7 +254,11 @@ pub fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("blockwise: error: {e:#}");
-            ExitCode::from(exit::FAILURE)
+            if e.downcast_ref::<backup::Interrupted>().is_some() {
+                ExitCode::from(exit::INTERRUPTED)
+            } else {
+                ExitCode::from(exit::FAILURE)
+            }
         }
     }
 }

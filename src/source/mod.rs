@@ -19,7 +19,7 @@ pub mod sniff;
 pub mod stream;
 pub mod zip_member;
 
-pub use blockdev::BlockDevice;
+pub use blockdev::{BlockDevice, DirectBlockDevice};
 pub use file::FileSource;
 pub use open::open_source;
 pub use open::{open, Layer, OpenOptions, Opened};
