@@ -108,7 +108,24 @@ pub fn inspect_path(path: &Path) -> crate::Result<Report> {
 /// Opens and inspects `path`, returning the opened source too (for commands that go on to
 /// read the image: bmap, verify).
 pub fn open_and_inspect(path: &Path) -> crate::Result<(source::Opened, Report)> {
+    open_and_inspect_inner(path, false).map(|(o, r, _)| (o, r))
+}
+
+/// Like [`open_and_inspect`], and also returns the byte ranges of the image that inspecting it
+/// read (partition tables, superblocks, allocation bitmaps): what any later inspect of a copy
+/// will read again.
+pub fn open_and_inspect_with_reads(
+    path: &Path,
+) -> crate::Result<(source::Opened, Report, crate::ExtentMap)> {
+    open_and_inspect_inner(path, true)
+}
+
+fn open_and_inspect_inner(
+    path: &Path,
+    record: bool,
+) -> crate::Result<(source::Opened, Report, crate::ExtentMap)> {
     let mut opened = source::open(path, &OpenOptions::default())?;
+    let recorder = record.then(|| Arc::new(source::Recording::new(opened.source.clone())));
     let stored = opened.chain.first().and_then(|l| l.size);
     let undecoded = opened.container.is_some() || opened.payload_format() == Format::SevenZip;
     let mut report = if undecoded {
@@ -141,8 +158,12 @@ pub fn open_and_inspect(path: &Path) -> crate::Result<(source::Opened, Report)> 
             warnings: vec![],
         }
     } else {
+        let src: Arc<dyn ReadAt> = match &recorder {
+            Some(r) => r.clone(),
+            None => opened.source.clone(),
+        };
         inspect_source(
-            opened.source.clone(),
+            src,
             opened.device_sector_size,
             path.display().to_string(),
             opened.chain.clone(),
@@ -155,7 +176,8 @@ pub fn open_and_inspect(path: &Path) -> crate::Result<(source::Opened, Report)> 
     let mut w = opened.warnings.clone();
     w.append(&mut report.warnings);
     report.warnings = w;
-    Ok((opened, report))
+    let reads = recorder.map(|r| r.reads()).unwrap_or_default();
+    Ok((opened, report, reads))
 }
 
 /// Inspects an already-opened source (the decoded disk image).

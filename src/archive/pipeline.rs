@@ -20,6 +20,10 @@ use crate::bmap::{self, write::block_ranges};
 use crate::extent::ExtentMap;
 use crate::source::{ReadAt, ReadAtExt};
 
+/// Hot ranges are widened to this before cutting: a frame holding a 512-byte boot sector
+/// alone would cost more in frame overhead than it saves.
+const HOT_ALIGN: u64 = 64 << 10;
+
 /// How to run a backup.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -29,6 +33,9 @@ pub struct BackupOptions {
     pub bmap_block_size: u64,
     /// Compute SHA-256 of every bmap range.
     pub checksums: bool,
+    /// Byte ranges that readers of the archive will want on their own (the metadata inspect
+    /// reads): segments are cut at their edges.
+    pub hot: ExtentMap,
 }
 
 impl Default for BackupOptions {
@@ -37,6 +44,7 @@ impl Default for BackupOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             bmap_block_size: 4096,
             checksums: true,
+            hot: ExtentMap::new(),
         }
     }
 }
@@ -126,7 +134,13 @@ pub fn backup(
     // Store whole bmap blocks, so flashing the archive with its bmap writes exactly what the
     // bmap lists.
     let map = map.clip(size).align_out(bs).clip(size);
-    let segments = super::plan(size, &map, plan_opts);
+    let cuts: Vec<u64> = opts
+        .hot
+        .align_out(HOT_ALIGN)
+        .iter()
+        .flat_map(|e| [e.start, e.end])
+        .collect();
+    let segments = super::plan::plan_with_cuts(size, &map, &cuts, plan_opts);
     let ranges = block_ranges(size, &map, bs);
     let byte_ranges: Vec<(u64, u64)> = ranges
         .iter()
@@ -209,6 +223,8 @@ pub fn backup(
                 }
             });
         }
+        // Only the workers hold the receiver now: when they stop, a blocked reader wakes up.
+        drop(work_rx);
         drop(done_tx);
         // Hasher.
         let hasher = {

@@ -77,6 +77,13 @@ impl Segment {
 /// Cuts `[0, size)` into segments: every byte of `map` (clipped to `size`) lies in a data
 /// segment, and the segments tile the image exactly, in order.
 pub fn plan(size: u64, map: &ExtentMap, o: &PlanOptions) -> Vec<Segment> {
+    plan_with_cuts(size, map, &[], o)
+}
+
+/// Like [`plan`], and no data segment spans one of `cuts` (sorted offsets): a new segment
+/// starts there. Backups cut around the metadata inspect reads, so reading it back from an
+/// archive decodes small frames of metadata rather than frames mostly of file data.
+pub fn plan_with_cuts(size: u64, map: &ExtentMap, cuts: &[u64], o: &PlanOptions) -> Vec<Segment> {
     let frame = (o.frame_size.max(1)) as u64;
     let max_zero = o.max_zero.max(1);
     let map = map.clip(size);
@@ -89,7 +96,11 @@ pub fn plan(size: u64, map: &ExtentMap, o: &PlanOptions) -> Vec<Segment> {
     while let Some(first) = cur {
         push_zero(&mut out, pos, first.start, max_zero);
         let start = first.start;
-        let limit = start.saturating_add(frame);
+        let next_cut = cuts
+            .get(cuts.partition_point(|&c| c <= start))
+            .copied()
+            .unwrap_or(u64::MAX);
+        let limit = start.saturating_add(frame).min(next_cut);
         let mut mapped = Vec::new();
         let mut end = start;
         while let Some(e) = cur {
@@ -201,7 +212,39 @@ mod tests {
         assert_eq!(segs.len(), 4);
     }
 
+    #[test]
+    fn cuts_start_new_segments() {
+        let o = PlanOptions {
+            frame_size: 100,
+            merge_gap: 50,
+            max_zero: 1000,
+        };
+        let map = ExtentMap::from_ranges([(0, 90), (95, 180)]);
+        let segs = plan_with_cuts(200, &map, &[30, 95, 150], &o);
+        let starts: Vec<u64> = segs.iter().map(|s| s.offset()).collect();
+        assert_eq!(starts, vec![0, 30, 95, 150, 180]);
+    }
+
     proptest! {
+        #[test]
+        fn tiles_and_covers_with_cuts(ranges in proptest::collection::vec((0u64..5000, 1u64..400), 0..30),
+                            mut cuts in proptest::collection::vec(0u64..6000, 0..20),
+                            size in 0u64..6000, frame in 1usize..300) {
+            cuts.sort_unstable();
+            let map = ExtentMap::from_ranges(ranges.into_iter().map(|(s, l)| (s, s + l)));
+            let o = PlanOptions { frame_size: frame, merge_gap: 20, max_zero: 700 };
+            let segs = plan_with_cuts(size, &map, &cuts, &o);
+            let mut pos = 0;
+            for s in &segs {
+                prop_assert_eq!(s.offset(), pos);
+                pos += s.len();
+                if let Segment::Data(d) = s {
+                    prop_assert!(!cuts.iter().any(|&c| c > d.offset && c < d.end()));
+                }
+            }
+            prop_assert_eq!(pos, size);
+        }
+
         #[test]
         fn tiles_and_covers(ranges in proptest::collection::vec((0u64..5000, 1u64..400), 0..30),
                             size in 0u64..6000, frame in 1usize..300, gap in 0u64..50, mz in 1u64..500) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use blockwise::archive::{self, ArchiveFormat, BackupOptions, CodecOptions};
 use blockwise::atomic::AtomicFile;
-use blockwise::inspect::open_and_inspect;
+use blockwise::inspect::open_and_inspect_with_reads;
 use blockwise::source::{DirectBlockDevice, ReadAt};
 use blockwise::util::human_bytes;
 use blockwise::ExtentMap;
@@ -49,8 +49,8 @@ struct Summary {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let (opened, report) =
-        open_and_inspect(&a.src).with_context(|| format!("cannot read {}", a.src.display()))?;
+    let (opened, report, hot) = open_and_inspect_with_reads(&a.src)
+        .with_context(|| format!("cannot read {}", a.src.display()))?;
     if !report.contents_decoded {
         bail!(
             "{}: {} contents are not decoded by this version; convert it to a raw image first",
@@ -113,6 +113,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     )?;
     let opts = BackupOptions {
         threads: a.threads.unwrap_or(BackupOptions::default().threads).max(1),
+        hot: hot.clip(size),
         ..BackupOptions::default()
     };
     let cancel = blockwise::sys::catch_interrupts();

@@ -220,6 +220,51 @@ impl<S: ReadAt> ReadAt for Counting<S> {
     }
 }
 
+/// Wraps a source and remembers which byte ranges were read (up to a bound), so a backup can
+/// give the metadata that `inspect` reads frames of its own: reading it back from the archive
+/// then decodes only small, well-compressed frames.
+pub struct Recording<S> {
+    inner: S,
+    reads: std::sync::Mutex<Vec<(u64, u64)>>,
+}
+
+/// Reads remembered by [`Recording`]; past this the rest are not recorded (only a hint).
+const MAX_RECORDED_READS: usize = 1 << 20;
+
+impl<S: ReadAt> Recording<S> {
+    /// Wraps `inner` with an empty record.
+    pub fn new(inner: S) -> Self {
+        Recording {
+            inner,
+            reads: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+    /// The byte ranges read so far.
+    pub fn reads(&self) -> crate::ExtentMap {
+        let r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+        crate::ExtentMap::from_ranges(r.iter().copied())
+    }
+}
+
+impl<S: ReadAt> ReadAt for Recording<S> {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read_at(offset, buf)?;
+        if n > 0 {
+            let mut r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            if r.len() < MAX_RECORDED_READS {
+                r.push((offset, offset.saturating_add(n as u64)));
+            }
+        }
+        Ok(n)
+    }
+    fn allocated_hint(&self) -> Option<crate::ExtentMap> {
+        self.inner.allocated_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

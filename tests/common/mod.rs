@@ -208,3 +208,79 @@ pub fn blkid_unescape(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The restore proof's check step for a two-partition card like the bundled sample (FAT boot,
+/// ext4 root): everything before the first partition is identical, both filesystems check
+/// clean, and every file of `restored` reads back identical to `original`'s.
+/// `parts` are (start, size) in bytes. Needs root, loop devices, mtools, fsck.vfat, e2fsck.
+pub fn assert_card_equivalent(original: &Path, restored: &Path, parts: &[(u64, u64); 2]) {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let head = |p: &Path| {
+        let mut b = vec![0u8; parts[0].0 as usize];
+        std::fs::File::open(p).unwrap().read_exact(&mut b).unwrap();
+        b
+    };
+    assert!(
+        head(original) == head(restored),
+        "bootloader area before the first partition differs"
+    );
+
+    // FAT boot partition: fsck clean, files identical.
+    let (p1, p1_len) = parts[0];
+    let fat = Loop::attach_offset(restored, p1, p1_len).expect("loop device");
+    let fsck = Command::new("fsck.vfat")
+        .args(["-n", &fat.dev])
+        .output()
+        .unwrap();
+    drop(fat);
+    assert!(
+        fsck.status.success(),
+        "fsck.vfat: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let fat_files = |image: &Path, out: &Path| {
+        std::fs::create_dir_all(out).unwrap();
+        sh(&format!(
+            "MTOOLS_SKIP_CHECK=1 mcopy -s -n -i '{}@@{p1}' ::/ '{}'",
+            image.display(),
+            out.display()
+        ));
+        tree_hashes(out)
+    };
+    let fa = fat_files(original, &dir.path().join("fat-a"));
+    assert!(!fa.is_empty());
+    assert_eq!(
+        fa,
+        fat_files(restored, &dir.path().join("fat-b")),
+        "FAT files differ"
+    );
+
+    // ext4 root: e2fsck clean, files identical through read-only mounts.
+    let (p2, p2_len) = parts[1];
+    let ext = Loop::attach_offset(restored, p2, p2_len).expect("loop device");
+    let fsck = Command::new("e2fsck")
+        .args(["-fn", &ext.dev])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let ext_files = |dev: &str, name: &str| {
+        let mnt = dir.path().join(name);
+        std::fs::create_dir_all(&mnt).unwrap();
+        sh(&format!("mount -o ro,noload {dev} '{}'", mnt.display()));
+        let h = tree_hashes(&mnt);
+        sh(&format!("umount '{}'", mnt.display()));
+        h
+    };
+    let hb = ext_files(&ext.dev, "mnt-b");
+    drop(ext);
+    let orig = Loop::attach_offset(original, p2, p2_len).expect("loop device");
+    let ha = ext_files(&orig.dev, "mnt-a");
+    assert!(ha.len() > 3);
+    assert_eq!(ha, hb, "ext4 files differ");
+}
