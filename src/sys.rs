@@ -101,3 +101,16 @@ pub fn catch_interrupts() -> &'static std::sync::atomic::AtomicBool {
     }
     &INTERRUPTED
 }
+
+/// Starts writing back the file's dirty pages without waiting (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE` over the whole file). A long write that ends in `fsync` calls this
+/// now and then so the disk works while we compress, instead of all at once at the end.
+/// Errors are ignored by callers: the final `fsync` is what guarantees durability.
+pub fn start_writeback(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: sync_file_range takes a descriptor we borrow and plain integers.
+    let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -286,7 +286,7 @@ fn sigint_stops_cleanly_with_exit_130() {
     let img = dir.path().join("blob.img");
     random_file(&img, 96 << 20, 3);
     let dest = dir.path().join("blob.img.zst");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blockwise"))
+    let child = Command::new(env!("CARGO_BIN_EXE_blockwise"))
         .args(["backup", p(&img), p(&dest), "--level", "19"])
         .stderr(std::process::Stdio::piped())
         .spawn()

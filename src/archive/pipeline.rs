@@ -24,6 +24,10 @@ use crate::source::{ReadAt, ReadAtExt};
 /// alone would cost more in frame overhead than it saves.
 const HOT_ALIGN: u64 = 64 << 10;
 
+/// Writeback of the archive is started every this many mapped bytes, so the final fsync
+/// finds little left to do.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
 /// How to run a backup.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
@@ -311,6 +315,7 @@ fn write_in_order(
         mapped_total,
     };
     let (mut nd, mut nz) = (0u64, 0u64);
+    let mut flushed = 0u64;
     while next < count {
         if cancel.load(Ordering::Relaxed) {
             return Err(interrupted());
@@ -341,6 +346,10 @@ fn write_in_order(
             let _ = tok_tx.send(());
             next += 1;
             progress(&p);
+            if p.mapped_done >= flushed + WRITEBACK_EVERY {
+                flushed = p.mapped_done;
+                let _ = crate::sys::start_writeback(std::os::fd::AsFd::as_fd(&*out));
+            }
         }
     }
     writer.finish(out, size)?;
