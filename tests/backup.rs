@@ -203,14 +203,14 @@ fn refuses_to_overwrite_without_force() {
     let (img, dest, _) = backup_sample(dir.path(), "c.img.zst", &[]);
     std::fs::write(&dest, b"precious").unwrap();
     let o = bw(&["backup", p(&img), p(&dest)]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
     assert_eq!(std::fs::read(&dest).unwrap(), b"precious");
     ok(&bw(&["backup", p(&img), p(&dest), "--force"]));
     assert_ne!(std::fs::read(&dest).unwrap(), b"precious");
     // Never onto the source itself.
     let o = bw(&["backup", p(&img), p(&img), "--force"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&o.stderr).contains("source itself"));
 }
 
@@ -361,4 +361,41 @@ fn a_source_read_error_names_the_offset() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("read error at byte 4194304"), "{e}");
+}
+
+#[test]
+fn refuses_a_device_mounted_read_write() {
+    for t in ["mkfs.ext4", "losetup", "mount"] {
+        if !have(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fs.img");
+    sh(&format!(
+        "truncate -s 16M '{0}' && mkfs.ext4 -q '{0}'",
+        p(&img)
+    ));
+    let Some(lp) = Loop::attach(&img) else {
+        return;
+    };
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    sh(&format!("mount {} '{}'", lp.dev, p(&mnt)));
+    let dest = dir.path().join("fs.img.zst");
+    let o = bw(&["backup", &lp.dev, p(&dest)]);
+    let ro = {
+        sh(&format!("mount -o remount,ro '{}'", p(&mnt)));
+        bw(&["backup", &lp.dev, p(&dest)])
+    };
+    sh(&format!("umount '{}'", p(&mnt)));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("in use") && err.contains("--allow-mounted"),
+        "{err}"
+    );
+    assert!(!dest.exists() || ro.status.success());
+    // Mounted read-only, the filesystem cannot change under us: allowed.
+    ok(&ro);
 }

@@ -271,21 +271,21 @@ fn check_destination(src: &Path, dest: &Path, force: bool) -> anyhow::Result<()>
         return Ok(());
     };
     if dm.file_type().is_block_device() {
-        bail!(
+        refuse!(
             "{} is a block device; backup writes an archive file (use flash to write devices)",
             dest.display()
         );
     }
     if let Ok(sm) = std::fs::metadata(src) {
         if sm.dev() == dm.dev() && sm.ino() == dm.ino() {
-            bail!("{} is the source itself", dest.display());
+            refuse!("{} is the source itself", dest.display());
         }
     }
     if !dm.is_file() {
-        bail!("{} exists and is not a regular file", dest.display());
+        refuse!("{} exists and is not a regular file", dest.display());
     }
     if !force {
-        bail!(
+        refuse!(
             "{} already exists; pass --force to replace it",
             dest.display()
         );
@@ -305,7 +305,7 @@ fn check_not_mounted(dev: &Path, allow: bool) -> anyhow::Result<()> {
         .map(|u| format!("/dev/{} on {}", u.device, u.mount_point))
         .collect::<Vec<_>>()
         .join(", ");
-    bail!(
+    refuse!(
         "{} is in use ({list}); a backup of a filesystem that is being written is inconsistent. \
          Unmount it (or remount read-only), or pass --allow-mounted to back it up anyway",
         dev.display()
@@ -350,6 +350,26 @@ fn explain_failure(e: blockwise::Error, src: &Path, dest: &Path) -> anyhow::Erro
     }
     anyhow::anyhow!("{e}; {state}")
 }
+
+/// Refused for safety before anything was written (exit code 4).
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Returns a [`Refused`] error built like `format!`.
+macro_rules! refuse {
+    ($($t:tt)*) => {
+        return Err(anyhow::Error::new(Refused(format!($($t)*))))
+    };
+}
+use refuse;
 
 /// A run stopped by SIGINT/SIGTERM (exit code 130).
 #[derive(Debug)]

@@ -22,6 +22,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// Verification found data that does not match.
     pub const MISMATCH: u8 = 3;
+    /// Refused for safety before writing anything (source mounted read-write, output exists).
+    pub const REFUSED: u8 = 4;
     /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -138,7 +140,8 @@ never leaks into the archive). Bootloader gaps, partition tables and partitions 
 cannot read are stored whole. DEST.bmap is written beside the archive (bmaptool finds it),
 with SHA-256 of every mapped range. The archive appears under DEST only once complete.
 The format follows DEST's extension (.zst, .xz, .simg, .img), else --format, else zst.
-Exit status: 0 on success, 1 on failure, 130 if interrupted (nothing left under DEST).")]
+Exit status: 0 on success, 1 on failure, 4 if refused for safety (DEST exists without --force,
+SRC mounted read-write), 130 if interrupted (nothing left under DEST).")]
     Backup {
         /// Block device or image file to back up (any format inspect reads).
         src: PathBuf,
@@ -256,6 +259,8 @@ pub fn main() -> ExitCode {
             eprintln!("blockwise: error: {e:#}");
             if e.downcast_ref::<backup::Interrupted>().is_some() {
                 ExitCode::from(exit::INTERRUPTED)
+            } else if e.downcast_ref::<backup::Refused>().is_some() {
+                ExitCode::from(exit::REFUSED)
             } else {
                 ExitCode::from(exit::FAILURE)
             }
