@@ -764,6 +764,23 @@ mod tests {
     }
 
     #[test]
+    fn zero_frames_are_recognised_without_decoding() {
+        let f = crate::archive::zstd::zero_frame(5 << 20);
+        assert_eq!(zero_frame_size(&f), Some(5 << 20));
+        let mut g = f.clone();
+        let n = g.len();
+        g[n - 1] = 1; // an RLE block of 0x01
+        assert_eq!(zero_frame_size(&g), None);
+        assert_eq!(zero_frame_size(&f[..n - 2]), None);
+        let data = zstd::bulk::compress(&[0u8; 5000], 3).unwrap();
+        assert_eq!(
+            zero_frame_size(&data),
+            None,
+            "compressed blocks are decoded normally"
+        );
+    }
+
+    #[test]
     fn known_size_too_big_gives_eof_error() {
         let orig = data(1000);
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -868,7 +885,14 @@ impl SeekableZstd {
             .copied()
             .ok_or_else(|| io::Error::other("frame index out of range"))?;
         let comp = self.src.read_vec(f.comp_off, f.comp_len as usize)?;
-        let out = zstd::bulk::decompress(&comp, f.out_len as usize).map_err(|e| {
+        let out = if zero_frame_size(&comp) == Some(u64::from(f.out_len)) {
+            // Free space in our own backups: a zeroed allocation stays untouched (and takes no
+            // memory) until read, where decoding would write every byte.
+            Ok(vec![0u8; f.out_len as usize])
+        } else {
+            zstd::bulk::decompress(&comp, f.out_len as usize)
+        }
+        .map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -904,6 +928,43 @@ impl SeekableZstd {
         );
         Ok(data)
     }
+}
+
+/// If `frame` is exactly one zstd frame made only of RLE blocks of `0x00` (how backups store
+/// free space), the number of zero bytes it decodes to.
+fn zero_frame_size(frame: &[u8]) -> Option<u64> {
+    if le32(frame, 0)? != 0xFD2F_B528 {
+        return None;
+    }
+    let fhd = *frame.get(4)?;
+    let single = fhd & 0x20 != 0;
+    let dict_len = [0usize, 1, 2, 4][usize::from(fhd & 3)];
+    let fcs_len = match fhd >> 6 {
+        0 => usize::from(single),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    if fhd & 0x04 != 0 {
+        // A content checksum would have to be checked: decode normally.
+        return None;
+    }
+    let mut p = 5 + usize::from(!single) + dict_len + fcs_len;
+    let mut total = 0u64;
+    loop {
+        let h = frame.get(p..p + 3)?;
+        let h = u32::from(h[0]) | u32::from(h[1]) << 8 | u32::from(h[2]) << 16;
+        let (last, kind, size) = (h & 1 != 0, (h >> 1) & 3, u64::from(h >> 3));
+        if kind != 1 || *frame.get(p + 3)? != 0 {
+            return None;
+        }
+        total = total.checked_add(size)?;
+        p += 4;
+        if last {
+            break;
+        }
+    }
+    (p == frame.len()).then_some(total)
 }
 
 impl ReadAt for SeekableZstd {
