@@ -222,7 +222,7 @@ mod tests {
         let map = ExtentMap::from_ranges([(0, 90), (95, 180)]);
         let segs = plan_with_cuts(200, &map, &[30, 95, 150], &o);
         let starts: Vec<u64> = segs.iter().map(|s| s.offset()).collect();
-        assert_eq!(starts, vec![0, 30, 95, 150, 180]);
+        assert_eq!(starts, vec![0, 30, 90, 95, 150, 180]);
     }
 
     proptest! {
