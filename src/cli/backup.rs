@@ -46,6 +46,7 @@ struct Summary {
     bmap_ranges: usize,
     seconds: f64,
     warnings: Vec<String>,
+    notes: Vec<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -74,6 +75,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     }
     let level = a.level.unwrap_or_else(|| format.default_level());
     let mut warnings = report.warnings.clone();
+    let mut notes: Vec<String> = Vec::new();
 
     // Long sequential reads of a device bypass the page cache.
     let mut src: Arc<dyn ReadAt> = opened.source.clone();
@@ -101,7 +103,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         map = map.clip(t.new_size).union(&patched);
         size = t.new_size;
         src = truncated_view(src, t.new_size, t.patches)?;
-        warnings.extend(t.notes);
+        notes.extend(t.notes);
     }
 
     let (encoder, mut writer) = archive::make(
@@ -169,6 +171,9 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     for w in &warnings {
         eprintln!("blockwise: warning: {w}");
     }
+    for n in &notes {
+        eprintln!("blockwise: note: {n}");
+    }
     let stored = if format == ArchiveFormat::SparseRaw {
         allocated
     } else {
@@ -192,6 +197,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             bmap_ranges: stats.bmap_ranges.len(),
             seconds: stats.seconds,
             warnings,
+            notes,
         };
         let mut out = std::io::stdout().lock();
         serde_json::to_writer_pretty(&mut out, &s)?;
@@ -384,9 +390,12 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 fn truncated_view(
-    _src: Arc<dyn ReadAt>,
-    _size: u64,
-    _patches: Vec<(u64, Vec<u8>)>,
+    src: Arc<dyn ReadAt>,
+    size: u64,
+    patches: Vec<(u64, Vec<u8>)>,
 ) -> anyhow::Result<Arc<dyn ReadAt>> {
-    bail!("MERGE-PENDING overlay")
+    Ok(Arc::new(
+        blockwise::source::Overlay::new(src, size, patches)
+            .context("--truncate: building the truncated view")?,
+    ))
 }

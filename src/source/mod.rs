@@ -15,6 +15,7 @@ pub mod cd;
 pub mod container;
 pub mod file;
 pub mod open;
+pub mod overlay;
 pub mod sniff;
 pub mod stream;
 pub mod zip_member;
@@ -23,6 +24,7 @@ pub use blockdev::{BlockDevice, DirectBlockDevice};
 pub use file::FileSource;
 pub use open::open_source;
 pub use open::{open, Layer, OpenOptions, Opened};
+pub use overlay::Overlay;
 pub use sniff::Format;
 pub use stream::{SeekableZstd, StreamSource};
 
