@@ -48,6 +48,17 @@ fuzz_target!(|data: &[u8]| {
     let _ = blockwise::source::stream::xz_size_from_index(&src);
     let _ = blockwise::source::stream::zstd_size(&src);
 
+    // Random access through an xz index and a seekable-zstd seek table: read a little at both
+    // ends, so block headers, checks and frames are all parsed.
+    if let Ok(Some(x)) = blockwise::source::XzBlocks::open(Arc::new(src.clone())) {
+        let _ = x.read_upto(0, 4096);
+        let _ = x.read_upto(x.size().saturating_sub(4096), 4096);
+    }
+    if let Ok(Some(z)) = blockwise::source::SeekableZstd::open(Arc::new(src.clone())) {
+        let _ = z.read_upto(0, 4096);
+        let _ = z.read_upto(z.size().saturating_sub(4096), 4096);
+    }
+
     // The whole opening pipeline over the bytes.
     if let Ok(o) = open::open_source(Arc::new(src), "fuzz", &open::OpenOptions::default()) {
         let _ = o.source.read_upto(0, 4096);

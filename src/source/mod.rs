@@ -14,10 +14,12 @@ pub mod blockdev;
 pub mod cd;
 pub mod container;
 pub mod file;
+mod frames;
 pub mod open;
 pub mod overlay;
 pub mod sniff;
 pub mod stream;
+pub mod xz_blocks;
 pub mod zip_member;
 
 pub use blockdev::{BlockDevice, DirectBlockDevice};
@@ -27,6 +29,7 @@ pub use open::{open, Layer, OpenOptions, Opened};
 pub use overlay::Overlay;
 pub use sniff::Format;
 pub use stream::{SeekableZstd, StreamSource};
+pub use xz_blocks::XzBlocks;
 
 /// Random-access, read-only byte source.
 ///

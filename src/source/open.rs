@@ -149,6 +149,11 @@ fn open_inner(
             ));
             break;
         }
+        let xz_blocks = if f == Format::Xz && opts.decompress {
+            super::XzBlocks::open(cur.clone())?
+        } else {
+            None
+        };
         match f {
             Format::SeekableZstd if opts.decompress => {
                 // A seek table that does not add up is only an index gone wrong: the frames
@@ -188,6 +193,20 @@ fn open_inner(
                         .push("compressed input: decoded on the fly".into());
                 }
                 o.random_access = false;
+                o.source = Arc::new(s);
+            }
+            Format::Xz if xz_blocks.is_some() => {
+                // Independent blocks listed in the index: read with random access.
+                let s = xz_blocks.ok_or_else(|| Error::Format("xz".into()))?;
+                o.chain.push(layer(
+                    f,
+                    size,
+                    Some(format!(
+                        "{} blocks, decodes to {} bytes (random access)",
+                        s.block_count(),
+                        s.size()
+                    )),
+                ));
                 o.source = Arc::new(s);
             }
             f if f.is_compression() && opts.decompress => {

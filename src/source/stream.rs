@@ -482,110 +482,11 @@ impl ReadAt for StreamSource {
     }
 }
 
-/// Reads an xz multi-byte integer (at most 9 bytes, 63 bits).
-fn xz_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
-    let mut v: u64 = 0;
-    for i in 0..9 {
-        let byte = *b.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            // A multi-byte encoding must not end in a zero byte (except the value 0 itself).
-            if byte == 0 && i > 0 {
-                return None;
-            }
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// Largest xz index we are willing to read (each record is a few bytes).
-const MAX_XZ_INDEX: u64 = 16 << 20;
-
 /// Exact decoded size of an xz file from its stream footers and indexes, reading only a few
 /// KiB from the end of each stream. `None` if the structure does not add up (then the caller
 /// decodes to learn the size, and the decoder reports the corruption).
 pub fn xz_size_from_index(src: &dyn ReadAt) -> io::Result<Option<u64>> {
-    let mut end = src.size();
-    let mut total: u64 = 0;
-    let mut streams = 0u32;
-    while end > 0 {
-        // Skip stream padding: zeros in multiples of four bytes.
-        loop {
-            if end < 4 {
-                return Ok(None);
-            }
-            let p = src.read_vec(end - 4, 4)?;
-            if p == [0, 0, 0, 0] {
-                end -= 4;
-            } else {
-                break;
-            }
-        }
-        if end < 24 {
-            return Ok(None);
-        }
-        let foot = src.read_vec(end - 12, 12)?;
-        if foot.get(10..12) != Some(b"YZ") {
-            return Ok(None);
-        }
-        if crc32fast::hash(&foot[4..10]) != le32(&foot, 0).unwrap_or(0) {
-            return Ok(None);
-        }
-        let backward = (u64::from(le32(&foot, 4).unwrap_or(0)) + 1) * 4;
-        if backward > MAX_XZ_INDEX {
-            return Ok(None);
-        }
-        let Some(index_start) = (end - 12).checked_sub(backward) else {
-            return Ok(None);
-        };
-        let idx = src.read_vec(index_start, backward as usize)?;
-        let body_len = idx.len() - 4;
-        if crc32fast::hash(&idx[..body_len]) != le32(&idx, body_len).unwrap_or(0) || idx[0] != 0 {
-            return Ok(None);
-        }
-        let mut p = 1usize;
-        let Some(count) = xz_varint(&idx, &mut p) else {
-            return Ok(None);
-        };
-        let mut blocks: u64 = 0;
-        for _ in 0..count {
-            let (Some(unpadded), Some(unc)) = (xz_varint(&idx, &mut p), xz_varint(&idx, &mut p))
-            else {
-                return Ok(None);
-            };
-            if p > body_len {
-                return Ok(None);
-            }
-            let Some(padded) = unpadded.checked_add(3).map(|x| x & !3) else {
-                return Ok(None);
-            };
-            let (Some(b), Some(t)) = (blocks.checked_add(padded), total.checked_add(unc)) else {
-                return Ok(None);
-            };
-            blocks = b;
-            total = t;
-        }
-        let Some(stream_start) = index_start
-            .checked_sub(blocks)
-            .and_then(|s| s.checked_sub(12))
-        else {
-            return Ok(None);
-        };
-        let head = src.read_vec(stream_start, 12)?;
-        if !head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0])
-            || head.get(6..8) != foot.get(8..10)
-        {
-            return Ok(None);
-        }
-        end = stream_start;
-        streams += 1;
-        if streams > 1_000_000 {
-            return Ok(None);
-        }
-    }
-    Ok(Some(total))
+    Ok(super::xz_blocks::block_table(src)?.map(|b| b.last().map_or(0, |l| l.out_off + l.out_len)))
 }
 
 /// Decoded size of a zstd file: the seek table's sum for seekable zstd, else the sum of every
@@ -814,7 +715,7 @@ pub struct SeekableZstd {
     src: Arc<dyn ReadAt>,
     frames: Vec<SeekFrame>,
     size: u64,
-    cache: Mutex<(u64, HashMap<usize, Cached>)>,
+    cache: super::frames::FrameCache,
 }
 
 impl SeekableZstd {
@@ -860,7 +761,7 @@ impl SeekableZstd {
             src,
             frames,
             size: out,
-            cache: Mutex::new((0, HashMap::new())),
+            cache: super::frames::FrameCache::new(SEEKABLE_CACHED_FRAMES),
         }))
     }
 
@@ -870,20 +771,15 @@ impl SeekableZstd {
     }
 
     fn frame(&self, i: usize) -> io::Result<Arc<Vec<u8>>> {
-        {
-            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            c.0 += 1;
-            let now = c.0;
-            if let Some(e) = c.1.get_mut(&i) {
-                e.used = now;
-                return Ok(e.data.clone());
-            }
-        }
         let f = self
             .frames
             .get(i)
             .copied()
             .ok_or_else(|| io::Error::other("frame index out of range"))?;
+        self.cache.get(i, || self.decode(i, f))
+    }
+
+    fn decode(&self, i: usize, f: SeekFrame) -> io::Result<Vec<u8>> {
         let comp = self.src.read_vec(f.comp_off, f.comp_len as usize)?;
         let out = if zero_frame_size(&comp) == Some(u64::from(f.out_len)) {
             // Free space in our own backups: a zeroed allocation stays untouched (and takes no
@@ -911,22 +807,7 @@ impl SeekableZstd {
                 ),
             ));
         }
-        let data = Arc::new(out);
-        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.1.len() >= SEEKABLE_CACHED_FRAMES {
-            if let Some((&old, _)) = c.1.iter().min_by_key(|(_, e)| e.used) {
-                c.1.remove(&old);
-            }
-        }
-        let used = c.0;
-        c.1.insert(
-            i,
-            Cached {
-                data: data.clone(),
-                used,
-            },
-        );
-        Ok(data)
+        Ok(out)
     }
 }
 
@@ -973,29 +854,15 @@ impl ReadAt for SeekableZstd {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if offset >= self.size || buf.is_empty() {
-            return Ok(0);
-        }
-        let len = (buf.len() as u64).min(self.size - offset) as usize;
-        let mut done = 0usize;
-        let mut i = self
-            .frames
-            .partition_point(|f| f.out_off + u64::from(f.out_len) <= offset);
-        while done < len {
-            let Some(f) = self.frames.get(i).copied() else {
-                break;
-            };
-            let data = self.frame(i)?;
-            let within = (offset + done as u64 - f.out_off) as usize;
-            let avail = data.get(within..).unwrap_or(&[]);
-            let n = avail.len().min(len - done);
-            if n == 0 {
-                break;
-            }
-            buf[done..done + n].copy_from_slice(&avail[..n]);
-            done += n;
-            i += 1;
-        }
-        Ok(done)
+        let fr = &self.frames;
+        super::frames::read_through_frames(
+            offset,
+            buf,
+            self.size,
+            fr.len(),
+            |i| fr[i].out_off,
+            |i| fr[i].out_off + u64::from(fr[i].out_len),
+            |i| self.frame(i),
+        )
     }
 }
