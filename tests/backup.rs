@@ -142,33 +142,37 @@ fn every_format_restores_with_its_stock_tool() {
 #[test]
 fn inspect_of_an_archive_reads_a_small_fraction_and_matches_the_raw_image() {
     let dir = tempfile::tempdir().unwrap();
-    let (img, dest, _) = backup_sample(dir.path(), "c.img.zst", &[]);
-    let counted = Arc::new(Counting::new(FileSource::open(&dest).unwrap()));
-    let src: Arc<dyn ReadAt> = counted.clone();
-    let opened = source::open_source(src, "c.img.zst", &OpenOptions::default()).unwrap();
-    assert!(opened.random_access, "seekable zstd is random access");
-    let r = blockwise::inspect::inspect_source(opened.source.clone(), None, "c".into(), vec![])
-        .unwrap();
-    let raw = blockwise::inspect::inspect_path(&img).unwrap();
-    assert_eq!(r.partitions.len(), raw.partitions.len());
-    assert_eq!(
-        r.usage.as_ref().map(|u| u.mapped),
-        raw.usage.as_ref().map(|u| u.mapped)
-    );
-    let size = std::fs::metadata(&dest).unwrap().len();
-    let frac = counted.bytes_read() as f64 / size as f64;
-    eprintln!(
-        "inspect read {} of {size} archive bytes ({:.2}%)",
-        counted.bytes_read(),
-        frac * 100.0
-    );
-    // The sample archive is only ~2.6 MB, so the few metadata frames weigh more here than on a
-    // real card (benches/backup_compare.sh measures a 4 GiB one); still well under half.
-    assert!(
-        frac < 0.5,
-        "inspect read {:.1}% of the archive",
-        frac * 100.0
-    );
+    for name in ["c.img.zst", "c.img.xz"] {
+        let (img, dest, _) = backup_sample(dir.path(), name, &[]);
+        let counted = Arc::new(Counting::new(FileSource::open(&dest).unwrap()));
+        let src: Arc<dyn ReadAt> = counted.clone();
+        let opened = source::open_source(src, name, &OpenOptions::default()).unwrap();
+        assert!(opened.random_access, "{name} is read with random access");
+        let r = blockwise::inspect::inspect_source(opened.source.clone(), None, "c".into(), vec![])
+            .unwrap();
+        let raw = blockwise::inspect::inspect_path(&img).unwrap();
+        assert_eq!(r.partitions.len(), raw.partitions.len());
+        assert_eq!(
+            r.usage.as_ref().map(|u| u.mapped),
+            raw.usage.as_ref().map(|u| u.mapped)
+        );
+        let size = std::fs::metadata(&dest).unwrap().len();
+        let frac = counted.bytes_read() as f64 / size as f64;
+        eprintln!(
+            "{name}: inspect read {} of {size} archive bytes ({:.2}%)",
+            counted.bytes_read(),
+            frac * 100.0
+        );
+        // Backups cut frames around the metadata inspect reads, so this is small; the sample
+        // archive is only ~2.6 MB, so the format sniffing (36 KiB) and the frame holding the
+        // MBR and the random bootloader blob weigh more here than on a real card
+        // (benches/backup_compare.sh measures a 4 GiB one against the 2% goal).
+        assert!(
+            frac < 0.08,
+            "{name}: inspect read {:.1}% of the archive",
+            frac * 100.0
+        );
+    }
 }
 
 #[test]
