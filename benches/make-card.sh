@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds a reused SD card image for the whole-process benchmarks: SIZE (default 4G), MBR,
-# FAT32 boot (256 MiB) + ext4 root filling the rest, USED_MB (default 400) of real files, and
+# FAT32 boot (256 MiB) + ext4 root filling the rest, USED_MB (default 400) of files (half real
+# system files copied from this machine, half incompressible photos; 34 MB in the boot partition), and
 # free space full of old random data (the card was used before), so nothing is sparse.
 #   usage: make-card.sh OUT.img [SIZE] [USED_MB]      (needs root for the ext4 loop mount)
 set -euo pipefail
@@ -30,8 +31,14 @@ mkfs.ext4 -q -F -L rootfs -E offset=$((532480*512)),lazy_itable_init=0,nodiscard
 mkdir -p "$work/mnt"
 lp=$(losetup -f --show -o $((532480*512)) --sizelimit "$p2_bytes" "$out")
 mount "$lp" "$work/mnt"
-mkdir -p "$work/mnt/usr/lib" "$work/mnt/home/pi/photos" "$work/mnt/etc"
-left=$(( used_mb - 34 ))
+mkdir -p "$work/mnt/usr" "$work/mnt/home/pi/photos" "$work/mnt/etc"
+# Half the files are real, compressible system files (libraries, binaries, text) copied from
+# this machine; the other half incompressible "photos". Deterministic order, sizes capped.
+real_mb=$(( used_mb / 2 ))
+( cd / && find usr/lib/x86_64-linux-gnu usr/share usr/bin -xdev -type f -size -8M -printf '%s %p\n' 2>/dev/null | sort -k2 ) \
+  | awk -v budget=$(( real_mb << 20 )) '{ if (t + $1 <= budget) { t += $1; print $2 } }' \
+  | tar -C / -cf - -T - 2>/dev/null | tar -C "$work/mnt" -xf -
+left=$(( used_mb - real_mb - 34 ))
 i=0
 while [ "$left" -gt 0 ]; do
   n=$(( left < 16 ? left : 16 ))
