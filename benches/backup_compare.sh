@@ -76,7 +76,7 @@ for i in "${!names[@]}"; do
     "$(echo "${sizes[$i]} / 1048576" | bc -l)" "$(echo "${sizes[$i]} * 100 / $raw" | bc -l)" \
     "${times[$i]}" "$(echo "${times[$i]} / $bw_time" | bc -l)" "$(echo "${sizes[$i]} / $bw_size" | bc -l)"
 done
-idx() { local i; for i in "${!names[@]}"; do [ "${names[$i]}" = "$1" ] && echo "$i"; done; }
+idx() { local i; for i in "${!names[@]}"; do if [ "${names[$i]}" = "$1" ]; then echo "$i"; fi; done; }
 xi=$(idx "dd | xz -6 -T0"); zi=$(idx "dd | zstd -T0 -3")
 verdict() { if [ "$(echo "$1" | bc -l)" = 1 ]; then echo PASS; else echo FAIL; fi; }
 if [ "${sizes[$xi]}" != FAILED ]; then
