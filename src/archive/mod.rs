@@ -175,6 +175,22 @@ pub fn make(
     })
 }
 
+/// Checks a compression level against a codec's range, with a message naming both.
+pub(crate) fn check_level(
+    codec: &str,
+    levels: &std::ops::RangeInclusive<i32>,
+    level: i32,
+) -> crate::Result<()> {
+    if levels.contains(&level) {
+        return Ok(());
+    }
+    Err(crate::Error::Unsupported(format!(
+        "{codec} level {level} is out of range ({}–{})",
+        levels.start(),
+        levels.end()
+    )))
+}
+
 /// Encoder of the uncompressed formats: their writers use the segment's bytes directly.
 pub struct Passthrough;
 

@@ -114,13 +114,7 @@ pub struct BlockEncoder {
 impl BlockEncoder {
     /// An encoder at xz preset `level` (0–9).
     pub fn new(level: i32) -> crate::Result<Self> {
-        if !LEVELS.contains(&level) {
-            return Err(crate::Error::Unsupported(format!(
-                "xz level {level} is out of range ({}–{})",
-                LEVELS.start(),
-                LEVELS.end()
-            )));
-        }
+        super::check_level("xz", &LEVELS, level)?;
         Ok(BlockEncoder {
             preset: level as u32,
         })
@@ -132,10 +126,7 @@ impl Encoder for BlockEncoder {
         let mut opts = LzmaOptions::new_preset(self.preset).map_err(lzma_err)?;
         // A dictionary larger than the block only costs the decoder memory.
         let want = u32::try_from(data.len()).unwrap_or(u32::MAX).max(4096);
-        let preset_dict = LzmaOptions::new_preset(self.preset)
-            .map_err(lzma_err)
-            .map(|_| preset_dict_size(self.preset))?;
-        let prop = prop_for_dict(want.min(preset_dict));
+        let prop = prop_for_dict(want.min(preset_dict_size(self.preset)));
         opts.dict_size(dict_of_prop(prop) as u32);
         let compressed = lzma2_raw(data, &opts)?;
         let (bytes, unpadded) = block(&compressed, data.len() as u64, prop, crc32fast::hash(data));

@@ -34,13 +34,7 @@ pub struct FrameEncoder {
 impl FrameEncoder {
     /// An encoder at zstd `level` (1–22).
     pub fn new(level: i32) -> crate::Result<Self> {
-        if !LEVELS.contains(&level) {
-            return Err(crate::Error::Unsupported(format!(
-                "zstd level {level} is out of range ({}–{})",
-                LEVELS.start(),
-                LEVELS.end()
-            )));
-        }
+        super::check_level("zstd", &LEVELS, level)?;
         Ok(FrameEncoder { level })
     }
 }
