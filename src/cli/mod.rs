@@ -45,7 +45,8 @@ const HELP_TEMPLATE: &str = "\
 Examples:
   blockwise demo                      Unpack the bundled sample card image and inspect it
   blockwise inspect raspios.img.xz    What is inside (decodes xz/gz/zst/bz2/lz4/zip on the fly)
-  blockwise inspect /dev/sdb --json   Machine-readable report of a card in a reader"
+  blockwise inspect /dev/sdb --json   Machine-readable report of a card in a reader
+  blockwise backup /dev/sdb pi.img.zst  Back up only the used blocks (zstd -d restores it)"
 )]
 struct Cli {
     #[command(subcommand)]
