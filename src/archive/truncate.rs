@@ -103,12 +103,18 @@ fn gpt_truncation(src: &dyn ReadAt, layout: &Layout, end: u64) -> crate::Result<
         .ok_or_else(|| crate::Error::corrupt("GPT header", "entry array LBA overflows"))?;
     // The usable area must still hold every partition and not shrink below its start.
     let end_lba = end.div_ceil(ssz).max(h.first_usable).max(primary_arr_end);
-    let new_last_usable = end_lba - 1;
+    let overflow = || crate::Error::corrupt("GPT header", "LBAs out of range");
+    let new_last_usable = end_lba.checked_sub(1).ok_or_else(overflow)?;
     let backup_arr_lba = end_lba;
-    let backup_hdr_lba = backup_arr_lba + arr_sectors;
-    let new_size = (backup_hdr_lba + 1)
-        .checked_mul(ssz)
-        .ok_or_else(|| crate::Error::corrupt("GPT header", "size overflows"))?;
+    if backup_arr_lba < 2 {
+        // Only a header claiming its usable area starts inside itself gets here.
+        return Err(overflow());
+    }
+    let backup_hdr_lba = backup_arr_lba.checked_add(arr_sectors).ok_or_else(overflow)?;
+    let new_size = backup_hdr_lba
+        .checked_add(1)
+        .and_then(|n| n.checked_mul(ssz))
+        .ok_or_else(overflow)?;
     if new_size >= size {
         return Ok(unchanged(size));
     }
