@@ -110,7 +110,9 @@ fn gpt_truncation(src: &dyn ReadAt, layout: &Layout, end: u64) -> crate::Result<
         // Only a header claiming its usable area starts inside itself gets here.
         return Err(overflow());
     }
-    let backup_hdr_lba = backup_arr_lba.checked_add(arr_sectors).ok_or_else(overflow)?;
+    let backup_hdr_lba = backup_arr_lba
+        .checked_add(arr_sectors)
+        .ok_or_else(overflow)?;
     let new_size = backup_hdr_lba
         .checked_add(1)
         .and_then(|n| n.checked_mul(ssz))
