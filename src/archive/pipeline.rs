@@ -157,7 +157,9 @@ pub fn backup(
     let (work_tx, work_rx) = mpsc::sync_channel::<Item>(threads * 2);
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (done_tx, done_rx) = mpsc::sync_channel::<io::Result<Item>>(in_flight);
-    let (hash_tx, hash_rx) = mpsc::sync_channel::<(u64, Arc<Vec<u8>>)>(in_flight);
+    // Written segments wait here for the hasher; a short queue keeps memory bounded by the
+    // read-ahead alone (the writer waits for the hasher instead of piling buffers up).
+    let (hash_tx, hash_rx) = mpsc::sync_channel::<(u64, Arc<Vec<u8>>)>(2);
     // Tokens bound how far the reader may run ahead of the writer.
     let (tok_tx, tok_rx) = mpsc::sync_channel::<()>(in_flight);
     for _ in 0..in_flight {
@@ -254,9 +256,23 @@ pub fn backup(
         }
         drop(hash_tx);
         drop(tok_tx);
-        let bytes_read = reader.join().unwrap_or(0);
-        let checksums = hasher.join().unwrap_or_default();
+        // A panicked stage must fail the backup: an empty checksum list would otherwise turn
+        // into a bmap without checksums, and a lost reader count into a wrong summary.
+        let bytes_read = reader.join();
+        let checksums = hasher.join();
         let (data_segments, zero_segments) = result?;
+        let (Ok(bytes_read), Ok(checksums)) = (bytes_read, checksums) else {
+            return Err(crate::Error::Io(io::Error::other(
+                "internal error: a backup thread panicked",
+            )));
+        };
+        if opts.checksums && checksums.len() != ranges.len() {
+            return Err(crate::Error::Io(io::Error::other(format!(
+                "internal error: {} of {} bmap ranges were hashed",
+                checksums.len(),
+                ranges.len()
+            ))));
+        }
         Ok(BackupStats {
             image_size: size,
             map: map.clone(),
