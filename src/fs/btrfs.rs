@@ -331,5 +331,6 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         used,
         from_fs: true,
         warnings: Vec::new(),
+        ..Default::default()
     })
 }

@@ -628,6 +628,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         used,
         from_fs: true,
         warnings: warn.finish(),
+        ..Default::default()
     })
 }
 

@@ -277,5 +277,6 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         used,
         from_fs: true,
         warnings: Vec::new(),
+        ..Default::default()
     })
 }

@@ -367,5 +367,6 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         used: crate::extent::ExtentMap::single(0, end.max(head).min(dev.size())),
         from_fs: true,
         warnings: Vec::new(),
+        ..Default::default()
     })
 }

@@ -127,5 +127,6 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         used: crate::extent::ExtentMap::single(0, end),
         from_fs: true,
         warnings: info.warnings,
+        ..Default::default()
     })
 }

@@ -136,5 +136,6 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         used: crate::extent::ExtentMap::single(0, page.min(dev.size())),
         from_fs: true,
         warnings: Vec::new(),
+        ..Default::default()
     })
 }

@@ -270,5 +270,6 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         used: crate::extent::ExtentMap::single(0, dev.size()),
         from_fs: true,
         warnings: Vec::new(),
+        ..Default::default()
     })
 }

@@ -287,6 +287,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         used: used.union(&headers),
         from_fs: true,
         warnings: Vec::new(),
+        ..Default::default()
     })
 }
 
