@@ -1,0 +1,158 @@
+//! Batched block reads and the run-length walk over ext bitmaps.
+
+use crate::source::{ReadAt, ReadAtExt};
+
+use super::MAX_BATCH;
+
+/// Reads one block for each `(block, key)` item, coalescing runs of adjacent blocks into
+/// single reads (flex_bg packs bitmaps and descriptor blocks together), and hands each block
+/// to `f` — or `None` when it could not be read. Items are visited in block order.
+pub(super) fn read_batched(
+    dev: &dyn ReadAt,
+    bs: u64,
+    items: &mut [(u64, u64)],
+    mut f: impl FnMut(u64, Option<&[u8]>),
+) {
+    items.sort_unstable();
+    let max_run = (MAX_BATCH / bs).max(1);
+    let mut i = 0;
+    while i < items.len() {
+        let start = items[i].0;
+        let mut j = i + 1;
+        while j < items.len() {
+            let b = items[j].0;
+            // Adjacent or repeated blocks join the run.
+            if b > items[j - 1].0 + 1 || b - start >= max_run {
+                break;
+            }
+            j += 1;
+        }
+        let nblocks = items[j - 1].0 - start + 1;
+        let data = start
+            .checked_mul(bs)
+            .and_then(|off| dev.read_vec(off, (nblocks * bs) as usize).ok());
+        for &(b, key) in &items[i..j] {
+            let piece = data.as_ref().map(|d| {
+                let o = ((b - start) * bs) as usize;
+                &d[o..o + bs as usize]
+            });
+            match piece {
+                Some(p) => f(key, Some(p)),
+                None => {
+                    // The run failed (e.g. it reaches past a truncated volume): retry this
+                    // block alone so one bad block does not condemn its neighbours.
+                    let one = b
+                        .checked_mul(bs)
+                        .and_then(|off| dev.read_vec(off, bs as usize).ok());
+                    f(key, one.as_deref());
+                }
+            }
+        }
+        i = j;
+    }
+}
+
+/// Calls `f(start, end)` for each run of set bits among the first `nbits` bits of `bm`
+/// (little-endian bit order, as ext bitmaps are). Bits past the buffer count as clear.
+pub(super) fn bitmap_runs(bm: &[u8], nbits: u64, mut f: impl FnMut(u64, u64)) {
+    let mut run: Option<u64> = None;
+    let mut base = 0u64;
+    for chunk in bm.chunks(8) {
+        if base >= nbits {
+            break;
+        }
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        let mut word = u64::from_le_bytes(w);
+        let valid = (nbits - base).min(64);
+        if valid < 64 {
+            word &= (1u64 << valid) - 1;
+        }
+        let mut pos = 0u64;
+        while pos < 64 {
+            let rest = word >> pos;
+            match run {
+                None => {
+                    if rest == 0 {
+                        break;
+                    }
+                    pos += u64::from(rest.trailing_zeros());
+                    run = Some(base + pos);
+                }
+                Some(s) => {
+                    // Bits shifted in above the word are zeros; invert only real bits.
+                    let inv = !rest & (u64::MAX >> pos);
+                    if inv == 0 {
+                        break;
+                    }
+                    pos += u64::from(inv.trailing_zeros());
+                    f(s, base + pos);
+                    run = None;
+                }
+            }
+        }
+        base += 64;
+    }
+    if let Some(s) = run {
+        f(s, nbits.min(base));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(bm: &[u8], nbits: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for i in 0..nbits {
+            let set = bm
+                .get((i / 8) as usize)
+                .is_some_and(|b| b >> (i % 8) & 1 == 1);
+            if set {
+                match out.last_mut() {
+                    Some(l) if l.1 == i => l.1 = i + 1,
+                    _ => out.push((i, i + 1)),
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn bitmap_runs_match_naive() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for len in [0usize, 1, 7, 8, 9, 64, 65, 130, 1024] {
+            for density in 0..4 {
+                let bm: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        match density {
+                            0 => 0,
+                            1 => 0xFF,
+                            2 => (x as u8) & (x >> 8) as u8,
+                            _ => x as u8,
+                        }
+                    })
+                    .collect();
+                for nbits in [
+                    0,
+                    1,
+                    5,
+                    (len * 8) as u64,
+                    (len * 8).saturating_sub(3) as u64,
+                    len as u64 * 8 + 40,
+                ] {
+                    let mut got = Vec::new();
+                    bitmap_runs(&bm, nbits, |a, b| got.push((a, b)));
+                    assert_eq!(
+                        got,
+                        naive(&bm, nbits),
+                        "len {len} density {density} nbits {nbits}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! ext2/ext3/ext4 (and external ext journal devices, "jbd") superblock probe.
+//!
+//! The superblock sits at byte 1024. Classification follows `blkid`: a journal device is
+//! "jbd"; without a journal and with only the features ext2 understood it is "ext2"; with a
+//! journal and only ext3's features it is "ext3"; anything newer is "ext4" ("ext4dev" when
+//! the test-filesystem flag is set).
+
+use super::FsInfo;
+use crate::source::{ReadAt, ReadAtExt};
+use crate::util::{le16, le32, uuid_be};
+
+mod bitmap;
+mod checksum;
+mod geometry;
+mod group;
+
+use bitmap::{bitmap_runs, read_batched};
+pub(crate) use checksum::crc32c_raw;
+use geometry::{parse_geometry, DescCsum};
+use group::read_descriptors;
+
+const SB_OFFSET: u64 = 1024;
+const SB_LEN: usize = 1024;
+const MAGIC: u16 = 0xEF53;
+
+const COMPAT_HAS_JOURNAL: u32 = 0x0004;
+const COMPAT_RESIZE_INODE: u32 = 0x0010;
+const COMPAT_DIR_INDEX: u32 = 0x0020;
+
+const INCOMPAT_FILETYPE: u32 = 0x0002;
+const INCOMPAT_RECOVER: u32 = 0x0004;
+const INCOMPAT_JOURNAL_DEV: u32 = 0x0008;
+const INCOMPAT_META_BG: u32 = 0x0010;
+const INCOMPAT_EXTENTS: u32 = 0x0040;
+const INCOMPAT_64BIT: u32 = 0x0080;
+const INCOMPAT_FLEX_BG: u32 = 0x0200;
+const INCOMPAT_INLINE_DATA: u32 = 0x8000;
+const INCOMPAT_ENCRYPT: u32 = 0x10000;
+const INCOMPAT_CASEFOLD: u32 = 0x20000;
+
+const RO_COMPAT_SPARSE_SUPER: u32 = 0x0001;
+const RO_COMPAT_LARGE_FILE: u32 = 0x0002;
+const RO_COMPAT_BTREE_DIR: u32 = 0x0004;
+const RO_COMPAT_HUGE_FILE: u32 = 0x0008;
+const RO_COMPAT_BIGALLOC: u32 = 0x0200;
+const RO_COMPAT_METADATA_CSUM: u32 = 0x0400;
+
+/// Features an ext2 driver understands; anything else makes the volume ext3/ext4 to blkid.
+const EXT2_RO_COMPAT_SUPP: u32 =
+    RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_COMPAT_BTREE_DIR;
+const EXT2_INCOMPAT_SUPP: u32 = INCOMPAT_FILETYPE | INCOMPAT_META_BG;
+const EXT3_RO_COMPAT_SUPP: u32 = EXT2_RO_COMPAT_SUPP;
+const EXT3_INCOMPAT_SUPP: u32 = INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG;
+
+const FLAGS_TEST_FILESYS: u32 = 0x0004;
+
+/// Largest block size ext4 supports (64 KiB, log 6 above 1 KiB).
+const MAX_LOG_BLOCK_SIZE: u32 = 6;
+
+/// Recognises ext2/3/4 or an external ext journal in `dev`.
+pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
+    if dev.size() < SB_OFFSET + SB_LEN as u64 {
+        return Ok(None);
+    }
+    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    if le16(&sb, 0x38) != Some(MAGIC) {
+        return Ok(None);
+    }
+    let g32 = |off| le32(&sb, off).unwrap_or(0);
+    let compat = g32(0x5C);
+    let incompat = g32(0x60);
+    let ro_compat = g32(0x64);
+    let s_flags = g32(0x160);
+
+    let log_bs = g32(0x18);
+    // A two-byte magic deep in the volume is weak evidence: impossible geometry means
+    // "not ext" (as blkid decides), so the remaining probes still get their chance.
+    if log_bs > MAX_LOG_BLOCK_SIZE {
+        return Ok(None);
+    }
+    let block_size = 1024u32 << log_bs;
+
+    let mut info = FsInfo {
+        block_size: Some(block_size),
+        ..Default::default()
+    };
+
+    info.fs_type = if incompat & INCOMPAT_JOURNAL_DEV != 0 {
+        "jbd"
+    } else if compat & COMPAT_HAS_JOURNAL == 0
+        && ro_compat & !EXT2_RO_COMPAT_SUPP == 0
+        && incompat & !EXT2_INCOMPAT_SUPP == 0
+    {
+        "ext2"
+    } else if compat & COMPAT_HAS_JOURNAL != 0
+        && ro_compat & !EXT3_RO_COMPAT_SUPP == 0
+        && incompat & !EXT3_INCOMPAT_SUPP == 0
+    {
+        "ext3"
+    } else if s_flags & FLAGS_TEST_FILESYS != 0 {
+        "ext4dev"
+    } else {
+        "ext4"
+    };
+
+    let mut uuid = [0u8; 16];
+    if let Some(b) = sb.get(0x68..0x78) {
+        uuid.copy_from_slice(b);
+    }
+    if uuid != [0; 16] {
+        info.uuid = Some(uuid_be(&uuid));
+    }
+    info.label = label_utf8(sb.get(0x78..0x88).unwrap_or(&[]));
+    info.version = Some(format!("{}.{}", g32(0x4C), le16(&sb, 0x3E).unwrap_or(0)));
+
+    // The high word of the block count only exists with the 64bit feature; older
+    // superblocks may have garbage there.
+    let mut blocks = u64::from(g32(0x04));
+    if incompat & INCOMPAT_64BIT != 0 {
+        blocks |= u64::from(g32(0x150)) << 32;
+    }
+    if blocks == 0 {
+        return Ok(None);
+    }
+    match blocks.checked_mul(u64::from(block_size)) {
+        Some(bytes) => {
+            info.declare_size(bytes, dev.size());
+        }
+        None => info.warnings.push(format!(
+            "block count {blocks} × block size {block_size} overflows: superblock is corrupt"
+        )),
+    }
+    if g32(0x20) == 0 {
+        // blocks_per_group == 0 would make every group computation divide by zero later.
+        info.warnings
+            .push("superblock says 0 blocks per group: corrupt".to_string());
+    }
+
+    let feats: &[(u32, u32, &str)] = &[
+        (incompat, INCOMPAT_64BIT, "64bit"),
+        (ro_compat, RO_COMPAT_METADATA_CSUM, "metadata_csum"),
+        (ro_compat, RO_COMPAT_BIGALLOC, "bigalloc"),
+        (incompat, INCOMPAT_FLEX_BG, "flex_bg"),
+        (incompat, INCOMPAT_META_BG, "meta_bg"),
+        (compat, COMPAT_HAS_JOURNAL, "has_journal"),
+        (incompat, INCOMPAT_EXTENTS, "extents"),
+        (ro_compat, RO_COMPAT_SPARSE_SUPER, "sparse_super"),
+        (ro_compat, RO_COMPAT_HUGE_FILE, "huge_file"),
+        (compat, COMPAT_RESIZE_INODE, "resize_inode"),
+        (compat, COMPAT_DIR_INDEX, "dir_index"),
+        (incompat, INCOMPAT_INLINE_DATA, "inline_data"),
+        (incompat, INCOMPAT_ENCRYPT, "encrypt"),
+        (incompat, INCOMPAT_CASEFOLD, "casefold"),
+        (incompat, INCOMPAT_RECOVER, "needs_recovery"),
+    ];
+    for &(word, bit, name) in feats {
+        if word & bit != 0 {
+            info.features.push(name.to_string());
+        }
+    }
+    if incompat & INCOMPAT_RECOVER != 0 {
+        info.warnings.push(
+            "needs_recovery is set: the journal was not replayed, so the block bitmaps may be stale"
+                .to_string(),
+        );
+    }
+    if ro_compat & RO_COMPAT_BIGALLOC != 0 {
+        let log_cluster = g32(0x1C);
+        if log_cluster < log_bs || log_cluster > log_bs + 16 {
+            info.warnings.push(format!(
+                "bigalloc cluster size 2^{log_cluster} KiB is impossible for block size {block_size}"
+            ));
+        }
+    }
+
+    if ro_compat & RO_COMPAT_METADATA_CSUM != 0 {
+        let stored = g32(0x3FC);
+        let computed = crc32c_raw(!0, sb.get(..0x3FC).unwrap_or(&[]));
+        if stored != computed {
+            info.warnings.push(format!(
+                "superblock checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            ));
+        }
+    }
+    Ok(Some(info))
+}
+
+/// Labels are raw bytes up to the first NUL; ext tools write UTF-8, so decode it lossily.
+fn label_utf8(b: &[u8]) -> Option<String> {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    let s = String::from_utf8_lossy(&b[..end]).trim_end().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+use crate::extent::ExtentMap;
+use crate::util::le64;
+
+const COMPAT_EXCLUDE_BITMAP: u32 = 0x0100;
+const COMPAT_SPARSE_SUPER2: u32 = 0x0200;
+
+const INCOMPAT_MMP: u32 = 0x0100;
+const INCOMPAT_EA_INODE: u32 = 0x0400;
+const INCOMPAT_DIRDATA: u32 = 0x1000;
+const INCOMPAT_CSUM_SEED: u32 = 0x2000;
+const INCOMPAT_LARGEDIR: u32 = 0x4000;
+
+const RO_COMPAT_GDT_CSUM: u32 = 0x0010;
+const RO_COMPAT_DIR_NLINK: u32 = 0x0020;
+const RO_COMPAT_EXTRA_ISIZE: u32 = 0x0040;
+const RO_COMPAT_QUOTA: u32 = 0x0100;
+const RO_COMPAT_READONLY: u32 = 0x1000;
+const RO_COMPAT_PROJECT: u32 = 0x2000;
+const RO_COMPAT_VERITY: u32 = 0x8000;
+const RO_COMPAT_ORPHAN_PRESENT: u32 = 0x10000;
+
+/// Incompatible features whose meaning for block allocation we know. Anything else (e2compr,
+/// future formats) may give bitmap bits another meaning, so the whole volume is kept.
+const USED_INCOMPAT_KNOWN: u32 = INCOMPAT_FILETYPE
+    | INCOMPAT_RECOVER
+    | INCOMPAT_META_BG
+    | INCOMPAT_EXTENTS
+    | INCOMPAT_64BIT
+    | INCOMPAT_MMP
+    | INCOMPAT_FLEX_BG
+    | INCOMPAT_EA_INODE
+    | INCOMPAT_DIRDATA
+    | INCOMPAT_CSUM_SEED
+    | INCOMPAT_LARGEDIR
+    | INCOMPAT_INLINE_DATA
+    | INCOMPAT_ENCRYPT
+    | INCOMPAT_CASEFOLD;
+/// Read-only-compatible features we know. bigalloc was one of these once: an unknown one may
+/// change what a bitmap bit means, so it is refused too. (Snapshots, replicas and shared
+/// blocks are left out on purpose: their block ownership rules are not the plain bitmap's.)
+const USED_RO_COMPAT_KNOWN: u32 = RO_COMPAT_SPARSE_SUPER
+    | RO_COMPAT_LARGE_FILE
+    | RO_COMPAT_BTREE_DIR
+    | RO_COMPAT_HUGE_FILE
+    | RO_COMPAT_GDT_CSUM
+    | RO_COMPAT_DIR_NLINK
+    | RO_COMPAT_EXTRA_ISIZE
+    | RO_COMPAT_QUOTA
+    | RO_COMPAT_BIGALLOC
+    | RO_COMPAT_METADATA_CSUM
+    | RO_COMPAT_READONLY
+    | RO_COMPAT_PROJECT
+    | RO_COMPAT_VERITY
+    | RO_COMPAT_ORPHAN_PRESENT;
+
+const STATE_VALID: u16 = 0x0001;
+const STATE_ERROR: u16 = 0x0002;
+
+const BG_BLOCK_UNINIT: u16 = 0x0002;
+
+/// More groups than this (4 Mi groups = 512 TiB at 4 KiB blocks) is treated as corrupt: the
+/// per-group table would otherwise be an unbounded allocation.
+const MAX_GROUPS: u64 = 1 << 22;
+/// Largest single read when batching adjacent bitmap or descriptor blocks.
+const MAX_BATCH: u64 = 4 << 20;
+/// Warnings beyond this many are summarised in one line.
+const MAX_WARNINGS: usize = 32;
+
+/// Collects warnings, summarising instead of growing without limit.
+pub(super) struct Warn {
+    list: Vec<String>,
+    dropped: usize,
+}
+
+impl Warn {
+    pub(super) fn push(&mut self, w: String) {
+        if self.list.len() < MAX_WARNINGS {
+            self.list.push(w);
+        } else {
+            self.dropped += 1;
+        }
+    }
+    fn finish(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.list
+                .push(format!("... and {} more ext warnings", self.dropped));
+        }
+        self.list
+    }
+}
+
+/// The bytes of this ext2/3/4 filesystem that must be kept: every block except those the
+/// block bitmaps say are free.
+///
+/// Blocks the format reserves (superblock and descriptor copies, reserved descriptor blocks,
+/// bitmaps, inode tables, the MMP block) are kept even where no bitmap marks them, which is
+/// what makes groups flagged BLOCK_UNINIT (no bitmap on disk) safe. Whenever a group's
+/// descriptor or bitmap is unreadable, misplaced or fails its checksum, the whole group is
+/// kept; an unreplayed journal, unknown features or an unclean state keep the whole volume.
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    if le16(&sb, 0x38) != Some(MAGIC) {
+        return Err(crate::Error::corrupt(
+            "ext superblock",
+            "no ext magic at byte 1080",
+        ));
+    }
+    let geo = match parse_geometry(&sb)? {
+        Ok(g) => g,
+        Err(why) => return Ok(super::Usage::everything(dev.size(), why)),
+    };
+    let mut warn = Warn {
+        list: Vec::new(),
+        dropped: 0,
+    };
+    let fs_bytes = geo.blocks * geo.bs;
+    if fs_bytes / 1024 > dev.size() {
+        // Far beyond any plausible truncation: the block count is garbage, and trusting it
+        // would size the per-group tables from it.
+        return Err(crate::Error::corrupt(
+            "ext superblock",
+            format!("{fs_bytes} bytes claimed on a {}-byte volume", dev.size()),
+        ));
+    }
+    if fs_bytes > dev.size() {
+        warn.push(format!(
+            "ext: filesystem is {fs_bytes} bytes but the volume only {}: truncated image",
+            dev.size()
+        ));
+    }
+
+    let descs = read_descriptors(dev, &geo, &mut warn)?;
+
+    // Block ranges that must be kept, in any order; sorted and merged once at the end.
+    let mut keep: Vec<(u64, u64)> = Vec::new();
+    // Everything before the first group (block 0 with 1 KiB blocks) and the boot area plus
+    // primary superblock, whatever the block size.
+    keep.push((0, geo.first_data.max(1)));
+
+    // No bitmap or inode table can sit in the boot block, primary superblock or primary
+    // descriptor table (the kernel refuses such a descriptor too); a zeroed descriptor
+    // field would otherwise make us read the superblock as a bitmap.
+    let head =
+        geo.sb_block(0) + 1 + (geo.old_gdt_blocks + geo.reserved_gdt).max(u64::from(geo.meta_bg));
+    let blocks_in = |s: u64, n: u64| -> Option<(u64, u64)> {
+        let e = s.checked_add(n)?;
+        (s >= head && e <= geo.blocks && n > 0).then_some((s, e))
+    };
+
+    // Which groups' bitmaps are to be read, as (bitmap block, group).
+    let mut to_read: Vec<(u64, u64)> = Vec::new();
+    let csum_feature = !matches!(geo.csum, DescCsum::None);
+    for (g, d) in (0u64..).zip(descs.iter()) {
+        geo.base_meta(g, &mut keep);
+        let whole = (geo.group_first(g), geo.group_end(g));
+        if !d.ok {
+            keep.push(whole);
+            continue;
+        }
+        let mut sane = true;
+        for (what, s, n) in [
+            ("block bitmap", d.block_bitmap, 1),
+            ("inode bitmap", d.inode_bitmap, 1),
+            ("inode table", d.inode_table, geo.itable_blocks),
+        ] {
+            match blocks_in(s, n) {
+                Some(r) => keep.push(r),
+                None => {
+                    warn.push(format!(
+                        "ext group {g}: {what} at block {s} (+{n}) lies outside the filesystem; group kept whole"
+                    ));
+                    sane = false;
+                }
+            }
+        }
+        if geo.exclude_bitmap && d.exclude_bitmap != 0 {
+            if let Some(r) = blocks_in(d.exclude_bitmap, 1) {
+                keep.push(r);
+            }
+        }
+        if !sane {
+            keep.push(whole);
+            continue;
+        }
+        // Without descriptor checksums the kernel ignores BLOCK_UNINIT and reads the bitmap,
+        // so must we.
+        if csum_feature && d.flags & BG_BLOCK_UNINIT != 0 {
+            // No bitmap on disk: its used blocks are exactly the reserved ones pushed above
+            // (this group's copies plus any group's bitmaps/tables placed here).
+            continue;
+        }
+        to_read.push((d.block_bitmap, g));
+    }
+
+    // The MMP block is allocated in the bitmap by mke2fs; keep it regardless in case a
+    // tool placed it otherwise.
+    if u32_at(&sb, 0x60) & INCOMPAT_MMP != 0 {
+        let mmp = le64(&sb, 0x168).unwrap_or(0);
+        if let Some(r) = blocks_in(mmp, 1) {
+            keep.push(r);
+        }
+    }
+
+    let nbits = geo.cpg;
+    let bm_bytes = nbits.div_ceil(8) as usize;
+    let seed = match geo.csum {
+        DescCsum::Crc32c(s) => Some(s),
+        _ => None,
+    };
+    let check_hi = geo.desc_size >= 0x3C;
+    read_batched(dev, geo.bs, &mut to_read, |g, data| {
+        let whole = (geo.group_first(g), geo.group_end(g));
+        let Some(data) = data else {
+            warn.push(format!(
+                "ext group {g}: block bitmap unreadable; group kept whole"
+            ));
+            keep.push(whole);
+            return;
+        };
+        let d = &descs[g as usize];
+        let bm = &data[..bm_bytes.min(data.len())];
+        if let Some(seed) = seed {
+            let c = crc32c_raw(seed, bm);
+            let (stored, computed) = if check_hi {
+                (d.bitmap_csum, c)
+            } else {
+                (d.bitmap_csum & 0xFFFF, c & 0xFFFF)
+            };
+            if stored != computed {
+                warn.push(format!(
+                    "ext group {g}: block bitmap checksum mismatch (stored {stored:#x}, computed {computed:#x}); group kept whole"
+                ));
+                keep.push(whole);
+                return;
+            }
+        }
+        let (first, end) = whole;
+        bitmap_runs(bm, nbits, |a, b| {
+            // Cluster numbers relative to the group → blocks, clipped to the group (the
+            // last group's padding bits are set).
+            let s = first.saturating_add(a.saturating_mul(geo.ratio)).min(end);
+            let e = first.saturating_add(b.saturating_mul(geo.ratio)).min(end);
+            if e > s {
+                keep.push((s, e));
+            }
+        });
+    });
+
+    let bs = geo.bs;
+    let mut used = ExtentMap::from_ranges(keep.into_iter().map(|(s, e)| {
+        // Every pushed block is ≤ blocks, and blocks × bs was checked not to overflow.
+        (s.min(geo.blocks) * bs, e.min(geo.blocks) * bs)
+    }));
+    used = used.union(&ExtentMap::single(0, 2048.min(fs_bytes)));
+    Ok(super::Usage {
+        used,
+        from_fs: true,
+        warnings: warn.finish(),
+        ..Default::default()
+    })
+}
+
+pub(super) fn u32_at(b: &[u8], off: usize) -> u32 {
+    le32(b, off).unwrap_or(0)
+}
