@@ -42,9 +42,25 @@ pub(super) struct Geo {
     pub(super) itable_blocks: u64,
     pub(super) csum: DescCsum,
     pub(super) exclude_bitmap: bool,
+    /// Bytes per on-disk inode.
+    pub(super) inode_size: u64,
+    /// Inodes per group: the number of bits in one inode bitmap.
+    pub(super) ipg: u64,
+    /// Inodes in the filesystem (never more than `groups × ipg`).
+    pub(super) inodes: u64,
+    /// First inode number not reserved by the format.
+    pub(super) first_ino: u64,
+    /// Descriptors and some block numbers carry high 32 (or 16) bits.
+    pub(super) is64: bool,
 }
 
 impl Geo {
+    /// True when the descriptors carry checksums, which is when the kernel and e2fsck trust
+    /// the lazy-initialisation hints (`INODE_UNINIT`, `BLOCK_UNINIT`, `itable_unused`).
+    pub(super) fn lazy_hints(&self) -> bool {
+        !matches!(self.csum, DescCsum::None)
+    }
+
     pub(super) fn group_first(&self, g: u64) -> u64 {
         // g < groups, so this is < blocks (checked when groups was derived).
         self.first_data + g * self.bpg
@@ -249,6 +265,15 @@ pub(super) fn parse_geometry(sb: &[u8]) -> crate::Result<Result<Geo, String>> {
         return bad(format!("{ipg} inodes per group"));
     }
     let itable_blocks = (ipg * inode_size).div_ceil(bs);
+    // groups × ipg ≤ 2^22 × 2^19: no overflow.
+    let inodes = u64::from(g32(0x00)).min(groups * ipg);
+    // Revision 0 reserves the first 10 inodes; a later revision names the first free one.
+    // A nonsensical value falls back to the classic layout, which only shortens the
+    // reserved range the walk treats specially.
+    let first_ino = match u64::from(g32(0x54)) {
+        n if g32(0x4C) != 0 && (11..inodes.max(12)).contains(&n) => n,
+        _ => 11,
+    };
 
     let backup_bgs = (compat & COMPAT_SPARSE_SUPER2 != 0)
         .then(|| [u64::from(g32(0x24C)), u64::from(g32(0x250))]);
@@ -286,6 +311,11 @@ pub(super) fn parse_geometry(sb: &[u8]) -> crate::Result<Result<Geo, String>> {
         itable_blocks,
         csum,
         exclude_bitmap: compat & COMPAT_EXCLUDE_BITMAP != 0,
+        inode_size,
+        ipg,
+        inodes,
+        first_ino,
+        is64,
     }))
 }
 

@@ -17,6 +17,12 @@ pub(super) struct Desc {
     pub(super) exclude_bitmap: u64,
     pub(super) flags: u16,
     pub(super) bitmap_csum: u32,
+    /// Checksum of the inode bitmap (`metadata_csum`).
+    pub(super) inode_bitmap_csum: u32,
+    /// Free inodes in the group.
+    pub(super) free_inodes: u32,
+    /// Inodes at the end of the table never used since mkfs (with descriptor checksums).
+    pub(super) itable_unused: u32,
     /// Descriptor checksum verified (or none to verify) and the descriptor was readable.
     pub(super) ok: bool,
 }
@@ -79,6 +85,18 @@ pub(super) fn read_descriptors(
                     stored == computed
                 }
             };
+            let lohi16 = |lo: usize, hi: usize| {
+                let l = u32::from(le16(raw, lo).unwrap_or(0));
+                if is64 {
+                    l | u32::from(le16(raw, hi).unwrap_or(0)) << 16
+                } else {
+                    l
+                }
+            };
+            let mut inode_bitmap_csum = u32::from(le16(raw, 0x1A).unwrap_or(0));
+            if ds >= 0x3C {
+                inode_bitmap_csum |= u32::from(le16(raw, 0x3A).unwrap_or(0)) << 16;
+            }
             descs[g as usize] = Desc {
                 block_bitmap: lohi(0x00, 0x20),
                 inode_bitmap: lohi(0x04, 0x24),
@@ -86,6 +104,9 @@ pub(super) fn read_descriptors(
                 exclude_bitmap: lohi(0x14, 0x34),
                 flags,
                 bitmap_csum,
+                inode_bitmap_csum,
+                free_inodes: lohi16(0x0E, 0x2E),
+                itable_unused: lohi16(0x1C, 0x32),
                 ok,
             };
         }

@@ -13,6 +13,9 @@ mod bitmap;
 mod checksum;
 mod geometry;
 mod group;
+mod inode;
+mod tree;
+mod xcheck;
 
 use bitmap::{bitmap_runs, read_batched};
 pub(crate) use checksum::crc32c_raw;
@@ -441,15 +444,66 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     });
 
     let bs = geo.bs;
-    let mut used = ExtentMap::from_ranges(keep.into_iter().map(|(s, e)| {
-        // Every pushed block is ≤ blocks, and blocks × bs was checked not to overflow.
-        (s.min(geo.blocks) * bs, e.min(geo.blocks) * bs)
+    // Blocks (not bytes) from here on; every pushed block is ≤ blocks.
+    let kept = ExtentMap::from_ranges(
+        keep.into_iter()
+            .map(|(s, e)| (s.min(geo.blocks), e.min(geo.blocks))),
+    );
+    let walked = xcheck::walk(dev, &sb, &geo, &descs, head, &mut warn);
+    // bigalloc allocates whole clusters: a referenced block keeps its cluster.
+    let refs = ExtentMap::from_ranges(walked.refs.iter().map(|&(s, e)| {
+        (
+            s - s % geo.ratio,
+            e.div_ceil(geo.ratio)
+                .saturating_mul(geo.ratio)
+                .min(geo.blocks),
+        )
     }));
+    let added = refs.subtract(&kept);
+    let mut check = super::CrossCheck {
+        against: format!(
+            "inode walk: {} inodes in use, {} tree blocks; {} of inode tables and bitmaps read",
+            walked.inodes,
+            walked.tree_blocks,
+            crate::util::human_bytes(walked.meta_bytes.saturating_add(walked.tree_blocks * bs))
+        ),
+        added: added.total() * bs,
+        ..Default::default()
+    };
+    let to_bytes = |m: &ExtentMap| {
+        // blocks × bs was checked not to overflow.
+        ExtentMap::from_ranges(m.iter().map(|e| (e.start * bs, e.end * bs)))
+    };
+    let mut used = if let Some(why) = walked.incomplete {
+        warn.push(format!("ext: {why}"));
+        check.incomplete = Some(why);
+        ExtentMap::single(0, fs_bytes)
+    } else {
+        if !added.is_empty() {
+            let mut groups: Vec<u64> = added
+                .iter()
+                .flat_map(|e| {
+                    let g0 = (e.start - geo.first_data.min(e.start)) / geo.bpg;
+                    let g1 = (e.end - 1 - geo.first_data.min(e.end - 1)) / geo.bpg;
+                    g0..=g1
+                })
+                .collect();
+            groups.dedup();
+            check.added_where = xcheck::groups_text(&groups);
+            warn.push(format!(
+                "ext: {} blocks referenced by inodes are marked free in the block bitmaps ({}); kept. The filesystem is inconsistent: run e2fsck",
+                added.total(),
+                check.added_where
+            ));
+        }
+        to_bytes(&kept.union(&added))
+    };
     used = used.union(&ExtentMap::single(0, 2048.min(fs_bytes)));
     Ok(super::Usage {
         used,
         from_fs: true,
         warnings: warn.finish(),
+        cross_check: Some(check),
         ..Default::default()
     })
 }

@@ -1,0 +1,356 @@
+//! The cross-check of the block bitmaps against the inodes (the bounded-loss rule in
+//! `spec/safety.md`): every block an in-use inode references is kept, even where a block
+//! bitmap (or a `BLOCK_UNINIT` flag) calls it free.
+//!
+//! Which inodes are read, and why that is enough:
+//! - An inode is in use when e2fsck would treat it so (a non-zero link count), when its bit
+//!   is set in an inode bitmap we could verify, or when it is one of the reserved inodes
+//!   below `s_first_ino` (bad blocks, root, quota, boot loader, resize, journal, ...).
+//! - Per group, the table is read up to a high-water mark: the part the descriptor does not
+//!   declare unused (`itable_unused`, trusted only with a valid descriptor checksum) and
+//!   everything up to the last bit set in the inode bitmap. A group flagged `INODE_UNINIT`
+//!   is skipped only when its descriptor verifies and its free-inode count agrees.
+//! - Where the table is known to have been zeroed (`ITABLE_ZEROED`, or no lazy init at all),
+//!   the block after the mark is read as well: an in-use inode there means the hints lie,
+//!   and the whole table of that group is read.
+//! - Inodes the superblock names (journal, quota, orphan file, snapshot) and the orphan
+//!   chain are always walked.
+//!
+//! Without descriptor checksums (ext2/ext3 without `uninit_bg`) there are no lazy hints;
+//! the inode bitmap bounds the read instead, with the same guard block after it.
+
+use std::collections::HashSet;
+
+use super::bitmap::read_batched;
+use super::checksum::crc32c_raw;
+use super::geometry::{DescCsum, Geo};
+use super::group::Desc;
+use super::inode::Inode;
+use super::tree::Walker;
+use super::{u32_at, Warn};
+
+const BG_INODE_UNINIT: u16 = 0x0001;
+const BG_INODE_ZEROED: u16 = 0x0004;
+
+/// Superblock fields naming inodes that must be walked wherever they live.
+const SPECIAL_INODE_FIELDS: [(usize, &str); 6] = [
+    (0xE0, "journal"),
+    (0x240, "user quota"),
+    (0x244, "group quota"),
+    (0x26C, "project quota"),
+    (0x280, "orphan file"),
+    (0x180, "snapshot"),
+];
+const S_LAST_ORPHAN: usize = 0xE8;
+/// Longest orphan chain followed (the kernel's list is short; a loop is caught anyway).
+const MAX_ORPHANS: usize = 1 << 16;
+
+/// What the walk found.
+pub(super) struct Walked {
+    /// Referenced blocks, unsorted runs.
+    pub(super) refs: Vec<(u64, u64)>,
+    /// In-use inodes walked.
+    pub(super) inodes: u64,
+    /// Tree blocks (indirect, extent index and leaf) read.
+    pub(super) tree_blocks: u64,
+    /// Bytes of inode tables and inode bitmaps read.
+    pub(super) meta_bytes: u64,
+    /// Set when the walk could not finish; the caller keeps the whole volume.
+    pub(super) incomplete: Option<String>,
+}
+
+/// How far into group `g`'s inode table to read.
+#[derive(Clone, Copy, Default)]
+struct Plan {
+    /// Inodes below this index are read and checked the normal way.
+    mark: u64,
+    /// Inodes below this index are read: `mark` plus the guard block, if any.
+    read_to: u64,
+}
+
+/// Walks every in-use inode and returns the blocks they reference. `head` is the first
+/// block a bitmap or inode table may occupy (past the primary superblock and descriptors).
+pub(super) fn walk(
+    dev: &dyn crate::source::ReadAt,
+    sb: &[u8],
+    geo: &Geo,
+    descs: &[Desc],
+    head: u64,
+    warn: &mut Warn,
+) -> Walked {
+    let ipg = geo.ipg;
+    let isz = geo.inode_size;
+    let ipb = geo.bs / isz;
+    let lazy = geo.lazy_hints();
+    let table_ok = |d: &Desc| {
+        d.inode_table >= head
+            && d.inode_table
+                .checked_add(geo.itable_blocks)
+                .is_some_and(|e| e <= geo.blocks)
+    };
+    let mut meta_bytes = 0u64;
+
+    // Inode bitmaps of the groups whose lazy hints do not settle the question alone.
+    let skip_uninit = |d: &Desc| {
+        lazy && d.ok && d.flags & BG_INODE_UNINIT != 0 && u64::from(d.free_inodes) == ipg
+    };
+    let mut to_read: Vec<(u64, u64)> = (0u64..)
+        .zip(descs)
+        .filter(|(_, d)| table_ok(d) && !skip_uninit(d))
+        .filter(|(_, d)| d.inode_bitmap >= head && d.inode_bitmap < geo.blocks)
+        .map(|(g, d)| (d.inode_bitmap, g))
+        .collect();
+    let seed = match geo.csum {
+        DescCsum::Crc32c(s) => Some(s),
+        _ => None,
+    };
+    let bm_bytes = ipg.div_ceil(8) as usize;
+    // Highest set bit + 1 per group, or None where the bitmap was not read or is not valid.
+    let mut bitmap_mark: Vec<Option<u64>> = vec![None; descs.len()];
+    let mut bitmaps: Vec<Option<Vec<u8>>> = vec![None; descs.len()];
+    meta_bytes += to_read.len() as u64 * geo.bs;
+    read_batched(dev, geo.bs, &mut to_read, |g, data| {
+        let Some(data) = data else { return };
+        let bm = &data[..bm_bytes.min(data.len())];
+        if let Some(seed) = seed {
+            let d = &descs[g as usize];
+            let c = crc32c_raw(seed, bm);
+            let (stored, computed) = if geo.desc_size >= 0x3C {
+                (d.inode_bitmap_csum, c)
+            } else {
+                (d.inode_bitmap_csum & 0xFFFF, c & 0xFFFF)
+            };
+            if stored != computed {
+                return;
+            }
+        }
+        let last = bm
+            .iter()
+            .rposition(|&b| b != 0)
+            .map_or(0, |i| i as u64 * 8 + 8 - u64::from(bm[i].leading_zeros()));
+        bitmap_mark[g as usize] = Some(last.min(ipg));
+        bitmaps[g as usize] = Some(bm.to_vec());
+    });
+
+    let mut plans = vec![Plan::default(); descs.len()];
+    let mut lost_groups = Vec::new();
+    for (g, d) in (0u64..).zip(descs) {
+        if !table_ok(d) {
+            lost_groups.push(g);
+            continue;
+        }
+        let trusted = lazy && d.ok;
+        let mark = if skip_uninit(d) {
+            0
+        } else {
+            let hint = if trusted {
+                ipg.saturating_sub(u64::from(d.itable_unused))
+            } else if lazy {
+                // A descriptor that fails its checksum says nothing reliable.
+                ipg
+            } else {
+                0
+            };
+            let in_use = ipg.saturating_sub(u64::from(d.free_inodes));
+            let counted = if trusted && in_use > hint { ipg } else { hint };
+            match bitmap_mark[g as usize] {
+                Some(b) => counted.max(b),
+                // Without a bitmap to bound it, only a trusted hint does.
+                None if trusted => counted,
+                None => ipg,
+            }
+        };
+        let zeroed = !lazy || d.flags & BG_INODE_ZEROED != 0;
+        let read_to = if zeroed && mark < ipg {
+            // The rest of the block holding the mark, and the whole next block.
+            (mark / ipb + 2).saturating_mul(ipb).min(ipg)
+        } else {
+            mark
+        };
+        plans[g as usize] = Plan { mark, read_to };
+    }
+    if !lost_groups.is_empty() {
+        warn.push(format!(
+            "ext: the inode tables of {} lie outside the filesystem; their inodes cannot be read by anyone and were not cross-checked",
+            groups_text(&lost_groups)
+        ));
+    }
+
+    let cap = 4096 + geo.blocks / 32;
+    let mut w = Walker::new(dev, geo.bs, geo.first_data, geo.blocks, cap);
+    let mut inodes = 0u64;
+    // Inode slots of group g from index `from` to `to`, as (itable block, key) items; the
+    // key packs the group and the block's index within the table.
+    let items_for = |g: u64, from: u64, to: u64, out: &mut Vec<(u64, u64)>| {
+        let d = &descs[g as usize];
+        for k in from / ipb..to.div_ceil(ipb) {
+            out.push((d.inode_table + k, g * geo.itable_blocks + k));
+        }
+    };
+    let mut items = Vec::new();
+    for (g, p) in (0u64..).zip(&plans) {
+        items_for(g, 0, p.read_to, &mut items);
+    }
+    let mut rescan: Vec<u64> = Vec::new();
+    let visit = |items: &mut Vec<(u64, u64)>,
+                 w: &mut Walker,
+                 inodes: &mut u64,
+                 meta_bytes: &mut u64,
+                 limit: &dyn Fn(u64) -> (u64, u64, u64),
+                 mut found_past: Option<&mut Vec<u64>>| {
+        *meta_bytes += items.len() as u64 * geo.bs;
+        read_batched(dev, geo.bs, items, |key, data| {
+            let Some(data) = data else { return };
+            let (g, k) = (key / geo.itable_blocks, key % geo.itable_blocks);
+            let (mark, from, read_to) = limit(g);
+            for (j, raw) in data.chunks_exact(isz as usize).enumerate() {
+                let idx = k * ipb + j as u64;
+                if idx >= read_to {
+                    break;
+                }
+                if idx < from {
+                    continue;
+                }
+                let ino = g * ipg + idx + 1;
+                if ino > geo.inodes {
+                    break;
+                }
+                let Some(inode) = Inode::parse(raw, geo.is64) else {
+                    continue;
+                };
+                let bit = bitmaps[g as usize].as_ref().is_some_and(|b| {
+                    b.get((idx / 8) as usize)
+                        .is_some_and(|x| x >> (idx % 8) & 1 == 1)
+                });
+                let in_use = ino < geo.first_ino || inode.links != 0 || bit;
+                if !in_use {
+                    continue;
+                }
+                if idx >= mark && !inode.is_blank() {
+                    if let Some(v) = found_past.as_deref_mut() {
+                        if v.last() != Some(&g) {
+                            v.push(g);
+                        }
+                    }
+                }
+                *inodes += 1;
+                w.inode(ino, &inode);
+            }
+        });
+    };
+    visit(
+        &mut items,
+        &mut w,
+        &mut inodes,
+        &mut meta_bytes,
+        &|g| {
+            let p = plans[g as usize];
+            (p.mark, 0, p.read_to)
+        },
+        Some(&mut rescan),
+    );
+    rescan.sort_unstable();
+    rescan.dedup();
+    if !rescan.is_empty() {
+        warn.push(format!(
+            "ext: in-use inodes past the point the descriptors and inode bitmaps of {} call unused; their whole inode tables were read",
+            groups_text(&rescan)
+        ));
+        let mut items = Vec::new();
+        for &g in &rescan {
+            items_for(g, plans[g as usize].read_to, ipg, &mut items);
+        }
+        visit(
+            &mut items,
+            &mut w,
+            &mut inodes,
+            &mut meta_bytes,
+            &|g| (ipg, plans[g as usize].read_to, ipg),
+            None,
+        );
+    }
+
+    // Inodes the superblock names, and the orphan chain, wherever they live.
+    let mut named: Vec<u64> = SPECIAL_INODE_FIELDS
+        .iter()
+        .map(|&(off, _)| u64::from(u32_at(sb, off)))
+        .filter(|&n| n != 0 && n <= geo.inodes)
+        .collect();
+    let mut orphan = u64::from(u32_at(sb, S_LAST_ORPHAN));
+    let mut seen = HashSet::new();
+    let mut chain = Vec::new();
+    while orphan != 0 && orphan <= geo.inodes && chain.len() < MAX_ORPHANS && seen.insert(orphan) {
+        match read_inode(dev, geo, descs, orphan, &table_ok) {
+            Some(i) => {
+                meta_bytes += geo.bs;
+                chain.push((orphan, i));
+                orphan = u64::from(i.dtime);
+            }
+            None => break,
+        }
+    }
+    // Those inside the tables already read were judged there (the reserved ones always
+    // walked); only the others need a read of their own.
+    named.retain(|&n| {
+        let (g, idx) = ((n - 1) / ipg, (n - 1) % ipg);
+        !seen.contains(&n) && (idx >= plans[g as usize].read_to && !rescan.contains(&g))
+    });
+    for n in named {
+        if let Some(i) = read_inode(dev, geo, descs, n, &table_ok) {
+            meta_bytes += geo.bs;
+            chain.push((n, i));
+        }
+    }
+    for (n, i) in &chain {
+        inodes += 1;
+        w.inode(*n, i);
+    }
+
+    w.run();
+    let incomplete = w.capped.then(|| {
+        format!("the inode walk reached its cap of {cap} tree blocks; the whole filesystem is kept")
+    });
+    if w.bad_nodes > 0 || w.invalid > 0 {
+        warn.push(format!(
+            "ext: {} tree blocks are not valid extent nodes or unreadable, {} block references lie outside the filesystem: the filesystem is damaged; run e2fsck",
+            w.bad_nodes, w.invalid
+        ));
+    }
+    let tree_blocks = w.tree_blocks;
+    Walked {
+        refs: w.into_refs(),
+        inodes,
+        tree_blocks,
+        meta_bytes,
+        incomplete,
+    }
+}
+
+/// Reads one inode by number, if its group's table is where it can be read.
+fn read_inode(
+    dev: &dyn crate::source::ReadAt,
+    geo: &Geo,
+    descs: &[Desc],
+    ino: u64,
+    table_ok: &dyn Fn(&Desc) -> bool,
+) -> Option<Inode> {
+    use crate::source::ReadAtExt;
+    let (g, idx) = ((ino - 1) / geo.ipg, (ino - 1) % geo.ipg);
+    let d = descs.get(g as usize).filter(|d| table_ok(d))?;
+    let off = (d.inode_table * geo.bs).checked_add(idx * geo.inode_size)?;
+    let raw = dev.read_vec(off, geo.inode_size as usize).ok()?;
+    Inode::parse(&raw, geo.is64)
+}
+
+/// "group 3", "groups 3, 7, 9", "groups 3, 7, 9 and 12 more".
+pub(super) fn groups_text(groups: &[u64]) -> String {
+    const SHOWN: usize = 8;
+    let list: Vec<String> = groups.iter().take(SHOWN).map(u64::to_string).collect();
+    let more = groups.len().saturating_sub(SHOWN);
+    let word = if groups.len() == 1 { "group" } else { "groups" };
+    if more > 0 {
+        format!("{word} {} and {more} more", list.join(", "))
+    } else {
+        format!("{word} {}", list.join(", "))
+    }
+}
