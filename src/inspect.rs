@@ -56,7 +56,10 @@ pub struct Report {
     /// Which bytes matter: per-partition used bytes from the filesystems' allocation maps and
     /// the mapped total (null for undecoded containers).
     pub usage: Option<crate::map::ImageMap>,
-    /// Everything the user should know, collected from every layer.
+    /// Facts worth a line that are not problems (how a compressed input is read).
+    pub notes: Vec<String>,
+    /// Problems the user should know about, collected from every layer: damage, and every
+    /// place where more is kept than the filesystems alone would keep.
     pub warnings: Vec<String>,
 }
 
@@ -149,12 +152,14 @@ fn open_and_inspect_inner(
                 mbr: None,
                 gpt: None,
                 warnings: vec![],
+                unusable: None,
             },
             whole_disk: None,
             partitions: vec![],
             unpartitioned_tail: 0,
             boot: BootFacts::default(),
             usage: None,
+            notes: vec![],
             warnings: vec![],
         }
     } else {
@@ -176,6 +181,7 @@ fn open_and_inspect_inner(
     let mut w = opened.warnings.clone();
     w.append(&mut report.warnings);
     report.warnings = w;
+    report.notes = opened.notes.clone();
     let reads = recorder.map(|r| r.reads()).unwrap_or_default();
     Ok((opened, report, reads))
 }
@@ -191,12 +197,17 @@ pub fn inspect_source(
     let layout = layout::read_layout(&*src, sector_hint)?;
     let mut warnings = layout.warnings.clone();
 
-    // An ISO9660/UDF volume starting at byte 0 under a partition table is an isohybrid image;
-    // with no table at all, whatever filesystem spans the image is the whole story.
-    let whole_disk = if layout.table == TableKind::None {
+    // With no table, an empty one or one that cannot be trusted, whatever filesystem spans
+    // the image is the whole story (blkid reports both an MBR and an ext2 that starts at byte
+    // 1024 behind it). Under a usable table: an ISO9660/UDF volume from byte 0 (isohybrid),
+    // or a filesystem whose superblock lies clear of the table (ext, F2FS, btrfs).
+    let whole_disk = if layout.table == TableKind::None
+        || layout.data_partitions().next().is_none()
+        || layout.unusable.is_some()
+    {
         probe_logged(&*src, "whole image", &mut warnings)
     } else {
-        hybrid_disc_fs(&*src, &mut warnings)
+        hybrid_disc_fs(&*src, &mut warnings).or_else(|| beside_table_fs(&*src, &mut warnings))
     };
 
     // Probe in ascending offset order: streaming decompressors then decode in one pass.
@@ -269,7 +280,11 @@ pub fn inspect_source(
             .map_or(image_size, |e| e.min(image_size)),
         _ => image_size,
     };
-    let unpartitioned_tail = if layout.table == TableKind::None {
+    // Nothing is unallocated when the table cannot be trusted or a filesystem spans it.
+    let unpartitioned_tail = if layout.table == TableKind::None
+        || layout.unusable.is_some()
+        || whole_disk.is_some()
+    {
         0
     } else {
         usable_end.saturating_sub(last_end)
@@ -307,6 +322,7 @@ pub fn inspect_source(
         unpartitioned_tail,
         boot,
         usage: None,
+        notes: vec![],
         warnings,
     };
     let usage = crate::map::image_map(&src, &report);
@@ -339,6 +355,31 @@ fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo
             Err(e) => warnings.push(format!(
                 "whole image: could not check for an {name} volume (isohybrid image): {e}"
             )),
+        }
+    }
+    None
+}
+
+/// A filesystem on the whole disk whose superblock does not collide with the partition table
+/// in front of it: ext and F2FS at byte 1024, btrfs at 64 KiB. A disk formatted whole after
+/// it was partitioned (or the reverse) carries both, and the filesystem's blocks past the last
+/// partition are then not free.
+fn beside_table_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo> {
+    type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
+    const PROBES: [Probe; 3] = [fs::ext::probe, fs::f2fs::probe, fs::btrfs::probe];
+    for probe in PROBES {
+        match probe(src) {
+            Ok(Some(f)) => {
+                warnings.push(format!(
+                    "a whole-disk {} filesystem and a partition table are both present (blkid \
+                     reports both); the filesystem's blocks are kept as well as the partitions'",
+                    f.fs_type
+                ));
+                return Some(f);
+            }
+            Ok(None) => {}
+            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => warnings.push(format!("whole image: {e}")),
         }
     }
     None

@@ -30,6 +30,12 @@ pub struct PartUsage {
     pub used: u64,
     /// True when `used` comes from the filesystem's allocation metadata.
     pub from_fs: bool,
+    /// Of `used`, the bytes past the filesystem's declared end (kept: nothing says they are
+    /// free, but they are not the filesystem's use either).
+    pub beyond_fs: u64,
+    /// How the filesystem's allocation map was checked against its file metadata, and what
+    /// that added back; null when it was not (see `spec/safety.md` for which are).
+    pub cross_check: Option<fs::CrossCheck>,
 }
 
 /// The bytes of an image that matter.
@@ -89,73 +95,93 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
                 fs_type: info.map(|f| f.fs_type.to_string()),
                 used: total,
                 from_fs: u.from_fs,
+                beyond_fs: u.beyond_fs,
+                cross_check: u.cross_check.clone(),
             });
         };
 
-    if report.layout.table == TableKind::None {
-        add_fs(0, size, 0, report.whole_disk.as_ref(), None);
-        let used = used.clip(size);
-        return ImageMap {
-            image_size: size,
-            mapped: used.total(),
-            used,
-            parts,
-            warnings,
-        };
-    }
+    let layout = &report.layout;
+    let ss = u64::from(layout.sector_size);
+    let n_data = layout.data_partitions().count();
+    let whole_story = layout.table == TableKind::None || n_data == 0;
 
-    // An isohybrid image's ISO volume spans partitions; it is one more owner of its bytes.
-    if let Some(iso) = &report.whole_disk {
-        add_fs(0, size, 0, Some(iso), None);
-    }
-    let mut covered = ExtentMap::new();
-    let mut region_end = 0u64;
-    for p in &report.partitions {
-        let end = p.start.saturating_add(p.size);
-        let container = matches!(
-            p.kind,
-            PartKind::Mbr { extended: true, .. }
-                | PartKind::Mbr {
-                    type_code: 0xee,
-                    ..
-                }
-        );
-        if matches!(
-            p.kind,
-            PartKind::Mbr {
-                type_code: 0xee,
-                ..
+    if whole_story {
+        // No table, or one that lists no partition: a filesystem spanning the image maps it
+        // (its own map keeps its boot block, where an MBR would sit); nothing else is known.
+        add_fs(0, size, 0, report.whole_disk.as_ref(), None);
+        if report.whole_disk.is_none()
+            && layout.table != TableKind::None
+            && layout.unusable.is_none()
+        {
+            warnings.push(
+                "the partition table lists no partitions and no filesystem spans the disk; \
+                 every byte is kept"
+                    .into(),
+            );
+        }
+        // The table's own sectors: the MBR, and a GPT's headers and entry arrays.
+        if layout.table != TableKind::None {
+            used.insert(0, ss.min(size));
+        }
+        if let Some(g) = layout.gpt.as_ref().filter(|_| layout.table == TableKind::Gpt) {
+            let head = g.first_usable_lba.saturating_mul(ss).min(size);
+            let tail = g.last_usable_lba.saturating_add(1).saturating_mul(ss).min(size);
+            used.insert(0, head.max(ss.min(size)));
+            used.insert(tail, size);
+        }
+    } else {
+        // An isohybrid image's ISO volume spans partitions, and a whole-disk filesystem beside
+        // the table owns blocks past them: either is one more owner of its bytes.
+        if let Some(f) = &report.whole_disk {
+            add_fs(0, size, 0, Some(f), None);
+        }
+        let mut covered = ExtentMap::new();
+        let mut region_end = 0u64;
+        for p in &report.partitions {
+            let end = p.start.saturating_add(p.size);
+            if matches!(p.kind, PartKind::Mbr { type_code: 0xee, .. }) {
+                continue;
             }
-        ) {
-            continue;
+            region_end = region_end.max(end);
+            if p.kind.is_container() {
+                // The EBRs inside an extended partition are in its gaps, kept below.
+                continue;
+            }
+            covered.insert(p.start, end);
+            add_fs(
+                p.start,
+                p.size,
+                p.index,
+                p.filesystem.as_ref(),
+                p.usage.as_ref(),
+            );
         }
-        region_end = region_end.max(end);
-        if container {
-            // The EBRs inside an extended partition are in its gaps, kept below.
-            continue;
+        // A hybrid MBR's own entries are read by BIOS tools: nothing they cover is "past the
+        // last partition".
+        if let (TableKind::Gpt, Some(m)) = (layout.table, &layout.mbr) {
+            for e in m.entries.iter().filter(|e| e.type_code != 0xee) {
+                region_end = region_end.max(e.start.saturating_add(e.size));
+            }
         }
-        covered.insert(p.start, end);
-        add_fs(
-            p.start,
-            p.size,
-            p.index,
-            p.filesystem.as_ref(),
-            p.usage.as_ref(),
-        );
+        // Everything up to the last partition's end that no partition covers: the MBR/GPT,
+        // the bootloader gap, EBRs, gaps between partitions.
+        used = used.union(&ExtentMap::single(0, region_end).subtract(&covered));
+        if layout.table == TableKind::Gpt {
+            let backup_from = layout
+                .gpt
+                .as_ref()
+                .and_then(|g| g.last_usable_lba.checked_add(1))
+                .and_then(|l| l.checked_mul(ss))
+                .unwrap_or(0);
+            used = used.union(&ExtentMap::single(backup_from.min(size), size));
+        }
     }
-    // Everything up to the last partition's end that no partition covers: the MBR/GPT, the
-    // bootloader gap, EBRs, gaps between partitions.
-    used = used.union(&ExtentMap::single(0, region_end).subtract(&covered));
-    if report.layout.table == TableKind::Gpt {
-        let ss = u64::from(report.layout.sector_size);
-        let backup_from = report
-            .layout
-            .gpt
-            .as_ref()
-            .and_then(|g| g.last_usable_lba.checked_add(1))
-            .and_then(|l| l.checked_mul(ss))
-            .unwrap_or(0);
-        used = used.union(&ExtentMap::single(backup_from.min(size), size));
+    if let Some(why) = &layout.unusable {
+        // A table that is there but cannot be trusted says nothing about what is free.
+        warnings.push(format!(
+            "{why}: every byte of the image is kept"
+        ));
+        used = ExtentMap::single(0, size);
     }
     let used = used.clip(size);
     ImageMap {

@@ -51,22 +51,39 @@ pub fn headline(r: &Report) -> String {
             format!("{} filesystem image (no partition table)", f.fs_type)
         }
         (TableKind::None, None) => "raw data (no partition table or filesystem recognised)".into(),
-        (t, _) => {
-            let n = r
-                .partitions
-                .iter()
-                .filter(|p| !is_container(&p.kind))
-                .count();
+        (t, whole) => {
             let table = if t == TableKind::Gpt { "GPT" } else { "MBR" };
-            let iso = if r.boot.isohybrid {
-                "isohybrid ISO9660, "
+            let rows = r.partitions.len();
+            let containers = r.partitions.iter().filter(|p| is_container(&p.kind)).count();
+            let data = rows - containers;
+            let mut s = if r.layout.unusable.is_some() {
+                let which = if has_protective_entry(r) { "GPT" } else { table };
+                format!("{which} partition table present but unusable; every byte kept")
+            } else if data == 0 {
+                format!("{table} with no partitions")
             } else {
-                ""
+                let mut s = format!("{table}, {rows} partition{}", plural(rows));
+                if containers > 0 {
+                    let what = if t == TableKind::Gpt || has_protective_entry(r) {
+                        "protective"
+                    } else {
+                        "extended"
+                    };
+                    let _ = write!(s, " incl. {containers} {what}");
+                }
+                s
             };
-            format!(
-                "raw disk image ({iso}{table}, {n} partition{})",
-                if n == 1 { "" } else { "s" }
-            )
+            match whole {
+                Some(f) if r.boot.isohybrid => format!("raw disk image (isohybrid {}, {s})", f.fs_type),
+                Some(f) if data == 0 || r.layout.unusable.is_some() => {
+                    format!("{} filesystem on the whole disk ({s})", f.fs_type)
+                }
+                Some(f) => {
+                    let _ = write!(s, ", and a whole-disk {}", f.fs_type);
+                    format!("raw disk image ({s})")
+                }
+                None => format!("raw disk image ({s})"),
+            }
         }
     };
     // The last chain element is the payload itself; only wrappers go before the arrow.
@@ -78,14 +95,27 @@ pub fn headline(r: &Report) -> String {
 }
 
 fn is_container(k: &PartKind) -> bool {
-    matches!(
-        k,
-        PartKind::Mbr { extended: true, .. }
-            | PartKind::Mbr {
+    k.is_container()
+}
+
+fn has_protective_entry(r: &Report) -> bool {
+    r.partitions.iter().any(|p| {
+        matches!(
+            p.kind,
+            PartKind::Mbr {
                 type_code: 0xee,
                 ..
             }
-    )
+        )
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 fn fs_summary(f: &FsInfo) -> String {
@@ -202,11 +232,14 @@ pub fn render(r: &Report) -> String {
     if let Some(f) = &r.whole_disk {
         let _ = writeln!(o, "  filesystem   {}", fs_summary(f));
         let mut d = fs_details(f);
-        if let Some(u) = part_usage(r, 0) {
+        if let Some(u) = part_usage(r, 0, f) {
             d.insert(0, u);
         }
         if !d.is_empty() {
             let _ = writeln!(o, "               {}", d.join(", "));
+        }
+        if let Some(c) = cross_check_line(r, 0, f) {
+            let _ = writeln!(o, "               {c}");
         }
     }
     if !r.partitions.is_empty() {
@@ -254,11 +287,14 @@ pub fn render(r: &Report) -> String {
             );
             if let Some(f) = &p.filesystem {
                 let mut d = fs_details(f);
-                if let Some(u) = part_usage(r, p.index) {
+                if let Some(u) = part_usage(r, p.index, f) {
                     d.insert(0, u);
                 }
                 if !d.is_empty() {
                     let _ = writeln!(o, "  {:>3}  {}", "", d.join(", "));
+                }
+                if let Some(c) = cross_check_line(r, p.index, f) {
+                    let _ = writeln!(o, "  {:>3}  {c}", "");
                 }
             }
         }
@@ -274,17 +310,50 @@ pub fn render(r: &Report) -> String {
     finish(o, r)
 }
 
-/// "used 12.0 MiB (25%)" for a partition whose filesystem's allocation map was read.
-fn part_usage(r: &Report, index: u32) -> Option<String> {
+/// "used 12.0 MiB (25%)" for a partition whose filesystem's allocation map was read: the
+/// filesystem's own use against its own size (bytes kept past its end are said apart).
+fn part_usage(r: &Report, index: u32, f: &FsInfo) -> Option<String> {
     let u = r.usage.as_ref()?.parts.iter().find(|u| u.index == index)?;
     if !u.from_fs || u.size == 0 {
         return None;
     }
-    Some(format!(
+    let own = u.used.saturating_sub(u.beyond_fs);
+    let of = f.size.unwrap_or(u.size).min(u.size).max(1);
+    let mut s = format!(
         "used {} ({:.0}%)",
-        human_bytes(u.used),
-        u.used as f64 * 100.0 / u.size as f64
-    ))
+        human_bytes(own),
+        own as f64 * 100.0 / of as f64
+    );
+    if u.beyond_fs > 0 {
+        let _ = write!(s, " (+{} after its end, kept)", human_bytes(u.beyond_fs));
+    }
+    Some(s)
+}
+
+/// Whether the filesystem's map was checked against its file metadata, and what that added.
+fn cross_check_line(r: &Report, index: u32, f: &FsInfo) -> Option<String> {
+    let u = r.usage.as_ref()?.parts.iter().find(|u| u.index == index)?;
+    if !u.from_fs {
+        return None;
+    }
+    Some(match &u.cross_check {
+        Some(c) if c.incomplete.is_some() => format!(
+            "map cross-checked against {}: {}",
+            c.against,
+            c.incomplete.as_deref().unwrap_or_default()
+        ),
+        Some(c) if c.added > 0 => format!(
+            "map cross-checked against {}: {} in use but marked free, added back ({})",
+            c.against,
+            human_bytes(c.added),
+            c.added_where
+        ),
+        Some(c) => format!("map cross-checked against {}: nothing to add", c.against),
+        None => format!(
+            "map not cross-checked: {}",
+            blockwise::fs::unchecked_reason(f.fs_type)
+        ),
+    })
 }
 
 fn finish(mut o: String, r: &Report) -> String {
@@ -318,6 +387,12 @@ fn finish(mut o: String, r: &Report) -> String {
             );
         }
         for n in &b.notes {
+            let _ = writeln!(o, "    {n}");
+        }
+    }
+    if !r.notes.is_empty() {
+        let _ = writeln!(o, "\n  notes");
+        for n in &r.notes {
             let _ = writeln!(o, "    {n}");
         }
     }

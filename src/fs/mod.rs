@@ -165,6 +165,22 @@ impl Usage {
     }
 }
 
+/// Why a filesystem's map is not cross-checked against file metadata (said by `inspect`):
+/// for these formats the map is either the whole volume, or used only in a state where the
+/// filesystem's own tools trust it (`spec/safety.md`).
+pub fn unchecked_reason(fs_type: &str) -> &'static str {
+    match fs_type {
+        "xfs" => "XFS free-space B+trees, used only when the log is clean",
+        "btrfs" => "btrfs chunks: every allocated chunk is kept whole",
+        "f2fs" => "F2FS segment table, used only after a clean-unmount checkpoint",
+        "swap" => "swap: only the header page holds data",
+        "squashfs" | "squashfs3" | "iso9660" | "udf" => {
+            "read-only image: its whole extent is kept"
+        }
+        _ => "no file metadata is read for this format",
+    }
+}
+
 /// The bytes of `dev` that the filesystem `info` (from [`probe_all`]) needs.
 ///
 /// Never fails: when the allocation metadata cannot be read the whole volume is kept, with a

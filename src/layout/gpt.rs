@@ -205,6 +205,9 @@ pub struct Found {
     pub partitions: Vec<Partition>,
     /// Problems found on the way.
     pub warnings: Vec<String>,
+    /// Entries that make the table untrustworthy as a map of the disk (ending before they
+    /// start, outside the usable range, not addressable): a subset of the warnings.
+    pub defects: Vec<String>,
 }
 
 /// Looks for a GPT using `ss`-byte sectors. The backup at the end of the image is consulted
@@ -264,7 +267,7 @@ pub fn read_gpt(src: &dyn ReadAt, ss: u32, search_backup: bool) -> std::io::Resu
             let Some((lba, (b, arr))) = found else {
                 return Ok(match pfail {
                     Failure::Corrupt(_) => Outcome::Broken(format!(
-                        "primary GPT header {} and no valid backup at the last sector: GPT unusable",
+                        "GPT unusable: primary header {} and no valid backup at the last sector",
                         pfail.describe()
                     )),
                     _ => Outcome::Absent,
@@ -291,11 +294,14 @@ pub fn read_gpt(src: &dyn ReadAt, ss: u32, search_backup: bool) -> std::io::Resu
             hdr.last_usable
         ));
     }
-    let partitions = entries(&hdr, &arr, ss, &mut warnings);
+    let mut defects = Vec::new();
+    let partitions = entries(&hdr, &arr, ss, &mut defects);
+    warnings.extend(defects.iter().cloned());
     Ok(Outcome::Found(Found {
         info,
         partitions,
         warnings,
+        defects,
     }))
 }
 
@@ -314,8 +320,9 @@ fn info_of(h: &Header, p_ok: bool, b_ok: bool, used_b: bool, p: u64, b: u64) -> 
     }
 }
 
-/// Decodes the used entries of a CRC-checked array.
-fn entries(h: &Header, arr: &[u8], ss: u32, warnings: &mut Vec<String>) -> Vec<Partition> {
+/// Decodes the used entries of a CRC-checked array; entries that cannot describe a real
+/// partition are reported in `defects`.
+fn entries(h: &Header, arr: &[u8], ss: u32, defects: &mut Vec<String>) -> Vec<Partition> {
     let mut out = Vec::new();
     for (i, e) in arr.chunks_exact(h.entry_size as usize).enumerate() {
         let index = i as u32 + 1;
@@ -329,13 +336,13 @@ fn entries(h: &Header, arr: &[u8], ss: u32, warnings: &mut Vec<String>) -> Vec<P
         let first = le64(e, 32).unwrap_or(0);
         let last = le64(e, 40).unwrap_or(0);
         if last < first {
-            warnings.push(format!(
-                "GPT partition {index} ends (LBA {last}) before it starts (LBA {first}); ignored"
+            defects.push(format!(
+                "GPT partition {index} ends (LBA {last}) before it starts (LBA {first})"
             ));
             continue;
         }
         if first < h.first_usable || last > h.last_usable {
-            warnings.push(format!(
+            defects.push(format!(
                 "GPT partition {index} (LBA {first}..={last}) lies outside the usable range {}..={}",
                 h.first_usable, h.last_usable
             ));
@@ -347,8 +354,8 @@ fn entries(h: &Header, arr: &[u8], ss: u32, warnings: &mut Vec<String>) -> Vec<P
                 .checked_add(1)
                 .and_then(|n| n.checked_mul(ss)),
         ) else {
-            warnings.push(format!(
-                "GPT partition {index} (LBA {first}..={last}) is beyond any addressable size; ignored"
+            defects.push(format!(
+                "GPT partition {index} (LBA {first}..={last}) is beyond any addressable size"
             ));
             continue;
         };

@@ -141,6 +141,33 @@ pub struct Layout {
     pub gpt: Option<GptInfo>,
     /// Things a user must know: truncation, CRC failures, fallbacks, loops.
     pub warnings: Vec<String>,
+    /// Set when a partition table is present but cannot be trusted as a map of the disk
+    /// (both GPT copies damaged behind a protective MBR, entries outside the usable area or
+    /// past the end of the image, a partition over the table itself): why. Nothing may then
+    /// be left out on the table's word (`spec/safety.md`).
+    pub unusable: Option<String>,
+}
+
+impl Layout {
+    /// Partitions that hold data, leaving out extended containers and 0xEE entries.
+    pub fn data_partitions(&self) -> impl Iterator<Item = &Partition> {
+        self.partitions.iter().filter(|p| !p.kind.is_container())
+    }
+}
+
+impl PartKind {
+    /// An extended-partition container or a GPT-protective entry: a range that holds other
+    /// partitions (or a GPT), not data of its own.
+    pub fn is_container(&self) -> bool {
+        matches!(
+            self,
+            PartKind::Mbr { extended: true, .. }
+                | PartKind::Mbr {
+                    type_code: types::MBR_GPT_PROTECTIVE,
+                    ..
+                }
+        )
+    }
 }
 
 /// Sector sizes tried for GPT when the caller gives no (usable) hint.
@@ -199,6 +226,8 @@ pub fn read_layout(src: &dyn ReadAt, sector_hint: Option<u32>) -> crate::Result<
                     mbr,
                     gpt: Some(g.info),
                     warnings,
+                    unusable: (!g.defects.is_empty())
+                        .then(|| format!("partition table unusable: {}", g.defects.join("; "))),
                 };
                 check_extents(&mut layout, size);
                 return Ok(layout);
@@ -209,10 +238,16 @@ pub fn read_layout(src: &dyn ReadAt, sector_hint: Option<u32>) -> crate::Result<
             gpt::Outcome::Absent => {}
         }
     }
-    warnings.extend(broken);
-
     let ss = hint.unwrap_or(512);
     let total = size / u64::from(ss);
+    let sector0 = mbr::classify(&s0, total);
+    // Behind a protective MBR a broken GPT is the table that counts: it becomes the reason
+    // the layout is unusable (said once, below); otherwise it is a stale leftover.
+    let gpt_intended = has_ee && sector0 == mbr::Sector0::Mbr;
+    if !gpt_intended {
+        warnings.extend(broken.clone());
+    }
+
     let mut layout = Layout {
         sector_size: ss,
         table: TableKind::None,
@@ -221,16 +256,19 @@ pub fn read_layout(src: &dyn ReadAt, sector_hint: Option<u32>) -> crate::Result<
         mbr: None,
         gpt: None,
         warnings,
+        unusable: None,
     };
-    match mbr::classify(&s0, total) {
+    match sector0 {
         mbr::Sector0::Mbr => {
             let info = mbr::mbr_info(&s0, ss);
-            if has_ee {
-                layout.warnings.push(
-                    "MBR has a GPT protective (0xEE) entry but no valid GPT was found; \
-                     showing the MBR entries"
+            if gpt_intended {
+                // The disk was partitioned with a GPT that can no longer be read: its
+                // partitions are unknown, so nothing in the image is known to be free.
+                layout.unusable = Some(match broken {
+                    Some(b) => b,
+                    None => "the protective MBR (0xEE) announces a GPT, but none was found"
                         .into(),
-                );
+                });
             }
             layout.partitions = mbr::read_partitions(src, &s0, ss, &mut layout.warnings)?;
             layout.table = TableKind::Mbr;
@@ -252,19 +290,35 @@ pub fn read_layout(src: &dyn ReadAt, sector_hint: Option<u32>) -> crate::Result<
 /// that overlap (extended containers and 0xEE entries are containers by design and are left
 /// out of the overlap check).
 fn check_extents(layout: &mut Layout, image_size: u64) {
+    let mut defects = Vec::new();
     for p in &layout.partitions {
         let end = p.start.saturating_add(p.size);
         if p.start >= image_size {
-            layout.warnings.push(format!(
+            let w = format!(
                 "partition {} starts at {}, beyond the end of the image ({image_size})",
                 p.index, p.start
-            ));
+            );
+            layout.warnings.push(w.clone());
+            defects.push(w);
         } else if end > image_size {
-            layout.warnings.push(format!(
+            let w = format!(
                 "partition {} ends at {end}, past the end of the image ({image_size}): image truncated?",
                 p.index
-            ));
+            );
+            layout.warnings.push(w.clone());
+            defects.push(w);
         }
+        if p.start < u64::from(layout.sector_size) && p.size > 0 && !p.kind.is_container() {
+            let w = format!(
+                "partition {} starts at byte {}, over the partition table itself",
+                p.index, p.start
+            );
+            layout.warnings.push(w.clone());
+            defects.push(w);
+        }
+    }
+    if layout.unusable.is_none() && !defects.is_empty() {
+        layout.unusable = Some(format!("partition table unusable: {}", defects.join("; ")));
     }
     let mut spans: Vec<(u64, u64, u32)> = layout
         .partitions

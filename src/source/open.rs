@@ -41,6 +41,10 @@ pub struct Layer {
     pub detail: Option<String>,
 }
 
+/// Said once when a compressed input has to be decoded front to back.
+const STREAMED_NOTE: &str =
+    "compressed as one stream: decoded on the fly, front to back (no random access)";
+
 /// An opened image: the decoded bytes plus how they were reached.
 pub struct Opened {
     /// The path given.
@@ -57,6 +61,8 @@ pub struct Opened {
     pub random_access: bool,
     /// Things the user should know (compressed input, .bin without .cue, container not decoded).
     pub warnings: Vec<String>,
+    /// Facts worth a line that are not problems (how the input is decoded).
+    pub notes: Vec<String>,
     /// Tracks of a CD image (from its CUE sheet, or guessed for a lone BIN).
     pub cd_tracks: Vec<cd::Track>,
     /// Header facts when the payload is a container this version does not decode.
@@ -129,6 +135,7 @@ fn open_inner(
         device_sector_size: None,
         random_access: true,
         warnings: Vec::new(),
+        notes: Vec::new(),
         cd_tracks: Vec::new(),
         container: None,
     };
@@ -189,8 +196,7 @@ fn open_inner(
                     Some(format!("decodes to {} bytes (streamed)", s.size())),
                 ));
                 if o.random_access {
-                    o.warnings
-                        .push("compressed input: decoded on the fly".into());
+                    o.notes.push(STREAMED_NOTE.into());
                 }
                 o.random_access = false;
                 o.source = Arc::new(s);
@@ -219,8 +225,7 @@ fn open_inner(
                 );
                 o.chain.push(layer(f, size, Some(detail)));
                 if o.random_access {
-                    o.warnings
-                        .push("compressed input: decoded on the fly".into());
+                    o.notes.push(STREAMED_NOTE.into());
                 }
                 o.random_access = false;
                 o.source = Arc::new(s);
@@ -238,8 +243,7 @@ fn open_inner(
                 ));
                 if !m.stored {
                     if o.random_access {
-                        o.warnings
-                            .push("compressed input: decoded on the fly".into());
+                        o.notes.push(STREAMED_NOTE.into());
                     }
                     o.random_access = false;
                 }

@@ -161,12 +161,8 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
             info.features.push(name.to_string());
         }
     }
-    if incompat & INCOMPAT_RECOVER != 0 {
-        info.warnings.push(
-            "needs_recovery is set: the journal was not replayed, so the block bitmaps may be stale"
-                .to_string(),
-        );
-    }
+    // needs_recovery is listed as a feature; what it costs (the map keeps everything) is
+    // said once, by the map.
     if ro_compat & RO_COMPAT_BIGALLOC != 0 {
         let log_cluster = g32(0x1C);
         if log_cluster < log_bs || log_cluster > log_bs + 16 {
@@ -319,12 +315,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
             format!("{fs_bytes} bytes claimed on a {}-byte volume", dev.size()),
         ));
     }
-    if fs_bytes > dev.size() {
-        warn.push(format!(
-            "ext: filesystem is {fs_bytes} bytes but the volume only {}: truncated image",
-            dev.size()
-        ));
-    }
+    // A filesystem larger than its volume was already reported by the probe.
 
     let descs = read_descriptors(dev, &geo, &mut warn)?;
 
@@ -462,7 +453,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let added = refs.subtract(&kept);
     let mut check = super::CrossCheck {
         against: format!(
-            "inode walk: {} inodes in use, {} tree blocks; {} of inode tables and bitmaps read",
+            "its inodes ({} in use, {} tree blocks, {} read)",
             walked.inodes,
             walked.tree_blocks,
             crate::util::human_bytes(walked.meta_bytes.saturating_add(walked.tree_blocks * bs))
