@@ -182,6 +182,9 @@ fn open_and_inspect_inner(
     w.append(&mut report.warnings);
     report.warnings = w;
     report.notes = opened.notes.clone();
+    // Each thing is said once, however many layers noticed it.
+    let mut seen = std::collections::HashSet::new();
+    report.warnings.retain(|w| seen.insert(w.clone()));
     let reads = recorder.map(|r| r.reads()).unwrap_or_default();
     Ok((opened, report, reads))
 }
@@ -281,14 +284,12 @@ pub fn inspect_source(
         _ => image_size,
     };
     // Nothing is unallocated when the table cannot be trusted or a filesystem spans it.
-    let unpartitioned_tail = if layout.table == TableKind::None
-        || layout.unusable.is_some()
-        || whole_disk.is_some()
-    {
-        0
-    } else {
-        usable_end.saturating_sub(last_end)
-    };
+    let unpartitioned_tail =
+        if layout.table == TableKind::None || layout.unusable.is_some() || whole_disk.is_some() {
+            0
+        } else {
+            usable_end.saturating_sub(last_end)
+        };
 
     let boot = boot_facts(&layout, &partitions, whole_disk.as_ref());
     for p in partitions.iter().filter(|p| boot.esp.contains(&p.index)) {

@@ -123,9 +123,17 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
         if layout.table != TableKind::None {
             used.insert(0, ss.min(size));
         }
-        if let Some(g) = layout.gpt.as_ref().filter(|_| layout.table == TableKind::Gpt) {
+        if let Some(g) = layout
+            .gpt
+            .as_ref()
+            .filter(|_| layout.table == TableKind::Gpt)
+        {
             let head = g.first_usable_lba.saturating_mul(ss).min(size);
-            let tail = g.last_usable_lba.saturating_add(1).saturating_mul(ss).min(size);
+            let tail = g
+                .last_usable_lba
+                .saturating_add(1)
+                .saturating_mul(ss)
+                .min(size);
             used.insert(0, head.max(ss.min(size)));
             used.insert(tail, size);
         }
@@ -139,7 +147,13 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
         let mut region_end = 0u64;
         for p in &report.partitions {
             let end = p.start.saturating_add(p.size);
-            if matches!(p.kind, PartKind::Mbr { type_code: 0xee, .. }) {
+            if matches!(
+                p.kind,
+                PartKind::Mbr {
+                    type_code: 0xee,
+                    ..
+                }
+            ) {
                 continue;
             }
             region_end = region_end.max(end);
@@ -178,9 +192,7 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
     }
     if let Some(why) = &layout.unusable {
         // A table that is there but cannot be trusted says nothing about what is free.
-        warnings.push(format!(
-            "{why}: every byte of the image is kept"
-        ));
+        warnings.push(format!("{why}: every byte of the image is kept"));
         used = ExtentMap::single(0, size);
     }
     let used = used.clip(size);

@@ -22,9 +22,43 @@ pub struct Truncation {
     pub notes: Vec<String>,
 }
 
+impl Truncation {
+    /// Refuses a cut that would drop bytes the image map keeps: only the old GPT backup
+    /// (rewritten at the new end) may lie past it. A whole-disk filesystem beside the table,
+    /// or a table that cannot be trusted, keeps bytes there, and then nothing is cut.
+    pub fn check_against_map(
+        &self,
+        layout: &Layout,
+        map: &crate::ExtentMap,
+        size: u64,
+    ) -> crate::Result<()> {
+        let mut past = map.subtract(&crate::ExtentMap::single(0, self.new_size));
+        if let (TableKind::Gpt, Some(g)) = (layout.table, &layout.gpt) {
+            let backup_from = g
+                .last_usable_lba
+                .saturating_add(1)
+                .saturating_mul(u64::from(layout.sector_size));
+            past = past.subtract(&crate::ExtentMap::single(backup_from.min(size), size));
+        }
+        let first = past.iter().next().map(|e| e.start);
+        match first {
+            None => Ok(()),
+            Some(first) => Err(crate::Error::Unsupported(format!(
+                "--truncate: {} past the last partition are in use (from byte {first}); nothing is cut",
+                crate::util::human_bytes(past.total()),
+            ))),
+        }
+    }
+}
+
 /// Works out the truncated size and the table rewrites it needs.
 pub fn plan_truncation(src: &dyn ReadAt, layout: &Layout) -> crate::Result<Truncation> {
     let size = src.size();
+    if let Some(why) = &layout.unusable {
+        return Err(crate::Error::Unsupported(format!(
+            "--truncate needs a partition table it can trust ({why})"
+        )));
+    }
     let end = layout
         .partitions
         .iter()

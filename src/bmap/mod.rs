@@ -101,8 +101,20 @@ pub fn range_bytes(first: u64, last: u64, block_size: u64, image_size: u64) -> (
     (s, e)
 }
 
+/// Called with the number of bytes just hashed (from several threads at once).
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
 /// Hashes `[start, end)` of `src` with `D`, reading 4 MiB at a time.
 fn digest_range<D: sha2::Digest>(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8>> {
+    digest_range_progress::<D>(src, start, end, &|_| {})
+}
+
+fn digest_range_progress<D: sha2::Digest>(
+    src: &dyn ReadAt,
+    start: u64,
+    end: u64,
+    progress: Progress,
+) -> io::Result<Vec<u8>> {
     let mut h = D::new();
     let mut buf = vec![
         0u8;
@@ -116,6 +128,7 @@ fn digest_range<D: sha2::Digest>(src: &dyn ReadAt, start: u64, end: u64) -> io::
         src.read_exact_at(pos, &mut buf[..n])?;
         h.update(&buf[..n]);
         pos += n as u64;
+        progress(n as u64);
     }
     Ok(h.finalize().to_vec())
 }
@@ -132,11 +145,21 @@ pub fn range_checksums(
     block_size: u64,
     image_size: u64,
 ) -> io::Result<Vec<String>> {
+    range_checksums_progress(src, ranges, block_size, image_size, &|_| {})
+}
+
+fn range_checksums_progress(
+    src: &dyn ReadAt,
+    ranges: &[(u64, u64)],
+    block_size: u64,
+    image_size: u64,
+    progress: Progress,
+) -> io::Result<Vec<String>> {
     ranges
         .par_iter()
         .map(|&(first, last)| {
             let (s, e) = range_bytes(first, last, block_size, image_size);
-            sha256_range(src, s, e).map(|d| hex(&d))
+            digest_range_progress::<Sha256>(src, s, e, progress).map(|d| hex(&d))
         })
         .collect()
 }
@@ -194,17 +217,35 @@ pub fn generate(
     parallel: bool,
     opts: &BmapWriteOptions,
 ) -> io::Result<Vec<u8>> {
+    generate_with_progress(src, map, checksums, parallel, opts, &|_| {})
+}
+
+/// [`generate`], reporting the bytes hashed as it goes (for a progress bar).
+pub fn generate_with_progress(
+    src: &dyn ReadAt,
+    map: &ExtentMap,
+    checksums: bool,
+    parallel: bool,
+    opts: &BmapWriteOptions,
+    progress: Progress,
+) -> io::Result<Vec<u8>> {
     let size = src.size();
     let ranges = write::block_ranges(size, map, opts.block_size);
     let ck = if !checksums {
         None
     } else if parallel {
-        Some(range_checksums(src, &ranges, opts.block_size, size)?)
+        Some(range_checksums_progress(
+            src,
+            &ranges,
+            opts.block_size,
+            size,
+            progress,
+        )?)
     } else {
         let mut v = Vec::with_capacity(ranges.len());
         for &(f, l) in &ranges {
             let (s, e) = range_bytes(f, l, opts.block_size, size);
-            v.push(hex(&sha256_range(src, s, e)?));
+            v.push(hex(&digest_range_progress::<Sha256>(src, s, e, progress)?));
         }
         Some(v)
     };

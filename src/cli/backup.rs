@@ -95,6 +95,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             .with_context(|| format!("reading the partition table of {}", a.src.display()))?;
         let t = archive::truncate::plan_truncation(&*src, &layout)
             .with_context(|| format!("--truncate: {}", a.src.display()))?;
+        t.check_against_map(&layout, &map, original_size)
+            .with_context(|| format!("--truncate: {}", a.src.display()))?;
         let patched = ExtentMap::from_ranges(
             t.patches
                 .iter()

@@ -1,7 +1,7 @@
 //! `blockwise bmap`: write a bmaptool-compatible block map from the filesystems' own
 //! allocation maps (or, for interop, from the file's holes as bmaptool does).
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -38,6 +38,20 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             opened.payload_format().name()
         );
     }
+    if let Some(l) = opened
+        .chain
+        .iter()
+        .find(|l| !bmaptool_reads_through(l.format))
+    {
+        bail!(
+            "{}: a bmap describes the bytes bmaptool writes from this file, and bmaptool writes \
+             a {} file as it is, not the disk image blockwise decodes from it; convert it to a \
+             raw image first (`blockwise backup {} OUT.img --format img` writes one with its bmap)",
+            a.image.display(),
+            l.format.name(),
+            a.image.display()
+        );
+    }
     let src = opened.source.clone();
     let map = match a.from {
         MapFrom::Fs => report
@@ -53,8 +67,34 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let opts = BmapWriteOptions {
         block_size: a.block_size,
     };
-    let text = bmap::generate(&*src, &map, !a.no_checksum, opened.random_access, &opts)
-        .with_context(|| format!("reading {}", a.image.display()))?;
+    let bar = (!a.no_checksum && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(map.total());
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} hashing [{bar:30}] {binary_bytes}/{binary_total_bytes} mapped, {binary_bytes_per_sec}, ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        b
+    });
+    let on_progress = |n: u64| {
+        if let Some(b) = &bar {
+            b.inc(n);
+        }
+    };
+    let text = bmap::generate_with_progress(
+        &*src,
+        &map,
+        !a.no_checksum,
+        opened.random_access,
+        &opts,
+        &on_progress,
+    )
+    .with_context(|| format!("reading {}", a.image.display()))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     let parsed = bmap::parse(&text).context("internal error: generated bmap does not parse")?;
     match &a.output {
         Some(out) => blockwise::atomic::write_atomic(out, &text)
@@ -84,6 +124,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             .unwrap_or_default()
     );
     Ok(exit::OK)
+}
+
+/// Layers bmaptool itself decodes (or that are the image as it is), so a bmap of the decoded
+/// image applies to the file.
+fn bmaptool_reads_through(f: Format) -> bool {
+    f.is_compression() || matches!(f, Format::Zip | Format::Raw | Format::Iso9660)
 }
 
 fn holes_map(

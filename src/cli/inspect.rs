@@ -54,10 +54,18 @@ pub fn headline(r: &Report) -> String {
         (t, whole) => {
             let table = if t == TableKind::Gpt { "GPT" } else { "MBR" };
             let rows = r.partitions.len();
-            let containers = r.partitions.iter().filter(|p| is_container(&p.kind)).count();
+            let containers = r
+                .partitions
+                .iter()
+                .filter(|p| is_container(&p.kind))
+                .count();
             let data = rows - containers;
             let mut s = if r.layout.unusable.is_some() {
-                let which = if has_protective_entry(r) { "GPT" } else { table };
+                let which = if has_protective_entry(r) {
+                    "GPT"
+                } else {
+                    table
+                };
                 format!("{which} partition table present but unusable; every byte kept")
             } else if data == 0 {
                 format!("{table} with no partitions")
@@ -74,7 +82,9 @@ pub fn headline(r: &Report) -> String {
                 s
             };
             match whole {
-                Some(f) if r.boot.isohybrid => format!("raw disk image (isohybrid {}, {s})", f.fs_type),
+                Some(f) if r.boot.isohybrid => {
+                    format!("raw disk image (isohybrid {}, {s})", f.fs_type)
+                }
                 Some(f) if data == 0 || r.layout.unusable.is_some() => {
                     format!("{} filesystem on the whole disk ({s})", f.fs_type)
                 }

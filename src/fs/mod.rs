@@ -174,9 +174,7 @@ pub fn unchecked_reason(fs_type: &str) -> &'static str {
         "btrfs" => "btrfs chunks: every allocated chunk is kept whole",
         "f2fs" => "F2FS segment table, used only after a clean-unmount checkpoint",
         "swap" => "swap: only the header page holds data",
-        "squashfs" | "squashfs3" | "iso9660" | "udf" => {
-            "read-only image: its whole extent is kept"
-        }
+        "squashfs" | "squashfs3" | "iso9660" | "udf" => "read-only image: its whole extent is kept",
         _ => "no file metadata is read for this format",
     }
 }

@@ -266,8 +266,7 @@ pub fn read_layout(src: &dyn ReadAt, sector_hint: Option<u32>) -> crate::Result<
                 // partitions are unknown, so nothing in the image is known to be free.
                 layout.unusable = Some(match broken {
                     Some(b) => b,
-                    None => "the protective MBR (0xEE) announces a GPT, but none was found"
-                        .into(),
+                    None => "the protective MBR (0xEE) announces a GPT, but none was found".into(),
                 });
             }
             layout.partitions = mbr::read_partitions(src, &s0, ss, &mut layout.warnings)?;

@@ -328,8 +328,16 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     // No bitmap or inode table can sit in the boot block, primary superblock or primary
     // descriptor table (the kernel refuses such a descriptor too); a zeroed descriptor
     // field would otherwise make us read the superblock as a bitmap.
-    let head =
-        geo.sb_block(0) + 1 + (geo.old_gdt_blocks + geo.reserved_gdt).max(u64::from(geo.meta_bg));
+    // Under meta_bg with no classic descriptor blocks, group 0 holds one descriptor block and
+    // no reserve (the kernel's own overlap check counts it so), whatever s_reserved_gdt_blocks
+    // says.
+    let head = geo.sb_block(0)
+        + 1
+        + if geo.meta_bg && geo.old_gdt_blocks == 0 {
+            1
+        } else {
+            geo.old_gdt_blocks + geo.reserved_gdt
+        };
     let blocks_in = |s: u64, n: u64| -> Option<(u64, u64)> {
         let e = s.checked_add(n)?;
         (s >= head && e <= geo.blocks && n > 0).then_some((s, e))
@@ -354,8 +362,16 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
             match blocks_in(s, n) {
                 Some(r) => keep.push(r),
                 None => {
+                    let where_ = if s < head {
+                        format!(
+                            "over the superblock and group descriptors (blocks 0-{})",
+                            head - 1
+                        )
+                    } else {
+                        "outside the filesystem".to_string()
+                    };
                     warn.push(format!(
-                        "ext group {g}: {what} at block {s} (+{n}) lies outside the filesystem; group kept whole"
+                        "ext group {g}: {what} at block {s} (+{n}) lies {where_}; group kept whole"
                     ));
                     sane = false;
                 }

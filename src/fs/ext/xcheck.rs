@@ -310,10 +310,16 @@ pub(super) fn walk(
     let incomplete = w.capped.then(|| {
         format!("the inode walk reached its cap of {cap} tree blocks; the whole filesystem is kept")
     });
-    if w.bad_nodes > 0 || w.invalid > 0 {
+    if w.invalid > 0 {
         warn.push(format!(
-            "ext: {} tree blocks are not valid extent nodes or unreadable, {} block references lie outside the filesystem: the filesystem is damaged; run e2fsck",
-            w.bad_nodes, w.invalid
+            "ext: inodes reference {} block(s) outside the filesystem (ignored, as e2fsck ignores them): the filesystem is damaged; run e2fsck",
+            w.invalid
+        ));
+    }
+    if w.bad_nodes > 0 {
+        warn.push(format!(
+            "ext: {} block-map or extent-tree block(s) are not valid nodes or unreadable: what they would name is unknown to any reader; the filesystem is damaged, run e2fsck",
+            w.bad_nodes
         ));
     }
     let tree_blocks = w.tree_blocks;
