@@ -452,10 +452,14 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
 
     let bs = geo.bs;
     // Blocks (not bytes) from here on; every pushed block is ≤ blocks.
+    // bigalloc allocates whole clusters (first_data is 0 there, so clusters align to block
+    // 0): a metadata block keeps its cluster, as the bitmap would.
     let kept = ExtentMap::from_ranges(
         keep.into_iter()
             .map(|(s, e)| (s.min(geo.blocks), e.min(geo.blocks))),
-    );
+    )
+    .align_out(geo.ratio)
+    .clip(geo.blocks);
     let walked = xcheck::walk(dev, &sb, &geo, &descs, head, &mut warn);
     // bigalloc allocates whole clusters: a referenced block keeps its cluster.
     let refs = ExtentMap::from_ranges(walked.refs.iter().map(|&(s, e)| {
