@@ -305,7 +305,7 @@ fn inode_of(img: &Path, path: &str) -> u64 {
 
 /// Group flags as `dumpe2fs` names them.
 fn group_flags(img: &Path, g: u64) -> u64 {
-    let d = run(Command::new("dumpe2fs").arg(&img)).0;
+    let d = run(Command::new("dumpe2fs").arg(img)).0;
     let line = d
         .lines()
         .find(|l| l.starts_with(&format!("Group {g}: ")))
