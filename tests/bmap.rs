@@ -294,3 +294,42 @@ fn sidecar_lookup_follows_bmaptool() {
     let c: Vec<String> = c.iter().map(|p| p.display().to_string()).collect();
     assert_eq!(c, ["/d/x.img.xz.bmap", "/d/x.img.bmap", "/d/x.bmap"]);
 }
+
+/// A bmap describes the bytes bmaptool writes from the file; for containers bmaptool writes
+/// as they are (raw CD sectors, Android sparse) that is not the image blockwise decodes, so
+/// the command refuses and names the conversion instead of writing a bmap no tool can apply.
+#[test]
+fn cli_refuses_bmaps_for_containers_bmaptool_writes_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a.txt"), b"cd\n").unwrap();
+    let iso = dir.path().join("x.iso");
+    let made = std::process::Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-o"])
+        .arg(&iso)
+        .arg(&tree)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        eprintln!("SKIP: xorriso not available");
+        return;
+    }
+    let bin_path = dir.path().join("x.bin");
+    std::fs::write(
+        &bin_path,
+        common::to_raw_mode1(&std::fs::read(&iso).unwrap()),
+    )
+    .unwrap();
+    let o = bin().arg("bmap").arg(&bin_path).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bmaptool writes a raw cd sectors (bin) file as it is"),
+        "{err}"
+    );
+    assert!(err.contains("--format img"), "{err}");
+    // The ISO itself is fine.
+    let o = bin().arg("bmap").arg(&iso).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+}

@@ -462,26 +462,6 @@ fn corpus_compressed_and_dmg() {
     assert_ne!(o.chain[0].format, Format::Dmg);
 }
 
-/// Builds raw MODE1/2352 sectors around 2048-byte user data (sync, header, data, zero EDC/ECC).
-fn to_raw_mode1(iso: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (lba, s) in iso.chunks(2048).enumerate() {
-        let mut sec = vec![0u8; 2352];
-        sec[..12].copy_from_slice(&[
-            0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0,
-        ]);
-        let a = lba + 150;
-        let bcd = |v: usize| ((v / 10) << 4 | (v % 10)) as u8;
-        sec[12] = bcd(a / 75 / 60);
-        sec[13] = bcd(a / 75 % 60);
-        sec[14] = bcd(a % 75);
-        sec[15] = 1;
-        sec[16..16 + s.len()].copy_from_slice(s);
-        out.extend_from_slice(&sec);
-    }
-    out
-}
-
 #[test]
 fn bin_cue_reads_as_iso() {
     let d = tmpdir();
@@ -499,7 +479,7 @@ fn bin_cue_reads_as_iso() {
     let iso_bytes = std::fs::read(&iso).unwrap();
     let o = open_path(&iso);
     assert_eq!(formats(&o), vec![Format::Iso9660]);
-    let bin = to_raw_mode1(&iso_bytes);
+    let bin = common::to_raw_mode1(&iso_bytes);
     let binp = d.path().join("My Game.bin");
     std::fs::write(&binp, &bin).unwrap();
     // Without a sheet: guessed layout, warning.

@@ -284,3 +284,23 @@ pub fn assert_card_equivalent(original: &Path, restored: &Path, parts: &[(u64, u
     assert!(ha.len() > 3);
     assert_eq!(ha, hb, "ext4 files differ");
 }
+
+/// Builds raw MODE1/2352 sectors around 2048-byte user data (sync, header, data, zero EDC/ECC).
+pub fn to_raw_mode1(iso: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (lba, s) in iso.chunks(2048).enumerate() {
+        let mut sec = vec![0u8; 2352];
+        sec[..12].copy_from_slice(&[
+            0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0,
+        ]);
+        let a = lba + 150;
+        let bcd = |v: usize| ((v / 10) << 4 | (v % 10)) as u8;
+        sec[12] = bcd(a / 75 / 60);
+        sec[13] = bcd(a / 75 % 60);
+        sec[14] = bcd(a % 75);
+        sec[15] = 1;
+        sec[16..16 + s.len()].copy_from_slice(s);
+        out.extend_from_slice(&sec);
+    }
+    out
+}
