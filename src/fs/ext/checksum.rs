@@ -3,7 +3,7 @@
 
 /// CRC-32C (Castagnoli) register update without the final inversion, the form ext4 and
 /// btrfs store. The standard CRC-32C of `data` is `!crc32c_raw(!0, data)`.
-pub(crate) fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
+pub fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
     const fn table() -> [u32; 256] {
         let mut t = [0u32; 256];
         let mut i = 0;

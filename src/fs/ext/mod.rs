@@ -18,7 +18,7 @@ mod tree;
 mod xcheck;
 
 use bitmap::{bitmap_runs, read_batched};
-pub(crate) use checksum::crc32c_raw;
+pub use checksum::crc32c_raw;
 use geometry::{parse_geometry, DescCsum};
 use group::read_descriptors;
 
