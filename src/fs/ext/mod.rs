@@ -460,7 +460,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     )
     .align_out(geo.ratio)
     .clip(geo.blocks);
-    let walked = xcheck::walk(dev, &sb, &geo, &descs, head, &mut warn);
+    let walked = xcheck::walk(dev, &sb, &geo, &descs, head, &kept, &mut warn);
     // bigalloc allocates whole clusters: a referenced block keeps its cluster.
     let refs = ExtentMap::from_ranges(walked.refs.iter().map(|&(s, e)| {
         (

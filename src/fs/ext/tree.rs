@@ -11,6 +11,7 @@ use std::collections::HashSet;
 
 use super::bitmap::read_batched;
 use super::inode::{Inode, BAD_BLOCKS_INO, RESIZE_INO};
+use crate::extent::ExtentMap;
 use crate::source::ReadAt;
 use crate::util::{le16, le32};
 
@@ -19,6 +20,8 @@ const EXTENT_MAGIC: u16 = 0xF30A;
 const MAX_EXTENT_DEPTH: u16 = 5;
 /// Extents longer than this are unwritten (preallocated): still allocated, so still used.
 const INIT_MAX_LEN: u16 = 32768;
+/// Recorded runs at which they are merged (bounds memory on a badly damaged filesystem).
+const COMPACT_AT: usize = 1 << 20;
 
 /// What a queued tree block is expected to hold.
 #[derive(Clone, Copy, Debug)]
@@ -37,7 +40,12 @@ pub(super) struct Walker<'a> {
     first: u64,
     /// Blocks in the filesystem: references at or past it are invalid.
     end: u64,
-    /// Referenced block runs, unsorted; adjacent additions are merged as they come.
+    /// Blocks already known to be kept (the bitmaps' verdict): references inside them need
+    /// no record, which keeps memory small however large the filesystem.
+    known: &'a ExtentMap,
+    /// The run being extended by adjacent additions.
+    run: Option<(u64, u64)>,
+    /// Referenced runs not wholly inside `known`, unsorted.
     refs: Vec<(u64, u64)>,
     pending: Vec<(u64, Node)>,
     seen: HashSet<u64>,
@@ -54,13 +62,23 @@ pub(super) struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     /// A walker over a filesystem of `end` blocks of `bs` bytes whose data blocks start at
-    /// `first`, reading at most `cap` tree blocks.
-    pub(super) fn new(dev: &'a dyn ReadAt, bs: u64, first: u64, end: u64, cap: u64) -> Self {
+    /// `first`, reading at most `cap` tree blocks. References wholly inside `known` (block
+    /// numbers) are not recorded.
+    pub(super) fn new(
+        dev: &'a dyn ReadAt,
+        bs: u64,
+        first: u64,
+        end: u64,
+        cap: u64,
+        known: &'a ExtentMap,
+    ) -> Self {
         Walker {
             dev,
             bs,
             first,
             end,
+            known,
+            run: None,
             refs: Vec::new(),
             pending: Vec::new(),
             seen: HashSet::new(),
@@ -133,9 +151,23 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// The referenced block runs, unsorted and possibly overlapping.
-    pub(super) fn into_refs(self) -> Vec<(u64, u64)> {
+    /// The referenced block runs not wholly inside `known`, unsorted, possibly overlapping.
+    pub(super) fn into_refs(mut self) -> Vec<(u64, u64)> {
+        self.flush();
         self.refs
+    }
+
+    fn flush(&mut self) {
+        if let Some((s, e)) = self.run.take() {
+            if self.known.covered(s, e) < e - s {
+                self.refs.push((s, e));
+                if self.refs.len() >= COMPACT_AT {
+                    // Heavy damage: merge what was found so far to bound memory.
+                    let m = ExtentMap::from_ranges(self.refs.drain(..));
+                    self.refs.extend(m.iter().map(|x| (x.start, x.end)));
+                }
+            }
+        }
     }
 
     /// Records `len` blocks from `start`, clipped to the filesystem.
@@ -148,9 +180,12 @@ impl<'a> Walker<'a> {
         if s >= e2 {
             return;
         }
-        match self.refs.last_mut() {
-            Some(last) if last.1 == s => last.1 = e2,
-            _ => self.refs.push((s, e2)),
+        match &mut self.run {
+            Some(r) if r.1 == s => r.1 = e2,
+            _ => {
+                self.flush();
+                self.run = Some((s, e2));
+            }
         }
     }
 
@@ -236,8 +271,9 @@ impl<'a> Walker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extent::ExtentMap;
     use crate::source::MemSource;
+
+    static NOTHING: std::sync::LazyLock<ExtentMap> = std::sync::LazyLock::new(ExtentMap::new);
 
     const BS: usize = 1024;
 
@@ -284,7 +320,7 @@ mod tests {
         put32(&mut ib, 52, 20);
         put32(&mut ib, 56, 30);
         let src = MemSource(img);
-        let mut w = Walker::new(&src, BS as u64, 1, 64, 100);
+        let mut w = Walker::new(&src, BS as u64, 1, 64, 100, &NOTHING);
         w.inode(12, &inode(&ib, 0));
         w.run();
         assert_eq!(w.invalid, 1);
@@ -307,7 +343,7 @@ mod tests {
         header(&mut ib, 1, 4, 1);
         put32(&mut ib, 12 + 4, 8);
         let src = MemSource(img);
-        let mut w = Walker::new(&src, BS as u64, 1, 64, 100);
+        let mut w = Walker::new(&src, BS as u64, 1, 64, 100, &NOTHING);
         w.inode(12, &inode(&ib, 0x8_0000));
         w.run();
         assert_eq!(
@@ -328,7 +364,7 @@ mod tests {
         header(&mut ib, 1, 4, 2);
         put32(&mut ib, 12 + 4, 3);
         let src = MemSource(img);
-        let mut w = Walker::new(&src, BS as u64, 1, 16, 100);
+        let mut w = Walker::new(&src, BS as u64, 1, 16, 100, &NOTHING);
         w.inode(12, &inode(&ib, 0x8_0000));
         let mut ib2 = [0u8; 60];
         put32(&mut ib2, 52, 5); // DIND at 5, whose entry 5 is then read as an IND
@@ -336,6 +372,19 @@ mod tests {
         w.run();
         assert!(w.tree_blocks <= 2, "{}", w.tree_blocks);
         assert!(!w.capped);
+    }
+
+    #[test]
+    fn references_inside_the_known_map_are_not_recorded() {
+        let mut ib = [0u8; 60];
+        for (i, b) in [5u32, 6, 7, 20, 21].iter().enumerate() {
+            put32(&mut ib, i * 4, *b);
+        }
+        let src = MemSource(vec![0u8; 64 * BS]);
+        let known = ExtentMap::from_ranges([(0, 10)]);
+        let mut w = Walker::new(&src, BS as u64, 1, 64, 100, &known);
+        w.inode(12, &inode(&ib, 0));
+        assert_eq!(w.into_refs(), vec![(20, 22)]);
     }
 
     #[test]
@@ -347,7 +396,7 @@ mod tests {
         let mut ib = [0u8; 60];
         put32(&mut ib, 52, 10); // DIND at 10 lists 30 IND blocks
         let src = MemSource(img);
-        let mut w = Walker::new(&src, BS as u64, 1, 64, 5);
+        let mut w = Walker::new(&src, BS as u64, 1, 64, 5, &NOTHING);
         w.inode(12, &inode(&ib, 0));
         w.run();
         assert!(w.capped);

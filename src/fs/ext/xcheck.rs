@@ -11,8 +11,8 @@
 //!   everything up to the last bit set in the inode bitmap. A group flagged `INODE_UNINIT`
 //!   is skipped only when its descriptor verifies and its free-inode count agrees.
 //! - Where the table is known to have been zeroed (`ITABLE_ZEROED`, or no lazy init at all),
-//!   the block after the mark is read as well: an in-use inode there means the hints lie,
-//!   and the whole table of that group is read.
+//!   the table block holding the first slot past the mark is read as well (the guard): an
+//!   in-use inode there means the hints lie, and the whole table of that group is read.
 //! - Inodes the superblock names (journal, quota, orphan file, snapshot) and the orphan
 //!   chain are always walked.
 //!
@@ -47,7 +47,7 @@ const MAX_ORPHANS: usize = 1 << 16;
 
 /// What the walk found.
 pub(super) struct Walked {
-    /// Referenced blocks, unsorted runs.
+    /// Referenced blocks not wholly inside the known map, unsorted runs.
     pub(super) refs: Vec<(u64, u64)>,
     /// In-use inodes walked.
     pub(super) inodes: u64,
@@ -68,14 +68,16 @@ struct Plan {
     read_to: u64,
 }
 
-/// Walks every in-use inode and returns the blocks they reference. `head` is the first
-/// block a bitmap or inode table may occupy (past the primary superblock and descriptors).
+/// Walks every in-use inode and returns the blocks they reference outside `known` (the
+/// blocks the bitmaps already keep). `head` is the first block a bitmap or inode table may
+/// occupy (past the primary superblock and descriptors).
 pub(super) fn walk(
     dev: &dyn crate::source::ReadAt,
     sb: &[u8],
     geo: &Geo,
     descs: &[Desc],
     head: u64,
+    known: &crate::extent::ExtentMap,
     warn: &mut Warn,
 ) -> Walked {
     let ipg = geo.ipg;
@@ -162,8 +164,8 @@ pub(super) fn walk(
         };
         let zeroed = !lazy || d.flags & BG_INODE_ZEROED != 0;
         let read_to = if zeroed && mark < ipg {
-            // The rest of the block holding the mark, and the whole next block.
-            (mark / ipb + 2).saturating_mul(ipb).min(ipg)
+            // The table block holding the first slot past the mark: one read per group.
+            (mark / ipb + 1).saturating_mul(ipb).min(ipg)
         } else {
             mark
         };
@@ -177,7 +179,7 @@ pub(super) fn walk(
     }
 
     let cap = 4096 + geo.blocks / 32;
-    let mut w = Walker::new(dev, geo.bs, geo.first_data, geo.blocks, cap);
+    let mut w = Walker::new(dev, geo.bs, geo.first_data, geo.blocks, cap, known);
     let mut inodes = 0u64;
     // Inode slots of group g from index `from` to `to`, as (itable block, key) items; the
     // key packs the group and the block's index within the table.
