@@ -515,3 +515,128 @@ fn fat16_damaged_fat_restore() {
 fn fat32_damaged_fat_restore() {
     fat_case(32, 64 * 1024, 1, 6);
 }
+
+/// A small FAT32 image with a few files and directories, built without root.
+fn small_fat32() -> Option<(Vec<u8>, Fat, Vec<Item>)> {
+    if !(have("mkfs.vfat") && have("mcopy")) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("s.img");
+    let src = dir.path().join("src");
+    for i in 0..12 {
+        let p = src.join(format!("d{}/f{i}.bin", i % 3));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, noise(700 * i, i as u64)).unwrap();
+    }
+    sh(&format!(
+        "mkfs.vfat -C -F 32 -s 1 '{}' 40000 >/dev/null && cd '{}' && \
+         MTOOLS_SKIP_CHECK=1 mcopy -i '{}' -s -Q * ::/",
+        img.display(),
+        src.display(),
+        img.display()
+    ));
+    let b = std::fs::read(&img).unwrap();
+    let fat = Fat::parse(&b);
+    let items = fat.items(&b);
+    Some((b, fat, items))
+}
+
+#[test]
+fn fat_cross_check_hostile_directories() {
+    let Some((good, fat, items)) = small_fat32() else {
+        return;
+    };
+    let size = good.len() as u64;
+    let data = fat.data_start();
+    let map_of = |b: Vec<u8>| fs::fat::used(&MemSource(b)).expect("map");
+
+    // A directory whose chain loops onto itself: the walk ends, nothing is added.
+    let d = items.iter().find(|i| i.dir).unwrap();
+    let mut b = good.clone();
+    fat.set(&mut b, d.chain[0], d.chain[0]);
+    let u = map_of(b);
+    let cc = u.cross_check.unwrap();
+    assert_eq!(cc.added, 0);
+    assert!(cc.incomplete.is_none());
+
+    // A subdirectory entry that points at its parent (the root): a directory loop.
+    let mut b = good.clone();
+    let root_off = fat.cluster_off(fat.root_cluster);
+    let ent = (0..16)
+        .map(|k| root_off + 32 * k)
+        .find(|&o| b[o + 11] & 0x10 != 0 && b[o] != b'.')
+        .unwrap();
+    b[ent + 20..ent + 22].copy_from_slice(&((fat.root_cluster >> 16) as u16).to_le_bytes());
+    b[ent + 26..ent + 28].copy_from_slice(&(fat.root_cluster as u16).to_le_bytes());
+    let u = map_of(b);
+    assert_eq!(u.cross_check.unwrap().added, 0);
+
+    // A file entry pointing past the data region is ignored and reported, not trusted.
+    let f = items
+        .iter()
+        .find(|i| !i.dir && !i.chain.is_empty())
+        .unwrap();
+    let mut b = good.clone();
+    let parent = items
+        .iter()
+        .find(|i| i.dir && f.path.starts_with(&i.path))
+        .unwrap();
+    let po = fat.cluster_off(parent.chain[0]);
+    let name = &f.path[f.path.rfind('/').unwrap() + 1..];
+    let fe = (0..fat.cbytes() as usize / 32)
+        .map(|k| po + 32 * k)
+        .find(|&o| &b[o..o + 11] == name.as_bytes())
+        .unwrap();
+    b[fe + 20..fe + 22].copy_from_slice(&0x0FFFu16.to_le_bytes());
+    let u = map_of(b);
+    assert_eq!(u.cross_check.as_ref().unwrap().added, 0);
+    assert!(
+        u.warnings.iter().any(|w| w.contains("outside")),
+        "{:?}",
+        u.warnings
+    );
+
+    // The root directory cluster outside the FAT: the walk cannot start, so every cluster of
+    // the data region is kept.
+    let mut b = good.clone();
+    b[0x2C..0x30].copy_from_slice(&0x0FFF_FF00u32.to_le_bytes());
+    let u = map_of(b);
+    let cc = u.cross_check.unwrap();
+    assert!(cc.incomplete.is_some());
+    let end = data + fat.clusters * fat.cbytes();
+    assert_eq!(u.used.covered(data, end), end - data);
+
+    // Random bytes in the FAT and the directories: never a panic, never a map past the volume,
+    // never less than the FAT alone keeps.
+    let mut dirs: Vec<usize> = items
+        .iter()
+        .filter(|i| i.dir)
+        .map(|i| fat.cluster_off(i.chain[0]))
+        .collect();
+    dirs.push(root_off);
+    let fat0 = (fat.reserved * fat.bps) as usize;
+    let mut rng = Rng(0xBAD_FA7);
+    let mut b = good.clone();
+    for round in 0..3000 {
+        let mut undo = Vec::new();
+        for _ in 0..1 + round % 6 {
+            let at = if rng.below(2) == 0 {
+                fat0 + rng.below(256) as usize
+            } else {
+                dirs[rng.below(dirs.len() as u64) as usize] + rng.below(512) as usize
+            };
+            undo.push((at, b[at]));
+            b[at] = rng.next() as u8;
+        }
+        let floor = fat.fat_map(&b);
+        let src = MemSource(b);
+        let u = fs::fat::used(&src).expect("map");
+        assert!(u.used.end() <= size);
+        assert_eq!(floor.subtract(&u.used).total(), 0, "round {round}");
+        b = src.0;
+        for (at, v) in undo.into_iter().rev() {
+            b[at] = v;
+        }
+    }
+}
