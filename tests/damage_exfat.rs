@@ -410,3 +410,130 @@ fn exfat_damaged_bitmap_restore_4k() {
 fn exfat_damaged_bitmap_restore_32k() {
     exfat_case(128, "-c 32K", 4);
 }
+
+/// A fresh mkfs.exfat image (root directory only, no mount needed); the hostile cases plant
+/// entry sets in its root by hand.
+fn fresh_exfat() -> Option<(Vec<u8>, Ex)> {
+    if !have("mkfs.exfat") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("e.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
+    sh(&format!("mkfs.exfat -c 4K '{}' >/dev/null", img.display()));
+    let b = std::fs::read(&img).unwrap();
+    let ex = Ex::parse(&b);
+    Some((b, ex))
+}
+
+/// Writes a file entry set (file, stream, one name entry) at root entry slot `slot`.
+fn plant(b: &mut [u8], ex: &Ex, slot: usize, dir: bool, first: u32, len: u64, flags: u8) {
+    let o = ex.off(u64::from(ex.root)) + 32 * slot;
+    let e = &mut b[o..o + 96];
+    e.fill(0);
+    e[0] = 0x85;
+    e[1] = 2;
+    e[4] = if dir { 0x10 } else { 0x20 };
+    e[32] = 0xC0;
+    e[33] = flags;
+    e[35] = 1;
+    e[32 + 8..32 + 16].copy_from_slice(&len.to_le_bytes());
+    e[32 + 20..32 + 24].copy_from_slice(&first.to_le_bytes());
+    e[32 + 24..32 + 32].copy_from_slice(&len.to_le_bytes());
+    e[64] = 0xC1;
+    e[66] = b'x';
+}
+
+#[test]
+fn exfat_cross_check_hostile_entries() {
+    let Some((good, ex)) = fresh_exfat() else {
+        return;
+    };
+    let size = good.len() as u64;
+    // The first free root slot (after bitmap, up-case, label entries).
+    let root = ex.off(u64::from(ex.root));
+    let slot = (0..64).find(|&k| good[root + 32 * k] == 0).unwrap();
+    let u0 = fs::exfat::used(&MemSource(good.clone())).unwrap();
+    assert_eq!(u0.cross_check.as_ref().unwrap().added, 0);
+    let free = (2..ex.count + 2)
+        .rev()
+        .find(|&c| !u0.used.contains(ex.off(c) as u64))
+        .unwrap();
+
+    // A contiguous file in free clusters: added, exactly its clusters.
+    let mut b = good.clone();
+    plant(
+        &mut b,
+        &ex,
+        slot,
+        false,
+        free as u32 - 3,
+        4 * ex.cluster - 10,
+        3,
+    );
+    let u = fs::exfat::used(&MemSource(b)).unwrap();
+    assert_eq!(u.cross_check.as_ref().unwrap().added, 4 * ex.cluster);
+    assert!(u.warnings.iter().any(|w| w.contains("run fsck.exfat")));
+
+    // A contiguous file running past the heap: clipped, reported, never past the volume.
+    let mut b = good.clone();
+    plant(&mut b, &ex, slot, false, free as u32, u64::MAX, 3);
+    let u = fs::exfat::used(&MemSource(b)).unwrap();
+    assert!(
+        u.warnings.iter().any(|w| w.contains("outside the heap")),
+        "{:?}",
+        u.warnings
+    );
+    assert!(u.used.end() <= size);
+
+    // A first cluster outside the heap: ignored and reported.
+    let mut b = good.clone();
+    plant(&mut b, &ex, slot, false, 0xFFFF_FF00, 4096, 1);
+    let u = fs::exfat::used(&MemSource(b)).unwrap();
+    assert_eq!(u.cross_check.as_ref().unwrap().added, 0);
+    assert!(u.warnings.iter().any(|w| w.contains("outside the heap")));
+
+    // A directory that is the root itself (a loop), FAT-chained: the walk ends.
+    let mut b = good.clone();
+    plant(&mut b, &ex, slot, true, ex.root, 1 << 20, 1);
+    let u = fs::exfat::used(&MemSource(b)).unwrap();
+    assert!(u.cross_check.as_ref().unwrap().incomplete.is_none());
+
+    // A FAT-chained file whose chain loops: the walk ends, the loop's clusters are kept.
+    let mut b = good.clone();
+    let c = free as u32 - 1;
+    plant(&mut b, &ex, slot, false, c, 1 << 30, 1);
+    let fo = (ex.fat + 4 * u64::from(c)) as usize;
+    b[fo..fo + 4].copy_from_slice(&c.to_le_bytes());
+    let u = fs::exfat::used(&MemSource(b)).unwrap();
+    assert_eq!(u.cross_check.as_ref().unwrap().added, ex.cluster);
+
+    // Random bytes in the planted entries and the root: never a panic, never past the volume,
+    // never less than the bitmap keeps.
+    let mut base = good.clone();
+    plant(&mut base, &ex, slot, true, free as u32 - 2, 8192, 3);
+    plant(&mut base, &ex, slot + 3, false, free as u32 - 8, 20_000, 1);
+    let floor = fs::exfat::used(&MemSource(good.clone())).unwrap().used;
+    let mut rng = Rng(0xE8_BAD);
+    let mut b = base;
+    for round in 0..3000 {
+        let mut undo = Vec::new();
+        for _ in 0..1 + round % 5 {
+            let at = root + 32 * slot + rng.below(192) as usize;
+            undo.push((at, b[at]));
+            b[at] = rng.next() as u8;
+        }
+        let src = MemSource(b);
+        if let Ok(u) = fs::exfat::used(&src) {
+            assert!(u.used.end() <= size);
+            assert_eq!(floor.subtract(&u.used).total(), 0, "round {round}");
+        }
+        b = src.0;
+        for (at, v) in undo.into_iter().rev() {
+            b[at] = v;
+        }
+    }
+}
