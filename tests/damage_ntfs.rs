@@ -460,3 +460,111 @@ fn ntfs_damaged_bitmap_restore_4k() {
 fn ntfs_damaged_bitmap_restore_512b() {
     ntfs_case(64, "-c 512", 4);
 }
+
+/// A fresh 16 MiB mkntfs image (no mount needed).
+fn fresh_ntfs() -> Option<Vec<u8>> {
+    if !have("mkfs.ntfs") {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("n.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
+    sh(&format!("mkfs.ntfs -F -Q -q '{}'", img.display()));
+    Some(std::fs::read(&img).unwrap())
+}
+
+#[test]
+fn ntfs_cross_check_hostile_records() {
+    let Some(good) = fresh_ntfs() else { return };
+    let size = good.len() as u64;
+    let nt = Nt::parse(&good);
+    let (_, bm) = nt.items(&good);
+    let u0 = fs::ntfs::used(&MemSource(good.clone())).unwrap();
+    let cc = u0.cross_check.as_ref().unwrap();
+    assert_eq!(cc.added, 0);
+    assert!(cc.incomplete.is_none(), "{cc:?}");
+
+    // Clearing $Bitmap's bits under $LogFile (record 2): the MFT still references them.
+    let r2 = nt.fixed(&good, nt.mft + 2 * nt.record).unwrap();
+    let (_, _, log) = Nt::runs(&r2)
+        .into_iter()
+        .find(|(t, _, _)| *t == 0x80)
+        .unwrap();
+    let mut b = good.clone();
+    let mut cleared = 0;
+    for &(l, n) in &log {
+        for c in l..l + n {
+            nt.clear(&mut b, &bm, c);
+            cleared += nt.cluster;
+        }
+    }
+    let u = fs::ntfs::used(&MemSource(b)).unwrap();
+    assert_eq!(u.cross_check.as_ref().unwrap().added, cleared);
+
+    // A torn in-use record (its first stride lacks the sequence number): nothing can say what
+    // it referenced, so every cluster is kept.
+    let mut b = good.clone();
+    let r3 = (nt.mft + 3 * nt.record) as usize;
+    b[r3 + 510] ^= 0x55;
+    let u = fs::ntfs::used(&MemSource(b)).unwrap();
+    let cc = u.cross_check.as_ref().unwrap();
+    assert!(cc.incomplete.is_some());
+    assert_eq!(u.used.covered(0, size), size);
+
+    // A runlist pointing past the volume: ignored and reported, never past the volume.
+    let mut b = good.clone();
+    let mut off = le16(&r2, 0x14) as usize;
+    while le32(&r2, off) != 0x80 {
+        off += le32(&r2, off + 4) as usize;
+    }
+    let runs = r2_abs(&nt, 2) + off + le16(&r2, off + 0x20) as usize;
+    let (ln, on) = (usize::from(b[runs] & 15), usize::from(b[runs] >> 4));
+    for i in 0..on {
+        b[runs + 1 + ln + i] = if i + 1 == on { 0x7F } else { 0xFF };
+    }
+    let u = fs::ntfs::used(&MemSource(b)).unwrap();
+    assert!(
+        u.warnings.iter().any(|w| w.contains("past the volume")),
+        "{:?}",
+        u.warnings
+    );
+    assert!(u.used.end() <= size + 512);
+
+    // Random bytes in the first 16 records: never a panic, never less than the bitmap keeps.
+    let floor = u0.used.clone();
+    let mut rng = Rng(0x47F5_BAD);
+    let mut b = good.clone();
+    let mft = nt.mft as usize;
+    let span = (16 * nt.record) as u64;
+    for round in 0..3000 {
+        let mut undo = Vec::new();
+        for _ in 0..1 + round % 4 {
+            let at = mft + rng.below(span) as usize;
+            undo.push((at, b[at]));
+            b[at] = rng.next() as u8;
+        }
+        let src = MemSource(b);
+        if let Ok(u) = fs::ntfs::used(&src) {
+            assert!(u.used.end() <= size + 512);
+            // $Bitmap itself may have been hit; only compare when record 6 is intact.
+            if undo
+                .iter()
+                .all(|&(at, _)| (at - mft) / nt.record as usize != 6)
+            {
+                assert_eq!(floor.subtract(&u.used).total(), 0, "round {round}");
+            }
+        }
+        b = src.0;
+        for (at, v) in undo.into_iter().rev() {
+            b[at] = v;
+        }
+    }
+}
+
+/// Byte offset in the image of record `n` (the first records are contiguous).
+fn r2_abs(nt: &Nt, n: u64) -> usize {
+    (nt.mft + n * nt.record) as usize
+}
