@@ -537,3 +537,46 @@ fn exfat_cross_check_hostile_entries() {
         }
     }
 }
+
+/// Read cost of the map with its cross-check on a realistic filled volume: a 512 MiB exFAT
+/// with 3000 files in 60 directories. Run with
+/// `cargo test --release --test damage_exfat -- --ignored --nocapture read_cost`.
+#[test]
+#[ignore = "measurement; takes a while"]
+fn exfat_read_cost() {
+    if !(is_root() && have("mkfs.exfat") && have("mount.exfat-fuse")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("m.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(512 * MIB)
+        .unwrap();
+    sh(&format!("mkfs.exfat '{}' >/dev/null", img.display()));
+    {
+        let Some(lp) = Loop::attach(&img) else { return };
+        let mnt = tempfile::tempdir().unwrap();
+        sh(&format!(
+            "mount.exfat-fuse '{}' '{}' 2>/dev/null",
+            lp.dev,
+            mnt.path().display()
+        ));
+        for i in 0..3000u64 {
+            let p = mnt.path().join(format!("dir{:02}/file {i:04}.bin", i % 60));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, noise((1 + (i * 7919) % 200) as usize * 1000, i)).unwrap();
+        }
+        sh(&format!("umount '{}'", mnt.path().display()));
+    }
+    let c = blockwise::source::Counting::new(FileSource::open(&img).unwrap());
+    let u = fs::exfat::used(&c).unwrap();
+    eprintln!(
+        "exFAT 512 MiB, 3000 files: read {} bytes in {} calls, mapped {} bytes ({:.3}%); {:?}",
+        c.bytes_read(),
+        c.calls(),
+        u.used.total(),
+        100.0 * c.bytes_read() as f64 / u.used.total() as f64,
+        u.cross_check
+    );
+}
