@@ -496,10 +496,13 @@ impl XWalk<'_> {
             let n = n.min(room);
             self.keep(a.first, a.first + n);
             if let Some(o) = out {
+                // A cluster already visited means a loop or a cross-link: stop there, so
+                // every directory cluster is looked at once at most.
                 for c in a.first..a.first + n.min(dir_max) {
-                    if self.visit(c) {
-                        o.push(c);
+                    if !self.visit(c) {
+                        break;
                     }
+                    o.push(c);
                 }
             }
             return;

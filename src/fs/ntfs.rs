@@ -535,6 +535,8 @@ const MFT_READ_MAX: u64 = 1 << 20;
 const MAX_LIST_BYTES: u64 = 16 << 20;
 /// Passes over $MFT's attribute list resolving extension records.
 const MAX_LIST_PASSES: usize = 8;
+/// Extension records holding $MFT's own $DATA that are read (a real MFT needs a handful).
+const MAX_MFT_EXTENSIONS: usize = 4096;
 
 /// One run of a runlist: first VCN, LCN (`None` for a sparse run) and length in clusters.
 type Run = (u64, Option<u64>, u64);
@@ -658,19 +660,15 @@ struct MftMap {
     bitmap: Option<Vec<u8>>,
 }
 
-impl MftMap {
-    /// Byte offset on the volume of MFT stream byte `pos`, if a run maps it.
-    fn locate(&self, pos: u64, cluster: u64) -> Option<u64> {
-        let vcn = pos / cluster;
-        let &(v, lcn, _) = self
-            .runs
-            .iter()
-            .find(|&&(v, _, len)| v <= vcn && vcn - v < len)?;
-        let lcn = lcn?;
-        lcn.checked_add(vcn - v)?
-            .checked_mul(cluster)?
-            .checked_add(pos % cluster)
-    }
+/// Byte offset on the volume of MFT stream byte `pos`, if one of `runs` maps it.
+fn locate(runs: &[Run], pos: u64, cluster: u64) -> Option<u64> {
+    let vcn = pos / cluster;
+    let &(v, lcn, _) = runs
+        .iter()
+        .find(|&&(v, _, len)| v <= vcn && vcn - v < len)?;
+    lcn?.checked_add(vcn - v)?
+        .checked_mul(cluster)?
+        .checked_add(pos % cluster)
 }
 
 fn read_record(dev: &dyn ReadAt, g: &UsedGeo, off: u64) -> Result<Vec<u8>, String> {
@@ -724,6 +722,12 @@ fn mft_map(dev: &dyn ReadAt, g: &UsedGeo) -> Result<MftMap, String> {
         }
         pending.sort_unstable();
         pending.dedup();
+        if pending.len() > MAX_MFT_EXTENSIONS {
+            return Err(format!(
+                "$MFT's attribute list names {} extension records",
+                pending.len()
+            ));
+        }
         for _ in 0..MAX_LIST_PASSES {
             if pending.is_empty() {
                 break;
@@ -731,12 +735,7 @@ fn mft_map(dev: &dyn ReadAt, g: &UsedGeo) -> Result<MftMap, String> {
             let before = pending.len();
             let mut left = Vec::new();
             for rec in std::mem::take(&mut pending) {
-                let at = MftMap {
-                    runs: runs.clone(),
-                    valid,
-                    bitmap: None,
-                }
-                .locate(rec.saturating_mul(g.record), g.cluster);
+                let at = locate(&runs, rec.saturating_mul(g.record), g.cluster);
                 let Some(at) = at else {
                     left.push(rec);
                     continue;
@@ -879,6 +878,10 @@ fn cross_check(dev: &dyn ReadAt, g: &UsedGeo, clusters: u64, u: &mut super::Usag
                             break 'runs;
                         }
                     };
+                    if w.read >= MAX_RECORDS {
+                        incomplete = Some(format!("more than {MAX_RECORDS} MFT records"));
+                        break 'runs;
+                    }
                     for (i, r) in buf.chunks_exact_mut(g.record as usize).enumerate() {
                         w.record(pos / g.record + i as u64, r, m.bitmap.as_deref());
                     }
