@@ -156,6 +156,9 @@ struct Nt {
     mft: u64,
 }
 
+/// Type, name length and `(lcn, len)` runs of a non-resident attribute.
+type AttrRuns = (u32, u8, Vec<(u64, u64)>);
+
 /// A record in use and the runs `(lcn, len)` of one non-resident attribute.
 struct Item {
     record: u64,
@@ -201,7 +204,7 @@ impl Nt {
         Some(r)
     }
     /// Non-resident attributes of a record: (type, name length, runs).
-    fn runs(r: &[u8]) -> Vec<(u32, u8, Vec<(u64, u64)>)> {
+    fn runs(r: &[u8]) -> Vec<AttrRuns> {
         let mut out = Vec::new();
         let mut off = le16(r, 0x14) as usize;
         while le32(r, off) != 0xFFFF_FFFF {
@@ -535,10 +538,10 @@ fn ntfs_cross_check_hostile_records() {
 
     // Random bytes in the first 16 records: never a panic, never less than the bitmap keeps.
     let floor = u0.used.clone();
-    let mut rng = Rng(0x47F5_BAD);
+    let mut rng = Rng(0x0047_F5BA);
     let mut b = good.clone();
     let mft = nt.mft as usize;
-    let span = (16 * nt.record) as u64;
+    let span = 16 * nt.record;
     for round in 0..3000 {
         let mut undo = Vec::new();
         for _ in 0..1 + round % 4 {

@@ -540,6 +540,8 @@ const MAX_MFT_EXTENSIONS: usize = 4096;
 
 /// One run of a runlist: first VCN, LCN (`None` for a sparse run) and length in clusters.
 type Run = (u64, Option<u64>, u64);
+/// An attribute of a record: type, name length, and its bytes.
+type Attr<'a> = (u32, u8, &'a [u8]);
 
 /// Decodes a non-resident attribute's mapping pairs, starting at its lowest VCN. A malformed
 /// pair ends the list with an error; the runs before it are returned with it.
@@ -591,7 +593,7 @@ fn attr_runs(attr: &[u8]) -> (Vec<Run>, Option<&'static str>) {
 
 /// The attributes of a record (fixups applied): `(type, name length, attribute bytes)`; stops
 /// at the end marker or at the first attribute whose length is impossible (returned as `true`).
-fn attributes(r: &[u8]) -> (Vec<(u32, u8, &[u8])>, bool) {
+fn attributes(r: &[u8]) -> (Vec<Attr<'_>>, bool) {
     let used = (le32(r, 0x18).unwrap_or(0) as usize).min(r.len());
     let mut off = usize::from(le16(r, 0x14).unwrap_or(0));
     let mut out = Vec::new();
