@@ -521,10 +521,15 @@ fn decode_runs(attr: &[u8], mut pos: usize, clusters: u64) -> Result<Vec<(u64, u
 // ---------------------------------------------------------------------------------------------
 // Cross-check: $Bitmap against the MFT.
 //
-// Every MFT record whose header says it is in use is read (fixups applied), found through
-// $MFT's own $DATA runlist (including the extents an attribute list puts in extension
-// records), and every non-resident attribute's runs are compared with $Bitmap. Extension
-// records are records in use like any other, so walking them all covers attribute lists.
+// Every MFT record is read (fixups applied), found through $MFT's own $DATA runlist
+// (including the extents an attribute list puts in extension records). A record whose header
+// flag (0x0001) or $MFT's own bitmap says it is in use has every non-resident attribute's runs
+// compared with $Bitmap (sparse runs own no clusters). Extension records are records in use
+// like any other, so walking them all covers attribute lists. A record in use that cannot be
+// read (torn fixups, "BAAD", no FILE signature where $MFT's bitmap says in use) could reference
+// anything, so the whole volume is kept; so it is when the MFT itself cannot be located.
+// Runs past the volume and malformed runlists are ignored and reported: no reader can follow
+// them either.
 
 const ATTR_MFT_BITMAP: u32 = 0xB0;
 /// MFT records examined before the walk gives up and keeps every cluster.
@@ -799,7 +804,9 @@ impl MftWalk<'_> {
                 return;
             }
         }
-        let in_use = le16(r, 0x16).unwrap_or(0) & 1 != 0;
+        // In use if either the record's header or $MFT's bitmap says so: on a healthy volume
+        // they agree, and where they do not, keeping more is the safe side.
+        let in_use = le16(r, 0x16).unwrap_or(0) & 1 != 0 || listed == Some(true);
         if !in_use {
             return;
         }
