@@ -175,6 +175,9 @@ const MAX_USED_ROOT_CLUSTERS: u64 = 1 << 16;
 ///
 /// The bitmap, up-case table and root directory must be marked in the bitmap; if they are
 /// not, they are kept anyway and a warning says the bitmap is suspect.
+///
+/// The bitmap is then cross-checked against the directory tree (`cross_check` below): every
+/// cluster a directory entry references is kept even where the bitmap calls it free.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let corrupt = |d: String| crate::Error::corrupt("exFAT allocation bitmap", d);
     let bs = dev.read_vec(0, 512)?;
@@ -371,6 +374,16 @@ fn root_chain(dev: &dyn ReadAt, g: &Geo, first: u64) -> crate::Result<Vec<u64>> 
 
 // ---------------------------------------------------------------------------------------------
 // Cross-check: the Allocation Bitmap against the directory tree.
+//
+// From the root, every entry set is read: a File entry (0x85) and the secondaries it announces.
+// Every secondary with AllocationPossible set (the Stream Extension 0xC0, vendor allocations)
+// owns clusters: ceil(DataLength / cluster) of them, one contiguous run when NoFatChain is set,
+// else followed through the FAT. Directories are walked recursively; in the root the
+// Allocation Bitmap (0x81) and Up-case Table (0x82) entries, read as contiguous runs as the
+// Linux driver does, and any other primary with AllocationPossible (TexFAT padding, Windows CE
+// ACT, vendor entries) are kept too. Set checksums are not required: a set with a bad checksum
+// still keeps its clusters. Out-of-heap clusters are ignored and reported; a FAT chain stops at
+// end-of-chain, a bad-cluster mark, a cluster already visited or its DataLength.
 
 /// Directory entries examined (32 bytes each, so 512 MiB of directories) before the walk gives
 /// up and keeps the heap whole.

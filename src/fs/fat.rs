@@ -299,6 +299,9 @@ const USED_CHUNK_ENTRIES: u64 = 1 << 20;
 ///
 /// Clusters the BPB counts but the FAT has no room for, and entries that lie past the end of
 /// the source, are kept: nothing says they are free.
+///
+/// The FAT is then cross-checked against the directory tree (`cross_check` below): a cluster a
+/// directory entry or a chain reaches that every FAT copy calls free is kept too, and reported.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let corrupt = |d: &str| crate::Error::corrupt("FAT boot sector", d.to_string());
     let bs = dev.read_vec(0, 512)?;

@@ -272,6 +272,9 @@ enum BitmapData {
 ///
 /// Fails (so the caller keeps everything) when `$Bitmap` cannot be read and trusted: a torn
 /// MFT record, runs outside the volume, a sparse or compressed bitmap.
+///
+/// `$Bitmap` is then cross-checked against the MFT (`cross_check` below): every cluster a
+/// record in use references is kept even where `$Bitmap` calls it free.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let corrupt = |d: String| crate::Error::corrupt("NTFS $Bitmap", d);
     let bs = dev.read_vec(0, 512)?;
