@@ -872,6 +872,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cross_check_summaries() {
+        let used = ExtentMap::from_ranges([(0, 4096), (8192, 12288)]);
+        let mut un = Unmapped::default();
+        un.note(&used, 0, 4096); // fully mapped: nothing
+        un.note(&used, 2048, 10240); // partly: 4096..8192 only
+        un.note(&used, 20480, 21504);
+        assert_eq!(
+            un.map,
+            ExtentMap::from_ranges([(4096, 8192), (20480, 21504)])
+        );
+        // 1 KiB clusters, cluster 2 at byte 0.
+        assert_eq!(describe_clusters(&un.map, 0, 1024, 2), "6-9, 22");
+        assert_eq!(count_clusters(&un.map, 0, 1024), 5);
+        let many = ExtentMap::from_ranges((0..20u64).map(|i| (i * 4096, i * 4096 + 1024)));
+        assert!(describe_clusters(&many, 0, 1024, 0).ends_with("and 12 more ranges"));
+        assert!(matches!(classify(0, 12), Next::Free));
+        assert!(matches!(classify(0xFF7, 12), Next::End));
+        assert!(matches!(classify(1, 32), Next::End));
+        assert!(matches!(classify(0x0FFF_FFF6, 32), Next::Cluster(_)));
+    }
+
+    #[test]
     fn cp850_table_complete() {
         assert_eq!(CP850_HIGH.chars().count(), 128);
         assert_eq!(decode_label(&[0xE5, 0xE5, b' ']).as_deref(), Some("ÕÕ"));
