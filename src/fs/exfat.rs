@@ -5,6 +5,7 @@
 //! passed every structural check.
 
 use super::FsInfo;
+use crate::extent::ExtentMap;
 use crate::source::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64};
 
@@ -161,6 +162,8 @@ fn find_label(dev: &dyn ReadAt, g: &Geo, mut c: u64) -> crate::Result<Option<Str
 
 const ENTRY_BITMAP: u8 = 0x81;
 const ENTRY_UPCASE: u8 = 0x82;
+const ENTRY_FILE: u8 = 0x85;
+const ENTRY_STREAM: u8 = 0xC0;
 /// Bitmap bytes read at once (per bitmap).
 const BITMAP_CHUNK: u64 = 8 << 20;
 /// Bound on root-directory clusters followed while looking for the bitmaps.
@@ -172,6 +175,9 @@ const MAX_USED_ROOT_CLUSTERS: u64 = 1 << 16;
 ///
 /// The bitmap, up-case table and root directory must be marked in the bitmap; if they are
 /// not, they are kept anyway and a warning says the bitmap is suspect.
+///
+/// The bitmap is then cross-checked against the directory tree (`cross_check` below): every
+/// cluster a directory entry references is kept even where the bitmap calls it free.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let corrupt = |d: String| crate::Error::corrupt("exFAT allocation bitmap", d);
     let bs = dev.read_vec(0, 512)?;
@@ -332,6 +338,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
             u.used.insert(s, e);
         }
     }
+    cross_check(dev, &g, heap, &root, &mut u);
     Ok(u)
 }
 
@@ -363,4 +370,366 @@ fn root_chain(dev: &dyn ReadAt, g: &Geo, first: u64) -> crate::Result<Vec<u64>> 
             return Ok(out);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-check: the Allocation Bitmap against the directory tree.
+//
+// From the root, every entry set is read: a File entry (0x85) and the secondaries it announces.
+// Every secondary with AllocationPossible set (the Stream Extension 0xC0, vendor allocations)
+// owns clusters: ceil(DataLength / cluster) of them, one contiguous run when NoFatChain is set,
+// else followed through the FAT. Directories are walked recursively; in the root the
+// Allocation Bitmap (0x81) and Up-case Table (0x82) entries, read as contiguous runs as the
+// Linux driver does, and any other primary with AllocationPossible (TexFAT padding, Windows CE
+// ACT, vendor entries) are kept too. Set checksums are not required: a set with a bad checksum
+// still keeps its clusters. Out-of-heap clusters are ignored and reported; a FAT chain stops at
+// end-of-chain, a bad-cluster mark, a cluster already visited or its DataLength.
+
+/// Directory entries examined (32 bytes each, so 512 MiB of directories) before the walk gives
+/// up and keeps the heap whole.
+const MAX_DIR_ENTRIES: u64 = 1 << 24;
+/// Directories walked before the walk gives up.
+const MAX_DIRS: u64 = 1 << 20;
+/// The largest directory the specification allows; clusters past it are kept, not scanned.
+const MAX_DIR_BYTES: u64 = 256 << 20;
+/// Largest single read of adjacent directory clusters.
+const DIR_READ_MAX: u64 = 1 << 20;
+/// FAT bytes per cached page, and pages kept.
+const FAT_PAGE: u64 = 64 << 10;
+const FAT_PAGES: usize = 1024;
+
+/// One allocation a directory entry describes: first cluster, length in bytes, and whether
+/// it is one contiguous run (NoFatChain) instead of a FAT chain.
+#[derive(Clone, Copy)]
+struct Alloc {
+    first: u64,
+    len: u64,
+    contiguous: bool,
+}
+
+/// The entry set being read: a primary entry and the secondaries it announced.
+#[derive(Default)]
+struct EntrySet {
+    remaining: u32,
+    dir: bool,
+    allocs: Vec<(Alloc, bool)>,
+}
+
+struct XWalk<'a> {
+    dev: &'a dyn ReadAt,
+    g: &'a Geo,
+    heap: u64,
+    used: &'a ExtentMap,
+    pages: std::collections::HashMap<u64, Vec<u8>>,
+    visited: Vec<u64>,
+    unmapped: super::fat::Unmapped,
+    queue: Vec<Alloc>,
+    set: EntrySet,
+    files: u64,
+    dirs: u64,
+    scanned: u64,
+    outside: u64,
+    incomplete: Option<String>,
+}
+
+impl XWalk<'_> {
+    fn fail(&mut self, why: String) {
+        if self.incomplete.is_none() {
+            self.incomplete = Some(why);
+        }
+        self.queue.clear();
+    }
+
+    /// Cluster `c` lies in the heap.
+    fn in_heap(&self, c: u64) -> bool {
+        c >= 2 && c - 2 < self.g.cluster_count
+    }
+
+    fn offset(&self, c: u64) -> u64 {
+        self.heap + (c - 2) * self.g.cluster
+    }
+
+    fn visit(&mut self, c: u64) -> bool {
+        let (w, b) = ((c / 64) as usize, c % 64);
+        match self.visited.get_mut(w) {
+            Some(word) if *word & (1 << b) == 0 => {
+                *word |= 1 << b;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Clusters `[a, b)` (in the heap) are referenced.
+    fn keep(&mut self, a: u64, b: u64) {
+        let (s, e) = (self.offset(a), self.offset(b));
+        self.unmapped.note(self.used, s, e);
+    }
+
+    /// The FAT entry of cluster `c`, through a page cache.
+    fn fat(&mut self, c: u64) -> crate::Result<u32> {
+        let pos = c
+            .checked_mul(4)
+            .and_then(|x| x.checked_add(self.g.fat_offset.checked_mul(self.g.sector)?))
+            .ok_or_else(|| crate::Error::corrupt("exFAT FAT", "entry offset overflows"))?;
+        let page = pos / FAT_PAGE;
+        if !self.pages.contains_key(&page) {
+            if self.pages.len() >= FAT_PAGES {
+                self.pages.clear();
+            }
+            let buf = self.dev.read_upto(page * FAT_PAGE, FAT_PAGE as usize)?;
+            self.pages.insert(page, buf);
+        }
+        let rel = (pos % FAT_PAGE) as usize;
+        Ok(self
+            .pages
+            .get(&page)
+            .and_then(|b| le32(b, rel))
+            // An entry past the end of the source ends the chain.
+            .unwrap_or(0xFFFF_FFFF))
+    }
+
+    /// Keeps the clusters of `a`; a directory's clusters (up to the directory size limit) go to
+    /// `out`, skipping any already visited so a directory loop ends.
+    fn alloc(&mut self, a: Alloc, mut out: Option<&mut Vec<u64>>) {
+        let n = a.len.div_ceil(self.g.cluster);
+        if a.first == 0 || n == 0 {
+            return;
+        }
+        if !self.in_heap(a.first) {
+            self.outside += 1;
+            return;
+        }
+        let dir_max = MAX_DIR_BYTES / self.g.cluster;
+        if a.contiguous {
+            let room = self.g.cluster_count - (a.first - 2);
+            if n > room {
+                self.outside += 1;
+            }
+            let n = n.min(room);
+            self.keep(a.first, a.first + n);
+            if let Some(o) = out {
+                // A cluster already visited means a loop or a cross-link: stop there, so
+                // every directory cluster is looked at once at most.
+                for c in a.first..a.first + n.min(dir_max) {
+                    if !self.visit(c) {
+                        break;
+                    }
+                    o.push(c);
+                }
+            }
+            return;
+        }
+        let mut c = a.first;
+        let mut run: Option<(u64, u64)> = None;
+        for k in 0..n {
+            if !self.in_heap(c) {
+                self.outside += 1;
+                break;
+            }
+            if !self.visit(c) {
+                break;
+            }
+            run = match run {
+                Some((s, e)) if e == c => Some((s, c + 1)),
+                Some((s, e)) => {
+                    self.keep(s, e);
+                    Some((c, c + 1))
+                }
+                None => Some((c, c + 1)),
+            };
+            if let Some(o) = out.as_deref_mut() {
+                if k < dir_max {
+                    o.push(c);
+                }
+            }
+            if k + 1 == n {
+                break;
+            }
+            match self.fat(c) {
+                Ok(0xFFFF_FFFF) | Ok(0xFFFF_FFF7) => break,
+                Ok(v) => c = u64::from(v),
+                Err(e) => {
+                    self.fail(format!("FAT entry of cluster {c} unreadable: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some((s, e)) = run {
+            self.keep(s, e);
+        }
+    }
+
+    /// Ends the entry set being read: its allocations are kept, a directory's is queued.
+    fn finish_set(&mut self) {
+        let set = std::mem::take(&mut self.set);
+        for (a, stream) in set.allocs {
+            if set.dir && stream {
+                if self.dirs + self.queue.len() as u64 >= MAX_DIRS {
+                    return self.fail(format!("more than {MAX_DIRS} directories"));
+                }
+                self.queue.push(a);
+            } else {
+                self.alloc(a, None);
+            }
+        }
+    }
+
+    /// Looks at one buffer of directory entries; false once the end marker is met.
+    fn scan(&mut self, buf: &[u8]) -> bool {
+        for e in buf.chunks_exact(32) {
+            if self.scanned >= MAX_DIR_ENTRIES {
+                self.fail(format!("more than {MAX_DIR_ENTRIES} directory entries"));
+                return false;
+            }
+            self.scanned += 1;
+            let t = e[0];
+            if t == ENTRY_EOD {
+                return false;
+            }
+            let generic = |e: &[u8], flags: u16| Alloc {
+                first: u64::from(le32(e, 20).unwrap_or(0)),
+                len: le64(e, 24).unwrap_or(0),
+                contiguous: flags & 2 != 0,
+            };
+            if t & 0x80 == 0 {
+                // Unused or deleted: any set being read ends here.
+                self.finish_set();
+                continue;
+            }
+            if t & 0x40 == 0 {
+                // A primary entry starts a new set.
+                self.finish_set();
+                match t {
+                    ENTRY_FILE => {
+                        self.files += 1;
+                        self.set.remaining = u32::from(e[1]);
+                        self.set.dir = le16(e, 4).unwrap_or(0) & 0x10 != 0;
+                    }
+                    // Bitmap and up-case table: contiguous, as the Linux driver reads them.
+                    ENTRY_BITMAP | ENTRY_UPCASE => self.alloc(generic(e, 2), None),
+                    ENTRY_LABEL => {}
+                    _ => {
+                        // Other primaries (volume GUID, TexFAT padding, vendor ones) follow
+                        // the generic template.
+                        let flags = le16(e, 2).unwrap_or(0);
+                        if flags & 1 != 0 {
+                            self.alloc(generic(e, flags), None);
+                        }
+                        self.set.remaining = u32::from(e[1]);
+                    }
+                }
+                continue;
+            }
+            if self.set.remaining == 0 {
+                continue; // an orphan secondary: no primary owns it
+            }
+            self.set.remaining -= 1;
+            let flags = u16::from(e[1]);
+            if flags & 1 != 0 {
+                self.set.allocs.push((generic(e, flags), t == ENTRY_STREAM));
+            }
+            if self.set.remaining == 0 {
+                self.finish_set();
+            }
+        }
+        true
+    }
+
+    /// Reads a directory's clusters, adjacent ones together, and scans them.
+    fn scan_clusters(&mut self, clusters: &[u64]) {
+        let per_read = (DIR_READ_MAX / self.g.cluster).max(1) as usize;
+        let mut i = 0;
+        while i < clusters.len() && self.incomplete.is_none() {
+            let mut j = i + 1;
+            while j < clusters.len() && j - i < per_read && clusters[j] == clusters[j - 1] + 1 {
+                j += 1;
+            }
+            let len = (j - i) as u64 * self.g.cluster;
+            match self.dev.read_upto(self.offset(clusters[i]), len as usize) {
+                Ok(buf) => {
+                    if !self.scan(&buf) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.fail(format!("directory cluster {} unreadable: {e}", clusters[i]));
+                    break;
+                }
+            }
+            i = j;
+        }
+        self.finish_set();
+    }
+
+    fn walk(&mut self, root: &[u64]) {
+        self.dirs = 1;
+        for &c in root {
+            self.visit(c);
+        }
+        self.scan_clusters(root);
+        while let Some(d) = self.queue.pop() {
+            self.dirs += 1;
+            let mut cl = Vec::new();
+            self.alloc(d, Some(&mut cl));
+            self.scan_clusters(&cl);
+        }
+    }
+}
+
+/// Walks the directory tree from the root and adds back every cluster a directory entry
+/// references that the Allocation Bitmap calls free; fills `u.cross_check`.
+fn cross_check(dev: &dyn ReadAt, g: &Geo, heap: u64, root: &[u64], u: &mut super::Usage) {
+    let words = (g.cluster_count + 2).div_ceil(64) as usize;
+    let mut w = XWalk {
+        dev,
+        g,
+        heap,
+        used: &u.used,
+        pages: Default::default(),
+        visited: vec![0; words],
+        unmapped: Default::default(),
+        queue: Vec::new(),
+        set: EntrySet::default(),
+        files: 0,
+        dirs: 0,
+        scanned: 0,
+        outside: 0,
+        incomplete: None,
+    };
+    w.walk(root);
+    let (unmapped, files, dirs, outside, incomplete) =
+        (w.unmapped.map, w.files, w.dirs, w.outside, w.incomplete);
+    let added = unmapped.total();
+    let added_where = super::fat::describe_clusters(&unmapped, heap, g.cluster, 2);
+    if added > 0 {
+        u.warnings.push(format!(
+            "exFAT: {} clusters referenced by files are marked free in the allocation bitmap \
+             (clusters {added_where}); kept — filesystem inconsistent: run fsck.exfat",
+            super::fat::count_clusters(&unmapped, heap, g.cluster)
+        ));
+        u.used = u.used.union(&unmapped);
+    }
+    if outside > 0 {
+        u.warnings.push(format!(
+            "exFAT: {outside} directory entries reference clusters outside the heap; ignored"
+        ));
+    }
+    let incomplete = incomplete.map(|why| {
+        u.used.insert(heap, heap + g.cluster_count * g.cluster);
+        u.warnings.push(format!(
+            "exFAT: directory walk incomplete ({why}); every cluster is kept"
+        ));
+        format!("{why}; every cluster of the heap is kept")
+    });
+    u.cross_check = Some(super::CrossCheck {
+        against: format!("directory tree: {files} files, {dirs} directories"),
+        added,
+        added_where: if added > 0 {
+            format!("clusters {added_where}")
+        } else {
+            String::new()
+        },
+        incomplete,
+    });
 }

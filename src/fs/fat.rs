@@ -9,6 +9,7 @@
 //! Windows and `blkid` show; the copy in the boot sector is often stale.
 
 use super::FsInfo;
+use crate::extent::ExtentMap;
 use crate::source::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
 
@@ -298,6 +299,9 @@ const USED_CHUNK_ENTRIES: u64 = 1 << 20;
 ///
 /// Clusters the BPB counts but the FAT has no room for, and entries that lie past the end of
 /// the source, are kept: nothing says they are free.
+///
+/// The FAT is then cross-checked against the directory tree (`cross_check` below): a cluster a
+/// directory entry or a chain reaches that every FAT copy calls free is kept too, and reported.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let corrupt = |d: &str| crate::Error::corrupt("FAT boot sector", d.to_string());
     let bs = dev.read_vec(0, 512)?;
@@ -349,6 +353,8 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let with_entry = with_entry.min(in_source);
     let end_entry = with_entry + 2;
     let mut copies: Vec<Vec<u8>> = Vec::new();
+    // The first copy is kept for the cross-check's chain walk while it stays small.
+    let mut cache = FatCache::new(bits, end_entry);
     let mut lo = 0u64;
     while lo < end_entry {
         let hi = lo.saturating_add(USED_CHUNK_ENTRIES).min(end_entry);
@@ -387,12 +393,458 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         if let Some((s, e)) = run {
             u.used.insert(s, e);
         }
+        if let Some(first) = copies.first_mut() {
+            cache.offer(lo, std::mem::take(first));
+        }
         lo = hi;
     }
     // Clusters without a FAT entry, and the sectors after the last whole cluster.
     let tail = data_start + with_entry * cbytes;
     u.used.insert(tail, total.max(tail));
+
+    let geo = WalkGeo {
+        g: &g,
+        bits,
+        fat_start,
+        data_start,
+        cbytes,
+        with_entry,
+        root_cluster: u64::from(le32(&bs, 0x2C).unwrap_or(0) & 0x0FFF_FFFF),
+    };
+    cross_check(dev, &geo, &mut cache, &mut u);
     Ok(u)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-check: the FAT against the directory tree.
+//
+// The FAT is FAT's allocation map. A directory entry (or a chain) that leads into a cluster
+// whose entry is zero in every copy means the map lies about that cluster: fsck.fat reports
+// "Contains a free cluster (N). Assuming EOF." and would truncate the file there, mtools refuses
+// to read it ("Fat problem while decoding"), but the Linux driver and fusefat read a file's or
+// directory's first cluster without consulting the FAT, and undelete/recovery tools read a
+// broken file as contiguous clusters from where its chain breaks. So the cluster the chain
+// reaches is kept, and for a file also as many following clusters as its size still needs
+// while they are free too (what a reader would most plausibly read). Lost chains (allocated,
+// unreferenced) are already in the map.
+
+/// Bytes of the first FAT copy kept in memory for the chain walk; past this, chunks are
+/// re-read on demand.
+const FAT_CACHE_MAX: u64 = 64 << 20;
+/// Directory entries examined (32 bytes each, so 512 MiB of directories) before the walk gives
+/// up and keeps the data region whole.
+const MAX_DIR_ENTRIES: u64 = 1 << 24;
+/// Directories walked before the walk gives up.
+const MAX_DIRS: u64 = 1 << 20;
+/// Largest single read of adjacent directory clusters.
+const DIR_READ_MAX: u64 = 1 << 20;
+
+/// The first FAT copy, in the chunks the map pass read it in.
+struct FatCache {
+    bits: u64,
+    end_entry: u64,
+    chunks: Vec<Option<Vec<u8>>>,
+    held: u64,
+    /// The chunk last read on demand, when the FAT was too big to keep.
+    last: Option<(usize, Vec<u8>)>,
+}
+
+impl FatCache {
+    fn new(bits: u64, end_entry: u64) -> Self {
+        FatCache {
+            bits,
+            end_entry,
+            chunks: Vec::new(),
+            held: 0,
+            last: None,
+        }
+    }
+
+    /// Takes the chunk starting at entry `lo` (chunks arrive in order) if it fits the budget.
+    fn offer(&mut self, lo: u64, buf: Vec<u8>) {
+        debug_assert_eq!(lo / USED_CHUNK_ENTRIES, self.chunks.len() as u64);
+        let len = buf.len() as u64;
+        if self.held.saturating_add(len) <= FAT_CACHE_MAX {
+            self.held += len;
+            self.chunks.push(Some(buf));
+        } else {
+            self.chunks.push(None);
+        }
+    }
+
+    /// Entry `n` of the first FAT copy; `Ok(None)` past the entries the volume has.
+    fn get(&mut self, dev: &dyn ReadAt, fat_start: u64, n: u64) -> crate::Result<Option<u32>> {
+        if n >= self.end_entry {
+            return Ok(None);
+        }
+        let k = (n / USED_CHUNK_ENTRIES) as usize;
+        let rel = (n % USED_CHUNK_ENTRIES) as usize;
+        if let Some(Some(buf)) = self.chunks.get(k) {
+            return Ok(fat_entry(buf, self.bits, rel));
+        }
+        if self.last.as_ref().is_none_or(|(lk, _)| *lk != k) {
+            let lo = k as u64 * USED_CHUNK_ENTRIES;
+            let hi = lo.saturating_add(USED_CHUNK_ENTRIES).min(self.end_entry);
+            let byte_lo = lo * self.bits / 8;
+            let byte_hi = (hi * self.bits).div_ceil(8);
+            let buf = dev.read_upto(fat_start + byte_lo, (byte_hi - byte_lo) as usize)?;
+            self.last = Some((k, buf));
+        }
+        Ok(self
+            .last
+            .as_ref()
+            .and_then(|(_, b)| fat_entry(b, self.bits, rel)))
+    }
+}
+
+/// What the walk needs to know about the volume.
+struct WalkGeo<'a> {
+    g: &'a Geometry,
+    bits: u64,
+    fat_start: u64,
+    data_start: u64,
+    cbytes: u64,
+    /// Clusters with a FAT entry inside the source (2 ..= with_entry + 1).
+    with_entry: u64,
+    root_cluster: u64,
+}
+
+impl WalkGeo<'_> {
+    /// True for a cluster whose FAT entry the map pass looked at.
+    fn mapped(&self, c: u64) -> bool {
+        c >= 2 && c - 2 < self.with_entry
+    }
+    /// Byte offset of a `mapped` cluster (cannot overflow: the data region fits the source).
+    fn offset(&self, c: u64) -> u64 {
+        self.data_start + (c - 2) * self.cbytes
+    }
+}
+
+/// What a FAT entry says comes next.
+enum Next {
+    /// Zero: the FAT calls the cluster free.
+    Free,
+    /// End of chain, a bad-cluster mark, or the reserved value 1.
+    End,
+    Cluster(u64),
+}
+
+fn classify(v: u32, bits: u64) -> Next {
+    let bad = match bits {
+        12 => 0xFF7,
+        16 => 0xFFF7,
+        _ => 0x0FFF_FFF7,
+    };
+    match v {
+        0 => Next::Free,
+        1 => Next::End,
+        v if v >= bad => Next::End,
+        v => Next::Cluster(u64::from(v)),
+    }
+}
+
+/// Byte ranges that metadata references and the allocation map calls free. Shared by the
+/// FAT, exFAT and NTFS cross-checks.
+#[derive(Default)]
+pub(super) struct Unmapped {
+    pub(super) map: ExtentMap,
+}
+
+impl Unmapped {
+    /// Notes `[s, e)` as referenced: whatever part of it `used` lacks is remembered.
+    pub(super) fn note(&mut self, used: &ExtentMap, s: u64, e: u64) {
+        if e <= s || used.covered(s, e) == e - s {
+            return;
+        }
+        for x in ExtentMap::single(s, e).subtract(used).iter() {
+            self.map.insert(x.start, x.end);
+        }
+    }
+}
+
+/// Summarises byte extents as cluster numbers ("120-131, 400"), cluster `first` starting at
+/// byte `base`; at most a few ranges are listed.
+pub(super) fn describe_clusters(m: &ExtentMap, base: u64, unit: u64, first: u64) -> String {
+    const SHOWN: usize = 8;
+    let unit = unit.max(1);
+    let mut parts: Vec<String> = m
+        .iter()
+        .take(SHOWN)
+        .map(|x| {
+            let a = (x.start.saturating_sub(base) / unit).saturating_add(first);
+            let b = ((x.end - 1).saturating_sub(base) / unit).saturating_add(first);
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    if m.len() > SHOWN {
+        parts.push(format!("and {} more ranges", m.len() - SHOWN));
+    }
+    parts.join(", ")
+}
+
+/// Clusters (of `unit` bytes, counted from byte `base`) an extent map touches.
+pub(super) fn count_clusters(m: &ExtentMap, base: u64, unit: u64) -> u64 {
+    let unit = unit.max(1);
+    m.iter()
+        .map(|x| (x.end - 1).saturating_sub(base) / unit - x.start.saturating_sub(base) / unit + 1)
+        .sum()
+}
+
+struct Walker<'a> {
+    dev: &'a dyn ReadAt,
+    geo: &'a WalkGeo<'a>,
+    cache: &'a mut FatCache,
+    used: &'a ExtentMap,
+    visited: Vec<u64>,
+    unmapped: Unmapped,
+    queue: Vec<u64>,
+    entries: u64,
+    dirs: u64,
+    scanned: u64,
+    outside: u64,
+    incomplete: Option<String>,
+}
+
+impl Walker<'_> {
+    fn fail(&mut self, why: String) {
+        if self.incomplete.is_none() {
+            self.incomplete = Some(why);
+        }
+        self.queue.clear();
+    }
+
+    /// Marks cluster `c` (a `mapped` one) visited; false if it already was.
+    fn visit(&mut self, c: u64) -> bool {
+        let (w, b) = ((c / 64) as usize, c % 64);
+        match self.visited.get_mut(w) {
+            Some(word) if *word & (1 << b) == 0 => {
+                *word |= 1 << b;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn seen(&self, c: u64) -> bool {
+        self.visited
+            .get((c / 64) as usize)
+            .is_some_and(|w| w & (1 << (c % 64)) != 0)
+    }
+
+    fn keep(&mut self, c: u64) {
+        let s = self.geo.offset(c);
+        self.unmapped.note(self.used, s, s + self.geo.cbytes);
+    }
+
+    /// Follows the chain from `first`, keeping every cluster it reaches. Where it reaches a
+    /// cluster the FAT calls free, the chain ends there, and for a file (`need` clusters long)
+    /// the following free clusters are kept up to its size. Directory clusters go to `out`.
+    fn follow(&mut self, first: u64, need: u64, mut out: Option<&mut Vec<u64>>) {
+        let g = self.geo;
+        let mut c = first;
+        let mut k = 0u64;
+        loop {
+            if !g.mapped(c) {
+                // Clusters past the FAT's room or the source's end are kept by the tail.
+                if c < 2 || c - 2 >= g.g.clusters {
+                    self.outside += 1;
+                }
+                return;
+            }
+            if !self.visit(c) {
+                return;
+            }
+            k += 1;
+            self.keep(c);
+            if let Some(o) = out.as_deref_mut() {
+                o.push(c);
+            }
+            let v = match self.cache.get(self.dev, g.fat_start, c) {
+                Ok(Some(v)) => v,
+                Ok(None) => return,
+                Err(e) => return self.fail(format!("FAT entry of cluster {c} unreadable: {e}")),
+            };
+            match classify(v, g.bits) {
+                Next::Cluster(n) => c = n,
+                Next::End => return,
+                Next::Free => {
+                    let mut d = c + 1;
+                    while k < need && g.mapped(d) && !self.seen(d) {
+                        let s = g.offset(d);
+                        if self.used.covered(s, s + g.cbytes) != 0 {
+                            break;
+                        }
+                        self.visit(d);
+                        self.keep(d);
+                        k += 1;
+                        d += 1;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Looks at one buffer of directory entries; false once the end marker is met.
+    fn scan(&mut self, buf: &[u8]) -> bool {
+        let fat32 = self.geo.g.fat32;
+        for e in buf.chunks_exact(32) {
+            if self.scanned >= MAX_DIR_ENTRIES {
+                self.fail(format!("more than {MAX_DIR_ENTRIES} directory entries"));
+                return false;
+            }
+            self.scanned += 1;
+            match e[0] {
+                0 => return false,
+                0xE5 => continue,
+                _ => {}
+            }
+            let attr = e[11];
+            if attr & 0x3F == ATTR_LONG_NAME || attr & ATTR_VOLUME_ID != 0 {
+                continue;
+            }
+            if e[0] == b'.' && e[2..11].iter().all(|&b| b == b' ') && matches!(e[1], b' ' | b'.') {
+                continue;
+            }
+            self.entries += 1;
+            let lo = u64::from(le16(e, 26).unwrap_or(0));
+            let hi = if fat32 {
+                u64::from(le16(e, 20).unwrap_or(0))
+            } else {
+                0
+            };
+            let first = hi << 16 | lo;
+            if first == 0 {
+                continue;
+            }
+            if attr & ATTR_DIR != 0 {
+                if self.queue.len() as u64 + self.dirs >= MAX_DIRS {
+                    self.fail(format!("more than {MAX_DIRS} directories"));
+                    return false;
+                }
+                self.queue.push(first);
+            } else {
+                let size = u64::from(le32(e, 28).unwrap_or(0));
+                self.follow(first, size.div_ceil(self.geo.cbytes), None);
+            }
+        }
+        true
+    }
+
+    /// Reads a directory's clusters, adjacent ones together, and scans them.
+    fn scan_clusters(&mut self, clusters: &[u64]) {
+        let g = self.geo;
+        let per_read = (DIR_READ_MAX / g.cbytes).max(1) as usize;
+        let mut i = 0;
+        while i < clusters.len() && self.incomplete.is_none() {
+            let mut j = i + 1;
+            while j < clusters.len() && j - i < per_read && clusters[j] == clusters[j - 1] + 1 {
+                j += 1;
+            }
+            let off = g.offset(clusters[i]);
+            let len = (j - i) as u64 * g.cbytes;
+            match self.dev.read_upto(off, len as usize) {
+                Ok(buf) => {
+                    if !self.scan(&buf) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    return self.fail(format!("directory cluster {} unreadable: {e}", clusters[i]))
+                }
+            }
+            i = j;
+        }
+    }
+
+    fn walk(&mut self) {
+        let g = self.geo;
+        self.dirs = 1;
+        if g.g.fat32 {
+            let root = g.root_cluster;
+            if !g.mapped(root) {
+                return self.fail(format!("root directory cluster {root} is outside the FAT"));
+            }
+            let mut cl = Vec::new();
+            self.follow(root, 0, Some(&mut cl));
+            self.scan_clusters(&cl);
+        } else {
+            let ss = u64::from(g.g.sector_size);
+            let start = g.fat_start + g.g.fats * g.g.fat_length * ss;
+            match self.dev.read_upto(start, (g.g.root_entries * 32) as usize) {
+                Ok(buf) => {
+                    self.scan(&buf);
+                }
+                Err(e) => return self.fail(format!("root directory unreadable: {e}")),
+            }
+        }
+        while let Some(d) = self.queue.pop() {
+            self.dirs += 1;
+            let mut cl = Vec::new();
+            self.follow(d, 0, Some(&mut cl));
+            self.scan_clusters(&cl);
+        }
+    }
+}
+
+/// Walks the directory tree and adds back every cluster it references that the FAT calls free;
+/// fills `u.cross_check`.
+fn cross_check(dev: &dyn ReadAt, geo: &WalkGeo, cache: &mut FatCache, u: &mut super::Usage) {
+    let words = (geo.with_entry + 2).div_ceil(64) as usize;
+    let mut w = Walker {
+        dev,
+        geo,
+        cache,
+        used: &u.used,
+        visited: vec![0; words],
+        unmapped: Unmapped::default(),
+        queue: Vec::new(),
+        entries: 0,
+        dirs: 0,
+        scanned: 0,
+        outside: 0,
+        incomplete: None,
+    };
+    w.walk();
+    let (unmapped, entries, dirs, outside, incomplete) =
+        (w.unmapped.map, w.entries, w.dirs, w.outside, w.incomplete);
+    let added = unmapped.total();
+    let added_where = describe_clusters(&unmapped, geo.data_start, geo.cbytes, 2);
+    if added > 0 {
+        u.warnings.push(format!(
+            "FAT: {} clusters referenced by directory entries are marked free in the FAT \
+             (clusters {added_where}); kept — filesystem inconsistent: run fsck.fat",
+            count_clusters(&unmapped, geo.data_start, geo.cbytes)
+        ));
+        u.used = u.used.union(&unmapped);
+    }
+    if outside > 0 {
+        u.warnings.push(format!(
+            "FAT: {outside} cluster references point outside the data region; ignored"
+        ));
+    }
+    let incomplete = incomplete.map(|why| {
+        let end = geo.data_start + geo.with_entry * geo.cbytes;
+        u.used.insert(geo.data_start, end);
+        u.warnings.push(format!(
+            "FAT: directory walk incomplete ({why}); every cluster is kept"
+        ));
+        format!("{why}; every cluster of the data region is kept")
+    });
+    u.cross_check = Some(super::CrossCheck {
+        against: format!("directory tree: {entries} entries, {dirs} directories"),
+        added,
+        added_where: if added > 0 {
+            format!("clusters {added_where}")
+        } else {
+            String::new()
+        },
+        incomplete,
+    });
 }
 
 /// Value of entry `rel` (counted from the start of `buf`, which begins at an even entry) in a
@@ -418,6 +870,28 @@ fn fat_entry(buf: &[u8], bits: u64, rel: usize) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_check_summaries() {
+        let used = ExtentMap::from_ranges([(0, 4096), (8192, 12288)]);
+        let mut un = Unmapped::default();
+        un.note(&used, 0, 4096); // fully mapped: nothing
+        un.note(&used, 2048, 10240); // partly: 4096..8192 only
+        un.note(&used, 20480, 21504);
+        assert_eq!(
+            un.map,
+            ExtentMap::from_ranges([(4096, 8192), (20480, 21504)])
+        );
+        // 1 KiB clusters, cluster 2 at byte 0.
+        assert_eq!(describe_clusters(&un.map, 0, 1024, 2), "6-9, 22");
+        assert_eq!(count_clusters(&un.map, 0, 1024), 5);
+        let many = ExtentMap::from_ranges((0..20u64).map(|i| (i * 4096, i * 4096 + 1024)));
+        assert!(describe_clusters(&many, 0, 1024, 0).ends_with("and 12 more ranges"));
+        assert!(matches!(classify(0, 12), Next::Free));
+        assert!(matches!(classify(0xFF7, 12), Next::End));
+        assert!(matches!(classify(1, 32), Next::End));
+        assert!(matches!(classify(0x0FFF_FFF6, 32), Next::Cluster(_)));
+    }
 
     #[test]
     fn cp850_table_complete() {

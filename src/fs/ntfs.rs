@@ -6,6 +6,7 @@
 //! be trusted.
 
 use super::FsInfo;
+use crate::extent::ExtentMap;
 use crate::source::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64};
 
@@ -271,6 +272,9 @@ enum BitmapData {
 ///
 /// Fails (so the caller keeps everything) when `$Bitmap` cannot be read and trusted: a torn
 /// MFT record, runs outside the volume, a sparse or compressed bitmap.
+///
+/// `$Bitmap` is then cross-checked against the MFT (`cross_check` below): every cluster a
+/// record in use references is kept even where `$Bitmap` calls it free.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let corrupt = |d: String| crate::Error::corrupt("NTFS $Bitmap", d);
     let bs = dev.read_vec(0, 512)?;
@@ -366,6 +370,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
             u.used.insert(s, e);
         }
     }
+    cross_check(dev, &g, clusters, &mut u);
     Ok(u)
 }
 
@@ -514,4 +519,429 @@ fn decode_runs(attr: &[u8], mut pos: usize, clusters: u64) -> Result<Vec<(u64, u
         pos += 1 + ln + on;
     }
     Err("run list is not terminated".into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-check: $Bitmap against the MFT.
+//
+// Every MFT record is read (fixups applied), found through $MFT's own $DATA runlist
+// (including the extents an attribute list puts in extension records). A record whose header
+// flag (0x0001) or $MFT's own bitmap says it is in use has every non-resident attribute's runs
+// compared with $Bitmap (sparse runs own no clusters). Extension records are records in use
+// like any other, so walking them all covers attribute lists. A record in use that cannot be
+// read (torn fixups, "BAAD", no FILE signature where $MFT's bitmap says in use) could reference
+// anything, so the whole volume is kept; so it is when the MFT itself cannot be located.
+// Runs past the volume and malformed runlists are ignored and reported: no reader can follow
+// them either.
+
+const ATTR_MFT_BITMAP: u32 = 0xB0;
+/// MFT records examined before the walk gives up and keeps every cluster.
+const MAX_RECORDS: u64 = 1 << 24;
+/// Bytes of MFT read at once.
+const MFT_READ_MAX: u64 = 1 << 20;
+/// Bound on an attribute list (and on $MFT's own bitmap) read whole.
+const MAX_LIST_BYTES: u64 = 16 << 20;
+/// Passes over $MFT's attribute list resolving extension records.
+const MAX_LIST_PASSES: usize = 8;
+/// Extension records holding $MFT's own $DATA that are read (a real MFT needs a handful).
+const MAX_MFT_EXTENSIONS: usize = 4096;
+
+/// One run of a runlist: first VCN, LCN (`None` for a sparse run) and length in clusters.
+type Run = (u64, Option<u64>, u64);
+/// An attribute of a record: type, name length, and its bytes.
+type Attr<'a> = (u32, u8, &'a [u8]);
+
+/// Decodes a non-resident attribute's mapping pairs, starting at its lowest VCN. A malformed
+/// pair ends the list with an error; the runs before it are returned with it.
+fn attr_runs(attr: &[u8]) -> (Vec<Run>, Option<&'static str>) {
+    let mut out = Vec::new();
+    let mut vcn = le64(attr, 0x10).unwrap_or(0);
+    let mut pos = usize::from(le16(attr, 0x20).unwrap_or(0));
+    let mut lcn: i64 = 0;
+    loop {
+        let Some(&h) = attr.get(pos) else {
+            return (out, Some("runlist runs off its attribute"));
+        };
+        if h == 0 {
+            return (out, None);
+        }
+        let (ln, on) = (usize::from(h & 0x0F), usize::from(h >> 4));
+        if !(1..=8).contains(&ln) || on > 8 {
+            return (out, Some("malformed run header"));
+        }
+        let field = |at: usize, n: usize| attr.get(at..at.checked_add(n)?);
+        let (Some(lb), Some(ob)) = (field(pos + 1, ln), field(pos + 1 + ln, on)) else {
+            return (out, Some("runlist runs off its attribute"));
+        };
+        let len = lb.iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b));
+        if len == 0 {
+            return (out, Some("zero-length run"));
+        }
+        let run_lcn = if on == 0 {
+            None
+        } else {
+            let mut delta = ob.iter().rev().fold(0u64, |a, &b| a << 8 | u64::from(b));
+            if on < 8 && ob[on - 1] & 0x80 != 0 {
+                delta |= u64::MAX << (8 * on);
+            }
+            match lcn.checked_add(delta as i64).filter(|&l| l >= 0) {
+                Some(l) => lcn = l,
+                None => return (out, Some("run offset leaves the volume")),
+            }
+            Some(lcn as u64)
+        };
+        out.push((vcn, run_lcn, len));
+        let Some(next) = vcn.checked_add(len) else {
+            return (out, Some("run VCN overflows"));
+        };
+        vcn = next;
+        pos += 1 + ln + on;
+    }
+}
+
+/// The attributes of a record (fixups applied): `(type, name length, attribute bytes)`; stops
+/// at the end marker or at the first attribute whose length is impossible (returned as `true`).
+fn attributes(r: &[u8]) -> (Vec<Attr<'_>>, bool) {
+    let used = (le32(r, 0x18).unwrap_or(0) as usize).min(r.len());
+    let mut off = usize::from(le16(r, 0x14).unwrap_or(0));
+    let mut out = Vec::new();
+    for _ in 0..r.len() / 16 {
+        let Some(ty) = le32(r, off) else {
+            return (out, true);
+        };
+        if ty == ATTR_END {
+            return (out, false);
+        }
+        let len = le32(r, off + 4).unwrap_or(0) as usize;
+        if len < 16 || off.checked_add(len).is_none_or(|e| e > used) {
+            return (out, true);
+        }
+        let a = &r[off..off + len];
+        out.push((ty, a[9], a));
+        off += len;
+    }
+    (out, true)
+}
+
+/// A resident attribute's value, or a non-resident one's first `max` bytes read from its runs.
+fn attr_value(dev: &dyn ReadAt, g: &UsedGeo, attr: &[u8], max: u64) -> Result<Vec<u8>, String> {
+    if attr.get(8) == Some(&0) {
+        let vlen = le32(attr, 0x10).unwrap_or(0) as usize;
+        let voff = usize::from(le16(attr, 0x14).unwrap_or(0));
+        return voff
+            .checked_add(vlen)
+            .and_then(|e| attr.get(voff..e))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| "resident value outside its attribute".to_string());
+    }
+    let size = le64(attr, 0x30)
+        .unwrap_or(0)
+        .min(le64(attr, 0x38).unwrap_or(0));
+    if size > max {
+        return Err(format!("{size} bytes is more than the {max} read"));
+    }
+    let (runs, err) = attr_runs(attr);
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    let mut out = Vec::new();
+    for (_, lcn, len) in runs {
+        let want = size - out.len() as u64;
+        if want == 0 {
+            break;
+        }
+        let n = len.saturating_mul(g.cluster).min(want);
+        match lcn {
+            None => out.resize(out.len() + n as usize, 0),
+            Some(l) => {
+                let off = l.checked_mul(g.cluster).ok_or("run offset overflows")?;
+                out.extend(dev.read_vec(off, n as usize).map_err(|e| e.to_string())?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where the MFT is: its runs in VCN order, the bytes of it that hold records, and its own
+/// bitmap of records in use when that could be read.
+struct MftMap {
+    runs: Vec<Run>,
+    valid: u64,
+    bitmap: Option<Vec<u8>>,
+}
+
+/// Byte offset on the volume of MFT stream byte `pos`, if one of `runs` maps it.
+fn locate(runs: &[Run], pos: u64, cluster: u64) -> Option<u64> {
+    let vcn = pos / cluster;
+    let &(v, lcn, _) = runs
+        .iter()
+        .find(|&&(v, _, len)| v <= vcn && vcn - v < len)?;
+    lcn?.checked_add(vcn - v)?
+        .checked_mul(cluster)?
+        .checked_add(pos % cluster)
+}
+
+fn read_record(dev: &dyn ReadAt, g: &UsedGeo, off: u64) -> Result<Vec<u8>, String> {
+    let mut r = dev
+        .read_vec(off, g.record as usize)
+        .map_err(|e| e.to_string())?;
+    apply_fixups(&mut r)?;
+    Ok(r)
+}
+
+/// Reads record 0 and works out where all of the MFT lies.
+fn mft_map(dev: &dyn ReadAt, g: &UsedGeo) -> Result<MftMap, String> {
+    let off0 = g
+        .mft_lcn
+        .checked_mul(g.cluster)
+        .ok_or("MFT offset overflows")?;
+    let rec0 = read_record(dev, g, off0).map_err(|e| format!("MFT record 0: {e}"))?;
+    let (attrs, _) = attributes(&rec0);
+    let mut runs: Vec<Run> = Vec::new();
+    let mut valid = None;
+    let mut bitmap = None;
+    let mut list = None;
+    for &(ty, name_len, a) in &attrs {
+        match (ty, name_len, a.get(8)) {
+            (ATTR_DATA, 0, Some(1)) => {
+                if le64(a, 0x10) == Some(0) {
+                    valid = Some(le64(a, 0x30).unwrap_or(0).min(le64(a, 0x38).unwrap_or(0)));
+                }
+                runs.extend(attr_runs(a).0);
+            }
+            (ATTR_MFT_BITMAP, 0, _) => bitmap = attr_value(dev, g, a, MAX_LIST_BYTES).ok(),
+            (ATTR_ATTRIBUTE_LIST, _, _) => list = Some(attr_value(dev, g, a, MAX_LIST_BYTES)?),
+            _ => {}
+        }
+    }
+    let valid = valid.ok_or("$MFT has no non-resident $DATA starting at VCN 0")?;
+    // $DATA extents in extension records, named by the attribute list.
+    if let Some(list) = list {
+        let mut pending: Vec<u64> = Vec::new();
+        let mut pos = 0usize;
+        while let (Some(ty), Some(len)) = (le32(&list, pos), le16(&list, pos + 4)) {
+            let len = usize::from(len);
+            if len < 0x1A {
+                break;
+            }
+            let rec = le64(&list, pos + 0x10).unwrap_or(0) & 0xFFFF_FFFF_FFFF;
+            if ty == ATTR_DATA && list.get(pos + 6) == Some(&0) && rec != 0 {
+                pending.push(rec);
+            }
+            pos += len;
+        }
+        pending.sort_unstable();
+        pending.dedup();
+        if pending.len() > MAX_MFT_EXTENSIONS {
+            return Err(format!(
+                "$MFT's attribute list names {} extension records",
+                pending.len()
+            ));
+        }
+        for _ in 0..MAX_LIST_PASSES {
+            if pending.is_empty() {
+                break;
+            }
+            let before = pending.len();
+            let mut left = Vec::new();
+            for rec in std::mem::take(&mut pending) {
+                let at = locate(&runs, rec.saturating_mul(g.record), g.cluster);
+                let Some(at) = at else {
+                    left.push(rec);
+                    continue;
+                };
+                let r = read_record(dev, g, at).map_err(|e| format!("MFT record {rec}: {e}"))?;
+                for &(ty, name_len, a) in &attributes(&r).0 {
+                    if ty == ATTR_DATA && name_len == 0 && a.get(8) == Some(&1) {
+                        runs.extend(attr_runs(a).0);
+                    }
+                }
+            }
+            pending = left;
+            if pending.len() == before {
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            return Err(format!(
+                "{} $MFT extension records cannot be located",
+                pending.len()
+            ));
+        }
+    }
+    runs.sort_unstable();
+    Ok(MftMap {
+        runs,
+        valid,
+        bitmap,
+    })
+}
+
+struct MftWalk<'a> {
+    used: &'a ExtentMap,
+    cluster: u64,
+    clusters: u64,
+    unmapped: super::fat::Unmapped,
+    in_use: u64,
+    read: u64,
+    unreadable: u64,
+    malformed: u64,
+    outside: u64,
+}
+
+impl MftWalk<'_> {
+    /// Looks at record `idx`, whose raw bytes are `r`.
+    fn record(&mut self, idx: u64, r: &mut [u8], bitmap: Option<&[u8]>) {
+        self.read += 1;
+        let listed = bitmap.map(|b| {
+            b.get((idx / 8) as usize)
+                .is_some_and(|&x| x & (1 << (idx % 8)) != 0)
+        });
+        match r.get(0..4) {
+            Some(b"FILE") => {}
+            // Not a record in use, unless $MFT's bitmap says it is one.
+            _ => {
+                if listed == Some(true) {
+                    self.unreadable += 1;
+                }
+                return;
+            }
+        }
+        // In use if either the record's header or $MFT's bitmap says so: on a healthy volume
+        // they agree, and where they do not, keeping more is the safe side.
+        let in_use = le16(r, 0x16).unwrap_or(0) & 1 != 0 || listed == Some(true);
+        if !in_use {
+            return;
+        }
+        if apply_fixups(r).is_err() {
+            self.unreadable += 1;
+            return;
+        }
+        self.in_use += 1;
+        let (attrs, bad) = attributes(r);
+        self.malformed += u64::from(bad);
+        for (_, _, a) in attrs {
+            if a.get(8) != Some(&1) {
+                continue;
+            }
+            let (runs, err) = attr_runs(a);
+            self.malformed += u64::from(err.is_some());
+            for (_, lcn, len) in runs {
+                let Some(lcn) = lcn else { continue };
+                let end = lcn.saturating_add(len);
+                if end > self.clusters {
+                    self.outside += 1;
+                }
+                let (s, e) = (lcn.min(self.clusters), end.min(self.clusters));
+                self.unmapped
+                    .note(self.used, s * self.cluster, e * self.cluster);
+            }
+        }
+    }
+}
+
+/// Reads every MFT record and adds back every cluster a record in use references that $Bitmap
+/// calls free; fills `u.cross_check`.
+fn cross_check(dev: &dyn ReadAt, g: &UsedGeo, clusters: u64, u: &mut super::Usage) {
+    let mut w = MftWalk {
+        used: &u.used,
+        cluster: g.cluster,
+        clusters,
+        unmapped: Default::default(),
+        in_use: 0,
+        read: 0,
+        unreadable: 0,
+        malformed: 0,
+        outside: 0,
+    };
+    let mut incomplete = None;
+    match mft_map(dev, g) {
+        Err(e) => incomplete = Some(format!("the MFT cannot be located: {e}")),
+        Ok(m) => {
+            let records = m.valid / g.record;
+            if records > MAX_RECORDS {
+                incomplete = Some(format!("the MFT has more than {MAX_RECORDS} records"));
+            }
+            let chunk = (MFT_READ_MAX / g.record).max(1) * g.record;
+            'runs: for &(vcn, lcn, len) in &m.runs {
+                if incomplete.is_some() {
+                    break;
+                }
+                let Some(lcn) = lcn else { continue };
+                // MFT stream bytes this run holds, clipped to the records.
+                let s = vcn.saturating_mul(g.cluster);
+                let e = vcn.saturating_add(len).saturating_mul(g.cluster);
+                let e = e.min(records.min(MAX_RECORDS) * g.record);
+                // Start at a record boundary inside the run.
+                let mut pos = s.div_ceil(g.record) * g.record;
+                while pos + g.record <= e {
+                    let n = (e - pos).min(chunk) / g.record * g.record;
+                    let off = (pos - s)
+                        .checked_add(lcn.saturating_mul(g.cluster))
+                        .filter(|o| o.saturating_add(n) <= clusters.saturating_mul(g.cluster));
+                    let Some(off) = off else {
+                        w.outside += 1;
+                        break;
+                    };
+                    let mut buf = match dev.read_vec(off, n as usize) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            incomplete = Some(format!("MFT unreadable at byte {off}: {e}"));
+                            break 'runs;
+                        }
+                    };
+                    if w.read >= MAX_RECORDS {
+                        incomplete = Some(format!("more than {MAX_RECORDS} MFT records"));
+                        break 'runs;
+                    }
+                    for (i, r) in buf.chunks_exact_mut(g.record as usize).enumerate() {
+                        w.record(pos / g.record + i as u64, r, m.bitmap.as_deref());
+                    }
+                    pos += n;
+                }
+            }
+        }
+    }
+    if w.unreadable > 0 && incomplete.is_none() {
+        incomplete = Some(format!(
+            "{} MFT records in use cannot be read (torn or marked bad)",
+            w.unreadable
+        ));
+    }
+    let (unmapped, in_use, read, malformed, outside) =
+        (w.unmapped.map, w.in_use, w.read, w.malformed, w.outside);
+    let added = unmapped.total();
+    let added_where = super::fat::describe_clusters(&unmapped, 0, g.cluster, 0);
+    if added > 0 {
+        u.warnings.push(format!(
+            "NTFS: {} clusters referenced by MFT records are marked free in $Bitmap \
+             (clusters {added_where}); kept — filesystem inconsistent: run chkdsk /f \
+             (or ntfsfix -d)",
+            super::fat::count_clusters(&unmapped, 0, g.cluster)
+        ));
+        u.used = u.used.union(&unmapped);
+    }
+    if malformed + outside > 0 {
+        u.warnings.push(format!(
+            "NTFS: {malformed} malformed attributes or runlists and {outside} runs past the \
+             volume in the MFT; ignored"
+        ));
+    }
+    let incomplete = incomplete.map(|why| {
+        u.used.insert(0, clusters * g.cluster);
+        u.warnings.push(format!(
+            "NTFS: MFT check incomplete ({why}); every cluster is kept"
+        ));
+        format!("{why}; every cluster is kept")
+    });
+    u.cross_check = Some(super::CrossCheck {
+        against: format!("MFT: {in_use} records in use of {read} read"),
+        added,
+        added_where: if added > 0 {
+            format!("clusters {added_where}")
+        } else {
+            String::new()
+        },
+        incomplete,
+    });
 }
