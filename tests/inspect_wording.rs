@@ -46,6 +46,12 @@ fn compressed_sample_has_a_note_and_no_warnings() {
     );
     assert!(section(&text, "warnings").is_empty(), "{text}");
     assert!(
+        text.contains(
+            "       map cross-checked against its directory tree (6 entries, 2 directories): nothing to add\n"
+        ),
+        "{text}"
+    );
+    assert!(
         text.contains("       map cross-checked against its inodes (23 in use, 0 tree blocks, "),
         "{text}"
     );

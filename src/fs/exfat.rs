@@ -422,7 +422,7 @@ struct XWalk<'a> {
     used: &'a ExtentMap,
     pages: std::collections::HashMap<u64, Vec<u8>>,
     visited: Vec<u64>,
-    unmapped: super::fat::Unmapped,
+    unmapped: super::xcheck::Unmapped,
     queue: Vec<Alloc>,
     set: EntrySet,
     files: u64,
@@ -701,12 +701,12 @@ fn cross_check(dev: &dyn ReadAt, g: &Geo, heap: u64, root: &[u64], u: &mut super
     let (unmapped, files, dirs, outside, incomplete) =
         (w.unmapped.map, w.files, w.dirs, w.outside, w.incomplete);
     let added = unmapped.total();
-    let added_where = super::fat::describe_clusters(&unmapped, heap, g.cluster, 2);
+    let added_where = super::xcheck::describe_clusters(&unmapped, heap, g.cluster, 2);
     if added > 0 {
         u.warnings.push(format!(
             "exFAT: {} clusters referenced by files are marked free in the allocation bitmap \
              (clusters {added_where}); kept — filesystem inconsistent: run fsck.exfat",
-            super::fat::count_clusters(&unmapped, heap, g.cluster)
+            super::xcheck::count_clusters(&unmapped, heap, g.cluster)
         ));
         u.used = u.used.union(&unmapped);
     }
@@ -723,7 +723,11 @@ fn cross_check(dev: &dyn ReadAt, g: &Geo, heap: u64, root: &[u64], u: &mut super
         format!("{why}; every cluster of the heap is kept")
     });
     u.cross_check = Some(super::CrossCheck {
-        against: format!("directory tree: {files} files, {dirs} directories"),
+        against: format!(
+            "its directory tree ({files} {}, {dirs} {})",
+            super::xcheck::plural(files, "file", "files"),
+            super::xcheck::plural(dirs, "directory", "directories")
+        ),
         added,
         added_where: if added > 0 {
             format!("clusters {added_where}")

@@ -8,6 +8,7 @@
 //! The label comes from the volume-label entry in the root directory, which is what DOS,
 //! Windows and `blkid` show; the copy in the boot sector is often stale.
 
+use super::xcheck::{count_clusters, describe_clusters, Unmapped};
 use super::FsInfo;
 use crate::extent::ExtentMap;
 use crate::source::{ReadAt, ReadAtExt};
@@ -543,57 +544,6 @@ fn classify(v: u32, bits: u64) -> Next {
     }
 }
 
-/// Byte ranges that metadata references and the allocation map calls free. Shared by the
-/// FAT, exFAT and NTFS cross-checks.
-#[derive(Default)]
-pub(super) struct Unmapped {
-    pub(super) map: ExtentMap,
-}
-
-impl Unmapped {
-    /// Notes `[s, e)` as referenced: whatever part of it `used` lacks is remembered.
-    pub(super) fn note(&mut self, used: &ExtentMap, s: u64, e: u64) {
-        if e <= s || used.covered(s, e) == e - s {
-            return;
-        }
-        for x in ExtentMap::single(s, e).subtract(used).iter() {
-            self.map.insert(x.start, x.end);
-        }
-    }
-}
-
-/// Summarises byte extents as cluster numbers ("120-131, 400"), cluster `first` starting at
-/// byte `base`; at most a few ranges are listed.
-pub(super) fn describe_clusters(m: &ExtentMap, base: u64, unit: u64, first: u64) -> String {
-    const SHOWN: usize = 8;
-    let unit = unit.max(1);
-    let mut parts: Vec<String> = m
-        .iter()
-        .take(SHOWN)
-        .map(|x| {
-            let a = (x.start.saturating_sub(base) / unit).saturating_add(first);
-            let b = ((x.end - 1).saturating_sub(base) / unit).saturating_add(first);
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        })
-        .collect();
-    if m.len() > SHOWN {
-        parts.push(format!("and {} more ranges", m.len() - SHOWN));
-    }
-    parts.join(", ")
-}
-
-/// Clusters (of `unit` bytes, counted from byte `base`) an extent map touches.
-pub(super) fn count_clusters(m: &ExtentMap, base: u64, unit: u64) -> u64 {
-    let unit = unit.max(1);
-    m.iter()
-        .map(|x| (x.end - 1).saturating_sub(base) / unit - x.start.saturating_sub(base) / unit + 1)
-        .sum()
-}
-
 struct Walker<'a> {
     dev: &'a dyn ReadAt,
     geo: &'a WalkGeo<'a>,
@@ -836,7 +786,11 @@ fn cross_check(dev: &dyn ReadAt, geo: &WalkGeo, cache: &mut FatCache, u: &mut su
         format!("{why}; every cluster of the data region is kept")
     });
     u.cross_check = Some(super::CrossCheck {
-        against: format!("directory tree: {entries} entries, {dirs} directories"),
+        against: format!(
+            "its directory tree ({entries} {}, {dirs} {})",
+            super::xcheck::plural(entries, "entry", "entries"),
+            super::xcheck::plural(dirs, "directory", "directories")
+        ),
         added,
         added_where: if added > 0 {
             format!("clusters {added_where}")
@@ -872,21 +826,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cross_check_summaries() {
-        let used = ExtentMap::from_ranges([(0, 4096), (8192, 12288)]);
-        let mut un = Unmapped::default();
-        un.note(&used, 0, 4096); // fully mapped: nothing
-        un.note(&used, 2048, 10240); // partly: 4096..8192 only
-        un.note(&used, 20480, 21504);
-        assert_eq!(
-            un.map,
-            ExtentMap::from_ranges([(4096, 8192), (20480, 21504)])
-        );
-        // 1 KiB clusters, cluster 2 at byte 0.
-        assert_eq!(describe_clusters(&un.map, 0, 1024, 2), "6-9, 22");
-        assert_eq!(count_clusters(&un.map, 0, 1024), 5);
-        let many = ExtentMap::from_ranges((0..20u64).map(|i| (i * 4096, i * 4096 + 1024)));
-        assert!(describe_clusters(&many, 0, 1024, 0).ends_with("and 12 more ranges"));
+    fn fat_entry_classes() {
         assert!(matches!(classify(0, 12), Next::Free));
         assert!(matches!(classify(0xFF7, 12), Next::End));
         assert!(matches!(classify(1, 32), Next::End));

@@ -22,6 +22,7 @@ pub mod ntfs;
 pub mod squashfs;
 pub mod swap;
 pub mod udf;
+pub(crate) mod xcheck;
 pub mod xfs;
 
 /// Identity of a filesystem (or volume format such as LUKS, LVM PV, swap).

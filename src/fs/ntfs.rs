@@ -781,7 +781,7 @@ struct MftWalk<'a> {
     used: &'a ExtentMap,
     cluster: u64,
     clusters: u64,
-    unmapped: super::fat::Unmapped,
+    unmapped: super::xcheck::Unmapped,
     in_use: u64,
     read: u64,
     unreadable: u64,
@@ -911,13 +911,13 @@ fn cross_check(dev: &dyn ReadAt, g: &UsedGeo, clusters: u64, u: &mut super::Usag
     let (unmapped, in_use, read, malformed, outside) =
         (w.unmapped.map, w.in_use, w.read, w.malformed, w.outside);
     let added = unmapped.total();
-    let added_where = super::fat::describe_clusters(&unmapped, 0, g.cluster, 0);
+    let added_where = super::xcheck::describe_clusters(&unmapped, 0, g.cluster, 0);
     if added > 0 {
         u.warnings.push(format!(
             "NTFS: {} clusters referenced by MFT records are marked free in $Bitmap \
              (clusters {added_where}); kept — filesystem inconsistent: run chkdsk /f \
              (or ntfsfix -d)",
-            super::fat::count_clusters(&unmapped, 0, g.cluster)
+            super::xcheck::count_clusters(&unmapped, 0, g.cluster)
         ));
         u.used = u.used.union(&unmapped);
     }
@@ -935,7 +935,7 @@ fn cross_check(dev: &dyn ReadAt, g: &UsedGeo, clusters: u64, u: &mut super::Usag
         format!("{why}; every cluster is kept")
     });
     u.cross_check = Some(super::CrossCheck {
-        against: format!("MFT: {in_use} records in use of {read} read"),
+        against: format!("its MFT ({in_use} records in use of {read} read)"),
         added,
         added_where: if added > 0 {
             format!("clusters {added_where}")
