@@ -30,14 +30,18 @@ fi
 img=$work/card.img
 [ -f "$img" ] || "$here/make-card.sh" "$img" 4G 400
 
+# hyperfine wants one --prepare per command when any has one.
+rm_out="rm -f $work/out.img.zst $work/out.img.zst.bmap"
 hyperfine -N -w 2 -r "$runs" --export-json "$work/times.json" \
+  --prepare true --prepare true --prepare true --prepare true \
+  --prepare "$rm_out" --prepare "$rm_out" \
   -n "inspect (before)" "$base inspect $img" \
   -n "inspect (cross-checked)" "$bw inspect $img" \
   -n "bmap (before)" "$base bmap $img -o $work/a.bmap" \
   -n "bmap (cross-checked)" "$bw bmap $img -o $work/b.bmap" \
-  -n "backup (before)" --prepare "rm -f $work/a.img.zst $work/a.img.zst.bmap" "$base backup $img $work/a.img.zst" \
-  -n "backup (cross-checked)" --prepare "rm -f $work/b.img.zst $work/b.img.zst.bmap" "$bw backup $img $work/b.img.zst" \
-  >/dev/null 2>&1
+  -n "backup (before)" "$base backup $img $work/out.img.zst" \
+  -n "backup (cross-checked)" "$bw backup $img $work/out.img.zst" \
+  >/dev/null
 
 strace -f -e trace=pread64,read -o "$work/inspect.strace" "$bw" inspect "$img" >/dev/null
 "$bw" inspect --json "$img" > "$work/inspect.json"
