@@ -12,9 +12,10 @@
 
 mod common;
 
+use common::damage::{is_root, noise, run, Rng};
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use blockwise::fs;
 use blockwise::source::{FileSource, MemSource};
@@ -23,63 +24,22 @@ use common::{have, restore_onto_random, sh, Loop};
 
 const MIB: u64 = 1 << 20;
 
-fn is_root() -> bool {
-    let o = Command::new("id").arg("-u").output().ok();
-    let ok = o.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !ok {
-        eprintln!("SKIP: not root (loop devices and FUSE mounts need it)");
-    }
-    ok
-}
-
-/// xorshift64*, fixed seeds.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// Files from empty to many clusters, a directory spanning clusters, nesting; deletions so the
 /// later files are fragmented (FAT-chained) as well as contiguous.
 fn fill(mnt: &Path) {
-    let w = |rel: &str, len: usize, seed: u64| {
-        let p = mnt.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, noise(len, seed)).unwrap();
-    };
-    for i in 0..40 {
-        w(&format!("f{i:02}.bin"), (i * 33_331) % 400_000, i as u64);
-    }
-    for i in 0..150 {
-        w(
-            &format!("many/ein langer Dateiname Nummer {i:03}.dat"),
-            1 + (i * 977) % 20_000,
-            100 + i as u64,
-        );
-    }
-    let mut d = String::from("deep");
-    for i in 0..5 {
-        d = format!("{d}/level {i}");
-        w(&format!("{d}/x{i}.bin"), 5000 + 30_000 * i, 200 + i as u64);
-    }
-    w("empty.txt", 0, 0);
+    common::damage::write_tree(
+        mnt,
+        &common::damage::TreeShape {
+            step: 33_331,
+            modulo: 400_000,
+            many: 150,
+            many_prefix: "ein langer Dateiname Nummer",
+            many_mod: 20_000,
+            level_sep: " ",
+            deep_base: 5000,
+            deep_step: 30_000,
+        },
+    );
     for i in (0..40).step_by(3) {
         std::fs::remove_file(mnt.join(format!("f{i:02}.bin"))).unwrap();
     }
@@ -219,62 +179,8 @@ impl Ex {
     }
 }
 
-fn run(cmd: &str, path: &str) -> (bool, String) {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-    (o.status.success(), text.replace(path, "DEV"))
-}
-
-/// Every file under `root`: its content hash or the error reading it; directories by name.
-fn read_tree(root: &Path) -> BTreeMap<String, String> {
-    use std::hash::{Hash, Hasher};
-    let mut out = BTreeMap::new();
-    let mut todo = vec![PathBuf::new()];
-    while let Some(rel) = todo.pop() {
-        let rd = match std::fs::read_dir(root.join(&rel)) {
-            Ok(rd) => rd,
-            Err(e) => {
-                out.insert(
-                    rel.display().to_string(),
-                    format!("dir error {:?}", e.kind()),
-                );
-                continue;
-            }
-        };
-        let mut names: Vec<_> = rd.filter_map(|e| e.ok()).collect();
-        names.sort_by_key(|e| e.file_name());
-        for e in names {
-            let r = rel.join(e.file_name());
-            let p = root.join(&r);
-            if p.is_dir() {
-                out.insert(format!("{}/", r.display()), String::new());
-                todo.push(r);
-                continue;
-            }
-            let v = match std::fs::read(&p) {
-                Ok(data) => {
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    data.hash(&mut h);
-                    format!("{} bytes, {:016x}", data.len(), h.finish())
-                }
-                Err(e) => format!("read error {:?}", e.kind()),
-            };
-            out.insert(r.display().to_string(), v);
-        }
-    }
-    out
-}
-
 fn mounted_tree(dev: &str) -> BTreeMap<String, String> {
-    let mnt = tempfile::tempdir().unwrap();
-    sh(&format!(
-        "mount.exfat-fuse -o ro '{dev}' '{}' 2>/dev/null",
-        mnt.path().display()
-    ));
-    let t = read_tree(mnt.path());
-    let _ = Command::new("umount").arg(mnt.path()).status();
-    t
+    common::damage::mounted_tree("mount.exfat-fuse -o ro", dev)
 }
 
 fn exfat_case(size_mib: u64, args: &str, seeds: u64) {
@@ -282,23 +188,15 @@ fn exfat_case(size_mib: u64, args: &str, seeds: u64) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("exfat.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(size_mib * MIB)
-        .unwrap();
-    sh(&format!("mkfs.exfat {args} '{}' >/dev/null", img.display()));
-    {
-        let Some(lp) = Loop::attach(&img) else { return };
-        let mnt = tempfile::tempdir().unwrap();
-        sh(&format!(
-            "mount.exfat-fuse '{}' '{}' 2>/dev/null",
-            lp.dev,
-            mnt.path().display()
-        ));
-        fill(mnt.path());
-        sh(&format!("umount '{}'", mnt.path().display()));
-    }
+    let Some(img) = common::damage::make_filled(
+        dir.path(),
+        size_mib,
+        &format!("mkfs.exfat {args} '{{img}}' >/dev/null"),
+        "mount.exfat-fuse",
+        fill,
+    ) else {
+        return;
+    };
     let good = std::fs::read(&img).unwrap();
     let ex = Ex::parse(&good);
     let ((bm, _), items) = ex.items(&good);
@@ -547,36 +445,10 @@ fn exfat_read_cost() {
     if !(is_root() && have("mkfs.exfat") && have("mount.exfat-fuse")) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("m.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(512 * MIB)
-        .unwrap();
-    sh(&format!("mkfs.exfat '{}' >/dev/null", img.display()));
-    {
-        let Some(lp) = Loop::attach(&img) else { return };
-        let mnt = tempfile::tempdir().unwrap();
-        sh(&format!(
-            "mount.exfat-fuse '{}' '{}' 2>/dev/null",
-            lp.dev,
-            mnt.path().display()
-        ));
-        for i in 0..3000u64 {
-            let p = mnt.path().join(format!("dir{:02}/file {i:04}.bin", i % 60));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, noise((1 + (i * 7919) % 200) as usize * 1000, i)).unwrap();
-        }
-        sh(&format!("umount '{}'", mnt.path().display()));
-    }
-    let c = blockwise::source::Counting::new(FileSource::open(&img).unwrap());
-    let u = fs::exfat::used(&c).unwrap();
-    eprintln!(
-        "exFAT 512 MiB, 3000 files: read {} bytes in {} calls, mapped {} bytes ({:.3}%); {:?}",
-        c.bytes_read(),
-        c.calls(),
-        u.used.total(),
-        100.0 * c.bytes_read() as f64 / u.used.total() as f64,
-        u.cross_check
+    common::damage::read_cost(
+        "exFAT",
+        "mkfs.exfat '{img}' >/dev/null",
+        "mount.exfat-fuse",
+        fs::exfat::used,
     );
 }

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use blockwise::ExtentMap;
+use common::damage::Rng;
 use common::have;
 use sha2::{Digest, Sha256};
 
@@ -33,39 +34,6 @@ fn tools() -> bool {
     ["mke2fs", "debugfs", "e2fsck", "dumpe2fs"]
         .iter()
         .all(|t| have(t))
-}
-
-/// xorshift64*: small, seeded, good enough to pick damage.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-        v.get(self.below(v.len() as u64) as usize)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
 }
 
 fn run(cmd: &mut Command) -> (String, i32) {

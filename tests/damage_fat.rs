@@ -18,23 +18,16 @@
 
 mod common;
 
+use common::damage::{is_root, noise, read_tree, run, Rng};
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use blockwise::fs;
 use blockwise::source::{FileSource, MemSource};
 use blockwise::ExtentMap;
 use common::{have, restore_onto_random, sh, Loop};
-
-fn is_root() -> bool {
-    let o = Command::new("id").arg("-u").output().ok();
-    let ok = o.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !ok {
-        eprintln!("SKIP: not root (loop devices and FUSE mounts need it)");
-    }
-    ok
-}
 
 fn tools() -> bool {
     is_root()
@@ -45,54 +38,22 @@ fn tools() -> bool {
         && have("fusermount")
 }
 
-/// xorshift64*, fixed seeds.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 /// A tree with files of 0 bytes to several clusters, a directory big enough to span clusters,
 /// and nesting.
 fn make_tree(root: &Path) {
-    let w = |rel: &str, len: usize, seed: u64| {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, noise(len, seed)).unwrap();
-    };
-    for i in 0..40 {
-        w(&format!("f{i:02}.bin"), (i * 3331) % 40_000, i as u64);
-    }
-    for i in 0..70 {
-        w(
-            &format!("many/a file with a long name {i:03}.dat"),
-            1 + (i * 977) % 9000,
-            100 + i as u64,
-        );
-    }
-    let mut d = String::from("deep");
-    for i in 0..5 {
-        d = format!("{d}/level{i}");
-        w(&format!("{d}/x{i}.bin"), 2000 + 3000 * i, 200 + i as u64);
-    }
-    w("empty.txt", 0, 0);
+    common::damage::write_tree(
+        root,
+        &common::damage::TreeShape {
+            step: 3331,
+            modulo: 40_000,
+            many: 70,
+            many_prefix: "a file with a long name",
+            many_mod: 9000,
+            level_sep: "",
+            deep_base: 2000,
+            deep_step: 3000,
+        },
+    );
 }
 
 /// Just enough FAT parsing to find files' chains and change FAT entries, independent of the
@@ -308,56 +269,9 @@ impl Fat {
     }
 }
 
-/// Output of a command with `path` replaced by `DEV`.
-fn run(cmd: &str, path: &str) -> (bool, String) {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-    (o.status.success(), text.replace(path, "DEV"))
-}
-
+/// `fsck.vfat -n`: success, and its report with the device named DEV.
 fn fsck(path: &str) -> (bool, String) {
     run(&format!("fsck.vfat -n '{path}'"), path)
-}
-
-/// Every file under `root`: its content hash or the error reading it; directories by name.
-fn read_tree(root: &Path) -> BTreeMap<String, String> {
-    use std::hash::{Hash, Hasher};
-    let mut out = BTreeMap::new();
-    let mut todo = vec![PathBuf::new()];
-    while let Some(rel) = todo.pop() {
-        let rd = match std::fs::read_dir(root.join(&rel)) {
-            Ok(rd) => rd,
-            Err(e) => {
-                out.insert(
-                    rel.display().to_string(),
-                    format!("dir error {:?}", e.kind()),
-                );
-                continue;
-            }
-        };
-        let mut names: Vec<_> = rd.filter_map(|e| e.ok()).collect();
-        names.sort_by_key(|e| e.file_name());
-        for e in names {
-            let r = rel.join(e.file_name());
-            let p = root.join(&r);
-            if p.is_dir() {
-                out.insert(format!("{}/", r.display()), String::new());
-                todo.push(r);
-                continue;
-            }
-            let v = match std::fs::read(&p) {
-                Ok(data) => {
-                    let mut h = std::collections::hash_map::DefaultHasher::new();
-                    data.hash(&mut h);
-                    format!("{} bytes, {:016x}", data.len(), h.finish())
-                }
-                Err(e) => format!("read error {:?}", e.kind()),
-            };
-            out.insert(r.display().to_string(), v);
-        }
-    }
-    out
 }
 
 /// mcopy -s of the whole volume: success, messages and the files it wrote.

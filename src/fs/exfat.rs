@@ -700,40 +700,30 @@ fn cross_check(dev: &dyn ReadAt, g: &Geo, heap: u64, root: &[u64], u: &mut super
     w.walk(root);
     let (unmapped, files, dirs, outside, incomplete) =
         (w.unmapped.map, w.files, w.dirs, w.outside, w.incomplete);
-    let added = unmapped.total();
-    let added_where = super::xcheck::describe_clusters(&unmapped, heap, g.cluster, 2);
-    if added > 0 {
-        u.warnings.push(format!(
-            "exFAT: {} clusters referenced by files are marked free in the allocation bitmap \
-             (clusters {added_where}); kept — filesystem inconsistent: run fsck.exfat",
-            super::xcheck::count_clusters(&unmapped, heap, g.cluster)
-        ));
-        u.used = u.used.union(&unmapped);
-    }
     if outside > 0 {
         u.warnings.push(format!(
             "exFAT: {outside} directory entries reference clusters outside the heap; ignored"
         ));
     }
-    let incomplete = incomplete.map(|why| {
-        u.used.insert(heap, heap + g.cluster_count * g.cluster);
-        u.warnings.push(format!(
-            "exFAT: directory walk incomplete ({why}); every cluster is kept"
-        ));
-        format!("{why}; every cluster of the heap is kept")
-    });
-    u.cross_check = Some(super::CrossCheck {
-        against: format!(
-            "its directory tree ({files} {}, {dirs} {})",
-            super::xcheck::plural(files, "file", "files"),
-            super::xcheck::plural(dirs, "directory", "directories")
-        ),
-        added,
-        added_where: if added > 0 {
-            format!("clusters {added_where}")
-        } else {
-            String::new()
+    super::xcheck::finish(
+        u,
+        super::xcheck::Outcome {
+            fs: "exFAT",
+            against: format!(
+                "its directory tree ({files} {}, {dirs} {})",
+                super::xcheck::plural(files, "file", "files"),
+                super::xcheck::plural(dirs, "directory", "directories")
+            ),
+            referrers: "files",
+            map_name: "the allocation bitmap",
+            fsck: "fsck.exfat",
+            unmapped,
+            base: heap,
+            unit: g.cluster,
+            first: 2,
+            incomplete,
+            whole: (heap, heap + g.cluster_count * g.cluster),
+            whole_what: "every cluster of the heap",
         },
-        incomplete,
-    });
+    );
 }

@@ -8,7 +8,7 @@
 //! The label comes from the volume-label entry in the root directory, which is what DOS,
 //! Windows and `blkid` show; the copy in the boot sector is often stale.
 
-use super::xcheck::{count_clusters, describe_clusters, Unmapped};
+use super::xcheck::Unmapped;
 use super::FsInfo;
 use crate::extent::ExtentMap;
 use crate::source::{ReadAt, ReadAtExt};
@@ -762,43 +762,32 @@ fn cross_check(dev: &dyn ReadAt, geo: &WalkGeo, cache: &mut FatCache, u: &mut su
     w.walk();
     let (unmapped, entries, dirs, outside, incomplete) =
         (w.unmapped.map, w.entries, w.dirs, w.outside, w.incomplete);
-    let added = unmapped.total();
-    let added_where = describe_clusters(&unmapped, geo.data_start, geo.cbytes, 2);
-    if added > 0 {
-        u.warnings.push(format!(
-            "FAT: {} clusters referenced by directory entries are marked free in the FAT \
-             (clusters {added_where}); kept — filesystem inconsistent: run fsck.fat",
-            count_clusters(&unmapped, geo.data_start, geo.cbytes)
-        ));
-        u.used = u.used.union(&unmapped);
-    }
     if outside > 0 {
         u.warnings.push(format!(
             "FAT: {outside} cluster references point outside the data region; ignored"
         ));
     }
-    let incomplete = incomplete.map(|why| {
-        let end = geo.data_start + geo.with_entry * geo.cbytes;
-        u.used.insert(geo.data_start, end);
-        u.warnings.push(format!(
-            "FAT: directory walk incomplete ({why}); every cluster is kept"
-        ));
-        format!("{why}; every cluster of the data region is kept")
-    });
-    u.cross_check = Some(super::CrossCheck {
-        against: format!(
-            "its directory tree ({entries} {}, {dirs} {})",
-            super::xcheck::plural(entries, "entry", "entries"),
-            super::xcheck::plural(dirs, "directory", "directories")
-        ),
-        added,
-        added_where: if added > 0 {
-            format!("clusters {added_where}")
-        } else {
-            String::new()
+    super::xcheck::finish(
+        u,
+        super::xcheck::Outcome {
+            fs: "FAT",
+            against: format!(
+                "its directory tree ({entries} {}, {dirs} {})",
+                super::xcheck::plural(entries, "entry", "entries"),
+                super::xcheck::plural(dirs, "directory", "directories")
+            ),
+            referrers: "directory entries",
+            map_name: "the FAT",
+            fsck: "fsck.fat",
+            unmapped,
+            base: geo.data_start,
+            unit: geo.cbytes,
+            first: 2,
+            incomplete,
+            whole: (geo.data_start, geo.data_start + geo.with_entry * geo.cbytes),
+            whole_what: "every cluster of the data region",
         },
-        incomplete,
-    });
+    );
 }
 
 /// Value of entry `rel` (counted from the start of `buf`, which begins at an even entry) in a

@@ -910,38 +910,27 @@ fn cross_check(dev: &dyn ReadAt, g: &UsedGeo, clusters: u64, u: &mut super::Usag
     }
     let (unmapped, in_use, read, malformed, outside) =
         (w.unmapped.map, w.in_use, w.read, w.malformed, w.outside);
-    let added = unmapped.total();
-    let added_where = super::xcheck::describe_clusters(&unmapped, 0, g.cluster, 0);
-    if added > 0 {
-        u.warnings.push(format!(
-            "NTFS: {} clusters referenced by MFT records are marked free in $Bitmap \
-             (clusters {added_where}); kept — filesystem inconsistent: run chkdsk /f \
-             (or ntfsfix -d)",
-            super::xcheck::count_clusters(&unmapped, 0, g.cluster)
-        ));
-        u.used = u.used.union(&unmapped);
-    }
     if malformed + outside > 0 {
         u.warnings.push(format!(
             "NTFS: {malformed} malformed attributes or runlists and {outside} runs past the \
              volume in the MFT; ignored"
         ));
     }
-    let incomplete = incomplete.map(|why| {
-        u.used.insert(0, clusters * g.cluster);
-        u.warnings.push(format!(
-            "NTFS: MFT check incomplete ({why}); every cluster is kept"
-        ));
-        format!("{why}; every cluster is kept")
-    });
-    u.cross_check = Some(super::CrossCheck {
-        against: format!("its MFT ({in_use} records in use of {read} read)"),
-        added,
-        added_where: if added > 0 {
-            format!("clusters {added_where}")
-        } else {
-            String::new()
+    super::xcheck::finish(
+        u,
+        super::xcheck::Outcome {
+            fs: "NTFS",
+            against: format!("its MFT ({in_use} records in use of {read} read)"),
+            referrers: "MFT records",
+            map_name: "$Bitmap",
+            fsck: "chkdsk /f (or ntfsfix -d)",
+            unmapped,
+            base: 0,
+            unit: g.cluster,
+            first: 0,
+            incomplete,
+            whole: (0, clusters * g.cluster),
+            whole_what: "every cluster",
         },
-        incomplete,
-    });
+    );
 }

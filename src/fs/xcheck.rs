@@ -4,6 +4,71 @@
 
 use crate::extent::ExtentMap;
 
+use super::{CrossCheck, Usage};
+
+/// How a FAT, exFAT or NTFS cross-check ended, to be folded into the filesystem's usage.
+pub(crate) struct Outcome {
+    /// "FAT", "exFAT", "NTFS": the start of every warning.
+    pub(crate) fs: &'static str,
+    /// What was walked, as `CrossCheck::against` says it.
+    pub(crate) against: String,
+    /// Who references the clusters ("directory entries", "MFT records").
+    pub(crate) referrers: &'static str,
+    /// The allocation map's name ("the FAT", "the allocation bitmap", "$Bitmap").
+    pub(crate) map_name: &'static str,
+    /// The repair advice ("fsck.fat").
+    pub(crate) fsck: &'static str,
+    /// Bytes referenced but called free by the allocation map.
+    pub(crate) unmapped: ExtentMap,
+    /// Cluster numbering for messages: cluster `first` starts at byte `base`, `unit` bytes
+    /// each.
+    pub(crate) base: u64,
+    pub(crate) unit: u64,
+    pub(crate) first: u64,
+    /// Why the walk could not finish, if it could not.
+    pub(crate) incomplete: Option<String>,
+    /// The bytes kept whole when it could not, and what they are in words.
+    pub(crate) whole: (u64, u64),
+    pub(crate) whole_what: &'static str,
+}
+
+/// Adds what the walk found to `u`, with one warning for what was added back and one for
+/// an unfinished walk, and records the cross-check.
+pub(crate) fn finish(u: &mut Usage, o: Outcome) {
+    let added = o.unmapped.total();
+    let where_ = describe_clusters(&o.unmapped, o.base, o.unit, o.first);
+    if added > 0 {
+        u.warnings.push(format!(
+            "{}: {} clusters referenced by {} are marked free in {} (clusters {where_}); \
+             kept — filesystem inconsistent: run {}",
+            o.fs,
+            count_clusters(&o.unmapped, o.base, o.unit),
+            o.referrers,
+            o.map_name,
+            o.fsck
+        ));
+        u.used = u.used.union(&o.unmapped);
+    }
+    let incomplete = o.incomplete.map(|why| {
+        u.used.insert(o.whole.0, o.whole.1);
+        u.warnings.push(format!(
+            "{}: cross-check incomplete ({why}); {} is kept",
+            o.fs, o.whole_what
+        ));
+        format!("{why}; {} is kept", o.whole_what)
+    });
+    u.cross_check = Some(CrossCheck {
+        against: o.against,
+        added,
+        added_where: if added > 0 {
+            format!("clusters {where_}")
+        } else {
+            String::new()
+        },
+        incomplete,
+    });
+}
+
 /// Byte ranges that metadata references and the allocation map calls free. Shared by the
 /// FAT, exFAT and NTFS cross-checks.
 #[derive(Default)]
