@@ -1,6 +1,6 @@
 //! `blockwise backup`: a compact archive of the blocks that matter, plus its bmap.
 
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -123,7 +123,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let cancel = blockwise::sys::catch_interrupts();
     let mut tmp = AtomicFile::create(&a.dest)
         .with_context(|| format!("cannot create {}", a.dest.display()))?;
-    let bar = progress_bar(map.total(), a.json);
+    let bar = super::progress_bar("backing up", map.total(), a.json);
     let mut on_progress = |p: &archive::Progress| {
         if let Some(b) = &bar {
             b.set_position(p.mapped_done);
@@ -318,21 +318,6 @@ fn check_not_mounted(dev: &Path, allow: bool) -> anyhow::Result<()> {
          Unmount it (or remount read-only), or pass --allow-mounted to back it up anyway",
         dev.display()
     )
-}
-
-fn progress_bar(total: u64, json: bool) -> Option<indicatif::ProgressBar> {
-    if json || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let b = indicatif::ProgressBar::new(total);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} backing up [{bar:30}] {binary_bytes}/{binary_total_bytes} mapped, {binary_bytes_per_sec}, ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    Some(b)
 }
 
 /// Says what went wrong and what state things are in: the temporary file is gone, nothing

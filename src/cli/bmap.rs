@@ -1,7 +1,7 @@
 //! `blockwise bmap`: write a bmaptool-compatible block map from the filesystems' own
 //! allocation maps (or, for interop, from the file's holes as bmaptool does).
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -67,17 +67,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let opts = BmapWriteOptions {
         block_size: a.block_size,
     };
-    let bar = (!a.no_checksum && std::io::stderr().is_terminal()).then(|| {
-        let b = indicatif::ProgressBar::new(map.total());
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} hashing [{bar:30}] {binary_bytes}/{binary_total_bytes} mapped, {binary_bytes_per_sec}, ETA {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        b
-    });
+    let bar = super::progress_bar("hashing", map.total(), a.no_checksum);
     let on_progress = |n: u64| {
         if let Some(b) = &bar {
             b.inc(n);

@@ -28,6 +28,25 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// A progress bar over `total` mapped bytes on stderr, labelled `what` ("hashing"); `None`
+/// when stderr is not a terminal or `quiet` (JSON output, nothing to show).
+fn progress_bar(what: &str, total: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(total);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{binary_bytes}}/{{binary_total_bytes}} mapped, \
+             {{binary_bytes_per_sec}}, ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    Some(b)
+}
+
 const HELP_TEMPLATE: &str = "\
 {before-help}{name} {version}
 {about-with-newline}
