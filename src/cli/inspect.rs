@@ -57,7 +57,7 @@ pub fn headline(r: &Report) -> String {
             let containers = r
                 .partitions
                 .iter()
-                .filter(|p| is_container(&p.kind))
+                .filter(|p| p.kind.is_container())
                 .count();
             let data = rows - containers;
             let mut s = if r.layout.unusable.is_some() {
@@ -102,10 +102,6 @@ pub fn headline(r: &Report) -> String {
     }
     parts.push(what);
     parts.join(" → ")
-}
-
-fn is_container(k: &PartKind) -> bool {
-    k.is_container()
 }
 
 fn has_protective_entry(r: &Report) -> bool {
@@ -279,7 +275,7 @@ pub fn render(r: &Report) -> String {
                 }
                 PartKind::Gpt { .. } => p.type_name.clone(),
             };
-            let fs = match (&p.filesystem, &p.probe_error, is_container(&p.kind)) {
+            let fs = match (&p.filesystem, &p.probe_error, p.kind.is_container()) {
                 (Some(f), _, _) => fs_summary(f),
                 (None, Some(_), _) => "unreadable (see warnings)".into(),
                 (None, None, true) => "-".into(),

@@ -61,6 +61,26 @@ impl Geo {
         !matches!(self.csum, DescCsum::None)
     }
 
+    /// Checks a block or inode bitmap against the checksum its descriptor stores (`stored`,
+    /// high half present only in 64-byte descriptors): `Err((stored, computed))` on a
+    /// mismatch, `Ok` when it matches or the filesystem has no bitmap checksums.
+    pub(super) fn check_bitmap(&self, stored: u32, bm: &[u8]) -> Result<(), (u32, u32)> {
+        let DescCsum::Crc32c(seed) = self.csum else {
+            return Ok(());
+        };
+        let c = crc32c_raw(seed, bm);
+        let (stored, computed) = if self.desc_size >= 0x3C {
+            (stored, c)
+        } else {
+            (stored & 0xFFFF, c & 0xFFFF)
+        };
+        if stored == computed {
+            Ok(())
+        } else {
+            Err((stored, computed))
+        }
+    }
+
     pub(super) fn group_first(&self, g: u64) -> u64 {
         // g < groups, so this is < blocks (checked when groups was derived).
         self.first_data + g * self.bpg

@@ -19,7 +19,7 @@ mod xcheck;
 
 use bitmap::{bitmap_runs, read_batched};
 pub use checksum::crc32c_raw;
-use geometry::{parse_geometry, DescCsum};
+use geometry::parse_geometry;
 use group::read_descriptors;
 
 const SB_OFFSET: u64 = 1024;
@@ -327,10 +327,9 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
 
     // No bitmap or inode table can sit in the boot block, primary superblock or primary
     // descriptor table (the kernel refuses such a descriptor too); a zeroed descriptor
-    // field would otherwise make us read the superblock as a bitmap.
-    // Under meta_bg with no classic descriptor blocks, group 0 holds one descriptor block and
-    // no reserve (the kernel's own overlap check counts it so), whatever s_reserved_gdt_blocks
-    // says.
+    // field would otherwise make us read the superblock as a bitmap. Under meta_bg with no
+    // classic descriptor blocks, group 0 holds one descriptor block and no reserve (the
+    // kernel's own overlap check counts it so), whatever s_reserved_gdt_blocks says.
     let head = geo.sb_block(0)
         + 1
         + if geo.meta_bg && geo.old_gdt_blocks == 0 {
@@ -345,7 +344,6 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
 
     // Which groups' bitmaps are to be read, as (bitmap block, group).
     let mut to_read: Vec<(u64, u64)> = Vec::new();
-    let csum_feature = !matches!(geo.csum, DescCsum::None);
     for (g, d) in (0u64..).zip(descs.iter()) {
         geo.base_meta(g, &mut keep);
         let whole = (geo.group_first(g), geo.group_end(g));
@@ -388,7 +386,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         }
         // Without descriptor checksums the kernel ignores BLOCK_UNINIT and reads the bitmap,
         // so must we.
-        if csum_feature && d.flags & BG_BLOCK_UNINIT != 0 {
+        if geo.lazy_hints() && d.flags & BG_BLOCK_UNINIT != 0 {
             // No bitmap on disk: its used blocks are exactly the reserved ones pushed above
             // (this group's copies plus any group's bitmaps/tables placed here).
             continue;
@@ -407,11 +405,6 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
 
     let nbits = geo.cpg;
     let bm_bytes = nbits.div_ceil(8) as usize;
-    let seed = match geo.csum {
-        DescCsum::Crc32c(s) => Some(s),
-        _ => None,
-    };
-    let check_hi = geo.desc_size >= 0x3C;
     read_batched(dev, geo.bs, &mut to_read, |g, data| {
         let whole = (geo.group_first(g), geo.group_end(g));
         let Some(data) = data else {
@@ -423,20 +416,12 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         };
         let d = &descs[g as usize];
         let bm = &data[..bm_bytes.min(data.len())];
-        if let Some(seed) = seed {
-            let c = crc32c_raw(seed, bm);
-            let (stored, computed) = if check_hi {
-                (d.bitmap_csum, c)
-            } else {
-                (d.bitmap_csum & 0xFFFF, c & 0xFFFF)
-            };
-            if stored != computed {
-                warn.push(format!(
-                    "ext group {g}: block bitmap checksum mismatch (stored {stored:#x}, computed {computed:#x}); group kept whole"
-                ));
-                keep.push(whole);
-                return;
-            }
+        if let Err((stored, computed)) = geo.check_bitmap(d.bitmap_csum, bm) {
+            warn.push(format!(
+                "ext group {g}: block bitmap checksum mismatch (stored {stored:#x}, computed {computed:#x}); group kept whole"
+            ));
+            keep.push(whole);
+            return;
         }
         let (first, end) = whole;
         bitmap_runs(bm, nbits, |a, b| {

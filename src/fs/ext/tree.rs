@@ -244,9 +244,9 @@ impl<'a> Walker<'a> {
         }
         // Entry counts beyond the node are clipped rather than refused: walking what is
         // there can only keep more.
-        let room = buf.len().saturating_sub(12) / 12;
-        let n = usize::from(entries).min(room);
-        for e in buf[12..12 + n * 12].chunks_exact(12) {
+        let body = buf.get(12..).unwrap_or_default();
+        let n = usize::from(entries).min(body.len() / 12);
+        for e in body[..n * 12].chunks_exact(12) {
             if depth == 0 {
                 let raw_len = le16(e, 4).unwrap_or(0);
                 let len = if raw_len > INIT_MAX_LEN {

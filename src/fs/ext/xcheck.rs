@@ -22,8 +22,7 @@
 use std::collections::HashSet;
 
 use super::bitmap::read_batched;
-use super::checksum::crc32c_raw;
-use super::geometry::{DescCsum, Geo};
+use super::geometry::Geo;
 use super::group::Desc;
 use super::inode::Inode;
 use super::tree::Walker;
@@ -59,12 +58,14 @@ pub(super) struct Walked {
     pub(super) incomplete: Option<String>,
 }
 
-/// How far into group `g`'s inode table to read.
+/// Which slots of group `g`'s inode table to read.
 #[derive(Clone, Copy, Default)]
 struct Plan {
-    /// Inodes below this index are read and checked the normal way.
+    /// In-use inodes at or past this index mean the group's hints lie.
     mark: u64,
-    /// Inodes below this index are read: `mark` plus the guard block, if any.
+    /// Slots from here ...
+    from: u64,
+    /// ... up to here are read: the first pass reads to `mark` plus the guard block.
     read_to: u64,
 }
 
@@ -102,10 +103,6 @@ pub(super) fn walk(
         .filter(|(_, d)| d.inode_bitmap >= head && d.inode_bitmap < geo.blocks)
         .map(|(g, d)| (d.inode_bitmap, g))
         .collect();
-    let seed = match geo.csum {
-        DescCsum::Crc32c(s) => Some(s),
-        _ => None,
-    };
     let bm_bytes = ipg.div_ceil(8) as usize;
     // Highest set bit + 1 per group, or None where the bitmap was not read or is not valid.
     let mut bitmap_mark: Vec<Option<u64>> = vec![None; descs.len()];
@@ -114,17 +111,11 @@ pub(super) fn walk(
     read_batched(dev, geo.bs, &mut to_read, |g, data| {
         let Some(data) = data else { return };
         let bm = &data[..bm_bytes.min(data.len())];
-        if let Some(seed) = seed {
-            let d = &descs[g as usize];
-            let c = crc32c_raw(seed, bm);
-            let (stored, computed) = if geo.desc_size >= 0x3C {
-                (d.inode_bitmap_csum, c)
-            } else {
-                (d.inode_bitmap_csum & 0xFFFF, c & 0xFFFF)
-            };
-            if stored != computed {
-                return;
-            }
+        if geo
+            .check_bitmap(descs[g as usize].inode_bitmap_csum, bm)
+            .is_err()
+        {
+            return;
         }
         let last = bm
             .iter()
@@ -169,7 +160,11 @@ pub(super) fn walk(
         } else {
             mark
         };
-        plans[g as usize] = Plan { mark, read_to };
+        plans[g as usize] = Plan {
+            mark,
+            from: 0,
+            read_to,
+        };
     }
     if !lost_groups.is_empty() {
         warn.push(format!(
@@ -191,20 +186,25 @@ pub(super) fn walk(
     };
     let mut items = Vec::new();
     for (g, p) in (0u64..).zip(&plans) {
-        items_for(g, 0, p.read_to, &mut items);
+        items_for(g, p.from, p.read_to, &mut items);
     }
-    let mut rescan: Vec<u64> = Vec::new();
+    // Reads `items`, walking every in-use inode within its group's plan; groups with an
+    // in-use inode past their mark are collected in `found_past`.
     let visit = |items: &mut Vec<(u64, u64)>,
+                 plans: &[Plan],
                  w: &mut Walker,
                  inodes: &mut u64,
                  meta_bytes: &mut u64,
-                 limit: &dyn Fn(u64) -> (u64, u64, u64),
-                 mut found_past: Option<&mut Vec<u64>>| {
+                 found_past: &mut Vec<u64>| {
         *meta_bytes += items.len() as u64 * geo.bs;
         read_batched(dev, geo.bs, items, |key, data| {
             let Some(data) = data else { return };
             let (g, k) = (key / geo.itable_blocks, key % geo.itable_blocks);
-            let (mark, from, read_to) = limit(g);
+            let Plan {
+                mark,
+                from,
+                read_to,
+            } = plans[g as usize];
             for (j, raw) in data.chunks_exact(isz as usize).enumerate() {
                 let idx = k * ipb + j as u64;
                 if idx >= read_to {
@@ -228,28 +228,22 @@ pub(super) fn walk(
                 if !in_use {
                     continue;
                 }
-                if idx >= mark && !inode.is_blank() {
-                    if let Some(v) = found_past.as_deref_mut() {
-                        if v.last() != Some(&g) {
-                            v.push(g);
-                        }
-                    }
+                if idx >= mark && !inode.is_blank() && found_past.last() != Some(&g) {
+                    found_past.push(g);
                 }
                 *inodes += 1;
                 w.inode(ino, &inode);
             }
         });
     };
+    let mut rescan: Vec<u64> = Vec::new();
     visit(
         &mut items,
+        &plans,
         &mut w,
         &mut inodes,
         &mut meta_bytes,
-        &|g| {
-            let p = plans[g as usize];
-            (p.mark, 0, p.read_to)
-        },
-        Some(&mut rescan),
+        &mut rescan,
     );
     rescan.sort_unstable();
     rescan.dedup();
@@ -258,17 +252,24 @@ pub(super) fn walk(
             "ext: in-use inodes past the point the descriptors and inode bitmaps of {} call unused; their whole inode tables were read",
             groups_text(&rescan)
         ));
+        // The rest of those tables, with nothing left to be "past".
         let mut items = Vec::new();
         for &g in &rescan {
-            items_for(g, plans[g as usize].read_to, ipg, &mut items);
+            let p = &mut plans[g as usize];
+            *p = Plan {
+                mark: ipg,
+                from: p.read_to,
+                read_to: ipg,
+            };
+            items_for(g, p.from, p.read_to, &mut items);
         }
         visit(
             &mut items,
+            &plans,
             &mut w,
             &mut inodes,
             &mut meta_bytes,
-            &|g| (ipg, plans[g as usize].read_to, ipg),
-            None,
+            &mut Vec::new(),
         );
     }
 
@@ -295,7 +296,7 @@ pub(super) fn walk(
     // walked); only the others need a read of their own.
     named.retain(|&n| {
         let (g, idx) = ((n - 1) / ipg, (n - 1) % ipg);
-        !seen.contains(&n) && (idx >= plans[g as usize].read_to && !rescan.contains(&g))
+        !seen.contains(&n) && idx >= plans[g as usize].read_to
     });
     for n in named {
         if let Some(i) = read_inode(dev, geo, descs, n, &table_ok) {
