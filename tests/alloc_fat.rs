@@ -525,17 +525,7 @@ fn ntfs_restore_4k_sectors() {
 
 /// A small NTFS image from mkfs.ntfs, in memory, with the offset of MFT record 6.
 fn ntfs_bytes() -> Option<(Vec<u8>, usize)> {
-    if !have("mkfs.ntfs") {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("n.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(16 * MIB)
-        .unwrap();
-    sh(&format!("mkfs.ntfs -F -Q -q '{}'", img.display()));
-    let b = std::fs::read(&img).unwrap();
+    let b = common::fresh_image("mkfs.ntfs", "mkfs.ntfs -F -Q -q '{img}'", 16)?;
     let ss = u64::from(u16::from_le_bytes([b[0x0B], b[0x0C]]));
     let cluster = ss * u64::from(b[0x0D]);
     let mft = u64::from_le_bytes(b[0x30..0x38].try_into().unwrap()) * cluster;

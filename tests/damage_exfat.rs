@@ -20,9 +20,7 @@ use std::path::Path;
 use blockwise::fs;
 use blockwise::source::{FileSource, MemSource};
 use blockwise::ExtentMap;
-use common::{have, restore_onto_random, sh, Loop};
-
-const MIB: u64 = 1 << 20;
+use common::{have, restore_onto_random, Loop};
 
 /// Files from empty to many clusters, a directory spanning clusters, nesting; deletions so the
 /// later files are fragmented (FAT-chained) as well as contiguous.
@@ -312,17 +310,7 @@ fn exfat_damaged_bitmap_restore_32k() {
 /// A fresh mkfs.exfat image (root directory only, no mount needed); the hostile cases plant
 /// entry sets in its root by hand.
 fn fresh_exfat() -> Option<(Vec<u8>, Ex)> {
-    if !have("mkfs.exfat") {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("e.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(16 * MIB)
-        .unwrap();
-    sh(&format!("mkfs.exfat -c 4K '{}' >/dev/null", img.display()));
-    let b = std::fs::read(&img).unwrap();
+    let b = common::fresh_image("mkfs.exfat", "mkfs.exfat -c 4K '{img}' >/dev/null", 16)?;
     let ex = Ex::parse(&b);
     Some((b, ex))
 }

@@ -22,8 +22,6 @@ use blockwise::source::{FileSource, MemSource};
 use blockwise::ExtentMap;
 use common::{have, restore_onto_random, sh, Loop};
 
-const MIB: u64 = 1 << 20;
-
 /// Files from empty to many clusters, a big directory (non-resident index), nesting, and
 /// fragmented files written in interleaved appends.
 fn fill(mnt: &Path) {
@@ -364,17 +362,7 @@ fn ntfs_damaged_bitmap_restore_512b() {
 
 /// A fresh 16 MiB mkntfs image (no mount needed).
 fn fresh_ntfs() -> Option<Vec<u8>> {
-    if !have("mkfs.ntfs") {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("n.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(16 * MIB)
-        .unwrap();
-    sh(&format!("mkfs.ntfs -F -Q -q '{}'", img.display()));
-    Some(std::fs::read(&img).unwrap())
+    common::fresh_image("mkfs.ntfs", "mkfs.ntfs -F -Q -q '{img}'", 16)
 }
 
 #[test]

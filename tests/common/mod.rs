@@ -306,3 +306,19 @@ pub fn to_raw_mode1(iso: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// The bytes of a fresh `mib` MiB image made by `mkfs` (`{img}` stands for its path), or
+/// `None` (with the reason printed) when `tool` is not installed.
+pub fn fresh_image(tool: &str, mkfs: &str, mib: u64) -> Option<Vec<u8>> {
+    if !have(tool) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("fresh.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(mib << 20)
+        .unwrap();
+    sh(&mkfs.replace("{img}", &img.display().to_string()));
+    Some(std::fs::read(&img).unwrap())
+}
