@@ -8,7 +8,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use blockwise::inspect::inspect_source;
-use blockwise::source::MemSource;
+use blockwise::io::MemSource;
 use blockwise::ExtentMap;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::format::cd::Track;
+use crate::format::container::ContainerInfo;
+use crate::format::{self, Format, Layer, OpenOptions};
 use crate::fs::{self, BootEntry, FsInfo};
+use crate::io::{ReadAt, Slice};
 use crate::layout::{self, Layout, PartKind, TableKind};
-use crate::source::cd::Track;
-use crate::source::container::ContainerInfo;
-use crate::source::{self, Format, Layer, OpenOptions, ReadAt, Slice};
 
 /// Version of the JSON report layout; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -110,7 +111,7 @@ pub fn inspect_path(path: &Path) -> crate::Result<Report> {
 
 /// Opens and inspects `path`, returning the opened source too (for commands that go on to
 /// read the image: bmap, verify).
-pub fn open_and_inspect(path: &Path) -> crate::Result<(source::Opened, Report)> {
+pub fn open_and_inspect(path: &Path) -> crate::Result<(format::Opened, Report)> {
     open_and_inspect_inner(path, false).map(|(o, r, _)| (o, r))
 }
 
@@ -119,16 +120,16 @@ pub fn open_and_inspect(path: &Path) -> crate::Result<(source::Opened, Report)> 
 /// will read again.
 pub fn open_and_inspect_with_reads(
     path: &Path,
-) -> crate::Result<(source::Opened, Report, crate::ExtentMap)> {
+) -> crate::Result<(format::Opened, Report, crate::ExtentMap)> {
     open_and_inspect_inner(path, true)
 }
 
 fn open_and_inspect_inner(
     path: &Path,
     record: bool,
-) -> crate::Result<(source::Opened, Report, crate::ExtentMap)> {
-    let mut opened = source::open(path, &OpenOptions::default())?;
-    let recorder = record.then(|| Arc::new(source::Recording::new(opened.source.clone())));
+) -> crate::Result<(format::Opened, Report, crate::ExtentMap)> {
+    let mut opened = format::open(path, &OpenOptions::default())?;
+    let recorder = record.then(|| Arc::new(crate::io::Recording::new(opened.source.clone())));
     let stored = opened.chain.first().and_then(|l| l.size);
     let undecoded = opened.container.is_some() || opened.payload_format() == Format::SevenZip;
     let mut report = if undecoded {

@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::extent::ExtentMap;
 use crate::fs;
 use crate::inspect::Report;
+use crate::io::{ReadAt, Slice};
 use crate::layout::{PartKind, TableKind};
-use crate::source::{ReadAt, Slice};
 
 /// How much of one partition (or the whole-disk filesystem) is used.
 #[derive(Clone, Debug, Serialize)]
@@ -209,7 +209,7 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
 mod tests {
     use super::*;
     use crate::inspect::inspect_source;
-    use crate::source::MemSource;
+    use crate::io::MemSource;
 
     /// An MBR with one partition of unknown content and a gap before and after it.
     #[test]

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 use blockwise::fs::{probe_all, usage, Usage};
-use blockwise::source::{Counting, FileSource};
+use blockwise::io::{Counting, FileSource};
 use common::{have, restore_onto_random, sh, tree_hashes, Loop};
 
 /// Loop devices and mounts are a shared machine resource; one proof at a time keeps

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use blockwise::fs;
-use blockwise::source::{FileSource, MemSource};
+use blockwise::io::{FileSource, MemSource};
 use common::{have, restore_onto_random, sh, tree_hashes, Loop};
 
 const MIB: u64 = 1 << 20;

@@ -12,8 +12,8 @@ use std::io::Write;
 use std::path::Path;
 
 use blockwise::fs::{self, Usage};
-use blockwise::source::file::FileSource;
-use blockwise::source::ReadAt;
+use blockwise::io::file::FileSource;
+use blockwise::io::ReadAt;
 use common::{have, restore_onto_random, sh, tree_hashes, Loop};
 
 /// A file with some bytes replaced in memory: corrupt variants of a big image without copies.

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use blockwise::archive::{self, ArchiveFormat, BackupOptions, CodecOptions};
 use blockwise::bmap;
-use blockwise::source::{self, Counting, FileSource, MemSource, OpenOptions, ReadAt};
+use blockwise::format::{self, OpenOptions};
+use blockwise::io::{Counting, FileSource, MemSource, ReadAt};
 use common::*;
 
 fn bw(args: &[&str]) -> Output {
@@ -146,7 +147,7 @@ fn inspect_of_an_archive_reads_a_small_fraction_and_matches_the_raw_image() {
         let (img, dest, _) = backup_sample(dir.path(), name, &[]);
         let counted = Arc::new(Counting::new(FileSource::open(&dest).unwrap()));
         let src: Arc<dyn ReadAt> = counted.clone();
-        let opened = source::open_source(src, name, &OpenOptions::default()).unwrap();
+        let opened = format::open_source(src, name, &OpenOptions::default()).unwrap();
         assert!(opened.random_access, "{name} is read with random access");
         let r = blockwise::inspect::inspect_source(opened.source.clone(), None, "c".into(), vec![])
             .unwrap();

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use blockwise::bmap::{self, write::block_ranges, BmapWriteOptions};
-use blockwise::source::{MemSource, ReadAt};
+use blockwise::io::{MemSource, ReadAt};
 use common::*;
 
 fn our_holes_bmap(path: &std::path::Path) -> Vec<u8> {

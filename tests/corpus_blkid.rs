@@ -28,7 +28,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use blockwise::source::{MemSource, ReadAt, Slice};
+use blockwise::io::{MemSource, ReadAt, Slice};
 
 const IN_SCOPE: &[&str] = &[
     "ext2",

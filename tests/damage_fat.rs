@@ -25,7 +25,7 @@ use std::path::Path;
 use std::process::Command;
 
 use blockwise::fs;
-use blockwise::source::{FileSource, MemSource};
+use blockwise::io::{FileSource, MemSource};
 use blockwise::ExtentMap;
 use common::{have, restore_onto_random, sh, Loop};
 
@@ -580,7 +580,7 @@ fn fat32_read_cost() {
         src.display(),
         img.display()
     ));
-    let c = blockwise::source::Counting::new(FileSource::open(&img).unwrap());
+    let c = blockwise::io::Counting::new(FileSource::open(&img).unwrap());
     let u = fs::fat::used(&c).unwrap();
     let fat = Fat::parse(&std::fs::read(&img).unwrap());
     eprintln!(

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use blockwise::fs;
-use blockwise::source::{FileSource, MemSource};
+use blockwise::io::{FileSource, MemSource};
 use blockwise::ExtentMap;
 use common::{have, restore_onto_random, sh, Loop};
 

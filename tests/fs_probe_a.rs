@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use blockwise::fs::{self, FsInfo};
-use blockwise::source::{MemSource, ReadAt};
+use blockwise::io::{MemSource, ReadAt};
 
 type Probe = fn(&dyn ReadAt) -> blockwise::Result<Option<FsInfo>>;
 

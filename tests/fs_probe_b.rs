@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use blockwise::fs::{iso9660, luks, lvm, squashfs, udf, FsInfo};
-use blockwise::source::MemSource;
+use blockwise::io::MemSource;
 
 fn have(tool: &str) -> bool {
     let ok = Command::new("sh")
@@ -578,7 +578,7 @@ fn mutation_never_panics() {
     for (n, v, r) in synthetic.drain(..) {
         fixtures.push((n.to_string(), v, r));
     }
-    type Probe = fn(&dyn blockwise::source::ReadAt) -> blockwise::Result<Option<FsInfo>>;
+    type Probe = fn(&dyn blockwise::io::ReadAt) -> blockwise::Result<Option<FsInfo>>;
     let probes: [Probe; 5] = [
         iso9660::probe,
         udf::probe,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use blockwise::fs;
-use blockwise::source::{MemSource, ReadAt};
+use blockwise::io::{MemSource, ReadAt};
 
 fn input(name: &str) -> MemSource {
     MemSource(

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use blockwise::inspect::{inspect_path, inspect_source};
+use blockwise::io::{Counting, ReadAt};
 use blockwise::layout::{PartKind, TableKind};
-use blockwise::source::{Counting, ReadAt};
 use common::*;
 
 fn bin() -> Command {
@@ -73,7 +73,7 @@ fn compressed_sample_matches_raw() {
     let b = inspect_path(&img).unwrap();
     assert_eq!(
         a.chain.first().map(|l| l.format),
-        Some(blockwise::source::Format::Xz)
+        Some(blockwise::format::Format::Xz)
     );
     assert_eq!(a.image_size, b.image_size);
     let fs = |r: &blockwise::inspect::Report| {
@@ -310,7 +310,7 @@ fn truncated_sample_warns_and_mutations_never_panic() {
     let img = unpack_sample(dir.path());
     let full = std::fs::read(&img).unwrap();
     // Cut inside the ext4 partition: the report must say the image is truncated.
-    let cut = blockwise::source::MemSource(full[..100 << 20].to_vec());
+    let cut = blockwise::io::MemSource(full[..100 << 20].to_vec());
     let r = inspect_source(Arc::new(cut), None, "cut".into(), vec![]).unwrap();
     assert!(
         r.warnings.iter().any(|w| w.contains("past the end")),
@@ -339,7 +339,7 @@ fn truncated_sample_warns_and_mutations_never_panic() {
             m[i] = next() as u8;
         }
         let _ = inspect_source(
-            Arc::new(blockwise::source::MemSource(m)),
+            Arc::new(blockwise::io::MemSource(m)),
             None,
             "m".into(),
             vec![],
@@ -364,7 +364,7 @@ fn undecoded_container_is_named_not_probed() {
     assert!(!r.contents_decoded);
     assert_eq!(
         r.chain.last().map(|l| l.format),
-        Some(blockwise::source::Format::Qcow2)
+        Some(blockwise::format::Format::Qcow2)
     );
     assert_eq!(r.image_size, 128 << 20, "virtual size from the header");
     assert!(r.partitions.is_empty() && r.whole_disk.is_none());

@@ -10,8 +10,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use blockwise::io::MemSource;
 use blockwise::layout::{read_layout, Layout, PartKind, TableKind};
-use blockwise::source::MemSource;
 use serde_json::Value;
 
 fn have(tool: &str) -> bool {

@@ -8,8 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use blockwise::inspect::inspect_source;
+use blockwise::io::{MemSource, ReadAt};
 use blockwise::map::image_map;
-use blockwise::source::{MemSource, ReadAt};
 use common::*;
 
 #[test]

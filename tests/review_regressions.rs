@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use blockwise::source::stream::{Codec, StreamSource, CHUNK};
-use blockwise::source::{MemSource, ReadAt, ReadAtExt};
+use blockwise::format::stream::{Codec, StreamSource, CHUNK};
+use blockwise::io::{MemSource, ReadAt, ReadAtExt};
 
 /// Deterministic, mildly compressible bytes.
 fn data(n: usize) -> Vec<u8> {
@@ -128,8 +128,8 @@ fn isohybrid_probe_read_error_is_a_warning() {
 /// disk data.
 #[test]
 fn truncated_fixed_vhd_does_not_expose_its_footer() {
-    use blockwise::source::container::inspect;
-    use blockwise::source::Format;
+    use blockwise::format::container::inspect;
+    use blockwise::format::Format;
     let mut v = vec![7u8; 4096 + 512];
     let f = &mut v[4096..];
     f[..8].copy_from_slice(b"conectix");
@@ -138,10 +138,10 @@ fn truncated_fixed_vhd_does_not_expose_its_footer() {
     let i = inspect(&MemSource(v.clone()), Format::Vhd).unwrap();
     assert_eq!(i.payload, Some((0, 4096)));
     assert!(i.detail.contains("truncated"), "{}", i.detail);
-    let o = blockwise::source::open_source(
+    let o = blockwise::format::open_source(
         Arc::new(MemSource(v)),
         "t.vhd",
-        &blockwise::source::OpenOptions::default(),
+        &blockwise::format::OpenOptions::default(),
     )
     .unwrap();
     let all = o.source.read_upto(0, 1 << 20).unwrap();
@@ -163,10 +163,10 @@ fn bad_seek_table_falls_back_to_streaming() {
     v.extend_from_slice(&1u32.to_le_bytes());
     v.push(0);
     v.extend_from_slice(&0x8F92_EAB1u32.to_le_bytes());
-    let o = blockwise::source::open_source(
+    let o = blockwise::format::open_source(
         Arc::new(MemSource(v)),
         "t.img.zst",
-        &blockwise::source::OpenOptions::default(),
+        &blockwise::format::OpenOptions::default(),
     )
     .unwrap();
     assert_eq!(o.source.size(), orig.len() as u64);

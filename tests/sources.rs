@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use blockwise::source::file::FileSource;
-use blockwise::source::stream::{xz_size_from_index, Codec, StreamSource};
-use blockwise::source::{open, Counting, Format, OpenOptions, ReadAt, ReadAtExt};
+use blockwise::format::stream::{xz_size_from_index, Codec, StreamSource};
+use blockwise::format::{open, Format, OpenOptions};
+use blockwise::io::file::FileSource;
+use blockwise::io::{Counting, ReadAt, ReadAtExt};
 
 /// Runs a shell command; false (with a printed reason) if it fails or the tool is missing.
 fn sh(cmd: &str) -> bool {
@@ -95,11 +96,11 @@ fn check_same(src: &dyn ReadAt, orig: &[u8]) {
     assert!(all == orig, "full read differs");
 }
 
-fn open_path(p: &Path) -> blockwise::source::Opened {
+fn open_path(p: &Path) -> blockwise::format::Opened {
     open(p, &OpenOptions::default()).unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
 }
 
-fn formats(o: &blockwise::source::Opened) -> Vec<Format> {
+fn formats(o: &blockwise::format::Opened) -> Vec<Format> {
     o.chain.iter().map(|l| l.format).collect()
 }
 
@@ -572,10 +573,10 @@ fn sniff_never_panics_on_prefixes() {
             continue;
         };
         for n in [0, 1, 3, 5, 6, 12, 20, 100, full.len() - 1] {
-            let src = blockwise::source::MemSource(full[..n.min(full.len())].to_vec());
-            let _ = blockwise::source::sniff::sniff(&src).unwrap();
+            let src = blockwise::io::MemSource(full[..n.min(full.len())].to_vec());
+            let _ = blockwise::format::sniff::sniff(&src).unwrap();
             let _ =
-                blockwise::source::open::open_source(Arc::new(src), "x", &OpenOptions::default());
+                blockwise::format::open::open_source(Arc::new(src), "x", &OpenOptions::default());
         }
     }
 }
@@ -607,7 +608,8 @@ fn xz_decoder_uses_threads() {
 
 mod hostile {
     use super::*;
-    use blockwise::source::{android_sparse, cd, container, sniff, MemSource};
+    use blockwise::format::{android_sparse, cd, container, sniff};
+    use blockwise::io::MemSource;
     use proptest::prelude::*;
 
     /// A small valid sparse image, CUE sheet and container headers to mutate.
@@ -659,10 +661,10 @@ mod hostile {
         ] {
             let _ = container::inspect(&src, f);
         }
-        let _ = blockwise::source::stream::xz_size_from_index(&src);
-        let _ = blockwise::source::stream::zstd_size(&src);
+        let _ = blockwise::format::stream::xz_size_from_index(&src);
+        let _ = blockwise::format::stream::zstd_size(&src);
         if let Ok(o) =
-            blockwise::source::open::open_source(Arc::new(src), "p", &OpenOptions::default())
+            blockwise::format::open::open_source(Arc::new(src), "p", &OpenOptions::default())
         {
             let _ = o.source.read_upto(0, 4096);
         }

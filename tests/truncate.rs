@@ -8,8 +8,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use blockwise::archive::truncate::plan_truncation;
+use blockwise::io::{FileSource, Overlay, ReadAt, ReadAtExt};
 use blockwise::layout::read_layout;
-use blockwise::source::{FileSource, Overlay, ReadAt, ReadAtExt};
 use common::*;
 
 /// Applies `plan_truncation` to `img` and writes the result to `out`; returns the new size.

@@ -4,7 +4,7 @@
 //! match must not hide a crash in a later probe.
 
 use blockwise::fs;
-use blockwise::source::{MemSource, ReadAt};
+use blockwise::io::{MemSource, ReadAt};
 use libfuzzer_sys::fuzz_target;
 
 type Probe = fn(&dyn ReadAt) -> blockwise::Result<Option<fs::FsInfo>>;

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use blockwise::source::MemSource;
+use blockwise::io::MemSource;
 use libfuzzer_sys::fuzz_target;
 
 fn run(data: Vec<u8>) {

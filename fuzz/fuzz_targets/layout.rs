@@ -8,7 +8,7 @@ mod common;
 
 use std::sync::Arc;
 
-use blockwise::source::{MemSource, Overlay, ReadAt, ReadAtExt};
+use blockwise::io::{MemSource, Overlay, ReadAt, ReadAtExt};
 use libfuzzer_sys::fuzz_target;
 
 fn run(data: Vec<u8>) {

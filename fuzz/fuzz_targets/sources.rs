@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use blockwise::source::{
-    android_sparse, cd, container, open, sniff, Format, MemSource, ReadAt, ReadAtExt,
-};
+use blockwise::io::{MemSource, ReadAt, ReadAtExt};
+use blockwise::format::{android_sparse, cd, container, open, sniff, Format};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -45,16 +44,16 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Size discovery from xz indexes and zstd frame headers.
-    let _ = blockwise::source::stream::xz_size_from_index(&src);
-    let _ = blockwise::source::stream::zstd_size(&src);
+    let _ = blockwise::format::stream::xz_size_from_index(&src);
+    let _ = blockwise::format::stream::zstd_size(&src);
 
     // Random access through an xz index and a seekable-zstd seek table: read a little at both
     // ends, so block headers, checks and frames are all parsed.
-    if let Ok(Some(x)) = blockwise::source::XzBlocks::open(Arc::new(src.clone())) {
+    if let Ok(Some(x)) = blockwise::format::XzBlocks::open(Arc::new(src.clone())) {
         let _ = x.read_upto(0, 4096);
         let _ = x.read_upto(x.size().saturating_sub(4096), 4096);
     }
-    if let Ok(Some(z)) = blockwise::source::SeekableZstd::open(Arc::new(src.clone())) {
+    if let Ok(Some(z)) = blockwise::format::SeekableZstd::open(Arc::new(src.clone())) {
         let _ = z.read_upto(0, 4096);
         let _ = z.read_upto(z.size().saturating_sub(4096), 4096);
     }

@@ -4,7 +4,7 @@
 //! and the map never leaves the volume.
 
 use blockwise::fs;
-use blockwise::source::{MemSource, ReadAt};
+use blockwise::io::{MemSource, ReadAt};
 use libfuzzer_sys::fuzz_target;
 
 type UsedFn = fn(&dyn ReadAt) -> blockwise::Result<fs::Usage>;

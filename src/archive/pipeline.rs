@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{ArchiveWriter, DataSegment, Encoded, Encoder, Segment};
 use crate::bmap::{self, write::block_ranges};
 use crate::extent::ExtentMap;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 
 /// Hot ranges are widened to this before cutting: a frame holding a 512-byte boot sector
 /// alone would cost more in frame overhead than it saves.
@@ -364,7 +364,7 @@ fn write_in_order(
             progress(&p);
             if p.mapped_done >= flushed + WRITEBACK_EVERY {
                 flushed = p.mapped_done;
-                let _ = crate::sys::start_writeback(std::os::fd::AsFd::as_fd(&*out));
+                let _ = crate::io::sys::start_writeback(std::os::fd::AsFd::as_fd(&*out));
             }
         }
     }

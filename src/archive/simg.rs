@@ -283,8 +283,8 @@ impl ArchiveWriter for SimgWriter {
 mod tests {
     use super::*;
     use crate::extent::Extent;
-    use crate::source::android_sparse::AndroidSparse as AndroidSparseReader;
-    use crate::source::{MemSource, ReadAt, ReadAtExt};
+    use crate::format::android_sparse::AndroidSparse as AndroidSparseReader;
+    use crate::io::{MemSource, ReadAt, ReadAtExt};
     use std::sync::Arc;
 
     fn seg(offset: u64, len: usize, mapped: &[(u64, u64)]) -> DataSegment {

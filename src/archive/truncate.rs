@@ -7,8 +7,8 @@
 //! LastUsableLBA, CRC), and a protective MBR entry is shrunk to the new disk. The result is
 //! clean for `sgdisk -v`. Nothing is guessed: a damaged primary GPT is refused.
 
+use crate::io::{ReadAt, ReadAtExt};
 use crate::layout::{gpt, Layout, TableKind};
-use crate::source::{ReadAt, ReadAtExt};
 use crate::util::{le32, le64};
 
 /// How an image is ended at its last partition.

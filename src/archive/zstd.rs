@@ -4,7 +4,7 @@
 //! content checksum, so `zstd -d` checks it); every zero run becomes a frame of RLE blocks that
 //! we build by hand, 4 bytes per 128 KiB, so a GiB of free space costs 32 KiB and no CPU. The
 //! file ends with the seek table of the zstd "seekable format" (a skippable frame), which every
-//! zstd decoder ignores and blockwise reads for random access ([`crate::source::SeekableZstd`]).
+//! zstd decoder ignores and blockwise reads for random access ([`crate::format::SeekableZstd`]).
 
 use std::cell::RefCell;
 use std::fs::File;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use crate::extent::ExtentMap;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 
 pub mod read;
 pub mod write;
@@ -182,10 +182,10 @@ pub fn file_data_ranges(file: &std::fs::File) -> io::Result<ExtentMap> {
     let mut m = ExtentMap::new();
     let mut pos = 0u64;
     while pos < len {
-        let Some(d) = crate::sys::seek_data(file.as_fd(), pos)? else {
+        let Some(d) = crate::io::sys::seek_data(file.as_fd(), pos)? else {
             break;
         };
-        let h = crate::sys::seek_hole(file.as_fd(), d)?
+        let h = crate::io::sys::seek_hole(file.as_fd(), d)?
             .unwrap_or(len)
             .min(len);
         if h <= d {

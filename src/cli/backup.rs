@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use blockwise::archive::{self, ArchiveFormat, BackupOptions, CodecOptions};
-use blockwise::atomic::AtomicFile;
 use blockwise::inspect::open_and_inspect_with_reads;
-use blockwise::source::{DirectBlockDevice, ReadAt};
+use blockwise::io::atomic::AtomicFile;
+use blockwise::io::{DirectBlockDevice, ReadAt};
 use blockwise::util::human_bytes;
 use blockwise::ExtentMap;
 
@@ -120,7 +120,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         hot: hot.clip(size),
         ..BackupOptions::default()
     };
-    let cancel = blockwise::sys::catch_interrupts();
+    let cancel = blockwise::io::sys::catch_interrupts();
     let mut tmp = AtomicFile::create(&a.dest)
         .with_context(|| format!("cannot create {}", a.dest.display()))?;
     let bar = super::progress_bar("backing up", map.total(), a.json);
@@ -302,7 +302,7 @@ fn check_destination(src: &Path, dest: &Path, force: bool) -> anyhow::Result<()>
 }
 
 fn check_not_mounted(dev: &Path, allow: bool) -> anyhow::Result<()> {
-    let uses = blockwise::device::in_use(dev)
+    let uses = blockwise::io::device::in_use(dev)
         .with_context(|| format!("cannot tell whether {} is in use", dev.display()))?;
     let rw: Vec<_> = uses.iter().filter(|u| !u.read_only).collect();
     if rw.is_empty() || allow {
@@ -382,7 +382,7 @@ fn truncated_view(
     patches: Vec<(u64, Vec<u8>)>,
 ) -> anyhow::Result<Arc<dyn ReadAt>> {
     Ok(Arc::new(
-        blockwise::source::Overlay::new(src, size, patches)
+        blockwise::io::Overlay::new(src, size, patches)
             .context("--truncate: building the truncated view")?,
     ))
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use blockwise::bmap::{self, BmapWriteOptions};
+use blockwise::format::Format;
 use blockwise::inspect::open_and_inspect;
-use blockwise::source::Format;
 use blockwise::util::human_bytes;
 
 use super::{exit, MapFrom};
@@ -87,7 +87,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     }
     let parsed = bmap::parse(&text).context("internal error: generated bmap does not parse")?;
     match &a.output {
-        Some(out) => blockwise::atomic::write_atomic(out, &text)
+        Some(out) => blockwise::io::atomic::write_atomic(out, &text)
             .with_context(|| format!("cannot write {}", out.display()))?,
         None => std::io::stdout().lock().write_all(&text)?,
     }
@@ -124,7 +124,7 @@ fn bmaptool_reads_through(f: Format) -> bool {
 
 fn holes_map(
     path: &Path,
-    opened: &blockwise::source::Opened,
+    opened: &blockwise::format::Opened,
 ) -> anyhow::Result<blockwise::ExtentMap> {
     if opened.is_block_device || opened.chain.len() != 1 || opened.payload_format() != Format::Raw {
         bail!(

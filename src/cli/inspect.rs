@@ -5,10 +5,10 @@ use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
+use blockwise::format::Format;
 use blockwise::fs::FsInfo;
 use blockwise::inspect::{inspect_path, Report};
 use blockwise::layout::{PartKind, TableKind};
-use blockwise::source::Format;
 use blockwise::util::human_bytes;
 
 use super::exit;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use blockwise::bmap;
-use blockwise::source::{self, OpenOptions};
+use blockwise::format::{self, OpenOptions};
 use blockwise::util::human_bytes;
 
 use super::exit;
@@ -33,7 +33,7 @@ pub fn run(image: PathBuf, bmap_path: Option<PathBuf>, json: bool) -> anyhow::Re
         .with_context(|| format!("cannot read {}", bmap_path.display()))?;
     let b = bmap::parse(&data)
         .with_context(|| format!("{} is not a usable bmap", bmap_path.display()))?;
-    let opened = source::open(&image, &OpenOptions::default())
+    let opened = format::open(&image, &OpenOptions::default())
         .with_context(|| format!("cannot open {}", image.display()))?;
     let res = bmap::verify(&*opened.source, &b, opened.random_access).with_context(|| {
         format!(

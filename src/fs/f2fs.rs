@@ -2,7 +2,7 @@
 
 use super::FsInfo;
 use crate::extent::ExtentMap;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64, utf16le_z, uuid_be};
 
 const SB_OFFSET: u64 = 1024;

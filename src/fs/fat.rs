@@ -11,7 +11,7 @@
 use super::xcheck::Unmapped;
 use super::FsInfo;
 use crate::extent::ExtentMap;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
 
 /// Largest cluster counts of each FAT width (per Microsoft's spec, as used by blkid).

@@ -6,7 +6,7 @@
 //! appended). UUID is the PVD modification (else creation) date as `YYYY-MM-DD-HH-MM-SS-CC`.
 
 use super::{BootEntry, FsInfo};
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, le16, le32};
 
 /// ISO 9660 sectors are 2048 bytes regardless of the logical block size.

@@ -6,7 +6,7 @@
 //! its JSON area, which is read with a hard size bound.
 
 use super::FsInfo;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64};
 
 const MAGIC1: &[u8] = b"LUKS\xba\xbe";

@@ -1,7 +1,7 @@
 //! LVM2 physical volume label ("LABELONE" in one of the first four sectors).
 
 use super::FsInfo;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le32, le64};
 
 /// LVM's CRC seed; its CRC-32 has no pre/post inversion.

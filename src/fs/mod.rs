@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::extent::ExtentMap;
-use crate::source::ReadAt;
+use crate::io::ReadAt;
 
 pub mod btrfs;
 pub mod exfat;

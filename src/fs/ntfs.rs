@@ -7,7 +7,7 @@
 
 use super::FsInfo;
 use crate::extent::ExtentMap;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64};
 
 const MFT_RECORD_VOLUME: u64 = 3;

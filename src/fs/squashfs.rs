@@ -4,7 +4,7 @@
 //! The size is `bytes_used`, the end of the compressed image (everything after is padding).
 
 use super::FsInfo;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64, le16, le32, le64};
 
 /// Recognises a squashfs filesystem in `dev`.

@@ -6,7 +6,7 @@
 //! image replaces the swap signature; `blkid` calls those "swsuspend".
 
 use super::FsInfo;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be32, le32, uuid_be};
 
 const PAGE_SIZES: [u64; 5] = [4096, 8192, 16384, 32768, 65536];

@@ -12,7 +12,7 @@
 //! translated by it.
 
 use super::FsInfo;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
 
 const VRS_START: u64 = 32 * 1024;

@@ -3,7 +3,7 @@
 
 use super::FsInfo;
 use crate::extent::ExtentMap;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64, le32, uuid_be};
 
 const SB_MAGIC: &[u8; 4] = b"XFSB";

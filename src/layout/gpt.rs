@@ -11,7 +11,7 @@
 
 use super::types::gpt_type_name;
 use super::{GptInfo, PartKind, Partition};
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{guid_le, le32, le64, utf16le_z};
 
 /// Header signature at offset 0 of the header sector.

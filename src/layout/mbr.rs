@@ -13,7 +13,7 @@ use std::collections::HashSet;
 
 use super::types::{is_mbr_extended, mbr_type_name, MBR_GPT_PROTECTIVE};
 use super::{MbrEntry, MbrInfo, PartKind, Partition};
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
 
 /// Size of the MBR/EBR structure: always the first 512 bytes of a sector, whatever the
@@ -369,7 +369,7 @@ mod tests {
         img[10 * 512..11 * 512].copy_from_slice(&e1);
         let e2 = sector_with(&[(0, 0, 0x83, 1, 5), (1, 0, 0x05, 10, 20)]);
         img[20 * 512..21 * 512].copy_from_slice(&e2);
-        let src = crate::source::MemSource(img);
+        let src = crate::io::MemSource(img);
         let mut w = vec![];
         let parts = read_partitions(&src, &mbr, 512, &mut w).unwrap();
         assert_eq!(parts.len(), 3, "{parts:?}");

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 
 pub mod gpt;
 pub mod mbr;

@@ -126,7 +126,7 @@ pub fn read_cost(
     label: &str,
     mkfs: &str,
     mount: &str,
-    used: fn(&dyn blockwise::source::ReadAt) -> blockwise::Result<blockwise::fs::Usage>,
+    used: fn(&dyn blockwise::io::ReadAt) -> blockwise::Result<blockwise::fs::Usage>,
 ) {
     let dir = tempfile::tempdir().unwrap();
     let Some(img) = make_filled(dir.path(), 512, mkfs, mount, |mnt| {
@@ -138,7 +138,7 @@ pub fn read_cost(
     }) else {
         return;
     };
-    let c = blockwise::source::Counting::new(blockwise::source::FileSource::open(&img).unwrap());
+    let c = blockwise::io::Counting::new(blockwise::io::FileSource::open(&img).unwrap());
     let u = used(&c).unwrap();
     eprintln!(
         "{label} 512 MiB, 3000 files: read {} bytes in {} calls, mapped {} bytes ({:.3}%); {:?}",

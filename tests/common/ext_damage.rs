@@ -10,7 +10,7 @@
 #![allow(dead_code)]
 
 use blockwise::fs::ext::crc32c_raw;
-use blockwise::source::MemSource;
+use blockwise::io::MemSource;
 
 /// The fixture image, xz-compressed.
 pub const IMAGE_XZ: &[u8] = include_bytes!("../data/ext-xcheck.img.xz");

@@ -1,6 +1,6 @@
 //! Batched block reads and the run-length walk over ext bitmaps.
 
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 
 use super::MAX_BATCH;
 

@@ -5,7 +5,7 @@ use super::bitmap::read_batched;
 use super::checksum::{crc16, crc32c_raw};
 use super::geometry::{DescCsum, Geo};
 use super::{u32_at, Warn};
-use crate::source::ReadAt;
+use crate::io::ReadAt;
 use crate::util::le16;
 
 /// One group descriptor, the fields the map needs.

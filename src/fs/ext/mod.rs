@@ -6,7 +6,7 @@
 //! the test-filesystem flag is set).
 
 use super::FsInfo;
-use crate::source::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, uuid_be};
 
 mod bitmap;

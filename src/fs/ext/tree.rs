@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use super::bitmap::read_batched;
 use super::inode::{Inode, BAD_BLOCKS_INO, RESIZE_INO};
 use crate::extent::ExtentMap;
-use crate::source::ReadAt;
+use crate::io::ReadAt;
 use crate::util::{le16, le32};
 
 const EXTENT_MAGIC: u16 = 0xF30A;
@@ -271,7 +271,7 @@ impl<'a> Walker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::MemSource;
+    use crate::io::MemSource;
 
     static NOTHING: std::sync::LazyLock<ExtentMap> = std::sync::LazyLock::new(ExtentMap::new);
 

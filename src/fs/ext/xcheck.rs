@@ -73,7 +73,7 @@ struct Plan {
 /// blocks the bitmaps already keep). `head` is the first block a bitmap or inode table may
 /// occupy (past the primary superblock and descriptors).
 pub(super) fn walk(
-    dev: &dyn crate::source::ReadAt,
+    dev: &dyn crate::io::ReadAt,
     sb: &[u8],
     geo: &Geo,
     descs: &[Desc],
@@ -337,13 +337,13 @@ pub(super) fn walk(
 
 /// Reads one inode by number, if its group's table is where it can be read.
 fn read_inode(
-    dev: &dyn crate::source::ReadAt,
+    dev: &dyn crate::io::ReadAt,
     geo: &Geo,
     descs: &[Desc],
     ino: u64,
     table_ok: &dyn Fn(&Desc) -> bool,
 ) -> Option<Inode> {
-    use crate::source::ReadAtExt;
+    use crate::io::ReadAtExt;
     let (g, idx) = ((ino - 1) / geo.ipg, (ino - 1) % geo.ipg);
     let d = descs.get(g as usize).filter(|d| table_ok(d))?;
     let off = (d.inode_table * geo.bs).checked_add(idx * geo.inode_size)?;

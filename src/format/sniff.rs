@@ -123,7 +123,7 @@ pub const CD_SYNC: [u8; 12] = [
 ];
 
 /// Recognises the format of `src` from its bytes. Short or empty input is simply [`Format::Raw`].
-pub fn sniff(src: &dyn super::ReadAt) -> std::io::Result<Format> {
+pub fn sniff(src: &dyn crate::io::ReadAt) -> std::io::Result<Format> {
     sniff_with(src, true)
 }
 
@@ -131,8 +131,8 @@ pub fn sniff(src: &dyn super::ReadAt) -> std::io::Result<Format> {
 /// sector (fixed VHD, DMG) are not looked for. Reading the last sector of a streaming
 /// decompressor means decoding everything, so [`open`](super::open) skips it for streams
 /// unless the file name suggests such a format.
-pub fn sniff_with(src: &dyn super::ReadAt, trailers: bool) -> std::io::Result<Format> {
-    use super::ReadAtExt;
+pub fn sniff_with(src: &dyn crate::io::ReadAt, trailers: bool) -> std::io::Result<Format> {
+    use crate::io::ReadAtExt;
     let size = src.size();
     let head = src.read_upto(0, HEAD_LEN)?;
     let tail_off = size.saturating_sub(512);
@@ -249,14 +249,16 @@ pub fn sniff_head(head: &[u8]) -> Option<Format> {
 }
 
 /// True if the last bytes of `src` are a seekable-zstd seek table inside a skippable frame.
-pub fn is_seekable_zstd(src: &dyn super::ReadAt) -> std::io::Result<bool> {
+pub fn is_seekable_zstd(src: &dyn crate::io::ReadAt) -> std::io::Result<bool> {
     Ok(seek_table_location(src)?.is_some())
 }
 
 /// Locates a seekable-zstd seek table: returns `(frame_start, frame_count, has_checksums)`
 /// where `frame_start` is the offset of the skippable frame holding the table.
-pub fn seek_table_location(src: &dyn super::ReadAt) -> std::io::Result<Option<(u64, u32, bool)>> {
-    use super::ReadAtExt;
+pub fn seek_table_location(
+    src: &dyn crate::io::ReadAt,
+) -> std::io::Result<Option<(u64, u32, bool)>> {
+    use crate::io::ReadAtExt;
     use crate::util::le32;
     let size = src.size();
     if size < 17 {
@@ -352,7 +354,7 @@ fn looks_like_cue_lines(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::MemSource;
+    use crate::io::MemSource;
 
     fn sn(b: &[u8]) -> Format {
         sniff(&MemSource(b.to_vec())).unwrap()

@@ -7,7 +7,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
 use crate::{Error, ExtentMap};
 
@@ -285,7 +285,7 @@ impl ReadAt for AndroidSparse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::MemSource;
+    use crate::io::MemSource;
 
     fn hdr(blocks: u32, chunks: u32) -> Vec<u8> {
         let mut v = Vec::new();

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::{Arc, Mutex};
 
-use super::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le32, le64};
 
 /// Size of a cached decoded chunk.
@@ -590,7 +590,7 @@ pub fn seekable_zstd_size(src: &dyn ReadAt) -> io::Result<Option<u64>> {
     };
     let entry = if checks { 12usize } else { 8 };
     let table_len = (count as usize).saturating_mul(entry);
-    if table_len > super::MAX_READ_VEC {
+    if table_len > crate::io::MAX_READ_VEC {
         return Ok(None);
     }
     let t = src.read_vec(start + 8, table_len)?;
@@ -619,7 +619,7 @@ pub fn seekable_zstd_size(src: &dyn ReadAt) -> io::Result<Option<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::MemSource;
+    use crate::io::MemSource;
     use std::io::Write;
 
     fn data(n: usize) -> Vec<u8> {
@@ -727,7 +727,7 @@ impl SeekableZstd {
         };
         let entry = if checks { 12usize } else { 8 };
         let table_len = (count as usize).saturating_mul(entry);
-        if table_len > super::MAX_READ_VEC {
+        if table_len > crate::io::MAX_READ_VEC {
             return Ok(None);
         }
         let t = src.read_vec(start + 8, table_len)?;

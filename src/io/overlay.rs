@@ -95,7 +95,7 @@ impl ReadAt for Overlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{MemSource, ReadAtExt};
+    use crate::io::{MemSource, ReadAtExt};
 
     #[test]
     fn patches_cut_and_straddling_reads() {

@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use super::{Format, ReadAt, ReadAtExt};
+use crate::format::Format;
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be32, be64, guid_le, le32, le64};
 use crate::Error;
 
@@ -365,7 +366,7 @@ fn dmg(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::MemSource;
+    use crate::io::MemSource;
 
     #[test]
     fn fixed_vhd_payload() {

@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use super::stream::{Codec, StreamSource};
-use super::{ReadAt, Slice};
+use crate::io::{ReadAt, Slice};
 use crate::Error;
 
 /// Name endings that mark a disk or filesystem image inside an archive.

@@ -1,35 +1,25 @@
-//! Sources: anything with a length that can be read at an offset.
+//! The I/O layer: anything with a length that can be read at an offset, and the local things
+//! bytes come from and go to.
 //!
-//! Every reader in blockwise (partition tables, filesystem probes, later the bmap and archive
+//! Every reader in blockwise (partition tables, filesystem probes, the bmap and archive
 //! writers) works on a [`ReadAt`]. Regular files and block devices are read with `pread`;
-//! compressed wrappers and containers are decoded behind the same trait, so the layers above
-//! never know what the bytes came from. [`open`] sniffs a path's bytes and builds the chain.
+//! compressed wrappers and containers ([`crate::format`]) are decoded behind the same trait, so
+//! the layers above never know what the bytes came from.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub mod android_sparse;
+pub mod atomic;
 pub mod blockdev;
-pub mod cd;
-pub mod container;
+pub mod device;
 pub mod file;
-mod frames;
-pub mod open;
 pub mod overlay;
-pub mod sniff;
-pub mod stream;
-pub mod xz_blocks;
-pub mod zip_member;
+pub mod sys;
 
 pub use blockdev::{BlockDevice, DirectBlockDevice};
 pub use file::FileSource;
-pub use open::open_source;
-pub use open::{open, Layer, OpenOptions, Opened};
 pub use overlay::Overlay;
-pub use sniff::Format;
-pub use stream::{SeekableZstd, StreamSource};
-pub use xz_blocks::XzBlocks;
 
 /// Random-access, read-only byte source.
 ///

@@ -13,7 +13,7 @@ use liblzma::stream::{Action, Filters, Status, Stream};
 use sha2::{Digest, Sha256};
 
 use super::frames::{read_through_frames, FrameCache};
-use super::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::util::le32;
 
 /// Largest block decoded into memory; files with larger blocks are streamed.
@@ -370,7 +370,7 @@ impl ReadAt for XzBlocks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::MemSource;
+    use crate::io::MemSource;
     use std::io::Write;
 
     fn data(n: usize) -> Vec<u8> {

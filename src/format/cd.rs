@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::ReadAt;
+use crate::io::ReadAt;
 use crate::Error;
 
 /// Raw CD sector size.

@@ -68,7 +68,7 @@ pub(crate) fn pread_within(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::ReadAtExt;
+    use crate::io::ReadAtExt;
     use std::io::Write;
 
     #[test]

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::android_sparse::AndroidSparse;
-use super::blockdev::BlockDevice;
 use super::cd::{self, CdUserData};
-use super::file::FileSource;
 use super::stream::{Codec, StreamSource};
-use super::{Format, ReadAt, ReadAtExt, Slice};
+use crate::format::Format;
+use crate::io::blockdev::BlockDevice;
+use crate::io::file::FileSource;
+use crate::io::{ReadAt, ReadAtExt, Slice};
 use crate::Error;
 
 /// Most wrapper layers peeled before the payload (e.g. zip → xz → sparse → raw).

@@ -27,8 +27,8 @@ impl BlockDevice {
 
     /// Wraps an open block-device file. Fails (ENOTTY) if it is not a block device.
     pub fn from_file(file: File) -> io::Result<Self> {
-        let size = crate::sys::blk_size64(file.as_fd())?;
-        let sector_size = crate::sys::blk_sector_size(file.as_fd())?;
+        let size = crate::io::sys::blk_size64(file.as_fd())?;
+        let sector_size = crate::io::sys::blk_sector_size(file.as_fd())?;
         Ok(BlockDevice {
             file,
             size,
@@ -66,8 +66,8 @@ impl DirectBlockDevice {
             .custom_flags(libc::O_DIRECT)
             .open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let size = crate::sys::blk_size64(file.as_fd())?;
-        let sector_size = crate::sys::blk_sector_size(file.as_fd())?;
+        let size = crate::io::sys::blk_size64(file.as_fd())?;
+        let sector_size = crate::io::sys::blk_sector_size(file.as_fd())?;
         Ok(DirectBlockDevice {
             direct: file,
             size,
