@@ -148,7 +148,7 @@ fn inspect_of_an_archive_reads_a_small_fraction_and_matches_the_raw_image() {
         let counted = Arc::new(Counting::new(FileSource::open(&dest).unwrap()));
         let src: Arc<dyn ReadAt> = counted.clone();
         let opened = format::open_source(src, name, &OpenOptions::default()).unwrap();
-        assert!(opened.random_access, "{name} is read with random access");
+        assert!(opened.random_access(), "{name} is read with random access");
         let r = blockwise::inspect::inspect_source(opened.source.clone(), None, "c".into(), vec![])
             .unwrap();
         let raw = blockwise::inspect::inspect_path(&img).unwrap();

@@ -129,9 +129,9 @@ fn compressed_roundtrips() {
         assert_eq!(formats(&o), vec![fmt, Format::Raw], "{ext}");
         if fmt == Format::Xz {
             // One block of a few MiB, listed in the index: decoded with random access.
-            assert!(o.random_access, "{ext}");
+            assert!(o.random_access(), "{ext}");
         } else {
-            assert!(!o.random_access, "{ext}");
+            assert!(!o.random_access(), "{ext}");
             // How it is read is a note, not a warning.
             assert!(
                 o.notes.iter().any(|w| w.contains("decoded on the fly")),
@@ -257,11 +257,11 @@ fn zip_members() {
     let o = open_path(&d.path().join("stored.zip"));
     assert_eq!(formats(&o), vec![Format::Zip, Format::Raw]);
     assert!(o.chain[0].detail.as_deref().unwrap().contains("disk.img"));
-    assert!(o.random_access);
+    assert!(o.random_access());
     check_same(&*o.source, &orig);
     let o = open_path(&d.path().join("deflated.zip"));
     assert_eq!(formats(&o), vec![Format::Zip, Format::Raw]);
-    assert!(!o.random_access);
+    assert!(!o.random_access());
     check_same(&*o.source, &orig);
     // zip → xz → raw
     if sh(&format!(
@@ -301,7 +301,7 @@ fn android_sparse_from_img2simg() {
     }
     let o = open_path(&PathBuf::from(format!("{}.simg", img.display())));
     assert_eq!(formats(&o), vec![Format::AndroidSparse, Format::Raw]);
-    assert!(o.random_access);
+    assert!(o.random_access());
     check_same(&*o.source, &orig);
     let hint = o.source.allocated_hint().unwrap();
     // img2simg stores zero runs as FILL chunks, so the hint covers them too; it must at least
@@ -716,7 +716,7 @@ fn seekable_zstd_random_access() {
     std::fs::write(&p, &out).unwrap();
     let o = open_path(&p);
     assert_eq!(formats(&o), vec![Format::SeekableZstd, Format::Raw]);
-    assert!(o.random_access);
+    assert!(o.random_access());
     check_same(&*o.source, &orig);
     if sh(&format!(
         "zstd -q -d -c {} > {}",

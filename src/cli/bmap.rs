@@ -77,7 +77,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         &*src,
         &map,
         !a.no_checksum,
-        opened.random_access,
+        opened.random_access(),
         &opts,
         &on_progress,
     )

@@ -280,6 +280,10 @@ impl ReadAt for AndroidSparse {
                 .map(|c| (c.start, c.start + c.len)),
         ))
     }
+
+    fn caps(&self) -> crate::io::Caps {
+        crate::io::Caps::RANDOM.over(self.src.caps())
+    }
 }
 
 #[cfg(test)]

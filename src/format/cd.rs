@@ -347,6 +347,10 @@ impl ReadAt for CdUserData {
         }
         Ok(done)
     }
+
+    fn caps(&self) -> crate::io::Caps {
+        crate::io::Caps::RANDOM.over(self.src.caps())
+    }
 }
 
 #[cfg(test)]

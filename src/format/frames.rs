@@ -2,6 +2,37 @@
 //! of decoded frames, and serving a read from a table of independently decodable frames.
 
 use std::collections::HashMap;
+
+/// Frame starts strictly inside `start..end`, from `count` frames whose `i`-th starts at
+/// `out_off(i)` (sorted ascending): what [`crate::io::ReadAt::boundaries`] returns.
+pub(crate) fn starts_within(
+    count: usize,
+    out_off: impl Fn(usize) -> u64,
+    start: u64,
+    end: u64,
+) -> Vec<u64> {
+    // First frame starting after `start`, by binary search over the sorted starts.
+    let (mut lo, mut hi) = (0usize, count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if out_off(mid) <= start {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo..count).map(out_off).take_while(|&o| o < end).collect()
+}
+
+/// The power-of-two read size for frames of these sizes: the most common (median) one.
+pub(crate) fn typical_chunk(mut lens: Vec<u64>) -> u64 {
+    if lens.is_empty() {
+        return crate::io::DEFAULT_CHUNK;
+    }
+    let mid = lens.len() / 2;
+    let (_, m, _) = lens.select_nth_unstable(mid);
+    crate::io::chunk_for(*m)
+}
 use std::io;
 use std::sync::{Arc, Mutex};
 

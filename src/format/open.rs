@@ -58,8 +58,6 @@ pub struct Opened {
     pub is_block_device: bool,
     /// Logical sector size reported by the device, when it is one.
     pub device_sector_size: Option<u32>,
-    /// True if reads at arbitrary offsets are cheap (false for streaming decompressors).
-    pub random_access: bool,
     /// Things the user should know (compressed input, .bin without .cue, container not decoded).
     pub warnings: Vec<String>,
     /// Facts worth a line that are not problems (how the input is decoded).
@@ -71,6 +69,12 @@ pub struct Opened {
 }
 
 impl Opened {
+    /// True if reads at arbitrary offsets are cheap (false for streaming decompressors): what
+    /// the payload source says of itself.
+    pub fn random_access(&self) -> bool {
+        self.source.caps().access == crate::io::Access::Random
+    }
+
     /// The payload format (last layer of the chain).
     pub fn payload_format(&self) -> Format {
         self.chain.last().map_or(Format::Raw, |l| l.format)
@@ -134,7 +138,6 @@ fn open_inner(
         source: base,
         is_block_device: false,
         device_sector_size: None,
-        random_access: true,
         warnings: Vec::new(),
         notes: Vec::new(),
         cd_tracks: Vec::new(),
@@ -143,7 +146,7 @@ fn open_inner(
     for depth in 0..=MAX_DEPTH {
         let cur = o.source.clone();
         let size = cur.size();
-        let f = super::sniff::sniff_with(&*cur, o.random_access || trailer_name(path))?;
+        let f = super::sniff::sniff_with(&*cur, o.random_access() || trailer_name(path))?;
         let wrapper = f.is_compression()
             || matches!(
                 f,
@@ -196,10 +199,9 @@ fn open_inner(
                     size,
                     Some(format!("decodes to {} bytes (streamed)", s.size())),
                 ));
-                if o.random_access {
+                if o.random_access() {
                     o.notes.push(STREAMED_NOTE.into());
                 }
-                o.random_access = false;
                 o.source = Arc::new(s);
             }
             Format::Xz if xz_blocks.is_some() => {
@@ -225,10 +227,9 @@ fn open_inner(
                     s.size_origin()
                 );
                 o.chain.push(layer(f, size, Some(detail)));
-                if o.random_access {
+                if o.random_access() {
                     o.notes.push(STREAMED_NOTE.into());
                 }
-                o.random_access = false;
                 o.source = Arc::new(s);
             }
             Format::Zip if opts.decompress => {
@@ -243,10 +244,9 @@ fn open_inner(
                     )),
                 ));
                 if !m.stored {
-                    if o.random_access {
+                    if o.random_access() {
                         o.notes.push(STREAMED_NOTE.into());
                     }
-                    o.random_access = false;
                 }
                 o.source = m.source;
             }

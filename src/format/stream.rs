@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::{Arc, Mutex};
 
-use crate::io::{ReadAt, ReadAtExt};
+use crate::io::{Access, Caps, ReadAt, ReadAtExt};
 use crate::util::{le32, le64};
 
 /// Size of a cached decoded chunk.
@@ -267,12 +267,6 @@ impl StreamSource {
         self.lock().restarts
     }
 
-    /// A fresh sequential decoder from the start, independent of the cache: for consumers that
-    /// read everything once in order (hashing, flashing).
-    pub fn sequential(&self) -> io::Result<Box<dyn Read + Send>> {
-        decoder(self.codec, self.compressed.clone())
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the state inconsistent in a way that
         // matters: the worst case is a decoder at an unknown position, which we reset.
@@ -480,6 +474,54 @@ impl ReadAt for StreamSource {
         }
         Ok(done)
     }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            access: Access::Sequential,
+            chunk: CHUNK as u64,
+            ..Caps::RANDOM
+        }
+    }
+
+    fn sequential(&self, offset: u64) -> io::Result<Box<dyn Read + Send + '_>> {
+        let mut r = InOrder {
+            src: self,
+            dec: decoder(self.codec, self.compressed.clone())?,
+            pos: 0,
+        };
+        crate::io::skip_reader(&mut r, offset.min(self.size))?;
+        Ok(Box::new(r))
+    }
+}
+
+/// [`StreamSource::sequential`]: a fresh decoder, cut at the size and with errors that name
+/// the decoded offset, like the random-access path.
+struct InOrder<'a> {
+    src: &'a StreamSource,
+    dec: Box<dyn Read + Send>,
+    pos: u64,
+}
+
+impl Read for InOrder<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.src.size - self.pos;
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = (buf.len() as u64).min(left) as usize;
+        let n = loop {
+            match self.dec.read(&mut buf[..want]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.src.wrap_err(e, self.pos)),
+            }
+        };
+        if n == 0 {
+            return Err(self.src.early_end(self.pos));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// Exact decoded size of an xz file from its stream footers and indexes, reading only a few
@@ -649,6 +691,16 @@ mod tests {
         }
         let mut b = [0u8; 4];
         assert_eq!(s.read_at(orig.len() as u64, &mut b).unwrap(), 0);
+        assert_eq!(s.caps().access, Access::Sequential);
+        // The in-order reader is a fresh decoder: it neither uses nor restarts the cached one.
+        let restarts = s.restarts();
+        let mut all = Vec::new();
+        s.sequential(CHUNK as u64 + 7)
+            .unwrap()
+            .read_to_end(&mut all)
+            .unwrap();
+        assert_eq!(all, &orig[CHUNK + 7..]);
+        assert_eq!(s.restarts(), restarts);
     }
 
     #[test]
@@ -715,6 +767,8 @@ pub struct SeekableZstd {
     src: Arc<dyn ReadAt>,
     frames: Vec<SeekFrame>,
     size: u64,
+    /// Preferred read size: the typical frame.
+    chunk: u64,
     cache: super::frames::FrameCache,
 }
 
@@ -757,10 +811,13 @@ impl SeekableZstd {
             ));
         }
         frames.retain(|f| f.out_len > 0);
+        let chunk =
+            super::frames::typical_chunk(frames.iter().map(|f| u64::from(f.out_len)).collect());
         Ok(Some(SeekableZstd {
             src,
             frames,
             size: out,
+            chunk,
             cache: super::frames::FrameCache::new(SEEKABLE_CACHED_FRAMES),
         }))
     }
@@ -864,5 +921,23 @@ impl ReadAt for SeekableZstd {
             |i| fr[i].out_off + u64::from(fr[i].out_len),
             |i| self.frame(i),
         )
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            chunk: self.chunk,
+            ..Caps::RANDOM
+        }
+        .over(self.src.caps())
+    }
+
+    fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
+        let fr = &self.frames;
+        Some(super::frames::starts_within(
+            fr.len(),
+            |i| fr[i].out_off,
+            start,
+            end,
+        ))
     }
 }

@@ -13,7 +13,7 @@ use liblzma::stream::{Action, Filters, Status, Stream};
 use sha2::{Digest, Sha256};
 
 use super::frames::{read_through_frames, FrameCache};
-use crate::io::{ReadAt, ReadAtExt};
+use crate::io::{Caps, ReadAt, ReadAtExt};
 use crate::util::le32;
 
 /// Largest block decoded into memory; files with larger blocks are streamed.
@@ -182,6 +182,8 @@ pub struct XzBlocks {
     src: Arc<dyn ReadAt>,
     blocks: Vec<Block>,
     size: u64,
+    /// Preferred read size: the typical block.
+    chunk: u64,
     cache: FrameCache,
 }
 
@@ -258,10 +260,12 @@ impl XzBlocks {
             }
         }
         let size = blocks.last().map_or(0, |b| b.out_off + b.out_len);
+        let chunk = super::frames::typical_chunk(blocks.iter().map(|b| b.out_len).collect());
         Ok(Some(XzBlocks {
             src,
             blocks,
             size,
+            chunk,
             cache: FrameCache::new(CACHED_BLOCKS),
         }))
     }
@@ -364,6 +368,24 @@ impl ReadAt for XzBlocks {
             |i| bl[i].out_off + bl[i].out_len,
             |i| self.cache.get(i, || self.decode(i)),
         )
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            chunk: self.chunk,
+            ..Caps::RANDOM
+        }
+        .over(self.src.caps())
+    }
+
+    fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
+        let bl = &self.blocks;
+        Some(super::frames::starts_within(
+            bl.len(),
+            |i| bl[i].out_off,
+            start,
+            end,
+        ))
     }
 }
 

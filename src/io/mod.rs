@@ -21,23 +21,144 @@ pub use blockdev::{BlockDevice, DirectBlockDevice};
 pub use file::FileSource;
 pub use overlay::Overlay;
 
+/// How a source is best read. Consumers (the pipeline, verify, the probes) adapt to it instead
+/// of being told by whoever opened the source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Any offset is cheap to read: files, devices, indexed archives (seekable zstd, xz with
+    /// several blocks), Android sparse, stored zip members.
+    Random,
+    /// Decoded front to back (gzip, single-block xz, bzip2, lz4, deflate): a read behind the
+    /// decoder's position restarts it. Read such a source once, in order, through
+    /// [`ReadAt::sequential`].
+    Sequential,
+}
+
+/// Whether [`ReadAt::size`] is the exact length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SizeKnown {
+    /// The size is exact.
+    Exact,
+    /// The size is a hint until the source has been read to its end (gzip's ISIZE is the size
+    /// modulo 4 GiB; a stream without any size field). A consumer that reads to the end learns
+    /// the real size and must check it against what it assumed.
+    Hint,
+}
+
+/// What a source can do, as it describes itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Random or sequential-only.
+    pub access: Access,
+    /// Preferred size of one read in bytes (a frame or block of an indexed archive; large
+    /// sequential requests for files and devices). Always a power of two, at least 4 KiB.
+    pub chunk: u64,
+    /// Whether the size is exact or a hint.
+    pub size: SizeKnown,
+}
+
+impl Caps {
+    /// A random-access source of exact size, read in 4 MiB requests (files, devices, memory).
+    pub const RANDOM: Caps = Caps {
+        access: Access::Random,
+        chunk: DEFAULT_CHUNK,
+        size: SizeKnown::Exact,
+    };
+}
+
+impl Caps {
+    /// The caps of a decoder over `inner` that is itself random-access: random only if
+    /// `inner` is (a sparse image inside a gzip stream is still read front to back).
+    pub fn over(self, inner: Caps) -> Caps {
+        Caps {
+            access: if inner.access == Access::Sequential {
+                Access::Sequential
+            } else {
+                self.access
+            },
+            ..self
+        }
+    }
+}
+
+/// Preferred read size of sources that have no structure of their own (files, devices).
+pub const DEFAULT_CHUNK: u64 = 4 << 20;
+
+/// Rounds a unit size (a frame, an xz block) to the power-of-two chunk size [`Caps::chunk`]
+/// promises, between 4 KiB and 64 MiB.
+pub fn chunk_for(unit: u64) -> u64 {
+    unit.clamp(4096, 64 << 20).next_power_of_two().min(64 << 20)
+}
+
 /// Random-access, read-only byte source.
 ///
 /// Implementations must be safe to share between threads; streaming decoders serialise
-/// internally.
+/// internally. Beyond `size` and `read_at`, a source describes itself ([`caps`](Self::caps),
+/// [`boundaries`](Self::boundaries), [`allocated_hint`](Self::allocated_hint)) and can hand out
+/// an in-order reader ([`sequential`](Self::sequential)); every wrapper forwards these, clipped
+/// to its window.
 pub trait ReadAt: Send + Sync {
-    /// Length of the source in bytes.
+    /// Length of the source in bytes (a hint when [`Caps::size`] says so).
     fn size(&self) -> u64;
 
     /// Reads up to `buf.len()` bytes at `offset`. Returns the number of bytes read, which is
     /// short only at the end of the source (0 at or past the end).
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
 
+    /// How the source is best read.
+    fn caps(&self) -> Caps {
+        Caps::RANDOM
+    }
+
+    /// Offsets strictly inside `start..end` where an independently decodable unit (a seekable
+    /// zstd frame, an xz block) begins, sorted; `None` if the source has no such structure.
+    /// Splitting reads at these offsets means no unit is decoded twice.
+    fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
+        let _ = (start, end);
+        None
+    }
+
     /// Byte ranges the source knows hold data (e.g. allocated chunks of a sparse container),
     /// or `None` when it cannot tell. Never used to skip data, only as a hint.
     fn allocated_hint(&self) -> Option<crate::ExtentMap> {
         None
     }
+
+    /// An in-order reader of the bytes from `offset` to the end. Sequential sources return a
+    /// fresh decoder that bypasses their random-access cache (one decode, no restarts); the
+    /// default reads through [`read_at`](Self::read_at) in [`Caps::chunk`] pieces.
+    fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        Ok(Box::new(AtReader {
+            src: self,
+            pos: offset,
+        }))
+    }
+}
+
+/// The default [`ReadAt::sequential`]: reads at a moving offset.
+struct AtReader<'a, T: ?Sized> {
+    src: &'a T,
+    pos: u64,
+}
+
+impl<T: ReadAt + ?Sized> io::Read for AtReader<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.src.read_at(self.pos, buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Skips `n` bytes of an in-order reader (for sources whose decoder can only start at 0).
+pub fn skip_reader(r: &mut dyn io::Read, n: u64) -> io::Result<()> {
+    let got = io::copy(&mut io::Read::take(r, n), &mut io::sink())?;
+    if got < n {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("stream ends at {got}, before offset {n}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Convenience methods every [`ReadAt`] gets.
@@ -95,6 +216,22 @@ impl<T: ReadAt + ?Sized> ReadAtExt for T {}
 /// Largest single buffer [`ReadAtExt::read_vec`] will allocate (64 MiB).
 pub const MAX_READ_VEC: usize = 64 << 20;
 
+/// Forwards everything a [`ReadAt`] has to `$inner` (wrappers that change nothing about the
+/// bytes' positions).
+macro_rules! forward_caps {
+    ($s:ident, $inner:expr) => {
+        fn caps(&$s) -> Caps {
+            $inner.caps()
+        }
+        fn boundaries(&$s, start: u64, end: u64) -> Option<Vec<u64>> {
+            $inner.boundaries(start, end)
+        }
+        fn allocated_hint(&$s) -> Option<crate::ExtentMap> {
+            $inner.allocated_hint()
+        }
+    };
+}
+
 impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn size(&self) -> u64 {
         (**self).size()
@@ -102,8 +239,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         (**self).read_at(offset, buf)
     }
-    fn allocated_hint(&self) -> Option<crate::ExtentMap> {
-        (**self).allocated_hint()
+    forward_caps!(self, (**self));
+    fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        (**self).sequential(offset)
     }
 }
 
@@ -113,6 +251,10 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         (**self).read_at(offset, buf)
+    }
+    forward_caps!(self, (**self));
+    fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        (**self).sequential(offset)
     }
 }
 
@@ -172,6 +314,39 @@ impl<S: ReadAt> ReadAt for Slice<S> {
         };
         self.inner.read_at(pos, &mut buf[..n])
     }
+    fn caps(&self) -> Caps {
+        // A window's length is fixed by whoever cut it, whatever the inner size is.
+        Caps {
+            size: SizeKnown::Exact,
+            ..self.inner.caps()
+        }
+    }
+    fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
+        let end = end.min(self.len);
+        if start >= end {
+            return Some(Vec::new());
+        }
+        let b = self.inner.boundaries(
+            self.offset.checked_add(start)?,
+            self.offset.checked_add(end)?,
+        )?;
+        Some(b.into_iter().map(|x| x - self.offset).collect())
+    }
+    fn allocated_hint(&self) -> Option<crate::ExtentMap> {
+        let end = self.offset.saturating_add(self.len);
+        let a = self.inner.allocated_hint()?;
+        let window = crate::ExtentMap::single(self.offset, end);
+        Some(crate::ExtentMap::from_ranges(
+            a.intersect(&window)
+                .iter()
+                .map(|r| (r.start - self.offset, r.end - self.offset)),
+        ))
+    }
+    fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        let len = self.len.saturating_sub(offset);
+        let pos = self.offset.saturating_add(offset.min(self.len));
+        Ok(Box::new(io::Read::take(self.inner.sequential(pos)?, len)))
+    }
 }
 
 /// Counts the bytes read through it; tests use it to prove a command reads only what it needs.
@@ -210,8 +385,27 @@ impl<S: ReadAt> ReadAt for Counting<S> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         Ok(n)
     }
-    fn allocated_hint(&self) -> Option<crate::ExtentMap> {
-        self.inner.allocated_hint()
+    forward_caps!(self, self.inner);
+    fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        Ok(Box::new(CountingReader {
+            inner: self.inner.sequential(offset)?,
+            of: self,
+        }))
+    }
+}
+
+/// An in-order reader that adds what it reads to its [`Counting`]'s total.
+struct CountingReader<'a, S> {
+    inner: Box<dyn io::Read + Send + 'a>,
+    of: &'a Counting<S>,
+}
+
+impl<S> io::Read for CountingReader<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.of.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.of.calls.fetch_add(1, Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -255,9 +449,8 @@ impl<S: ReadAt> ReadAt for Recording<S> {
         }
         Ok(n)
     }
-    fn allocated_hint(&self) -> Option<crate::ExtentMap> {
-        self.inner.allocated_hint()
-    }
+    // Not `sequential`: what is read in order through the default reader is recorded too.
+    forward_caps!(self, self.inner);
 }
 
 #[cfg(test)]
@@ -282,6 +475,44 @@ mod tests {
         assert_eq!(m.read_upto(5, 100).unwrap().len(), 5);
     }
 
+    /// A source with units every 100 bytes and data in 250..400.
+    struct Framed(MemSource);
+    impl ReadAt for Framed {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read_at(offset, buf)
+        }
+        fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
+            Some(
+                (1..10)
+                    .map(|i| i * 100)
+                    .filter(|&b| b > start && b < end)
+                    .collect(),
+            )
+        }
+        fn allocated_hint(&self) -> Option<crate::ExtentMap> {
+            Some(crate::ExtentMap::single(250, 400))
+        }
+    }
+
+    #[test]
+    fn slice_forwards_caps_in_its_own_coordinates() {
+        let f = Framed(MemSource((0..1000u32).map(|i| i as u8).collect()));
+        let s = Slice::new(&f, 150, 300);
+        assert_eq!(s.boundaries(0, 300), Some(vec![50, 150, 250]));
+        assert_eq!(s.boundaries(60, 1000), Some(vec![150, 250]));
+        assert_eq!(s.allocated_hint().unwrap().as_slice()[0].start, 100);
+        assert_eq!(s.allocated_hint().unwrap().total(), 150);
+        let a: Arc<dyn ReadAt> = Arc::new(Slice::new(&f, 150, 300));
+        assert_eq!(a.boundaries(0, 300), Some(vec![50, 150, 250]));
+        let mut v = Vec::new();
+        io::Read::read_to_end(&mut s.sequential(290).unwrap(), &mut v).unwrap();
+        assert_eq!(v, [184u8, 185, 186, 187, 188, 189, 190, 191, 192, 193]);
+        assert_eq!(s.caps(), Caps::RANDOM);
+    }
+
     #[test]
     fn counting_counts() {
         let m = MemSource(vec![7; 4096]);
@@ -289,5 +520,8 @@ mod tests {
         let mut b = [0u8; 512];
         c.read_exact_at(100, &mut b).unwrap();
         assert_eq!(c.bytes_read(), 512);
+        let mut v = Vec::new();
+        io::Read::read_to_end(&mut c.sequential(4000).unwrap(), &mut v).unwrap();
+        assert_eq!(c.bytes_read(), 512 + 96);
     }
 }

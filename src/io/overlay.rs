@@ -90,6 +90,26 @@ impl ReadAt for Overlay {
         }
         Ok(n)
     }
+
+    fn caps(&self) -> super::Caps {
+        super::Caps {
+            size: super::SizeKnown::Exact,
+            ..self.inner.caps()
+        }
+    }
+
+    fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
+        self.inner
+            .boundaries(start, end.min(self.size).min(self.inner.size()))
+    }
+
+    fn allocated_hint(&self) -> Option<crate::ExtentMap> {
+        let mut a = self.inner.allocated_hint()?.clip(self.size);
+        for (off, b) in &self.patches {
+            a.insert(*off, off + b.len() as u64);
+        }
+        Some(a)
+    }
 }
 
 #[cfg(test)]
