@@ -243,10 +243,8 @@ fn open_inner(
                         m.name, m.entries
                     )),
                 ));
-                if !m.stored {
-                    if o.random_access() {
-                        o.notes.push(STREAMED_NOTE.into());
-                    }
+                if !m.stored && o.random_access() {
+                    o.notes.push(STREAMED_NOTE.into());
                 }
                 o.source = m.source;
             }
