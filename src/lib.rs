@@ -5,6 +5,8 @@
 //! ([`fs`]), and describes which byte ranges matter as an [`extent::ExtentMap`].
 
 #![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod archive;
 pub mod bmap;

@@ -15,6 +15,7 @@ pub mod blockdev;
 pub mod device;
 pub mod file;
 pub mod overlay;
+#[allow(unsafe_code)] // the one module allowed to: ioctls and lseek, each wrapped once
 pub mod sys;
 
 pub use blockdev::{BlockDevice, DirectBlockDevice};
