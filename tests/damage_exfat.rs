@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::damage::{is_root, noise, run, Rng};
+use common::damage::{noise, run, Rng};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +20,7 @@ use std::path::Path;
 use blockwise::fs;
 use blockwise::io::{FileSource, MemSource};
 use blockwise::ExtentMap;
-use common::{have, restore_onto_random, Loop};
+use common::{have, is_root, restore_onto_random, Loop};
 
 /// Files from empty to many clusters, a directory spanning clusters, nesting; deletions so the
 /// later files are fragmented (FAT-chained) as well as contiguous.

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::damage::{is_root, noise, read_tree, run, Rng};
+use common::damage::{noise, read_tree, run, Rng};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,7 +27,7 @@ use std::process::Command;
 use blockwise::fs;
 use blockwise::io::{FileSource, MemSource};
 use blockwise::ExtentMap;
-use common::{have, restore_onto_random, sh, Loop};
+use common::{have, is_root, restore_onto_random, sh, Loop};
 
 fn tools() -> bool {
     is_root()

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::damage::{is_root, noise, run, Rng};
+use common::damage::{noise, run, Rng};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +20,7 @@ use std::path::Path;
 use blockwise::fs;
 use blockwise::io::{FileSource, MemSource};
 use blockwise::ExtentMap;
-use common::{have, restore_onto_random, sh, Loop};
+use common::{have, is_root, restore_onto_random, sh, Loop};
 
 /// Files from empty to many clusters, a big directory (non-resident index), nesting, and
 /// fragmented files written in interleaved appends.

@@ -6,16 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// True when running as root; otherwise prints why the calling test skips.
-pub fn is_root() -> bool {
-    let o = Command::new("id").arg("-u").output().ok();
-    let ok = o.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !ok {
-        eprintln!("SKIP: not root (loop devices and FUSE mounts need it)");
-    }
-    ok
-}
-
 /// xorshift64*, fixed seeds.
 pub struct Rng(pub u64);
 impl Rng {
@@ -50,13 +40,7 @@ impl Rng {
 
 /// `len` seeded pseudo-random bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    Rng::new(seed).bytes(len)
 }
 
 /// Runs a shell command: success, and stdout+stderr with `path` replaced by "DEV".
@@ -198,8 +182,8 @@ pub fn write_tree(root: &Path, t: &TreeShape) {
 }
 
 /// A `mib` MiB image `fs.img` in `dir`, made by `mkfs` (`{img}` stands for its path) and
-/// filled by `fill` through `mount` on a loop device; `None` (with the reason printed) when
-/// no loop device can be had.
+/// filled by `fill` through `mount` on a loop device; `None` (after a [`super::skip`]) when no
+/// loop device can be had.
 pub fn make_filled(
     dir: &Path,
     mib: u64,
