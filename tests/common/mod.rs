@@ -400,6 +400,42 @@ pub fn restore_onto_random(
     Some((dir, lp))
 }
 
+/// A filesystem mounted at a fresh directory, unmounted on drop so a failing assertion leaves
+/// no mount behind.
+pub struct Mount {
+    dir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// Runs `{cmd} '{dev}' '{dir}'`, e.g. `Mount::new("mount -t ntfs-3g -o ro", dev)`.
+    pub fn new(cmd: &str, dev: &str) -> Mount {
+        let dir = tempfile::tempdir().unwrap();
+        sh(&format!("{cmd} '{dev}' '{}'", dir.path().display()));
+        Mount { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Bytes in use as `df` sees them.
+    pub fn df_used(&self) -> u64 {
+        sh(&format!(
+            "sync; df -B1 --output=used '{}' | tail -1",
+            self.path().display()
+        ))
+        .trim()
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
 /// SHA-256 of every regular file under `root`, keyed by relative path.
 pub fn tree_hashes(root: &Path) -> std::collections::BTreeMap<String, String> {
     let out = sh(&format!(
