@@ -8,7 +8,8 @@
 //!
 //! Without the cross-check the second fails: the cleared clusters are left out and come back as
 //! garbage. On the undamaged image the cross-check adds nothing and the map is exactly the
-//! bitmap's. Cases skip with a printed reason when a tool or root is missing.
+//! bitmap's. Cases skip with a printed reason when a tool or root is missing (and fail instead
+//! under `BLOCKWISE_REQUIRE_ORACLES=1`, as in CI).
 
 mod common;
 
@@ -20,7 +21,7 @@ use std::path::Path;
 use blockwise::fs;
 use blockwise::io::{FileSource, MemSource};
 use blockwise::ExtentMap;
-use common::{have, is_root, restore_onto_random, Loop};
+use common::{have_all, is_root, restore_onto_random, Loop};
 
 /// Files from empty to many clusters, a directory spanning clusters, nesting; deletions so the
 /// later files are fragmented (FAT-chained) as well as contiguous.
@@ -182,7 +183,7 @@ fn mounted_tree(dev: &str) -> BTreeMap<String, String> {
 }
 
 fn exfat_case(size_mib: u64, args: &str, seeds: u64) {
-    if !(is_root() && have("mkfs.exfat") && have("fsck.exfat") && have("mount.exfat-fuse")) {
+    if !(is_root() && have_all(&["mkfs.exfat", "fsck.exfat", "mount.exfat-fuse"])) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -430,7 +431,7 @@ fn exfat_cross_check_hostile_entries() {
 #[test]
 #[ignore = "measurement; takes a while"]
 fn exfat_read_cost() {
-    if !(is_root() && have("mkfs.exfat") && have("mount.exfat-fuse")) {
+    if !(is_root() && have_all(&["mkfs.exfat", "mount.exfat-fuse"])) {
         return;
     }
     common::damage::read_cost(

@@ -20,7 +20,7 @@ use std::path::Path;
 use blockwise::fs;
 use blockwise::io::{FileSource, MemSource};
 use blockwise::ExtentMap;
-use common::{have, is_root, restore_onto_random, sh, Loop};
+use common::{have_all, is_root, restore_onto_random, sh, Loop};
 
 /// Files from empty to many clusters, a big directory (non-resident index), nesting, and
 /// fragmented files written in interleaved appends.
@@ -227,12 +227,7 @@ fn mounted_tree(dev: &str) -> BTreeMap<String, String> {
 }
 
 fn ntfs_case(size_mib: u64, args: &str, seeds: u64) {
-    if !(is_root()
-        && have("mkfs.ntfs")
-        && have("ntfs-3g")
-        && have("ntfsfix")
-        && have("ntfscluster"))
-    {
+    if !(is_root() && have_all(&["mkfs.ntfs", "ntfs-3g", "ntfsfix", "ntfscluster"])) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -464,7 +459,7 @@ fn r2_abs(nt: &Nt, n: u64) -> usize {
 #[test]
 #[ignore = "measurement; takes a while"]
 fn ntfs_read_cost() {
-    if !(is_root() && have("mkfs.ntfs") && have("ntfs-3g")) {
+    if !(is_root() && have_all(&["mkfs.ntfs", "ntfs-3g"])) {
         return;
     }
     common::damage::read_cost(

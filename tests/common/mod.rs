@@ -75,8 +75,9 @@ pub fn have(tool: &str) -> bool {
 /// True if every one of `tools` is installed (each missing one is named).
 #[track_caller]
 pub fn have_all(tools: &[&str]) -> bool {
-    // Not `all`: every missing tool is reported, not only the first.
-    tools.iter().fold(true, |ok, t| have(t) && ok)
+    // Every missing tool is reported, not only the first (`all` would stop there).
+    let found: Vec<bool> = tools.iter().map(|t| have(t)).collect();
+    found.iter().all(|&f| f)
 }
 
 /// True when running as root (loop devices, mounts and FUSE need it); otherwise [`skip`]s.
