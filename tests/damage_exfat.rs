@@ -264,25 +264,13 @@ fn exfat_case(size_mib: u64, args: &str, seeds: u64) {
         let case = format!("exFAT {args} seed {seed}: {}", what.join("; "));
         std::fs::write(&dmg, &b).unwrap();
         let u = fs::exfat::used(&FileSource::open(&dmg).unwrap()).unwrap();
-        let cc = u.cross_check.clone().expect("cross-checked");
-        eprintln!("{case}\n  -> {cc:?}");
-        assert!(cc.added > 0, "{case}: nothing added");
-        assert_eq!(cc.added, cleared, "{case}: added is not what was cleared");
-        assert!(cc.incomplete.is_none());
-        assert!(
-            u.warnings.iter().any(|w| w.contains("run fsck.exfat")),
-            "{case}: {:?}",
-            u.warnings
-        );
-        assert_eq!(
-            must.subtract(&u.used).total(),
-            0,
-            "{case}: cleared not kept"
-        );
-        assert_eq!(
-            u.used.subtract(&ex.bitmap_map(&b, bm)).total(),
-            cc.added,
-            "{case}: the map is more than bitmap + added"
+        common::damage::assert_cross_check_added(
+            &case,
+            &u,
+            cleared,
+            &must,
+            &ex.bitmap_map(&b, bm),
+            "run fsck.exfat",
         );
 
         let Some((_tmp, lp)) = restore_onto_random(&dmg, &u.used) else {

@@ -208,3 +208,37 @@ pub fn make_filled(
     super::sh(&format!("umount '{}'", mnt.path().display()));
     Some(img)
 }
+
+/// What the map of an image whose allocation bitmap lost `cleared` bytes under live data must
+/// show: the cross-check added exactly those bytes back and said so (a warning containing
+/// `hint`), everything in `must` is kept, and nothing is added beyond `bitmap` (what the
+/// damaged bitmap itself still maps).
+pub fn assert_cross_check_added(
+    case: &str,
+    u: &blockwise::fs::Usage,
+    cleared: u64,
+    must: &blockwise::ExtentMap,
+    bitmap: &blockwise::ExtentMap,
+    hint: &str,
+) {
+    let cc = u.cross_check.clone().expect("cross-checked");
+    eprintln!("{case}\n  -> {cc:?}");
+    assert!(cc.added > 0, "{case}: nothing added");
+    assert_eq!(cc.added, cleared, "{case}: added is not what was cleared");
+    assert!(cc.incomplete.is_none());
+    assert!(
+        u.warnings.iter().any(|w| w.contains(hint)),
+        "{case}: {:?}",
+        u.warnings
+    );
+    assert_eq!(
+        must.subtract(&u.used).total(),
+        0,
+        "{case}: cleared not kept"
+    );
+    assert_eq!(
+        u.used.subtract(bitmap).total(),
+        cc.added,
+        "{case}: the map is more than bitmap + added"
+    );
+}

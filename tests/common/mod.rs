@@ -173,6 +173,8 @@ pub fn get<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 /// The shared corpus of real images: `$BLOCKWISE_CORPUS`, else `shared/corpus` beside the
 /// repository (where CI puts it), else the development machines' `/work/shared/corpus`.
+/// `.ci/run` looks in the same places and exports what it found as `BLOCKWISE_CORPUS`.
+/// Tests reach files through [`corpus_file`], which skips (or fails) when one is absent.
 pub fn corpus() -> PathBuf {
     if let Some(p) = std::env::var_os("BLOCKWISE_CORPUS") {
         return PathBuf::from(p);
@@ -565,7 +567,7 @@ pub fn to_raw_mode1(iso: &[u8]) -> Vec<u8> {
 }
 
 /// The bytes of a fresh `mib` MiB image made by `mkfs` (`{img}` stands for its path), or
-/// `None` (with the reason printed) when `tool` is not installed.
+/// `None` (after a [`skip`]) when `tool` is not installed.
 pub fn fresh_image(tool: &str, mkfs: &str, mib: u64) -> Option<Vec<u8>> {
     if !have(tool) {
         return None;
