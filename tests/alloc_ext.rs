@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use blockwise::fs::{probe_all, usage, Usage};
 use blockwise::io::{Counting, FileSource};
-use common::{have, restore_onto_random, sh, tree_hashes, Loop};
+use common::{have, have_all, is_root, restore_onto_random, sh, tree_hashes, Loop, Mount};
 
 /// Loop devices and mounts are a shared machine resource; one proof at a time keeps
 /// `losetup -f` from racing and failures readable.
@@ -21,51 +21,18 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn is_root() -> bool {
-    let root = sh("id -u").trim() == "0";
-    if !root {
-        eprintln!("SKIP: not root (loop devices and mounts needed)");
-    }
-    root
-}
-
 fn have_tools(root: bool) -> bool {
-    let mut ok = ["mkfs.ext4", "dumpe2fs", "e2fsck"].iter().all(|t| have(t));
-    if root {
-        ok = ok && is_root() && have("losetup") && have("mount");
-    }
-    ok
-}
-
-/// Unmounts on drop so a failing assertion does not leave mounts behind.
-struct Mount {
-    dir: PathBuf,
-}
-
-impl Mount {
-    fn new(dev: &str, dir: &Path, opts: &str) -> Mount {
-        std::fs::create_dir_all(dir).unwrap();
-        sh(&format!("mount -o {opts} '{dev}' '{}'", dir.display()));
-        Mount {
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
+    let ok = have_all(&["mkfs.ext4", "dumpe2fs", "e2fsck"]);
+    ok && (!root || (is_root() && have_all(&["losetup", "mount", "python3"])))
 }
 
 /// Real-world contents: random data, many small files, nested directories, a symlink, a
 /// hardlink, an xattr big enough to need its own block, a sparse file, and deleted files
 /// whose freed blocks still hold old data.
-fn fill(img: &Path, work: &Path) {
+fn fill(img: &Path) {
     let lp = Loop::attach(img).expect("loop device");
-    let mnt = work.join("src-mnt");
-    let m = Mount::new(&lp.dev, &mnt, "rw,noinit_itable");
-    let d = mnt.display();
+    let m = Mount::new("mount -o rw,noinit_itable", &lp.dev);
+    let d = m.path().display();
     sh(&format!(
         "cd '{d}' && head -c 3000000 /dev/urandom > big.bin \
          && mkdir -p a/b/c && for i in $(seq 1 150); do echo \"file $i $RANDOM\" > a/b/f$i; done \
@@ -139,7 +106,7 @@ fn restore_proof(name: &str, size: &str, mkfs: &str, check: impl Fn(&Path)) {
     sh(&format!("truncate -s {size} '{}'", img.display()));
     sh(&format!("{mkfs} -F -q '{}'", img.display()));
     check(&img);
-    fill(&img, work.path());
+    fill(&img);
 
     let u = compute(&img);
     assert!(u.from_fs, "{name}: map not from the fs: {:?}", u.warnings);
@@ -180,10 +147,10 @@ fn restore_proof(name: &str, size: &str, mkfs: &str, check: impl Fn(&Path)) {
     );
 
     let src_lp = Loop::attach(&img).expect("loop device");
-    let a = Mount::new(&src_lp.dev, &work.path().join("a"), "ro");
-    let b = Mount::new(&target.dev, &work.path().join("b"), "ro");
-    let ha = tree_hashes(&a.dir);
-    let hb = tree_hashes(&b.dir);
+    let a = Mount::new("mount -o ro", &src_lp.dev);
+    let b = Mount::new("mount -o ro", &target.dev);
+    let ha = tree_hashes(a.path());
+    let hb = tree_hashes(b.path());
     assert!(
         ha.len() > 170,
         "{name}: only {} files in the source",
@@ -192,7 +159,7 @@ fn restore_proof(name: &str, size: &str, mkfs: &str, check: impl Fn(&Path)) {
     assert_eq!(ha, hb, "{name}: restored files differ");
     let xa = sh(&format!(
         "python3 -c \"import os; print(len(os.getxattr('{}/x.txt', 'user.blob')))\"",
-        b.dir.display()
+        b.path().display()
     ));
     assert_eq!(xa.trim(), "700", "{name}: xattr lost");
 }

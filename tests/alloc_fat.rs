@@ -5,7 +5,8 @@
 //! directories, long names), delete some so freed clusters still hold old data, map the image
 //! with `probe_all` + `usage`, write only the map onto a random-filled target through a loop
 //! device, then run the fs's checker and compare every file's SHA-256. Cases skip with a
-//! printed reason when not root, without loop devices or without the tools.
+//! printed reason when not root, without loop devices or without the tools (and fail instead
+//! under `BLOCKWISE_REQUIRE_ORACLES=1`, as in CI).
 
 mod common;
 
@@ -15,41 +16,15 @@ use std::process::Command;
 
 use blockwise::fs;
 use blockwise::io::{FileSource, MemSource};
-use common::{have, restore_onto_random, sh, tree_hashes, Loop};
+use common::{
+    have, have_all, is_root, restore_onto_random, seeded_bytes, sh, tree_hashes, Loop, Mount,
+};
 
 const MIB: u64 = 1 << 20;
 
-fn is_root() -> bool {
-    let ok = euid() == Some(0);
-    if !ok {
-        eprintln!("SKIP: not root (loop devices and mounts need it)");
-    }
-    ok
-}
-
-/// The effective uid, read from `id -u` so the test needs no unsafe code.
-fn euid() -> Option<u32> {
-    let o = Command::new("id").arg("-u").output().ok()?;
-    String::from_utf8_lossy(&o.stdout).trim().parse().ok()
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
-
 fn write(path: &Path, len: usize, seed: u64) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, noise(len, seed)).unwrap();
+    std::fs::write(path, seeded_bytes(len, seed)).unwrap();
 }
 
 /// A file tree of roughly `budget` bytes: one big file, many small ones, nested directories,
@@ -144,7 +119,15 @@ fn mtools(cmd: &str) -> String {
 }
 
 fn fat_tools() -> bool {
-    is_root() && have("mkfs.vfat") && have("fsck.vfat") && have("mcopy") && have("mdel")
+    is_root()
+        && have_all(&[
+            "mkfs.vfat",
+            "fsck.vfat",
+            "mcopy",
+            "mdel",
+            "mdeltree",
+            "mdir",
+        ])
 }
 
 /// `fsck.vfat -n -v` on `dev`: panics unless clean; returns (used clusters, cluster bytes,
@@ -387,38 +370,6 @@ fn fat_bad_and_reserved_entries_are_kept() {
 // ---------------------------------------------------------------------------------------------
 // NTFS and exFAT (filled through a mount)
 
-/// Mounts `dev` at a new directory with `cmd` (e.g. `mount -t ntfs-3g`); unmounts on drop.
-struct Mount {
-    dir: tempfile::TempDir,
-}
-
-impl Mount {
-    fn new(cmd: &str, dev: &str, opts: &str) -> Mount {
-        let dir = tempfile::tempdir().unwrap();
-        sh(&format!("{cmd} {opts} '{dev}' '{}'", dir.path().display()));
-        Mount { dir }
-    }
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-    /// Bytes in use as `df` sees them.
-    fn df_used(&self) -> u64 {
-        sh(&format!(
-            "sync; df -B1 --output=used '{}' | tail -1",
-            self.path().display()
-        ))
-        .trim()
-        .parse()
-        .unwrap()
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 /// Fills a mounted filesystem the same way for NTFS and exFAT: tree, deletions, late files.
 fn fill_mounted(mnt: &Path, src: &Path, budget: u64) {
     let doomed = make_tree(src, budget, true);
@@ -440,7 +391,7 @@ fn fill_mounted(mnt: &Path, src: &Path, budget: u64) {
 
 /// One NTFS restore proof; `args` go to mkfs.ntfs.
 fn ntfs_case(size_mib: u64, args: &str) {
-    if !(is_root() && have("mkfs.ntfs") && have("ntfs-3g") && have("ntfsfix")) {
+    if !(is_root() && have_all(&["mkfs.ntfs", "ntfs-3g", "ntfsfix", "ntfs-3g.probe"])) {
         return;
     }
     let what = format!("NTFS {size_mib} MiB, mkfs.ntfs {args}");
@@ -458,7 +409,7 @@ fn ntfs_case(size_mib: u64, args: &str) {
     let fs_used;
     {
         let Some(lp) = Loop::attach(&img) else { return };
-        let m = Mount::new("mount -t ntfs-3g", &lp.dev, "");
+        let m = Mount::new("mount -t ntfs-3g", &lp.dev);
         fill_mounted(m.path(), &src, size_mib * MIB / 2);
         fs_used = m.df_used();
     }
@@ -486,10 +437,8 @@ fn ntfs_case(size_mib: u64, args: &str) {
     );
     drop(target);
     sh(&format!("ntfsfix -n '{}'", lp.dev));
-    if have("ntfs-3g.probe") {
-        sh(&format!("ntfs-3g.probe --readwrite '{}'", lp.dev));
-    }
-    let m = Mount::new("mount -t ntfs-3g", &lp.dev, "-o ro");
+    sh(&format!("ntfs-3g.probe --readwrite '{}'", lp.dev));
+    let m = Mount::new("mount -t ntfs-3g -o ro", &lp.dev);
     let got = tree_hashes(m.path());
     assert_same(&expected, &got, &what);
     let volume = size_mib * MIB;
@@ -632,7 +581,7 @@ fn ntfs_corrupt_inputs() {
 
 /// One exFAT restore proof; `args` go to mkfs.exfat.
 fn exfat_case(size_mib: u64, args: &str) {
-    if !(is_root() && have("mkfs.exfat") && have("fsck.exfat") && have("mount.exfat-fuse")) {
+    if !(is_root() && have_all(&["mkfs.exfat", "fsck.exfat", "mount.exfat-fuse"])) {
         return;
     }
     let what = format!("exFAT {size_mib} MiB, mkfs.exfat {args}");
@@ -650,7 +599,7 @@ fn exfat_case(size_mib: u64, args: &str) {
     let fs_used;
     {
         let Some(lp) = Loop::attach(&img) else { return };
-        let m = Mount::new("mount.exfat-fuse", &lp.dev, "");
+        let m = Mount::new("mount.exfat-fuse", &lp.dev);
         fill_mounted(m.path(), &src, size_mib * MIB / 2);
         fs_used = m.df_used();
     }
@@ -663,7 +612,7 @@ fn exfat_case(size_mib: u64, args: &str) {
         return;
     };
     sh(&format!("fsck.exfat -n '{}'", lp.dev));
-    let m = Mount::new("mount.exfat-fuse", &lp.dev, "-o ro");
+    let m = Mount::new("mount.exfat-fuse -o ro", &lp.dev);
     let got = tree_hashes(m.path());
     assert_same(&expected, &got, &what);
     // df counts allocated clusters; below the heap (boot regions, FAT) is the metadata.

@@ -16,10 +16,7 @@ use blockwise::io::{Counting, FileSource, MemSource, ReadAt};
 use common::*;
 
 fn bw(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_blockwise"))
-        .args(args)
-        .output()
-        .expect("run blockwise")
+    blockwise().args(args).output().expect("run blockwise")
 }
 
 fn ok(o: &Output) -> String {
@@ -83,10 +80,8 @@ fn backup_sample(dir: &Path, name: &str, extra: &[&str]) -> (PathBuf, PathBuf, S
 
 #[test]
 fn zst_archive_restores_with_stock_zstd_and_passes_the_restore_proof() {
-    for t in ["zstd", "mcopy", "fsck.vfat", "e2fsck", "losetup", "mount"] {
-        if !have(t) {
-            return;
-        }
+    if !(is_root() && have_all(&["zstd", "mcopy", "fsck.vfat", "e2fsck", "losetup", "mount"])) {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let (img, dest, log) = backup_sample(dir.path(), "card.img.zst", &[]);
@@ -178,18 +173,18 @@ fn inspect_of_an_archive_reads_a_small_fraction_and_matches_the_raw_image() {
 
 #[test]
 fn bmaptool_copies_the_archive_onto_a_dirty_card() {
-    for t in [
-        "bmaptool",
-        "zstd",
-        "losetup",
-        "mount",
-        "mcopy",
-        "fsck.vfat",
-        "e2fsck",
-    ] {
-        if !have(t) {
-            return;
-        }
+    if !(is_root()
+        && have_all(&[
+            "bmaptool",
+            "zstd",
+            "losetup",
+            "mount",
+            "mcopy",
+            "fsck.vfat",
+            "e2fsck",
+        ]))
+    {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let (img, dest, _) = backup_sample(dir.path(), "c.img.zst", &[]);
@@ -247,7 +242,7 @@ fn a_full_destination_is_a_clear_error_and_leaves_nothing() {
         .status()
         .unwrap();
     if !m.success() {
-        eprintln!("SKIP: cannot mount a small tmpfs (not root?)");
+        skip(Need::Oracle, "cannot mount a small tmpfs (not root?)");
         return;
     }
     let o = bw(&["backup", p(&img), p(&small.join("c.img.zst"))]);
@@ -372,10 +367,8 @@ fn a_source_read_error_names_the_offset() {
 
 #[test]
 fn refuses_a_device_mounted_read_write() {
-    for t in ["mkfs.ext4", "losetup", "mount"] {
-        if !have(t) {
-            return;
-        }
+    if !(is_root() && have_all(&["mkfs.ext4", "losetup", "mount"])) {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("fs.img");

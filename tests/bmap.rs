@@ -66,23 +66,25 @@ fn writer_is_byte_identical_to_bmaptool() {
     }
 }
 
+/// bmaptool's own test image, decompressed.
 fn corpus_image() -> Option<Vec<u8>> {
-    let p = corpus().join("bmaptool/tests/test-data/test.image.gz");
-    let gz = std::fs::read(&p).ok()?;
+    let p = corpus_file("bmaptool/tests/test-data/test.image.gz")?;
+    let gz = std::fs::read(&p).unwrap();
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(&gz[..])
         .read_to_end(&mut out)
-        .ok()?;
+        .unwrap();
     Some(out)
 }
 
 #[test]
 fn reader_accepts_every_corpus_version_and_checksums_match() {
     let Some(img) = corpus_image() else {
-        eprintln!("SKIP: corpus bmaptool test image absent");
         return;
     };
-    let base = corpus().join("bmaptool/tests/test-data");
+    let Some(base) = corpus_file("bmaptool/tests/test-data") else {
+        return;
+    };
     for v in ["1.2", "1.3", "1.4", "2.0"] {
         let data = std::fs::read(base.join(format!("test.image.bmap.v{v}"))).unwrap();
         let b = bmap::parse(&data).unwrap_or_else(|e| panic!("v{v}: {e}"));
@@ -115,11 +117,10 @@ fn reader_accepts_every_corpus_version_and_checksums_match() {
 
 #[test]
 fn tampered_and_malformed_bmaps_are_refused_clearly() {
-    let base = corpus().join("bmaptool/tests/test-data/test.image.bmap.v2.0");
-    let Ok(good) = std::fs::read_to_string(&base) else {
-        eprintln!("SKIP: corpus bmap absent");
+    let Some(base) = corpus_file("bmaptool/tests/test-data/test.image.bmap.v2.0") else {
         return;
     };
+    let good = std::fs::read_to_string(&base).unwrap();
     let cases: Vec<(String, &str)> = vec![
         (good.replacen("> 3-5 <", "> 3-6 <", 1), "checksum mismatch"),
         (
@@ -193,16 +194,12 @@ fn bmaptool_copies_with_our_filesystem_bmap() {
     }
 }
 
-fn bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_blockwise"))
-}
-
 #[test]
 fn cli_bmap_then_verify_catches_a_flipped_byte() {
     let dir = tempfile::tempdir().unwrap();
     let img = unpack_sample(dir.path());
     let bm = dir.path().join("card.img.bmap");
-    let o = bin()
+    let o = blockwise()
         .arg("bmap")
         .arg(&img)
         .arg("-o")
@@ -214,7 +211,7 @@ fn cli_bmap_then_verify_catches_a_flipped_byte() {
     assert_eq!(b.image_size, 128 << 20);
 
     // Sidecar found without --bmap; all ranges match.
-    let o = bin().arg("verify").arg(&img).output().unwrap();
+    let o = blockwise().arg("verify").arg(&img).output().unwrap();
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -232,7 +229,11 @@ fn cli_bmap_then_verify_catches_a_flipped_byte() {
         .read_exact_at(&mut old, off)
         .unwrap();
     f.write_all_at(&[old[0] ^ 0xff], off).unwrap();
-    let o = bin().args(["verify", "--json"]).arg(&img).output().unwrap();
+    let o = blockwise()
+        .args(["verify", "--json"])
+        .arg(&img)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], false);
@@ -240,7 +241,7 @@ fn cli_bmap_then_verify_catches_a_flipped_byte() {
 
     // The same bmap serves the compressed image (bmaps describe the decoded image).
     let xz = repo().join("samples/card.img.xz");
-    let o = bin()
+    let o = blockwise()
         .arg("verify")
         .arg(&xz)
         .arg("--bmap")
@@ -259,14 +260,14 @@ fn cli_bmap_then_verify_catches_a_flipped_byte() {
 fn cli_refuses_what_it_cannot_do() {
     let dir = tempfile::tempdir().unwrap();
     let xz = repo().join("samples/card.img.xz");
-    let o = bin()
+    let o = blockwise()
         .args(["bmap", "--from", "holes"])
         .arg(&xz)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("sparse raw file"));
-    let o = bin()
+    let o = blockwise()
         .args(["bmap", "--block-size", "1000"])
         .arg(&xz)
         .output()
@@ -274,11 +275,11 @@ fn cli_refuses_what_it_cannot_do() {
     assert_eq!(o.status.code(), Some(1));
     let lone = dir.path().join("lone.img");
     std::fs::write(&lone, vec![0u8; 8192]).unwrap();
-    let o = bin().arg("verify").arg(&lone).output().unwrap();
+    let o = blockwise().arg("verify").arg(&lone).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no bmap found"));
     // A failed write leaves nothing under the final name.
-    let o = bin()
+    let o = blockwise()
         .arg("bmap")
         .arg(&xz)
         .arg("-o")
@@ -305,23 +306,21 @@ fn cli_refuses_bmaps_for_containers_bmaptool_writes_raw() {
     std::fs::create_dir(&tree).unwrap();
     std::fs::write(tree.join("a.txt"), b"cd\n").unwrap();
     let iso = dir.path().join("x.iso");
-    let made = std::process::Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-o"])
-        .arg(&iso)
-        .arg(&tree)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !made {
-        eprintln!("SKIP: xorriso not available");
+    if !have("xorriso") {
         return;
     }
+    sh(&format!(
+        "xorriso -as mkisofs -quiet -o '{}' '{}' 2>&1",
+        iso.display(),
+        tree.display()
+    ));
     let bin_path = dir.path().join("x.bin");
     std::fs::write(
         &bin_path,
         common::to_raw_mode1(&std::fs::read(&iso).unwrap()),
     )
     .unwrap();
-    let o = bin().arg("bmap").arg(&bin_path).output().unwrap();
+    let o = blockwise().arg("bmap").arg(&bin_path).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -330,6 +329,6 @@ fn cli_refuses_bmaps_for_containers_bmaptool_writes_raw() {
     );
     assert!(err.contains("--format img"), "{err}");
     // The ISO itself is fine.
-    let o = bin().arg("bmap").arg(&iso).output().unwrap();
+    let o = blockwise().arg("bmap").arg(&iso).output().unwrap();
     assert_eq!(o.status.code(), Some(0));
 }

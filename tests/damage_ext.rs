@@ -27,13 +27,11 @@ use std::process::Command;
 
 use blockwise::ExtentMap;
 use common::damage::Rng;
-use common::have;
+use common::have_all;
 use sha2::{Digest, Sha256};
 
 fn tools() -> bool {
-    ["mke2fs", "debugfs", "e2fsck", "dumpe2fs"]
-        .iter()
-        .all(|t| have(t))
+    have_all(&["mke2fs", "debugfs", "e2fsck", "dumpe2fs"])
 }
 
 fn run(cmd: &mut Command) -> (String, i32) {
@@ -541,17 +539,8 @@ fn e2fsck_plus(img: &Path, cluster: u64) -> Vec<u64> {
 }
 
 fn restore_to_garbage(img: &Path, map: &ExtentMap, out: &Path) {
-    use std::os::unix::fs::FileExt;
     let size = std::fs::metadata(img).unwrap().len();
-    common::random_file(out, size, 0xbad ^ size);
-    let src = std::fs::File::open(img).unwrap();
-    let dst = std::fs::OpenOptions::new().write(true).open(out).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    for e in map.chunks(1 << 20) {
-        let n = e.len() as usize;
-        src.read_exact_at(&mut buf[..n], e.start).unwrap();
-        dst.write_all_at(&buf[..n], e.start).unwrap();
-    }
+    common::restore_to_file(img, map, out, 0xbad ^ size);
 }
 
 /// `e2fsck -fn` output and exit code, with the image's path taken out.

@@ -14,11 +14,11 @@
 //! come back as garbage. On the undamaged image the cross-check must add nothing and the map
 //! must be exactly the FAT's (every cluster non-zero in some copy, plus everything before the
 //! data region and the partial tail). Cases skip with a printed reason when a tool or root is
-//! missing.
+//! missing (and fail instead under `BLOCKWISE_REQUIRE_ORACLES=1`, as in CI).
 
 mod common;
 
-use common::damage::{is_root, noise, read_tree, run, Rng};
+use common::damage::{noise, read_tree, run, Rng};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,15 +27,10 @@ use std::process::Command;
 use blockwise::fs;
 use blockwise::io::{FileSource, MemSource};
 use blockwise::ExtentMap;
-use common::{have, restore_onto_random, sh, Loop};
+use common::{have_all, is_root, restore_onto_random, sh, Loop};
 
 fn tools() -> bool {
-    is_root()
-        && have("mkfs.vfat")
-        && have("fsck.vfat")
-        && have("mcopy")
-        && have("fusefat")
-        && have("fusermount")
+    is_root() && have_all(&["mkfs.vfat", "fsck.vfat", "mcopy", "fusefat", "fusermount"])
 }
 
 /// A tree with files of 0 bytes to several clusters, a directory big enough to span clusters,
@@ -432,7 +427,7 @@ fn fat32_damaged_fat_restore() {
 
 /// A small FAT32 image with a few files and directories, built without root.
 fn small_fat32() -> Option<(Vec<u8>, Fat, Vec<Item>)> {
-    if !(have("mkfs.vfat") && have("mcopy")) {
+    if !have_all(&["mkfs.vfat", "mcopy"]) {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -561,7 +556,7 @@ fn fat_cross_check_hostile_directories() {
 #[test]
 #[ignore = "measurement; takes a while"]
 fn fat32_read_cost() {
-    if !(have("mkfs.vfat") && have("mcopy")) {
+    if !have_all(&["mkfs.vfat", "mcopy"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::damage::{is_root, noise, run, Rng};
+use common::damage::{noise, run, Rng};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +20,7 @@ use std::path::Path;
 use blockwise::fs;
 use blockwise::io::{FileSource, MemSource};
 use blockwise::ExtentMap;
-use common::{have, restore_onto_random, sh, Loop};
+use common::{have_all, is_root, restore_onto_random, sh, Loop};
 
 /// Files from empty to many clusters, a big directory (non-resident index), nesting, and
 /// fragmented files written in interleaved appends.
@@ -227,12 +227,7 @@ fn mounted_tree(dev: &str) -> BTreeMap<String, String> {
 }
 
 fn ntfs_case(size_mib: u64, args: &str, seeds: u64) {
-    if !(is_root()
-        && have("mkfs.ntfs")
-        && have("ntfs-3g")
-        && have("ntfsfix")
-        && have("ntfscluster"))
-    {
+    if !(is_root() && have_all(&["mkfs.ntfs", "ntfs-3g", "ntfsfix", "ntfscluster"])) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -308,25 +303,13 @@ fn ntfs_case(size_mib: u64, args: &str, seeds: u64) {
         let case = format!("NTFS {args} seed {seed}: {}", what.join("; "));
         std::fs::write(&dmg, &b).unwrap();
         let u = fs::ntfs::used(&FileSource::open(&dmg).unwrap()).unwrap();
-        let cc = u.cross_check.clone().expect("cross-checked");
-        eprintln!("{case}\n  -> {cc:?}");
-        assert!(cc.added > 0, "{case}: nothing added");
-        assert_eq!(cc.added, cleared, "{case}: added is not what was cleared");
-        assert!(cc.incomplete.is_none());
-        assert!(
-            u.warnings.iter().any(|w| w.contains("run chkdsk")),
-            "{case}: {:?}",
-            u.warnings
-        );
-        assert_eq!(
-            must.subtract(&u.used).total(),
-            0,
-            "{case}: cleared not kept"
-        );
-        assert_eq!(
-            u.used.subtract(&nt.bitmap_map(&b, &bm)).total(),
-            cc.added,
-            "{case}: the map is more than bitmap + added"
+        common::damage::assert_cross_check_added(
+            &case,
+            &u,
+            cleared,
+            &must,
+            &nt.bitmap_map(&b, &bm),
+            "run chkdsk",
         );
 
         let Some((_tmp, lp)) = restore_onto_random(&dmg, &u.used) else {
@@ -464,7 +447,7 @@ fn r2_abs(nt: &Nt, n: u64) -> usize {
 #[test]
 #[ignore = "measurement; takes a while"]
 fn ntfs_read_cost() {
-    if !(is_root() && have("mkfs.ntfs") && have("ntfs-3g")) {
+    if !(is_root() && have_all(&["mkfs.ntfs", "ntfs-3g"])) {
         return;
     }
     common::damage::read_cost(

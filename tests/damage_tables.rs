@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use blockwise::inspect::inspect_path;
-use common::{have, sh};
+use common::{have, have_all, sh};
 
 fn put_u32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_le_bytes());
@@ -29,7 +29,7 @@ fn fix_header_crc(b: &mut [u8], off: usize) {
 /// A 16 MiB GPT disk with one ext4 partition holding 5 MB of files, built without root by
 /// `mke2fs -d` into the partition's bytes.
 fn gpt_disk(dir: &Path) -> Option<PathBuf> {
-    if !have("sgdisk") || !have("mke2fs") {
+    if !have_all(&["sgdisk", "mke2fs"]) {
         return None;
     }
     let img = dir.join("gpt.img");
@@ -98,7 +98,7 @@ fn assert_whole(img: &Path, why: &str) {
 }
 
 fn blockwise_headline(img: &Path) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_blockwise"))
+    let o = common::blockwise()
         .arg("inspect")
         .arg(img)
         .output()
@@ -178,19 +178,8 @@ fn mbr_partitions_past_the_end_or_over_the_table_keep_everything() {
 /// The restore proof for a whole-disk ext image: same e2fsck output, same files.
 fn assert_restores(img: &Path, map: &blockwise::ExtentMap, work: &Path) {
     use std::os::unix::fs::FileExt;
-    let size = std::fs::metadata(img).unwrap().len();
     let out = work.join("restored.img");
-    common::random_file(&out, size, 77);
-    let (src, dst) = (
-        std::fs::File::open(img).unwrap(),
-        std::fs::OpenOptions::new().write(true).open(&out).unwrap(),
-    );
-    let mut buf = vec![0u8; 1 << 20];
-    for e in map.chunks(1 << 20) {
-        let n = e.len() as usize;
-        src.read_exact_at(&mut buf[..n], e.start).unwrap();
-        dst.write_all_at(&buf[..n], e.start).unwrap();
-    }
+    common::restore_to_file(img, map, &out, 77);
     let fsck = |p: &Path| {
         let o = Command::new("e2fsck").arg("-fn").arg(p).output().unwrap();
         String::from_utf8_lossy(&o.stdout).replace(&*p.to_string_lossy(), "IMG")
@@ -212,7 +201,10 @@ fn assert_restores(img: &Path, map: &blockwise::ExtentMap, work: &Path) {
     // The boot code and the (empty) table in sector 0 come back too.
     let mut s0 = [0u8; 512];
     let mut r0 = [0u8; 512];
-    src.read_exact_at(&mut s0, 0).unwrap();
+    std::fs::File::open(img)
+        .unwrap()
+        .read_exact_at(&mut s0, 0)
+        .unwrap();
     std::fs::File::open(&out)
         .unwrap()
         .read_exact_at(&mut r0, 0)
@@ -222,7 +214,7 @@ fn assert_restores(img: &Path, map: &blockwise::ExtentMap, work: &Path) {
 
 #[test]
 fn empty_mbr_in_front_of_a_whole_disk_ext2() {
-    if !have("mke2fs") || !have("debugfs") || !have("e2fsck") {
+    if !have_all(&["mke2fs", "debugfs", "e2fsck"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -259,7 +251,7 @@ fn empty_mbr_in_front_of_a_whole_disk_ext2() {
 
 #[test]
 fn whole_disk_ext2_beside_an_mbr_table_keeps_its_blocks() {
-    if !have("mke2fs") || !have("debugfs") || !have("e2fsck") {
+    if !have_all(&["mke2fs", "debugfs", "e2fsck"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -291,7 +283,7 @@ fn whole_disk_ext2_beside_an_mbr_table_keeps_its_blocks() {
     assert_restores(&img, &map, dir.path());
     // --truncate would cut the filesystem's blocks past the partition: refused.
     let out = dir.path().join("t.img.zst");
-    let o = Command::new(env!("CARGO_BIN_EXE_blockwise"))
+    let o = common::blockwise()
         .args(["backup", "--truncate"])
         .arg(&img)
         .arg(&out)

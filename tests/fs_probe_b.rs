@@ -2,45 +2,34 @@
 //!
 //! Fixtures are made with the real tools in a temp dir and cross-checked against
 //! `blkid -p -o udev` (and `xorriso -report_el_torito` for boot catalogs). A missing tool skips
-//! that test with a printed reason. Hostile-input tests need no tools.
+//! that test with a printed reason (a failure under `BLOCKWISE_REQUIRE_ORACLES=1`, as in CI).
+//! Hostile-input tests need no tools.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use blockwise::fs::{iso9660, luks, lvm, squashfs, udf, FsInfo};
 use blockwise::io::MemSource;
+use common::{have, have_all, skip, Loop, Need};
 
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        println!("SKIP: {tool} not installed");
-    }
-    ok
-}
-
+/// Runs a fixture-making command; false (after a skip) if it fails, as a tool may on a
+/// machine that restricts it.
 fn run(cmd: &mut Command) -> bool {
     match cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output() {
         Ok(o) if o.status.success() => true,
         Ok(o) => {
-            println!(
-                "SKIP: {:?} failed: {}",
-                cmd,
-                String::from_utf8_lossy(&o.stderr)
+            skip(
+                Need::Oracle,
+                format_args!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr)),
             );
             false
         }
         Err(e) => {
-            println!("SKIP: {cmd:?}: {e}");
+            skip(Need::Oracle, format_args!("{cmd:?}: {e}"));
             false
         }
     }
@@ -83,7 +72,7 @@ fn tree(dir: &Path) -> PathBuf {
 
 #[test]
 fn squashfs_gzip_and_xz() {
-    if !have("mksquashfs") || !have("blkid") {
+    if !have_all(&["mksquashfs", "blkid"]) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -113,7 +102,7 @@ fn squashfs_gzip_and_xz() {
 
 #[test]
 fn iso_joliet_rock_ridge_label() {
-    if !have("xorriso") || !have("blkid") {
+    if !have_all(&["xorriso", "blkid"]) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -245,14 +234,14 @@ fn el_torito_bios_and_uefi() {
 
 #[test]
 fn el_torito_corpus_reports() {
-    let dir = common::corpus().join("generated-locally");
     for name in ["eltorito-hybrid", "eltorito-gpt"] {
-        let iso = dir.join(format!("{name}.iso"));
-        let Ok(report) = std::fs::read_to_string(dir.join(format!("{name}.xorriso-report.txt")))
-        else {
-            println!("SKIP: {name} not in corpus");
+        let (Some(iso), Some(report)) = (
+            common::corpus_file(&format!("generated-locally/{name}.iso")),
+            common::corpus_file(&format!("generated-locally/{name}.xorriso-report.txt")),
+        ) else {
             continue;
         };
+        let report = std::fs::read_to_string(report).unwrap();
         // eltorito-gpt was made with -partition_offset 16: the ISO also starts at byte 0.
         let info = iso9660::probe(&mem(&iso)).unwrap().expect("iso found");
         assert_entries_match(&info, &report);
@@ -261,7 +250,7 @@ fn el_torito_corpus_reports() {
 
 #[test]
 fn udf_mkudffs_block_sizes() {
-    if !have("mkudffs") || !have("blkid") {
+    if !have_all(&["mkudffs", "blkid"]) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -298,9 +287,15 @@ fn luks_format(img: &Path, kind: &str, label: Option<&str>) -> bool {
     }
     cmd.arg(img).stdin(Stdio::piped());
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let Ok(mut child) = cmd.spawn() else {
-        println!("SKIP: cryptsetup failed to start");
-        return false;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            skip(
+                Need::Oracle,
+                format_args!("cryptsetup failed to start: {e}"),
+            );
+            return false;
+        }
     };
     child
         .stdin
@@ -310,9 +305,12 @@ fn luks_format(img: &Path, kind: &str, label: Option<&str>) -> bool {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     if !out.status.success() {
-        println!(
-            "SKIP: cryptsetup luksFormat: {}",
-            String::from_utf8_lossy(&out.stderr)
+        skip(
+            Need::Oracle,
+            format_args!(
+                "cryptsetup luksFormat: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
         );
     }
     out.status.success()
@@ -320,7 +318,7 @@ fn luks_format(img: &Path, kind: &str, label: Option<&str>) -> bool {
 
 #[test]
 fn luks1_and_luks2() {
-    if !have("cryptsetup") || !have("blkid") {
+    if !have_all(&["cryptsetup", "blkid"]) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -356,7 +354,7 @@ fn luks1_and_luks2() {
 
 #[test]
 fn lvm2_pv_on_loop_device() {
-    if !have("pvcreate") || !have("losetup") || !have("blkid") {
+    if !have_all(&["pvcreate", "losetup", "blkid"]) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -365,24 +363,18 @@ fn lvm2_pv_on_loop_device() {
         .unwrap()
         .set_len(16 << 20)
         .unwrap();
-    let out = Command::new("losetup")
-        .args(["-f", "--show"])
-        .arg(&img)
-        .output();
-    let Some(out) = out.ok().filter(|o| o.status.success()) else {
-        println!("SKIP: no loop device available");
+    let Some(lp) = Loop::attach(&img) else {
         return;
     };
-    let loopdev = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let ok = run(Command::new("pvcreate").args([
         "-ff",
         "-y",
         "--config",
         "devices{obtain_device_list_from_udev=0} activation{udev_sync=0 udev_rules=0}",
-        &loopdev,
+        &lp.dev,
     ]));
-    let expected = blkid(Path::new(&loopdev));
-    let _ = Command::new("losetup").args(["-d", &loopdev]).status();
+    let expected = blkid(Path::new(&lp.dev));
+    drop(lp);
     if !ok {
         return;
     }
@@ -519,19 +511,9 @@ impl XorShift {
     }
 }
 
-fn decompress(path: &Path) -> Option<Vec<u8>> {
-    let f = std::fs::File::open(path).ok()?;
-    let mut out = Vec::new();
-    liblzma::read::XzDecoder::new(f)
-        .read_to_end(&mut out)
-        .ok()?;
-    Some(out)
-}
-
 /// Flips bytes inside each format's header region and checks that no probe panics.
 #[test]
 fn mutation_never_panics() {
-    let base = common::corpus().join("util-linux/tests/ts/blkid/images-fs");
     // (image, header regions to mutate)
     let cases: &[(&str, &[(usize, usize)])] = &[
         (
@@ -570,9 +552,10 @@ fn mutation_never_panics() {
     ];
     let mut fixtures = Vec::new();
     for (name, regions) in cases {
-        match decompress(&base.join(format!("{name}.img.xz"))) {
-            Some(v) => fixtures.push((name.to_string(), v, regions.to_vec())),
-            None => println!("SKIP: corpus image {name} not available"),
+        let rel = format!("util-linux/tests/ts/blkid/images-fs/{name}.img.xz");
+        if let Some(p) = common::corpus_file(&rel) {
+            let v = common::unxz(&p).unwrap_or_else(|| panic!("{rel} does not decode"));
+            fixtures.push((name.to_string(), v, regions.to_vec()));
         }
     }
     for (n, v, r) in synthetic.drain(..) {
@@ -622,11 +605,10 @@ fn mutation_never_panics() {
 /// LUKS2 secondary header; blkid (and we) must call it LVM2_member.
 #[test]
 fn stale_luks2_secondary_under_lvm_pv() {
-    let p = common::corpus().join("cryptsetup/tests/blkid-luks2-pv.img.xz");
-    let Some(v) = decompress(&p) else {
-        println!("SKIP: {} not available", p.display());
+    let Some(p) = common::corpus_file("cryptsetup/tests/blkid-luks2-pv.img.xz") else {
         return;
     };
+    let v = common::unxz(&p).expect("decodes");
     let m = MemSource(v);
     let info = blockwise::fs::probe_all(&m).unwrap().unwrap();
     assert_eq!(info.fs_type, "LVM2_member");

@@ -5,7 +5,6 @@ mod common;
 
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,10 +12,6 @@ use blockwise::inspect::{inspect_path, inspect_source};
 use blockwise::io::{Counting, ReadAt};
 use blockwise::layout::{PartKind, TableKind};
 use common::*;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_blockwise"))
-}
 
 #[test]
 fn sample_card_is_reported_correctly() {
@@ -92,7 +87,11 @@ fn compressed_sample_matches_raw() {
 #[test]
 fn cli_json_and_exit_codes() {
     let xz = repo().join("samples/card.img.xz");
-    let out = bin().args(["inspect", "--json"]).arg(&xz).output().unwrap();
+    let out = blockwise()
+        .args(["inspect", "--json"])
+        .arg(&xz)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -104,7 +103,7 @@ fn cli_json_and_exit_codes() {
     assert_eq!(v["partitions"][1]["filesystem"]["fs_type"], "ext4");
     assert_eq!(v["chain"][0]["format"], "xz");
 
-    let human = bin().arg("inspect").arg(&xz).output().unwrap();
+    let human = blockwise().arg("inspect").arg(&xz).output().unwrap();
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
         text.contains("xz → raw disk image (MBR, 2 partitions)"),
@@ -112,7 +111,7 @@ fn cli_json_and_exit_codes() {
     );
     assert!(text.contains("\"rootfs\""), "{text}");
 
-    let missing = bin()
+    let missing = blockwise()
         .args(["inspect", "/nonexistent/card.img"])
         .output()
         .unwrap();
@@ -120,16 +119,16 @@ fn cli_json_and_exit_codes() {
     let err = String::from_utf8_lossy(&missing.stderr);
     assert!(err.contains("/nonexistent/card.img"), "{err}");
 
-    let usage = bin().args(["inspect"]).output().unwrap();
+    let usage = blockwise().args(["inspect"]).output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
-    let usage = bin().args(["frobnicate"]).output().unwrap();
+    let usage = blockwise().args(["frobnicate"]).output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
 
 #[test]
 fn demo_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
+    let out = blockwise()
         .args(["demo", "--dir"])
         .arg(dir.path())
         .output()
@@ -273,24 +272,11 @@ fn plain_iso_without_table_is_not_usb_bootable() {
 fn block_device_reads_like_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let img = unpack_sample(dir.path());
-    let Ok(o) = Command::new("losetup")
-        .args(["-f", "--show", "-r"])
-        .arg(&img)
-        .output()
-    else {
-        eprintln!("SKIP: losetup not available");
+    let Some(lp) = Loop::attach_read_only(&img) else {
         return;
     };
-    if !o.status.success() {
-        eprintln!(
-            "SKIP: cannot create a loop device: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        return;
-    }
-    let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let r = inspect_path(std::path::Path::new(&dev));
-    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    let r = inspect_path(std::path::Path::new(&lp.dev));
+    drop(lp);
     let r = r.unwrap();
     let f = inspect_path(&img).unwrap();
     assert!(r.block_device);
@@ -373,7 +359,7 @@ fn undecoded_container_is_named_not_probed() {
         "{:?}",
         r.warnings
     );
-    let out = bin().arg("inspect").arg(&q).output().unwrap();
+    let out = blockwise().arg("inspect").arg(&q).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

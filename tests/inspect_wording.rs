@@ -6,16 +6,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::{have, repo, sh};
+use common::{blockwise, have, have_all, repo, sh};
 
 fn inspect(img: &Path) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_blockwise"))
-        .arg("inspect")
-        .arg(img)
-        .output()
-        .unwrap();
+    let o = blockwise().arg("inspect").arg(img).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -88,7 +83,7 @@ fn headline_counts_every_row_including_the_extended_container() {
 
 #[test]
 fn an_unreplayed_journal_is_said_once() {
-    if !have("mke2fs") || !have("debugfs") {
+    if !have_all(&["mke2fs", "debugfs"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -109,7 +104,7 @@ fn an_unreplayed_journal_is_said_once() {
 
 #[test]
 fn use_is_the_filesystems_own_and_the_kept_tail_is_said_apart() {
-    if !have("sfdisk") || !have("mke2fs") {
+    if !have_all(&["sfdisk", "mke2fs"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -2,30 +2,18 @@
 //! the shared corpus, plus hand-made damage: corrupt headers, truncation, EBR loops, absurd
 //! entry counts, and a deterministic mutation run that must never panic.
 //!
-//! Tests that need a missing tool or corpus file print why and return.
+//! Tests that need a missing tool or corpus file print why and return (and fail instead under
+//! `BLOCKWISE_REQUIRE_ORACLES=1` / `BLOCKWISE_REQUIRE_CORPUS=1`, as in CI).
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use blockwise::io::MemSource;
 use blockwise::layout::{read_layout, Layout, PartKind, TableKind};
+use common::{have, have_all};
 use serde_json::Value;
-
-fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("skipping: {tool} not installed");
-    }
-    ok
-}
 
 /// Runs a command, feeding `stdin`, and returns stdout; panics with stderr on failure.
 fn run(cmd: &str, args: &[&str], stdin: &str) -> String {
@@ -278,7 +266,7 @@ fn mbr_partition_past_end_of_image() {
 
 #[test]
 fn sgdisk_gpt_matches_sfdisk_and_sgdisk() {
-    if !have("sgdisk") || !have("sfdisk") {
+    if !have_all(&["sgdisk", "sfdisk"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -523,7 +511,7 @@ fn gpt_4096_byte_sectors() {
 
 #[test]
 fn whole_disk_fat_is_not_an_mbr() {
-    if !have("mkfs.vfat") || !have("sfdisk") {
+    if !have_all(&["mkfs.vfat", "sfdisk"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -557,30 +545,23 @@ fn blank_and_tiny_images() {
     }
 }
 
-fn unxz(path: &Path) -> Option<Vec<u8>> {
-    let Ok(f) = std::fs::File::open(path) else {
-        eprintln!("skipping: {} not found", path.display());
-        return None;
-    };
-    let mut out = vec![];
-    liblzma::read::XzDecoder::new(f)
-        .read_to_end(&mut out)
-        .unwrap();
-    Some(out)
+/// A corpus `.xz` file decompressed, or `None` (after a skip) when the corpus lacks it.
+fn corpus_xz(rel: &str) -> Option<Vec<u8>> {
+    let p = common::corpus_file(rel)?;
+    Some(common::unxz(&p).unwrap_or_else(|| panic!("{rel} does not decode")))
 }
 
 /// util-linux blkid lowprobe-pt expectation:
 /// `#1:         34       2014  0x0 name='ThisIsName' uuid='…' type='…'`.
 #[test]
 fn corpus_util_linux_gpt() {
-    let base = common::corpus().join("util-linux/tests");
-    let Some(bytes) = unxz(&base.join("ts/blkid/images-pt/gpt.img.xz")) else {
+    let (Some(bytes), Some(expected)) = (
+        corpus_xz("util-linux/tests/ts/blkid/images-pt/gpt.img.xz"),
+        common::corpus_file("util-linux/tests/expected/blkid/lowprobe-pt-gpt"),
+    ) else {
         return;
     };
-    let Ok(expected) = std::fs::read_to_string(base.join("expected/blkid/lowprobe-pt-gpt")) else {
-        eprintln!("skipping: lowprobe-pt-gpt missing");
-        return;
-    };
+    let expected = std::fs::read_to_string(expected).unwrap();
     let l = layout_of(&bytes);
     assert_eq!(l.table, TableKind::Gpt);
     let head = expected.lines().next().unwrap();
@@ -611,12 +592,13 @@ fn corpus_util_linux_gpt() {
 
 #[test]
 fn corpus_util_linux_dos_bsd() {
-    let base = common::corpus().join("util-linux/tests");
-    let Some(bytes) = unxz(&base.join("ts/blkid/images-pt/dos+bsd.img.xz")) else {
+    let (Some(bytes), Some(expected)) = (
+        corpus_xz("util-linux/tests/ts/blkid/images-pt/dos+bsd.img.xz"),
+        common::corpus_file("util-linux/tests/expected/blkid/lowprobe-pt-dos+bsd"),
+    ) else {
         return;
     };
-    let expected = std::fs::read_to_string(base.join("expected/blkid/lowprobe-pt-dos+bsd"))
-        .expect("expected file");
+    let expected = std::fs::read_to_string(expected).unwrap();
     let l = layout_of(&bytes);
     assert_eq!(l.table, TableKind::Mbr);
     // Only the DOS rows: BSD slices nested in 0xa5 are not ours to list.
@@ -631,13 +613,13 @@ fn corpus_util_linux_dos_bsd() {
 
 #[test]
 fn corpus_hybrid_mbr_gpt() {
-    let base = common::corpus().join("generated-locally");
-    let Some(bytes) = unxz(&base.join("hybrid-mbr-gpt.img.xz")) else {
+    let (Some(bytes), Some(sg)) = (
+        corpus_xz("generated-locally/hybrid-mbr-gpt.img.xz"),
+        common::corpus_file("generated-locally/hybrid-mbr-gpt.sgdisk-p.txt"),
+    ) else {
         return;
     };
-    let Ok(sg) = std::fs::read_to_string(base.join("hybrid-mbr-gpt.sgdisk-p.txt")) else {
-        return;
-    };
+    let sg = std::fs::read_to_string(sg).unwrap();
     let l = layout_of(&bytes);
     assert_eq!(l.table, TableKind::Gpt);
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
@@ -677,11 +659,13 @@ fn corpus_hybrid_mbr_gpt() {
 
 #[test]
 fn corpus_isohybrid() {
-    let base = common::corpus().join("generated-locally");
-    let Ok(iso) = std::fs::read(base.join("eltorito-hybrid.iso")) else {
-        eprintln!("skipping: eltorito-hybrid.iso missing");
+    let (Some(hybrid), Some(gpt)) = (
+        common::corpus_file("generated-locally/eltorito-hybrid.iso"),
+        common::corpus_file("generated-locally/eltorito-gpt.iso"),
+    ) else {
         return;
     };
+    let iso = std::fs::read(hybrid).unwrap();
     // xorriso report: p1 0x83 start 0 size 3024, p2 0xef start 3024 size 2880.
     let l = layout_of(&iso);
     assert_eq!(l.table, TableKind::Mbr, "{l:?}");
@@ -692,9 +676,7 @@ fn corpus_isohybrid() {
         .collect();
     assert_eq!(v, [(1, 0, 3024), (2, 3024, 2880)]);
 
-    let Ok(iso) = std::fs::read(base.join("eltorito-gpt.iso")) else {
-        return;
-    };
+    let iso = std::fs::read(gpt).unwrap();
     // xorriso report: MBR 0xEE + bootable 0x00 slot 2; GPT ISO9660 64+3044, ESP appended.
     let l = layout_of(&iso);
     assert_eq!(l.table, TableKind::Gpt, "{:?}", l.warnings);
@@ -705,24 +687,10 @@ fn corpus_isohybrid() {
     assert_eq!(l.partitions[1].type_name, "EFI System");
 }
 
-/// Tiny deterministic PRNG so the mutation run needs no extra crate and is reproducible.
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// Flips bytes in the structures a partition reader looks at and, half of the time, repairs
 /// the GPT CRCs so the damage reaches past the checksum checks.
 fn mutate_and_read(image: &[u8], hot: &[std::ops::Range<usize>], seed: u64, rounds: usize) {
-    let mut rng = XorShift(seed);
+    let mut rng = common::XorShift(seed);
     let mut buf = image.to_vec();
     for round in 0..rounds {
         buf.copy_from_slice(image);
@@ -770,7 +738,7 @@ fn mutate_and_read(image: &[u8], hot: &[std::ops::Range<usize>], seed: u64, roun
 
 #[test]
 fn mutations_never_panic() {
-    if !have("sfdisk") || !have("sgdisk") {
+    if !have_all(&["sfdisk", "sgdisk"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -816,7 +784,6 @@ fn mutations_never_panic() {
 /// mistaken for an MBR or GPT.
 #[test]
 fn corpus_foreign_tables_are_not_mbr() {
-    let dir = common::corpus().join("util-linux/tests/ts/blkid/images-pt");
     for name in [
         "atari-primary",
         "atari-xgm",
@@ -826,7 +793,9 @@ fn corpus_foreign_tables_are_not_mbr() {
         "sgi",
         "sun",
     ] {
-        let Some(bytes) = unxz(&dir.join(format!("{name}.img.xz"))) else {
+        let Some(bytes) = corpus_xz(&format!(
+            "util-linux/tests/ts/blkid/images-pt/{name}.img.xz"
+        )) else {
             continue;
         };
         let l = layout_of(&bytes);
@@ -856,7 +825,7 @@ fn gpt_without_protective_mbr_is_reported() {
 
 #[test]
 fn corpus_whole_disk_ntfs_is_not_an_mbr() {
-    let Some(bytes) = unxz(&common::corpus().join("generated-locally/ntfs.img.xz")) else {
+    let Some(bytes) = corpus_xz("generated-locally/ntfs.img.xz") else {
         return;
     };
     let l = layout_of(&bytes);

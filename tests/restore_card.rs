@@ -14,10 +14,8 @@ use common::*;
 
 #[test]
 fn sample_card_restores_from_mapped_ranges_only() {
-    for t in ["mcopy", "fsck.vfat", "e2fsck", "losetup", "mount"] {
-        if !have(t) {
-            return;
-        }
+    if !(is_root() && have_all(&["mcopy", "fsck.vfat", "e2fsck", "losetup", "mount"])) {
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let img = unpack_sample(dir.path());

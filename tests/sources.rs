@@ -1,6 +1,7 @@
 //! Sources layer against real tools: every format is made by its own tool in the test, then
 //! sniffed, opened and (when decodable) compared byte for byte with the original.
-//! Tests whose tool or corpus sample is missing print why and return.
+//! Tests whose tool or corpus sample is missing print why and return (and fail instead under
+//! `BLOCKWISE_REQUIRE_ORACLES=1` / `BLOCKWISE_REQUIRE_CORPUS=1`, as in CI).
 
 mod common;
 
@@ -12,24 +13,7 @@ use blockwise::format::stream::{xz_size_from_index, Codec, StreamSource};
 use blockwise::format::{open, Format, OpenOptions};
 use blockwise::io::file::FileSource;
 use blockwise::io::{Counting, ReadAt, ReadAtExt};
-
-/// Runs a shell command; false (with a printed reason) if it fails or the tool is missing.
-fn sh(cmd: &str) -> bool {
-    match Command::new("sh").arg("-c").arg(cmd).output() {
-        Ok(o) if o.status.success() => true,
-        Ok(o) => {
-            eprintln!(
-                "skip: `{cmd}` failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            false
-        }
-        Err(e) => {
-            eprintln!("skip: cannot run `{cmd}`: {e}");
-            false
-        }
-    }
-}
+use common::{fixture, have, Loop};
 
 /// A 5 MiB + 1234-byte test image: compressible but not trivially so, with a recognisable
 /// pattern at every offset. Multiple of nothing on purpose (odd tail).
@@ -121,7 +105,7 @@ fn compressed_roundtrips() {
         ("lz4", format!("lz4 -q -c {i} > {i}.lz4"), Format::Lz4),
     ];
     for (ext, cmd, fmt) in cases {
-        if !sh(&cmd) {
+        if !fixture(&cmd) {
             continue;
         }
         let p = PathBuf::from(format!("{i}.{ext}"));
@@ -147,7 +131,7 @@ fn compressed_roundtrips() {
 fn xz_size_comes_from_the_index() {
     let d = tmpdir();
     let (img, orig) = write_image(d.path(), "disk.img", (5 << 20) + 99);
-    if !sh(&format!(
+    if !fixture(&format!(
         "xz -T2 --block-size=1MiB -c {0} > {0}.xz",
         img.display()
     )) {
@@ -175,7 +159,7 @@ fn xz_size_comes_from_the_index() {
 fn zstd_size_from_frame_headers_and_repeated_reads_do_not_restart() {
     let d = tmpdir();
     let (img, orig) = write_image(d.path(), "disk.img", (4 << 20) + 5);
-    if !sh(&format!(
+    if !fixture(&format!(
         "zstd -q -B1048576 -c {0} > {0}.zst",
         img.display()
     )) {
@@ -207,7 +191,7 @@ fn truncated_and_corrupt_streams_fail_cleanly() {
         ("bz2", format!("bzip2 -c {i} > {i}.bz2")),
         ("lz4", format!("lz4 -q -c {i} > {i}.lz4")),
     ] {
-        if !sh(&cmd) {
+        if !fixture(&cmd) {
             continue;
         }
         let p = PathBuf::from(format!("{i}.{ext}"));
@@ -251,7 +235,7 @@ fn zip_members() {
     let (img, orig) = write_image(d.path(), "disk.img", (3 << 20) + 77);
     std::fs::write(d.path().join("README.txt"), vec![b'x'; 5 << 20]).unwrap();
     let dir = d.path().display();
-    if !sh(&format!("cd {dir} && zip -q -0 stored.zip README.txt disk.img && zip -q -6 deflated.zip README.txt disk.img")) {
+    if !fixture(&format!("cd {dir} && zip -q -0 stored.zip README.txt disk.img && zip -q -6 deflated.zip README.txt disk.img")) {
         return;
     }
     let o = open_path(&d.path().join("stored.zip"));
@@ -264,7 +248,7 @@ fn zip_members() {
     assert!(!o.random_access());
     check_same(&*o.source, &orig);
     // zip → xz → raw
-    if sh(&format!(
+    if fixture(&format!(
         "cd {dir} && xz -k -c disk.img > disk.img.xz && zip -q -0 nested.zip disk.img.xz"
     )) {
         let o = open_path(&d.path().join("nested.zip"));
@@ -278,7 +262,7 @@ fn zip_members() {
 fn seven_zip_is_recognised() {
     let d = tmpdir();
     let (img, _) = write_image(d.path(), "disk.img", 100_000);
-    if !sh(&format!("7z a -bd -bso0 {0}.7z {0}", img.display())) {
+    if !fixture(&format!("7z a -bd -bso0 {0}.7z {0}", img.display())) {
         return;
     }
     let o = open_path(&PathBuf::from(format!("{}.7z", img.display())));
@@ -296,7 +280,7 @@ fn android_sparse_from_img2simg() {
     orig.extend(image_bytes(300 * 4096));
     let img = d.path().join("s.img");
     std::fs::write(&img, &orig).unwrap();
-    if !sh(&format!("img2simg {0} {0}.simg", img.display())) {
+    if !fixture(&format!("img2simg {0} {0}.simg", img.display())) {
         return;
     }
     let o = open_path(&PathBuf::from(format!("{}.simg", img.display())));
@@ -320,16 +304,23 @@ fn android_sparse_corpus_matches_simg2img() {
         "kaitai_struct_samples/archive/android_sparse/fill-4k-zeros.img",
         "kaitai_struct_samples/archive/android_sparse/extended-headers.img",
     ];
+    if !have("simg2img") {
+        return;
+    }
     let d = tmpdir();
     for f in files {
-        let p = common::corpus().join(f);
-        if !p.exists() {
-            eprintln!("skip: {} absent", p.display());
+        let Some(p) = common::corpus_file(f) else {
             continue;
-        }
+        };
         let out = d.path().join("out.img");
         let _ = std::fs::remove_file(&out);
-        let oracle_ok = sh(&format!("simg2img {} {}", p.display(), out.display()));
+        let oracle_ok = Command::new("simg2img")
+            .arg(&p)
+            .arg(&out)
+            .output()
+            .unwrap()
+            .status
+            .success();
         let r = open(&p, &OpenOptions::default());
         if !oracle_ok {
             // simg2img rejected it (e.g. bad CRC, which we do not check): just no panic.
@@ -346,9 +337,10 @@ fn android_sparse_corpus_matches_simg2img() {
         assert!(got == want, "{f}: differs from simg2img");
     }
     // The ext4 sample must also equal the base image it was made from.
-    let base = common::corpus().join("generated-locally/base-ext4.img");
-    let simg = common::corpus().join("generated-locally/ext4.simg");
-    if base.exists() && simg.exists() {
+    if let (Some(base), Some(simg)) = (
+        common::corpus_file("generated-locally/base-ext4.img"),
+        common::corpus_file("generated-locally/ext4.simg"),
+    ) {
         let o = open_path(&simg);
         let want = std::fs::read(&base).unwrap();
         assert!(o.source.read_vec(0, want.len()).unwrap() == want);
@@ -376,7 +368,7 @@ fn qemu_img_containers() {
     ];
     for (ext, args, fmt) in cases {
         let out = format!("{i}.{ext}");
-        if !sh(&format!("qemu-img convert -f raw {args} {i} {out}")) {
+        if !fixture(&format!("qemu-img convert -f raw {args} {i} {out}")) {
             continue;
         }
         let o = open_path(Path::new(&out));
@@ -403,7 +395,7 @@ fn qemu_img_containers() {
         }
     }
     // A VMDK with a separate descriptor (monolithicFlat).
-    if sh(&format!(
+    if fixture(&format!(
         "qemu-img convert -f raw -O vmdk -o subformat=monolithicFlat {i} {i}.flat.vmdk"
     )) {
         let o = open_path(Path::new(&format!("{i}.flat.vmdk")));
@@ -418,12 +410,13 @@ fn qemu_img_containers() {
 #[test]
 fn corpus_vhdx_virtual_size_matches_qemu() {
     for name in ["ext4-dynamic.vhdx", "ext4-dynamic-bs1M.vhdx"] {
-        let p = common::corpus().join("generated-locally").join(name);
-        let info = p.with_extension("vhdx.qemu-img-info.json");
-        let (Ok(_), Ok(j)) = (std::fs::metadata(&p), std::fs::read_to_string(&info)) else {
-            eprintln!("skip: {} absent", p.display());
+        let (Some(p), Some(info)) = (
+            common::corpus_file(&format!("generated-locally/{name}")),
+            common::corpus_file(&format!("generated-locally/{name}.qemu-img-info.json")),
+        ) else {
             continue;
         };
+        let j = std::fs::read_to_string(info).unwrap();
         let j: serde_json::Value = serde_json::from_str(&j).unwrap();
         let o = open_path(&p);
         assert_eq!(o.chain[0].format, Format::Vhdx);
@@ -437,11 +430,9 @@ fn corpus_vhdx_virtual_size_matches_qemu() {
 
 #[test]
 fn corpus_compressed_and_dmg() {
-    let base = common::corpus().join("etcher-sdk/tests/data");
-    if !base.exists() {
-        eprintln!("skip: etcher-sdk corpus absent");
+    let Some(base) = common::corpus_file("etcher-sdk/tests/data") else {
         return;
-    }
+    };
     let xz = open_path(&base.join("xz/etcher-test.img.xz"));
     let gz = open_path(&base.join("gz/etcher-test.img.gz"));
     let bz = open_path(&base.join("bz2/etcher-test.img.bz2"));
@@ -470,7 +461,7 @@ fn bin_cue_reads_as_iso() {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("hello.txt"), b"hello cd\n").unwrap();
     let iso = d.path().join("x.iso");
-    if !sh(&format!(
+    if !fixture(&format!(
         "xorriso -as mkisofs -quiet -V CDTEST -o {} {}",
         iso.display(),
         src.display()
@@ -512,11 +503,9 @@ fn bin_cue_reads_as_iso() {
 
 #[test]
 fn corpus_cdrdao_bin() {
-    let p = common::corpus().join("dfirlabs-cue-specimens/specimens/cdrdao/image.bin");
-    if !p.exists() {
-        eprintln!("skip: {} absent", p.display());
+    let Some(p) = common::corpus_file("dfirlabs-cue-specimens/specimens/cdrdao/image.bin") else {
         return;
-    }
+    };
     // Its sibling "image.cue" is really a cdrdao TOC file: not a CUE sheet.
     let toc = open_path(&p.with_extension("cue"));
     assert_ne!(toc.chain[0].format, Format::Cue);
@@ -530,31 +519,17 @@ fn corpus_cdrdao_bin() {
 fn block_device_on_loop() {
     let d = tmpdir();
     let (img, orig) = write_image(d.path(), "loop.img", 4 << 20);
-    let out = Command::new("losetup")
-        .args(["-f", "--show", "-r"])
-        .arg(&img)
-        .output();
-    let dev = match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        Ok(o) => {
-            eprintln!(
-                "skip: losetup failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return;
-        }
-        Err(e) => {
-            eprintln!("skip: losetup unavailable: {e}");
-            return;
-        }
+    let Some(lp) = Loop::attach_read_only(&img) else {
+        return;
     };
+    let dev = lp.dev.clone();
     let r = std::panic::catch_unwind(|| {
         let o = open_path(Path::new(&dev));
         assert!(o.is_block_device);
         assert_eq!(o.device_sector_size, Some(512));
         check_same(&*o.source, &orig);
     });
-    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    drop(lp);
     if let Err(p) = r {
         std::panic::resume_unwind(p);
     }
@@ -565,13 +540,13 @@ fn sniff_never_panics_on_prefixes() {
     let d = tmpdir();
     let (img, _) = write_image(d.path(), "p.img", 70_000);
     let i = img.display();
-    sh(&format!(
-        "xz -c {i} > {i}.xz; gzip -c {i} > {i}.gz; zstd -q -c {i} > {i}.zst"
-    ));
+    if !fixture(&format!(
+        "xz -c {i} > {i}.xz && gzip -c {i} > {i}.gz && zstd -q -c {i} > {i}.zst"
+    )) {
+        return;
+    }
     for ext in ["xz", "gz", "zst"] {
-        let Ok(full) = std::fs::read(format!("{i}.{ext}")) else {
-            continue;
-        };
+        let full = std::fs::read(format!("{i}.{ext}")).unwrap();
         for n in [0, 1, 3, 5, 6, 12, 20, 100, full.len() - 1] {
             let src = blockwise::io::MemSource(full[..n.min(full.len())].to_vec());
             let _ = blockwise::format::sniff::sniff(&src).unwrap();
@@ -589,7 +564,7 @@ fn sniff_never_panics_on_prefixes() {
 fn xz_decoder_uses_threads() {
     let d = tmpdir();
     let (img, _) = write_image(d.path(), "disk.img", 16 << 20);
-    if !sh(&format!(
+    if !fixture(&format!(
         "xz -T2 --block-size=1MiB -c {0} > {0}.xz",
         img.display()
     )) {
@@ -718,7 +693,7 @@ fn seekable_zstd_random_access() {
     assert_eq!(formats(&o), vec![Format::SeekableZstd, Format::Raw]);
     assert!(o.random_access());
     check_same(&*o.source, &orig);
-    if sh(&format!(
+    if fixture(&format!(
         "zstd -q -d -c {} > {}",
         p.display(),
         d.path().join("plain").display()
@@ -734,7 +709,7 @@ fn fixed_vhd_inside_xz() {
     let d = tmpdir();
     let (img, orig) = write_image(d.path(), "c.img", 4 << 20);
     let i = img.display();
-    if !sh(&format!("qemu-img convert -f raw -O vpc -o subformat=fixed {i} {i}.vhd && xz -T2 -k {i}.vhd && cp {i}.vhd.xz {i}.other.xz")) {
+    if !fixture(&format!("qemu-img convert -f raw -O vpc -o subformat=fixed {i} {i}.vhd && xz -T2 -k {i}.vhd && cp {i}.vhd.xz {i}.other.xz")) {
         return;
     }
     let o = open_path(Path::new(&format!("{i}.vhd.xz")));
@@ -749,11 +724,11 @@ fn fixed_vhd_inside_xz() {
 /// which doubles as a survey of what the sniffer makes of real-world files.
 #[test]
 fn corpus_open_everything_without_panics() {
-    let root = &common::corpus();
-    if !root.exists() {
-        eprintln!("skip: corpus absent");
+    // INDEX.md lists the corpus: present means the corpus is.
+    if common::corpus_file("INDEX.md").is_none() {
         return;
     }
+    let root = &common::corpus();
     let mut stack = vec![root.to_path_buf()];
     let (mut ok, mut err) = (0, 0);
     while let Some(dir) = stack.pop() {

@@ -75,30 +75,20 @@ fn gpt_512_gets_a_new_backup_at_its_new_end() {
 
 #[test]
 fn gpt_4096_byte_sectors() {
-    if !have("sgdisk") || !have("losetup") {
+    if !have_all(&["sgdisk", "losetup"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("g4k.img");
     random_file(&img, 64 << 20, 10);
-    let o = Command::new("losetup")
-        .args(["-f", "--show", "--sector-size", "4096"])
-        .arg(&img)
-        .output()
-        .unwrap();
-    if !o.status.success() {
-        eprintln!(
-            "SKIP: no 4096-byte loop device: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+    let Some(lp) = Loop::attach_with(&img, &["--sector-size", "4096"]) else {
         return;
-    }
-    let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    };
     let made = Command::new("sgdisk")
-        .args(["-o", "-n1:256:+8M", "-n2:0:+16M", &dev])
+        .args(["-o", "-n1:256:+8M", "-n2:0:+16M", &lp.dev])
         .output()
         .unwrap();
-    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    drop(lp);
     assert!(made.status.success());
     let out = dir.path().join("t4k.img");
     let n = truncate_to(&img, &out, Some(4096));
@@ -106,14 +96,12 @@ fn gpt_4096_byte_sectors() {
     assert!(n < 30 << 20, "new size {n}");
     partitions_equal(&img, &out, Some(4096));
     // sgdisk reads a file with 512-byte sectors; check through a 4096-byte loop device.
-    let o = Command::new("losetup")
-        .args(["-f", "--show", "--sector-size", "4096"])
-        .arg(&out)
+    let lp = Loop::attach_with(&out, &["--sector-size", "4096"]).expect("loop device");
+    let v = Command::new("sgdisk")
+        .args(["-v", &lp.dev])
         .output()
         .unwrap();
-    let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    let v = Command::new("sgdisk").args(["-v", &dev]).output().unwrap();
-    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    drop(lp);
     let text = String::from_utf8_lossy(&v.stdout);
     assert!(text.contains("No problems found"), "sgdisk -v: {text}");
 }
@@ -171,7 +159,7 @@ fn no_table_is_refused_and_partitions_past_the_end_are_corrupt() {
 
 #[test]
 fn backup_truncate_end_to_end() {
-    if !have("sgdisk") || !have("zstd") {
+    if !have_all(&["sgdisk", "zstd"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -6,16 +6,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// True when running as root; otherwise prints why the calling test skips.
-pub fn is_root() -> bool {
-    let o = Command::new("id").arg("-u").output().ok();
-    let ok = o.is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !ok {
-        eprintln!("SKIP: not root (loop devices and FUSE mounts need it)");
-    }
-    ok
-}
-
 /// xorshift64*, fixed seeds.
 pub struct Rng(pub u64);
 impl Rng {
@@ -50,13 +40,7 @@ impl Rng {
 
 /// `len` seeded pseudo-random bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        v.extend_from_slice(&r.next().to_le_bytes());
-    }
-    v.truncate(len);
-    v
+    Rng::new(seed).bytes(len)
 }
 
 /// Runs a shell command: success, and stdout+stderr with `path` replaced by "DEV".
@@ -198,8 +182,8 @@ pub fn write_tree(root: &Path, t: &TreeShape) {
 }
 
 /// A `mib` MiB image `fs.img` in `dir`, made by `mkfs` (`{img}` stands for its path) and
-/// filled by `fill` through `mount` on a loop device; `None` (with the reason printed) when
-/// no loop device can be had.
+/// filled by `fill` through `mount` on a loop device; `None` (after a [`super::skip`]) when no
+/// loop device can be had.
 pub fn make_filled(
     dir: &Path,
     mib: u64,
@@ -223,4 +207,38 @@ pub fn make_filled(
     fill(mnt.path());
     super::sh(&format!("umount '{}'", mnt.path().display()));
     Some(img)
+}
+
+/// What the map of an image whose allocation bitmap lost `cleared` bytes under live data must
+/// show: the cross-check added exactly those bytes back and said so (a warning containing
+/// `hint`), everything in `must` is kept, and nothing is added beyond `bitmap` (what the
+/// damaged bitmap itself still maps).
+pub fn assert_cross_check_added(
+    case: &str,
+    u: &blockwise::fs::Usage,
+    cleared: u64,
+    must: &blockwise::ExtentMap,
+    bitmap: &blockwise::ExtentMap,
+    hint: &str,
+) {
+    let cc = u.cross_check.clone().expect("cross-checked");
+    eprintln!("{case}\n  -> {cc:?}");
+    assert!(cc.added > 0, "{case}: nothing added");
+    assert_eq!(cc.added, cleared, "{case}: added is not what was cleared");
+    assert!(cc.incomplete.is_none());
+    assert!(
+        u.warnings.iter().any(|w| w.contains(hint)),
+        "{case}: {:?}",
+        u.warnings
+    );
+    assert_eq!(
+        must.subtract(&u.used).total(),
+        0,
+        "{case}: cleared not kept"
+    );
+    assert_eq!(
+        u.used.subtract(bitmap).total(),
+        cc.added,
+        "{case}: the map is more than bitmap + added"
+    );
 }
