@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use blockwise::inspect::inspect_path;
+use blockwise::report::inspect_path;
 use common::{have, sh};
 
 fn put_u32(b: &mut [u8], off: usize, v: u32) {
@@ -74,7 +74,7 @@ fn fill_ext(img: &Path, offset: u64, len: u64, args: &str, mb: usize) {
     ));
 }
 
-fn mapped(img: &Path) -> (u64, u64, blockwise::inspect::Report) {
+fn mapped(img: &Path) -> (u64, u64, blockwise::report::Report) {
     let r = inspect_path(img).unwrap();
     let u = r.usage.as_ref().unwrap();
     (u.mapped, u.image_size, r)

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use blockwise::inspect::{inspect_path, inspect_source};
 use blockwise::io::{Counting, ReadAt};
 use blockwise::layout::{PartKind, TableKind};
+use blockwise::report::{inspect_path, inspect_source};
 use common::*;
 
 fn bin() -> Command {
@@ -76,7 +76,7 @@ fn compressed_sample_matches_raw() {
         Some(blockwise::format::Format::Xz)
     );
     assert_eq!(a.image_size, b.image_size);
-    let fs = |r: &blockwise::inspect::Report| {
+    let fs = |r: &blockwise::report::Report| {
         r.partitions
             .iter()
             .map(|p| {
@@ -183,7 +183,7 @@ fn sparse_32gib_gpt_ext4_inspects_fast_reading_few_mib() {
     let len = f.metadata().unwrap().len();
     let counting = Arc::new(Counting::new(PlainFile(f, len)));
     let t = Instant::now();
-    let r = inspect_source(counting.clone(), None, "big.img".into(), vec![]).unwrap();
+    let r = inspect_source(counting.clone(), None, "big.img").unwrap();
     let took = t.elapsed();
     assert_eq!(r.layout.table, TableKind::Gpt);
     let fs = r.partitions[0].filesystem.as_ref().expect("ext4");
@@ -311,7 +311,7 @@ fn truncated_sample_warns_and_mutations_never_panic() {
     let full = std::fs::read(&img).unwrap();
     // Cut inside the ext4 partition: the report must say the image is truncated.
     let cut = blockwise::io::MemSource(full[..100 << 20].to_vec());
-    let r = inspect_source(Arc::new(cut), None, "cut".into(), vec![]).unwrap();
+    let r = inspect_source(Arc::new(cut), None, "cut").unwrap();
     assert!(
         r.warnings.iter().any(|w| w.contains("past the end")),
         "{:?}",
@@ -338,12 +338,7 @@ fn truncated_sample_warns_and_mutations_never_panic() {
             let i = s + (next() as usize % l);
             m[i] = next() as u8;
         }
-        let _ = inspect_source(
-            Arc::new(blockwise::io::MemSource(m)),
-            None,
-            "m".into(),
-            vec![],
-        );
+        let _ = inspect_source(Arc::new(blockwise::io::MemSource(m)), None, "m");
     }
 }
 

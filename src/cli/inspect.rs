@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Context;
 use blockwise::format::Format;
 use blockwise::fs::FsInfo;
-use blockwise::inspect::{inspect_path, Report};
 use blockwise::layout::{PartKind, TableKind};
+use blockwise::report::{inspect_path, Report};
 use blockwise::util::human_bytes;
 
 use super::exit;

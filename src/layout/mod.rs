@@ -168,6 +168,15 @@ impl PartKind {
                 }
         )
     }
+
+    /// Typed as an EFI System Partition (the GPT type GUID, or MBR type 0xEF): where UEFI
+    /// firmware looks for boot loaders.
+    pub fn is_esp(&self) -> bool {
+        match self {
+            PartKind::Gpt { type_guid, .. } => type_guid.eq_ignore_ascii_case(types::ESP_GUID),
+            PartKind::Mbr { type_code, .. } => *type_code == types::MBR_ESP,
+        }
+    }
 }
 
 /// Sector sizes tried for GPT when the caller gives no (usable) hint.
