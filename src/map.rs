@@ -24,7 +24,7 @@ pub struct PartUsage {
     /// Length in bytes (clipped to the image).
     pub size: u64,
     /// Filesystem type, if one was recognised.
-    pub fs_type: Option<String>,
+    pub fs_type: Option<fs::FsType>,
     /// Bytes the map keeps for it.
     pub used: u64,
     /// True when `used` comes from the filesystem's allocation metadata.
@@ -92,7 +92,7 @@ pub fn image_map(scan: &Scan) -> Option<ImageMap> {
                 index,
                 start,
                 size: len,
-                fs_type: info.map(|f| f.fs_type.to_string()),
+                fs_type: info.map(|f| f.fs_type),
                 used: total,
                 from_fs: u.from_fs,
                 beyond_fs: u.beyond_fs,

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::format::cd::Track;
 use crate::format::container::ContainerInfo;
 use crate::format::{Layer, OpenOptions, Opened};
-use crate::fs::{BootEntry, FsInfo};
+use crate::fs::{BootEntry, FsInfo, FsType};
 use crate::io::ReadAt;
 use crate::layout::{Layout, PartKind, TableKind};
 use crate::map::{image_map, ImageMap};
@@ -244,7 +244,7 @@ fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>
             b.esp.push(p.index);
         }
     }
-    let iso = whole.filter(|f| f.fs_type == "iso9660" || f.fs_type == "udf");
+    let iso = whole.filter(|f| matches!(f.fs_type, FsType::Iso9660 | FsType::Udf));
     if let Some(iso) = iso {
         b.el_torito = iso.boot_entries.clone();
         let has_table = layout.table != TableKind::None;
@@ -286,7 +286,11 @@ fn boot_facts(layout: &Layout, parts: &[PartitionReport], whole: Option<&FsInfo>
         let fat_esp: Vec<u32> = parts
             .iter()
             .filter(|p| b.esp.contains(&p.index))
-            .filter(|p| p.filesystem.as_ref().is_some_and(|f| f.fs_type == "vfat"))
+            .filter(|p| {
+                p.filesystem
+                    .as_ref()
+                    .is_some_and(|f| f.fs_type == FsType::Vfat)
+            })
             .map(|p| p.index)
             .collect();
         if !fat_esp.is_empty() {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::extent::ExtentMap;
 use crate::format::{self, Format, OpenOptions, Opened};
-use crate::fs::{self, FsInfo};
+use crate::fs::{self, FsInfo, FsType};
 use crate::io::{ReadAt, Recording, Slice};
 use crate::layout::{self, Layout, TableKind};
 
@@ -244,7 +244,7 @@ fn esp_warnings(layout: &Layout, volumes: &[Volume], warnings: &mut Vec<String>)
             continue;
         }
         let found = match (&v.fs, &v.probe_error) {
-            (Some(f), _) if f.fs_type == "vfat" => continue,
+            (Some(f), _) if f.fs_type == FsType::Vfat => continue,
             (Some(f), _) => f.fs_type.to_string(),
             (None, Some(_)) => continue, // already reported as unreadable
             (None, None) => "no recognised filesystem".to_string(),

@@ -187,7 +187,7 @@ fn xfs_case(mkfs: &str) {
         return;
     };
     let (info, u) = map_of(&img);
-    assert_eq!(info.fs_type, "xfs");
+    assert_eq!(info.fs_type.name(), "xfs");
     assert!(u.from_fs, "XFS map fell back: {:?}", u.warnings);
     // Tightness: used blocks per xfs_db (dblocks - fdblocks) include the log.
     let out = sh(&format!(
@@ -270,7 +270,7 @@ fn btrfs_case(mkfs: &str) {
         return;
     };
     let (info, u) = map_of(&img);
-    assert_eq!(info.fs_type, "btrfs");
+    assert_eq!(info.fs_type.name(), "btrfs");
     assert!(u.from_fs, "btrfs map fell back: {:?}", u.warnings);
     let alloc: u64 = std::fs::read_to_string(d.path().join("allocated"))
         .unwrap()
@@ -537,7 +537,7 @@ fn f2fs_restore_proof() {
         "dump of the original image",
     );
     let (info, u) = map_of(&img);
-    assert_eq!(info.fs_type, "f2fs");
+    assert_eq!(info.fs_type.name(), "f2fs");
     assert!(u.from_fs, "F2FS map fell back: {:?}", u.warnings);
     let data: u64 = expected.len() as u64 * 4096 + (4 * (16 << 20));
     eprintln!(
@@ -693,7 +693,7 @@ fn iso9660_restore_proof() {
         src.display()
     ));
     let (info, u) = map_of(&img);
-    assert_eq!(info.fs_type, "iso9660");
+    assert_eq!(info.fs_type.name(), "iso9660");
     assert!(u.from_fs);
     let Some((t, lp)) = restore_onto_random(&img, &u.used) else {
         return;

@@ -245,7 +245,10 @@ fn empty_mbr_in_front_of_a_whole_disk_ext2() {
     }
     let (m, size, r) = mapped(&img);
     assert!(m < size / 2 && m > 4 << 20, "{m} of {size}");
-    assert_eq!(r.whole_disk.as_ref().map(|f| f.fs_type), Some("ext2"));
+    assert_eq!(
+        r.whole_disk.as_ref().map(|f| f.fs_type.name()),
+        Some("ext2")
+    );
     assert_eq!(
         blockwise_headline(&img),
         format!(

@@ -38,12 +38,12 @@ fn sample_card_is_reported_correctly() {
         }
     ));
     let f1 = p1.filesystem.as_ref().expect("FAT32 found");
-    assert_eq!(f1.fs_type, "vfat");
+    assert_eq!(f1.fs_type.name(), "vfat");
     assert_eq!(f1.label.as_deref(), Some("bootfs"));
     assert_eq!(f1.uuid.as_deref(), Some("5EED-B007"));
     assert_eq!(f1.version.as_deref(), Some("FAT32"));
     let f2 = p2.filesystem.as_ref().expect("ext4 found");
-    assert_eq!(f2.fs_type, "ext4");
+    assert_eq!(f2.fs_type.name(), "ext4");
     assert_eq!(f2.label.as_deref(), Some("rootfs"));
     assert_eq!(
         f2.uuid.as_deref(),
@@ -57,7 +57,7 @@ fn sample_card_is_reported_correctly() {
         for p in &r.partitions {
             let kv = blkid(&img, Some(p.start));
             let f = p.filesystem.as_ref().unwrap();
-            assert_eq!(get(&kv, "ID_FS_TYPE"), Some(f.fs_type));
+            assert_eq!(get(&kv, "ID_FS_TYPE"), Some(f.fs_type.name()));
             assert_eq!(get(&kv, "ID_FS_LABEL"), f.label.as_deref());
             assert_eq!(get(&kv, "ID_FS_UUID"), f.uuid.as_deref());
         }
@@ -187,7 +187,7 @@ fn sparse_32gib_gpt_ext4_inspects_fast_reading_few_mib() {
     let took = t.elapsed();
     assert_eq!(r.layout.table, TableKind::Gpt);
     let fs = r.partitions[0].filesystem.as_ref().expect("ext4");
-    assert_eq!(fs.fs_type, "ext4");
+    assert_eq!(fs.fs_type.name(), "ext4");
     assert_eq!(fs.label.as_deref(), Some("big"));
     let read = counting.bytes_read();
     eprintln!(
@@ -218,7 +218,7 @@ fn isohybrid_iso_with_bios_and_uefi_entries() {
     ));
     let r = inspect_path(&dir.path().join("hybrid.iso")).unwrap();
     let iso = r.whole_disk.as_ref().expect("ISO9660 over the whole image");
-    assert_eq!(iso.fs_type, "iso9660");
+    assert_eq!(iso.fs_type.name(), "iso9660");
     assert_eq!(iso.label.as_deref(), Some("HYBRID_TEST"));
     assert!(r.boot.isohybrid, "{:#?}", r.boot);
     let plats: Vec<&str> = r
@@ -238,7 +238,10 @@ fn isohybrid_iso_with_bios_and_uefi_entries() {
         .iter()
         .find(|p| r.boot.esp.contains(&p.index))
         .unwrap();
-    assert_eq!(esp.filesystem.as_ref().map(|f| f.fs_type), Some("vfat"));
+    assert_eq!(
+        esp.filesystem.as_ref().map(|f| f.fs_type.name()),
+        Some("vfat")
+    );
     assert!(
         r.boot.notes.iter().any(|n| n.contains("written raw")),
         "{:?}",
@@ -260,7 +263,10 @@ fn plain_iso_without_table_is_not_usb_bootable() {
     ));
     let r = inspect_path(&dir.path().join("plain.iso")).unwrap();
     assert_eq!(r.layout.table, TableKind::None);
-    assert_eq!(r.whole_disk.as_ref().map(|f| f.fs_type), Some("iso9660"));
+    assert_eq!(
+        r.whole_disk.as_ref().map(|f| f.fs_type.name()),
+        Some("iso9660")
+    );
     assert!(!r.boot.isohybrid);
     assert!(
         r.boot.notes.iter().any(|n| n.contains("will not boot")),

@@ -1,6 +1,6 @@
 //! btrfs superblock probe (primary copy at 64 KiB).
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64, uuid_be};
@@ -42,10 +42,9 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         ));
     }
     let mut info = FsInfo {
-        fs_type: "btrfs",
         block_size: sector_ok.then_some(sectorsize),
         warnings,
-        ..Default::default()
+        ..FsInfo::new(FsType::Btrfs)
     };
     let uuid_at = |o: usize| {
         let mut u = [0u8; 16];

@@ -1,6 +1,6 @@
 //! LVM2 physical volume label ("LABELONE" in one of the first four sectors).
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le32, le64};
 
@@ -31,9 +31,8 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
             continue;
         }
         let mut info = FsInfo {
-            fs_type: "LVM2_member",
             version: Some("LVM2 001".into()),
-            ..Default::default()
+            ..FsInfo::new(FsType::Lvm2Member)
         };
         if le32(label, 16) != Some(lvm_crc(&label[20..])) {
             info.warnings.push("LVM label CRC mismatch".into());

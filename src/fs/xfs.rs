@@ -1,7 +1,7 @@
 //! XFS superblock probe (big-endian, at byte 0 of the data device), plus recognition of an
 //! external XFS log device, which `blkid` reports as "xfs_external_log".
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64, le32, uuid_be};
@@ -22,8 +22,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let version = be32(&sb, 4).unwrap_or(0);
     if be32(&sb, 0) == Some(LOG_MAGIC) && (version == 1 || version == 2) {
         return Ok(Some(FsInfo {
-            fs_type: "xfs_external_log",
-            ..Default::default()
+            ..FsInfo::new(FsType::XfsExternalLog)
         }));
     }
     Ok(None)
@@ -65,10 +64,9 @@ fn superblock(dev: &dyn ReadAt, sb: &[u8]) -> crate::Result<FsInfo> {
     }
 
     let mut info = FsInfo {
-        fs_type: "xfs",
         block_size: Some(block_size),
         version: Some((versionnum & 0xF).to_string()),
-        ..Default::default()
+        ..FsInfo::new(FsType::Xfs)
     };
     let mut uuid = [0u8; 16];
     if let Some(b) = sb.get(32..48) {
