@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::extent::ExtentMap;
 use crate::fs;
-use crate::layout::{PartKind, TableKind};
+use crate::layout::types::MBR_GPT_PROTECTIVE;
+use crate::layout::TableKind;
 use crate::scan::Scan;
 
 /// How much of one partition (or the whole-disk filesystem) is used.
@@ -146,17 +147,11 @@ pub fn image_map(scan: &Scan) -> Option<ImageMap> {
         for v in &scan.volumes {
             let p = &layout.partitions[v.partition];
             let end = p.start.saturating_add(p.size);
-            if matches!(
-                p.kind,
-                PartKind::Mbr {
-                    type_code: 0xee,
-                    ..
-                }
-            ) {
+            if p.kind.is_protective() {
                 continue;
             }
             region_end = region_end.max(end);
-            if p.kind.is_container() {
+            if p.is_container() {
                 // The EBRs inside an extended partition are in its gaps, kept below.
                 continue;
             }
@@ -166,7 +161,11 @@ pub fn image_map(scan: &Scan) -> Option<ImageMap> {
         // A hybrid MBR's own entries are read by BIOS tools: nothing they cover is "past the
         // last partition".
         if let (TableKind::Gpt, Some(m)) = (layout.table, &layout.mbr) {
-            for e in m.entries.iter().filter(|e| e.type_code != 0xee) {
+            for e in m
+                .entries
+                .iter()
+                .filter(|e| e.type_code != MBR_GPT_PROTECTIVE)
+            {
                 region_end = region_end.max(e.start.saturating_add(e.size));
             }
         }

@@ -180,7 +180,7 @@ pub fn scan_source(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Res
         let p = &layout.partitions[i];
         let start = p.start;
         let len = p.size.min(image_size.saturating_sub(start));
-        let (fs, probe_error, usage) = if p.kind.is_container() || start >= image_size {
+        let (fs, probe_error, usage) = if p.is_container() || start >= image_size {
             (None, None, None)
         } else {
             let part = Slice::new(src.clone(), start, len);

@@ -105,15 +105,7 @@ pub fn headline(r: &Report) -> String {
 }
 
 fn has_protective_entry(r: &Report) -> bool {
-    r.partitions.iter().any(|p| {
-        matches!(
-            p.kind,
-            PartKind::Mbr {
-                type_code: 0xee,
-                ..
-            }
-        )
-    })
+    r.partitions.iter().any(|p| p.kind.is_protective())
 }
 
 fn plural(n: usize) -> &'static str {
