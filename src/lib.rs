@@ -11,6 +11,7 @@
 
 pub mod archive;
 pub mod bmap;
+pub mod checksum;
 pub mod error;
 pub mod extent;
 pub mod format;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use blockwise::checksum::crc32c;
 use blockwise::fs::{self, Usage};
 use blockwise::io::file::FileSource;
 use blockwise::io::ReadAt;
@@ -357,22 +358,6 @@ fn btrfs_corrupt_inputs_keep_everything() {
             patches: resign(&|b| b[at - 65536] ^= (x >> 40) as u8 | 1),
         });
     }
-}
-
-/// CRC32C (Castagnoli), bitwise: test-only, speed irrelevant.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }
 
 type Patches = Vec<(u64, Vec<u8>)>;

@@ -12,6 +12,7 @@
 //! translated by it.
 
 use super::{FsInfo, FsType};
+use crate::checksum::hex;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
 
@@ -244,7 +245,6 @@ fn uuid_from_volset(field: &[u8]) -> Option<String> {
         .iter()
         .position(|c| !c.is_ascii_hexdigit())
         .unwrap_or(16);
-    let hex = |b: &[u8]| b.iter().map(|c| format!("{c:02x}")).collect::<String>();
     let lower = |b: &[u8]| {
         b.iter()
             .map(|c| c.to_ascii_lowercase() as char)

@@ -2,6 +2,7 @@
 //! external XFS log device, which `blkid` reports as "xfs_external_log".
 
 use super::{FsInfo, FsType};
+use crate::checksum::crc32c;
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64, le32, uuid_be};
@@ -107,7 +108,7 @@ fn superblock(dev: &dyn ReadAt, sb: &[u8]) -> crate::Result<FsInfo> {
             f.fill(0);
         }
         let len = usize::from(sect_size).min(copy.len());
-        let computed = !super::ext::crc32c_raw(!0, &copy[..len]);
+        let computed = crc32c(&copy[..len]);
         if stored != computed {
             info.warnings.push(format!(
                 "superblock checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
@@ -384,7 +385,7 @@ fn verify_crc(buf: &[u8], at: usize) -> Result<(), String> {
     let stored = le32(buf, at).ok_or("field outside the block")?;
     let mut copy = buf.to_vec();
     copy[at..at + 4].fill(0);
-    let computed = !super::ext::crc32c_raw(!0, &copy);
+    let computed = crc32c(&copy);
     if stored != computed {
         return Err(format!(
             "mismatch (stored {stored:#x}, computed {computed:#x})"

@@ -6,11 +6,11 @@
 //! the test-filesystem flag is set).
 
 use super::{FsInfo, FsType};
+use crate::checksum::crc32c_raw;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, uuid_be};
 
 mod bitmap;
-mod checksum;
 mod geometry;
 mod group;
 mod inode;
@@ -18,7 +18,6 @@ mod tree;
 mod xcheck;
 
 use bitmap::{bitmap_runs, read_batched};
-pub use checksum::crc32c_raw;
 use geometry::parse_geometry;
 use group::read_descriptors;
 
