@@ -7,8 +7,8 @@ use std::hint::black_box;
 use std::io::Read;
 use std::sync::Arc;
 
-use blockwise::inspect::inspect_source;
 use blockwise::io::MemSource;
+use blockwise::report::inspect_source;
 use blockwise::ExtentMap;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -51,7 +51,7 @@ fn inspect(c: &mut Criterion) {
         .unwrap();
     let raw: Arc<MemSource> = Arc::new(MemSource(raw));
     c.bench_function("inspect_sample_card_raw", |b| {
-        b.iter(|| inspect_source(raw.clone(), None, "card.img".into(), vec![]).unwrap())
+        b.iter(|| inspect_source(raw.clone(), None, "card.img").unwrap())
     });
     let dir = std::env::temp_dir().join(format!("blockwise-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -60,7 +60,7 @@ fn inspect(c: &mut Criterion) {
     let mut g = c.benchmark_group("inspect_sample_card_xz");
     g.sample_size(10);
     g.bench_function("decode_on_the_fly", |b| {
-        b.iter(|| blockwise::inspect::inspect_path(&path).unwrap())
+        b.iter(|| blockwise::report::inspect_path(&path).unwrap())
     });
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);

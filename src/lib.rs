@@ -3,6 +3,9 @@
 //! The library reads images through [`io::ReadAt`] sources (files, block devices,
 //! decompressors, containers), finds their partition tables ([`layout`]) and filesystems
 //! ([`fs`]), and describes which byte ranges matter as an [`extent::ExtentMap`].
+//!
+//! An opened image is scanned once ([`scan`]: its table, and every filesystem with its
+//! allocation map); [`map`] applies the skip rule to that scan, and [`report`] presents it.
 
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
@@ -10,14 +13,16 @@
 
 pub mod archive;
 pub mod bmap;
+pub mod checksum;
 pub mod error;
 pub mod extent;
 pub mod format;
 pub mod fs;
-pub mod inspect;
 pub mod io;
 pub mod layout;
 pub mod map;
+pub mod report;
+pub mod scan;
 pub mod util;
 
 pub use error::{Error, Result};

@@ -1,19 +1,19 @@
-//! The whole-image map: which bytes of a disk image matter.
+//! The whole-image map: which bytes of a disk image matter, decided from a [`Scan`].
 //!
-//! Follows the skip rule (`spec/safety.md`) exactly: the space before the first partition
+//! This module is the skip rule and nothing else: it reads no bytes and probes nothing (the
+//! filesystems' own maps come with the scan), so every command that leaves blocks out (bmap,
+//! backup, flash) applies the same rule to the same facts. It follows the rule (`spec/safety.md`) exactly: the space before the first partition
 //! (MBR, GPT, bootloaders such as U-Boot at sector 16), the gaps between partitions (EBRs live
 //! there), the GPT backup, and every partition's used blocks are kept; only the space past the
 //! last partition and the blocks a partition's own filesystem declares free are left out.
-
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::extent::ExtentMap;
 use crate::fs;
-use crate::inspect::Report;
-use crate::io::{ReadAt, Slice};
-use crate::layout::{PartKind, TableKind};
+use crate::layout::types::MBR_GPT_PROTECTIVE;
+use crate::layout::TableKind;
+use crate::scan::Scan;
 
 /// How much of one partition (or the whole-disk filesystem) is used.
 #[derive(Clone, Debug, Serialize)]
@@ -25,7 +25,7 @@ pub struct PartUsage {
     /// Length in bytes (clipped to the image).
     pub size: u64,
     /// Filesystem type, if one was recognised.
-    pub fs_type: Option<String>,
+    pub fs_type: Option<fs::FsType>,
     /// Bytes the map keeps for it.
     pub used: u64,
     /// True when `used` comes from the filesystem's allocation metadata.
@@ -55,9 +55,13 @@ pub struct ImageMap {
     pub warnings: Vec<String>,
 }
 
-/// Builds the map of `src`, described by `report` (from [`crate::inspect::inspect_source`]).
-pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
-    let size = src.size();
+/// Applies the skip rule to a scanned image; `None` when its contents were not decoded (then
+/// nothing is known about which bytes matter).
+pub fn image_map(scan: &Scan) -> Option<ImageMap> {
+    if !scan.decoded {
+        return None;
+    }
+    let size = scan.image_size;
     let mut used = ExtentMap::new();
     let mut parts = Vec::new();
     let mut warnings = Vec::new();
@@ -68,12 +72,9 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
             if len == 0 {
                 return;
             }
-            let u = match (known, info) {
-                (Some(u), _) => u.clone(),
-                (None, Some(info)) => fs::usage(&Slice::new(src.clone(), start, len), info),
-                (None, None) => {
-                    fs::Usage::everything(len, "no filesystem recognised; every block is kept")
-                }
+            let u = match (info, known) {
+                (Some(_), Some(u)) => u.clone(),
+                _ => fs::Usage::everything(len, "no filesystem recognised; every block is kept"),
             };
             let what = if index == 0 {
                 "whole image".to_string()
@@ -92,7 +93,7 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
                 index,
                 start,
                 size: len,
-                fs_type: info.map(|f| f.fs_type.to_string()),
+                fs_type: info.map(|f| f.fs_type),
                 used: total,
                 from_fs: u.from_fs,
                 beyond_fs: u.beyond_fs,
@@ -100,7 +101,8 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
             });
         };
 
-    let layout = &report.layout;
+    let layout = &scan.layout;
+    let whole = scan.whole_disk.as_ref();
     let ss = u64::from(layout.sector_size);
     let n_data = layout.data_partitions().count();
     let whole_story = layout.table == TableKind::None || n_data == 0;
@@ -108,11 +110,8 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
     if whole_story {
         // No table, or one that lists no partition: a filesystem spanning the image maps it
         // (its own map keeps its boot block, where an MBR would sit); nothing else is known.
-        add_fs(0, size, 0, report.whole_disk.as_ref(), None);
-        if report.whole_disk.is_none()
-            && layout.table != TableKind::None
-            && layout.unusable.is_none()
-        {
+        add_fs(0, size, 0, whole.map(|w| &w.fs), whole.map(|w| &w.usage));
+        if whole.is_none() && layout.table != TableKind::None && layout.unusable.is_none() {
             warnings.push(
                 "the partition table lists no partitions and no filesystem spans the disk; \
                  every byte is kept"
@@ -140,40 +139,33 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
     } else {
         // An isohybrid image's ISO volume spans partitions, and a whole-disk filesystem beside
         // the table owns blocks past them: either is one more owner of its bytes.
-        if let Some(f) = &report.whole_disk {
-            add_fs(0, size, 0, Some(f), None);
+        if let Some(w) = whole {
+            add_fs(0, size, 0, Some(&w.fs), Some(&w.usage));
         }
         let mut covered = ExtentMap::new();
         let mut region_end = 0u64;
-        for p in &report.partitions {
+        for v in &scan.volumes {
+            let p = &layout.partitions[v.partition];
             let end = p.start.saturating_add(p.size);
-            if matches!(
-                p.kind,
-                PartKind::Mbr {
-                    type_code: 0xee,
-                    ..
-                }
-            ) {
+            if p.kind.is_protective() {
                 continue;
             }
             region_end = region_end.max(end);
-            if p.kind.is_container() {
+            if p.is_container() {
                 // The EBRs inside an extended partition are in its gaps, kept below.
                 continue;
             }
             covered.insert(p.start, end);
-            add_fs(
-                p.start,
-                p.size,
-                p.index,
-                p.filesystem.as_ref(),
-                p.usage.as_ref(),
-            );
+            add_fs(p.start, p.size, p.index, v.fs.as_ref(), v.usage.as_ref());
         }
         // A hybrid MBR's own entries are read by BIOS tools: nothing they cover is "past the
         // last partition".
         if let (TableKind::Gpt, Some(m)) = (layout.table, &layout.mbr) {
-            for e in m.entries.iter().filter(|e| e.type_code != 0xee) {
+            for e in m
+                .entries
+                .iter()
+                .filter(|e| e.type_code != MBR_GPT_PROTECTIVE)
+            {
                 region_end = region_end.max(e.start.saturating_add(e.size));
             }
         }
@@ -196,20 +188,22 @@ pub fn image_map(src: &Arc<dyn ReadAt>, report: &Report) -> ImageMap {
         used = ExtentMap::single(0, size);
     }
     let used = used.clip(size);
-    ImageMap {
+    Some(ImageMap {
         image_size: size,
         mapped: used.total(),
         used,
         parts,
         warnings,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
-    use crate::inspect::inspect_source;
-    use crate::io::MemSource;
+    use crate::io::{MemSource, ReadAt};
+    use crate::scan::scan_source;
 
     /// An MBR with one partition of unknown content and a gap before and after it.
     #[test]
@@ -222,8 +216,7 @@ mod tests {
         img[e + 8..e + 12].copy_from_slice(&2048u32.to_le_bytes());
         img[e + 12..e + 16].copy_from_slice(&2048u32.to_le_bytes());
         let src: Arc<dyn ReadAt> = Arc::new(MemSource(img));
-        let r = inspect_source(src.clone(), None, "t".into(), vec![]).unwrap();
-        let m = image_map(&src, &r);
+        let m = image_map(&scan_source(src, None).unwrap()).unwrap();
         // [0, 1 MiB) gap + partition [1 MiB, 2 MiB) (unknown: all kept); [2 MiB, 4 MiB) free.
         assert_eq!(m.used, ExtentMap::single(0, 2 << 20));
     }

@@ -3,6 +3,8 @@
 //! Every on-disk number is hostile until checked: these helpers never panic on short buffers,
 //! they return `None`/zero-filled results the caller has to handle.
 
+use crate::checksum::hex;
+
 /// Little-endian u16 at `off`, or `None` if the buffer is too short.
 pub fn le16(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_le_bytes(
@@ -43,8 +45,12 @@ pub fn be64(b: &[u8], off: usize) -> Option<u64> {
 /// Formats 16 bytes as a lowercase RFC 4122 UUID string, in the byte order given.
 pub fn uuid_be(b: &[u8; 16]) -> String {
     format!(
-        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+        "{}-{}-{}-{}-{}",
+        hex(&b[..4]),
+        hex(&b[4..6]),
+        hex(&b[6..8]),
+        hex(&b[8..10]),
+        hex(&b[10..])
     )
 }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+use blockwise::checksum::crc32c;
 use blockwise::fs::{self, Usage};
 use blockwise::io::file::FileSource;
 use blockwise::io::ReadAt;
@@ -177,7 +178,7 @@ fn xfs_case(mkfs: &str, kernel_may_refuse: bool) {
         return;
     };
     let (info, u) = map_of(&img);
-    assert_eq!(info.fs_type, "xfs");
+    assert_eq!(info.fs_type.name(), "xfs");
     assert!(u.from_fs, "XFS map fell back: {:?}", u.warnings);
     // Tightness: used blocks per xfs_db (dblocks - fdblocks) include the log.
     let out = sh(&format!(
@@ -263,7 +264,7 @@ fn btrfs_case(mkfs: &str) {
         return;
     };
     let (info, u) = map_of(&img);
-    assert_eq!(info.fs_type, "btrfs");
+    assert_eq!(info.fs_type.name(), "btrfs");
     assert!(u.from_fs, "btrfs map fell back: {:?}", u.warnings);
     let alloc: u64 = std::fs::read_to_string(d.path().join("allocated"))
         .unwrap()
@@ -350,22 +351,6 @@ fn btrfs_corrupt_inputs_keep_everything() {
             patches: resign(&|b| b[at - 65536] ^= (x >> 40) as u8 | 1),
         });
     }
-}
-
-/// CRC32C (Castagnoli), bitwise: test-only, speed irrelevant.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
 }
 
 type Patches = Vec<(u64, Vec<u8>)>;
@@ -526,7 +511,7 @@ fn f2fs_restore_proof() {
         "dump of the original image",
     );
     let (info, u) = map_of(&img);
-    assert_eq!(info.fs_type, "f2fs");
+    assert_eq!(info.fs_type.name(), "f2fs");
     assert!(u.from_fs, "F2FS map fell back: {:?}", u.warnings);
     let data: u64 = expected.len() as u64 * 4096 + (4 * (16 << 20));
     eprintln!(
@@ -682,7 +667,7 @@ fn iso9660_restore_proof() {
         src.display()
     ));
     let (info, u) = map_of(&img);
-    assert_eq!(info.fs_type, "iso9660");
+    assert_eq!(info.fs_type.name(), "iso9660");
     assert!(u.from_fs);
     let Some((t, lp)) = restore_onto_random(&img, &u.used) else {
         return;

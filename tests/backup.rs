@@ -144,9 +144,8 @@ fn inspect_of_an_archive_reads_a_small_fraction_and_matches_the_raw_image() {
         let src: Arc<dyn ReadAt> = counted.clone();
         let opened = format::open_source(src, name, &OpenOptions::default()).unwrap();
         assert!(opened.random_access(), "{name} is read with random access");
-        let r = blockwise::inspect::inspect_source(opened.source.clone(), None, "c".into(), vec![])
-            .unwrap();
-        let raw = blockwise::inspect::inspect_path(&img).unwrap();
+        let r = blockwise::report::inspect_source(opened.source.clone(), None, "c").unwrap();
+        let raw = blockwise::report::inspect_path(&img).unwrap();
         assert_eq!(r.partitions.len(), raw.partitions.len());
         assert_eq!(
             r.usage.as_ref().map(|u| u.mapped),

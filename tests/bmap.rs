@@ -166,9 +166,8 @@ fn bmaptool_copies_with_our_filesystem_bmap() {
     let img = unpack_sample(dir.path());
     let data = std::fs::read(&img).unwrap();
     let src: Arc<dyn ReadAt> = Arc::new(MemSource(data.clone()));
-    let report =
-        blockwise::inspect::inspect_source(src.clone(), None, "card".into(), vec![]).unwrap();
-    let map = blockwise::map::image_map(&src, &report);
+    let scan = blockwise::scan::scan_source(src.clone(), None).unwrap();
+    let map = blockwise::map::image_map(&scan).unwrap();
     let size = data.len() as u64;
     let ranges = block_ranges(size, &map.used, 4096);
     let ck = bmap::range_checksums(&*src, &ranges, 4096, size).unwrap();

@@ -183,7 +183,7 @@ fn blkid_corpus_score() {
                 let len = mem.size().saturating_sub(off);
                 let dev = Slice::new(mem, off, len);
                 match blockwise::fs::probe_all(&dev) {
-                    Ok(Some(fs)) => show(fs.fs_type, &fs.label, &fs.uuid),
+                    Ok(Some(fs)) => show(fs.fs_type.name(), &fs.label, &fs.uuid),
                     Ok(None) => "(none)".to_string(),
                     Err(e) => format!("(error: {e})"),
                 }

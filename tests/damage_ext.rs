@@ -482,8 +482,8 @@ fn damage(fs: &Fs, cfg: &Cfg, kind: Kind, rng: &mut Rng) -> Option<String> {
 }
 
 /// What `blockwise` maps for the image (the whole pipeline: layout, probe, map).
-fn map_of(img: &Path) -> (ExtentMap, blockwise::inspect::Report) {
-    let r = blockwise::inspect::inspect_path(img).unwrap();
+fn map_of(img: &Path) -> (ExtentMap, blockwise::report::Report) {
+    let r = blockwise::report::inspect_path(img).unwrap();
     let m = r.usage.as_ref().unwrap().used.clone();
     (m, r)
 }

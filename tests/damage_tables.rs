@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use blockwise::inspect::inspect_path;
+use blockwise::report::inspect_path;
 use common::{have, have_all, sh};
 
 fn put_u32(b: &mut [u8], off: usize, v: u32) {
@@ -74,7 +74,7 @@ fn fill_ext(img: &Path, offset: u64, len: u64, args: &str, mb: usize) {
     ));
 }
 
-fn mapped(img: &Path) -> (u64, u64, blockwise::inspect::Report) {
+fn mapped(img: &Path) -> (u64, u64, blockwise::report::Report) {
     let r = inspect_path(img).unwrap();
     let u = r.usage.as_ref().unwrap();
     (u.mapped, u.image_size, r)
@@ -237,7 +237,10 @@ fn empty_mbr_in_front_of_a_whole_disk_ext2() {
     }
     let (m, size, r) = mapped(&img);
     assert!(m < size / 2 && m > 4 << 20, "{m} of {size}");
-    assert_eq!(r.whole_disk.as_ref().map(|f| f.fs_type), Some("ext2"));
+    assert_eq!(
+        r.whole_disk.as_ref().map(|f| f.fs_type.name()),
+        Some("ext2")
+    );
     assert_eq!(
         blockwise_headline(&img),
         format!(

@@ -8,9 +8,9 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use blockwise::inspect::{inspect_path, inspect_source};
 use blockwise::io::{Counting, ReadAt};
 use blockwise::layout::{PartKind, TableKind};
+use blockwise::report::{inspect_path, inspect_source};
 use common::*;
 
 #[test]
@@ -33,12 +33,12 @@ fn sample_card_is_reported_correctly() {
         }
     ));
     let f1 = p1.filesystem.as_ref().expect("FAT32 found");
-    assert_eq!(f1.fs_type, "vfat");
+    assert_eq!(f1.fs_type.name(), "vfat");
     assert_eq!(f1.label.as_deref(), Some("bootfs"));
     assert_eq!(f1.uuid.as_deref(), Some("5EED-B007"));
     assert_eq!(f1.version.as_deref(), Some("FAT32"));
     let f2 = p2.filesystem.as_ref().expect("ext4 found");
-    assert_eq!(f2.fs_type, "ext4");
+    assert_eq!(f2.fs_type.name(), "ext4");
     assert_eq!(f2.label.as_deref(), Some("rootfs"));
     assert_eq!(
         f2.uuid.as_deref(),
@@ -52,7 +52,7 @@ fn sample_card_is_reported_correctly() {
         for p in &r.partitions {
             let kv = blkid(&img, Some(p.start));
             let f = p.filesystem.as_ref().unwrap();
-            assert_eq!(get(&kv, "ID_FS_TYPE"), Some(f.fs_type));
+            assert_eq!(get(&kv, "ID_FS_TYPE"), Some(f.fs_type.name()));
             assert_eq!(get(&kv, "ID_FS_LABEL"), f.label.as_deref());
             assert_eq!(get(&kv, "ID_FS_UUID"), f.uuid.as_deref());
         }
@@ -71,7 +71,7 @@ fn compressed_sample_matches_raw() {
         Some(blockwise::format::Format::Xz)
     );
     assert_eq!(a.image_size, b.image_size);
-    let fs = |r: &blockwise::inspect::Report| {
+    let fs = |r: &blockwise::report::Report| {
         r.partitions
             .iter()
             .map(|p| {
@@ -182,11 +182,11 @@ fn sparse_32gib_gpt_ext4_inspects_fast_reading_few_mib() {
     let len = f.metadata().unwrap().len();
     let counting = Arc::new(Counting::new(PlainFile(f, len)));
     let t = Instant::now();
-    let r = inspect_source(counting.clone(), None, "big.img".into(), vec![]).unwrap();
+    let r = inspect_source(counting.clone(), None, "big.img").unwrap();
     let took = t.elapsed();
     assert_eq!(r.layout.table, TableKind::Gpt);
     let fs = r.partitions[0].filesystem.as_ref().expect("ext4");
-    assert_eq!(fs.fs_type, "ext4");
+    assert_eq!(fs.fs_type.name(), "ext4");
     assert_eq!(fs.label.as_deref(), Some("big"));
     let read = counting.bytes_read();
     eprintln!(
@@ -217,7 +217,7 @@ fn isohybrid_iso_with_bios_and_uefi_entries() {
     ));
     let r = inspect_path(&dir.path().join("hybrid.iso")).unwrap();
     let iso = r.whole_disk.as_ref().expect("ISO9660 over the whole image");
-    assert_eq!(iso.fs_type, "iso9660");
+    assert_eq!(iso.fs_type.name(), "iso9660");
     assert_eq!(iso.label.as_deref(), Some("HYBRID_TEST"));
     assert!(r.boot.isohybrid, "{:#?}", r.boot);
     let plats: Vec<&str> = r
@@ -237,7 +237,10 @@ fn isohybrid_iso_with_bios_and_uefi_entries() {
         .iter()
         .find(|p| r.boot.esp.contains(&p.index))
         .unwrap();
-    assert_eq!(esp.filesystem.as_ref().map(|f| f.fs_type), Some("vfat"));
+    assert_eq!(
+        esp.filesystem.as_ref().map(|f| f.fs_type.name()),
+        Some("vfat")
+    );
     assert!(
         r.boot.notes.iter().any(|n| n.contains("written raw")),
         "{:?}",
@@ -259,7 +262,10 @@ fn plain_iso_without_table_is_not_usb_bootable() {
     ));
     let r = inspect_path(&dir.path().join("plain.iso")).unwrap();
     assert_eq!(r.layout.table, TableKind::None);
-    assert_eq!(r.whole_disk.as_ref().map(|f| f.fs_type), Some("iso9660"));
+    assert_eq!(
+        r.whole_disk.as_ref().map(|f| f.fs_type.name()),
+        Some("iso9660")
+    );
     assert!(!r.boot.isohybrid);
     assert!(
         r.boot.notes.iter().any(|n| n.contains("will not boot")),
@@ -297,7 +303,7 @@ fn truncated_sample_warns_and_mutations_never_panic() {
     let full = std::fs::read(&img).unwrap();
     // Cut inside the ext4 partition: the report must say the image is truncated.
     let cut = blockwise::io::MemSource(full[..100 << 20].to_vec());
-    let r = inspect_source(Arc::new(cut), None, "cut".into(), vec![]).unwrap();
+    let r = inspect_source(Arc::new(cut), None, "cut").unwrap();
     assert!(
         r.warnings.iter().any(|w| w.contains("past the end")),
         "{:?}",
@@ -324,12 +330,7 @@ fn truncated_sample_warns_and_mutations_never_panic() {
             let i = s + (next() as usize % l);
             m[i] = next() as u8;
         }
-        let _ = inspect_source(
-            Arc::new(blockwise::io::MemSource(m)),
-            None,
-            "m".into(),
-            vec![],
-        );
+        let _ = inspect_source(Arc::new(blockwise::io::MemSource(m)), None, "m");
     }
 }
 

@@ -7,9 +7,9 @@ mod common;
 
 use std::sync::Arc;
 
-use blockwise::inspect::inspect_source;
 use blockwise::io::{MemSource, ReadAt};
 use blockwise::map::image_map;
+use blockwise::scan::scan_source;
 use common::*;
 
 #[test]
@@ -21,8 +21,8 @@ fn sample_card_restores_from_mapped_ranges_only() {
     let img = unpack_sample(dir.path());
     let data = std::fs::read(&img).unwrap();
     let src: Arc<dyn ReadAt> = Arc::new(MemSource(data.clone()));
-    let report = inspect_source(src.clone(), None, "card".into(), vec![]).unwrap();
-    let map = image_map(&src, &report);
+    let scan = scan_source(src.clone(), None).unwrap();
+    let map = image_map(&scan).unwrap();
     eprintln!(
         "mapped {} of {} bytes ({:.1}%) in {} ranges",
         map.mapped,
@@ -40,8 +40,14 @@ fn sample_card_restores_from_mapped_ranges_only() {
     let target = tdir.path().join("target.img");
     drop(lp);
     let parts = [
-        (report.partitions[0].start, report.partitions[0].size),
-        (report.partitions[1].start, report.partitions[1].size),
+        (
+            scan.layout.partitions[0].start,
+            scan.layout.partitions[0].size,
+        ),
+        (
+            scan.layout.partitions[1].start,
+            scan.layout.partitions[1].size,
+        ),
     ];
     assert_card_equivalent(&img, &target, &parts);
 }

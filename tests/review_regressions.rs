@@ -115,7 +115,7 @@ fn isohybrid_probe_read_error_is_a_warning() {
         inner: MemSource(img),
         fail_from: 32 * 1024,
     });
-    let r = blockwise::inspect::inspect_source(src, None, "t".into(), vec![]).unwrap();
+    let r = blockwise::report::inspect_source(src, None, "t").unwrap();
     assert!(
         r.warnings.iter().any(|w| w.contains("injected read error")),
         "{:?}",
@@ -232,8 +232,7 @@ fn gpt_backup_is_not_unpartitioned_tail() {
     let sectors = 2048u64;
     // The partition fills the usable area exactly: nothing is free after it.
     let img = gpt_image(sectors, 34, sectors - 34);
-    let r = blockwise::inspect::inspect_source(Arc::new(MemSource(img)), None, "t".into(), vec![])
-        .unwrap();
+    let r = blockwise::report::inspect_source(Arc::new(MemSource(img)), None, "t").unwrap();
     assert_eq!(
         r.layout.table,
         blockwise::layout::TableKind::Gpt,
@@ -244,8 +243,7 @@ fn gpt_backup_is_not_unpartitioned_tail() {
     assert_eq!(r.unpartitioned_tail, 0);
     // With 100 free sectors before the backup, exactly those are reported.
     let img = gpt_image(sectors, 34, sectors - 134);
-    let r = blockwise::inspect::inspect_source(Arc::new(MemSource(img)), None, "t".into(), vec![])
-        .unwrap();
+    let r = blockwise::report::inspect_source(Arc::new(MemSource(img)), None, "t").unwrap();
     assert_eq!(r.unpartitioned_tail, 100 * 512);
 }
 
@@ -255,8 +253,7 @@ fn gpt_backup_is_not_unpartitioned_tail() {
 fn esp_without_fat_is_a_warning_not_a_boot_claim() {
     let mut img = vec![0u8; 4 << 20];
     img[..512].copy_from_slice(&mbr_with(&[(0, 0xef, 2048, 4096)]));
-    let r = blockwise::inspect::inspect_source(Arc::new(MemSource(img)), None, "t".into(), vec![])
-        .unwrap();
+    let r = blockwise::report::inspect_source(Arc::new(MemSource(img)), None, "t").unwrap();
     assert_eq!(r.boot.esp, vec![1]);
     assert!(
         !r.boot.notes.iter().any(|n| n.contains("UEFI can boot")),
@@ -280,8 +277,7 @@ fn hybrid_mbr_active_note_names_the_slot() {
     let mut img = gpt_image(sectors, 34, sectors - 34);
     let mbr = mbr_with(&[(0, 0xee, 1, 33), (0x80, 0x0c, 34, 100)]);
     img[..512].copy_from_slice(&mbr);
-    let r = blockwise::inspect::inspect_source(Arc::new(MemSource(img)), None, "t".into(), vec![])
-        .unwrap();
+    let r = blockwise::report::inspect_source(Arc::new(MemSource(img)), None, "t").unwrap();
     assert_eq!(r.layout.table, blockwise::layout::TableKind::Gpt);
     assert_eq!(r.boot.active_partition, Some(2));
     assert!(

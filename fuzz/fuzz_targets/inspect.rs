@@ -11,7 +11,7 @@ use libfuzzer_sys::fuzz_target;
 
 fn run(data: Vec<u8>) {
     let src = Arc::new(MemSource(data));
-    let _ = blockwise::inspect::inspect_source(src, None, "fuzz".into(), Vec::new());
+    let _ = blockwise::report::inspect_source(src, None, "fuzz");
 }
 
 fuzz_target!(|data: &[u8]| {

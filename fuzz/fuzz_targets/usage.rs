@@ -7,24 +7,13 @@ use blockwise::fs;
 use blockwise::io::{MemSource, ReadAt};
 use libfuzzer_sys::fuzz_target;
 
-type UsedFn = fn(&dyn ReadAt) -> blockwise::Result<fs::Usage>;
-const READERS: &[UsedFn] = &[
-    fs::ext::used,
-    fs::fat::used,
-    fs::exfat::used,
-    fs::ntfs::used,
-    fs::xfs::used,
-    fs::btrfs::used,
-    fs::f2fs::used,
-    fs::swap::used,
-    fs::squashfs::used,
-    fs::iso9660::used,
-    fs::udf::used,
-];
-
 fuzz_target!(|data: &[u8]| {
     let src = MemSource(data.to_vec());
-    for used in READERS {
+    // Each driver has one reader, shared by all the types it reports (ext2-4, squashfs 3/4).
+    for used in fs::DRIVERS
+        .iter()
+        .filter_map(|d| d.types.iter().find_map(|(_, u)| *u))
+    {
         let _ = used(&src);
     }
     if let Ok(Some(info)) = fs::probe_all(&src) {

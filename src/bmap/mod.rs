@@ -164,15 +164,7 @@ fn range_checksums_progress(
         .collect()
 }
 
-/// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
+pub use crate::checksum::hex;
 
 /// The data (non-hole) ranges of a local file, as `bmaptool create` maps an image: every
 /// block the filesystem stores, zero or not. Used for `--from holes` interoperability.

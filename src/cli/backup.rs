@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use blockwise::archive::{self, ArchiveFormat, BackupOptions, CodecOptions};
-use blockwise::inspect::open_and_inspect_with_reads;
+use blockwise::format::OpenOptions;
 use blockwise::io::atomic::AtomicFile;
 use blockwise::io::{DirectBlockDevice, ReadAt};
+use blockwise::scan::open_and_scan_with_reads;
 use blockwise::util::human_bytes;
 use blockwise::ExtentMap;
 
@@ -50,19 +51,16 @@ struct Summary {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let (opened, report, hot) = open_and_inspect_with_reads(&a.src)
+    let (opened, scan, hot) = open_and_scan_with_reads(&a.src, &OpenOptions::default())
         .with_context(|| format!("cannot read {}", a.src.display()))?;
-    if !report.contents_decoded {
+    if !scan.decoded {
         bail!(
             "{}: {} contents are not decoded by this version; convert it to a raw image first",
             a.src.display(),
             opened.payload_format().name()
         );
     }
-    let usage = report
-        .usage
-        .as_ref()
-        .context("internal error: no usage map")?;
+    let usage = blockwise::map::image_map(&scan).context("internal error: no usage map")?;
     let format = a
         .format
         .or_else(|| ArchiveFormat::from_name(&a.dest))
@@ -74,7 +72,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         check_not_mounted(&a.src, a.allow_mounted)?;
     }
     let level = a.level.unwrap_or_else(|| format.default_level());
-    let mut warnings = report.warnings.clone();
+    let mut warnings = blockwise::report::warnings(&opened, &scan, Some(&usage));
     let mut notes: Vec<String> = Vec::new();
 
     // Long sequential reads of a device bypass the page cache.

@@ -8,7 +8,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use blockwise::bmap::{self, BmapWriteOptions};
 use blockwise::format::Format;
-use blockwise::inspect::open_and_inspect;
+use blockwise::format::OpenOptions;
+use blockwise::scan::open_and_scan;
 use blockwise::util::human_bytes;
 
 use super::{exit, MapFrom};
@@ -29,9 +30,10 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         );
     }
     let t0 = Instant::now();
-    let (opened, report) =
-        open_and_inspect(&a.image).with_context(|| format!("cannot read {}", a.image.display()))?;
-    if !report.contents_decoded {
+    let (opened, scan) = open_and_scan(&a.image, &OpenOptions::default())
+        .with_context(|| format!("cannot read {}", a.image.display()))?;
+    let image_map = blockwise::map::image_map(&scan);
+    if !scan.decoded {
         bail!(
             "{}: {} contents are not decoded by this version; convert it to a raw image first",
             a.image.display(),
@@ -54,14 +56,13 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     }
     let src = opened.source.clone();
     let map = match a.from {
-        MapFrom::Fs => report
-            .usage
+        MapFrom::Fs => image_map
             .as_ref()
             .map(|u| u.used.clone())
             .context("no usage map")?,
         MapFrom::Holes => holes_map(&a.image, &opened)?,
     };
-    for w in &report.warnings {
+    for w in &blockwise::report::warnings(&opened, &scan, image_map.as_ref()) {
         eprintln!("blockwise: warning: {w}");
     }
     let opts = BmapWriteOptions {

@@ -8,7 +8,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use blockwise::inspect::inspect_path;
+use blockwise::report::inspect_path;
 
 /// The sample card image: MBR, bootloader blob at sector 16, FAT32 boot + ext4 root.
 static SAMPLE_XZ: &[u8] = include_bytes!("../../samples/card.img.xz");

@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::Context;
 use blockwise::format::Format;
 use blockwise::fs::FsInfo;
-use blockwise::inspect::{inspect_path, Report};
 use blockwise::layout::{PartKind, TableKind};
+use blockwise::report::{inspect_path, Report};
 use blockwise::util::human_bytes;
 
 use super::exit;
@@ -105,15 +105,7 @@ pub fn headline(r: &Report) -> String {
 }
 
 fn has_protective_entry(r: &Report) -> bool {
-    r.partitions.iter().any(|p| {
-        matches!(
-            p.kind,
-            PartKind::Mbr {
-                type_code: 0xee,
-                ..
-            }
-        )
-    })
+    r.partitions.iter().any(|p| p.kind.is_protective())
 }
 
 fn plural(n: usize) -> &'static str {

@@ -1,6 +1,7 @@
 //! btrfs superblock probe (primary copy at 64 KiB).
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
+use crate::checksum::crc32c;
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64, uuid_be};
@@ -42,10 +43,9 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         ));
     }
     let mut info = FsInfo {
-        fs_type: "btrfs",
         block_size: sector_ok.then_some(sectorsize),
         warnings,
-        ..Default::default()
+        ..FsInfo::new(FsType::Btrfs)
     };
     let uuid_at = |o: usize| {
         let mut u = [0u8; 16];
@@ -79,7 +79,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     }
     if le16(&sb, 0xC4) == Some(CSUM_CRC32C) {
         let stored = g32(0);
-        let computed = !super::ext::crc32c_raw(!0, sb.get(0x20..).unwrap_or(&[]));
+        let computed = crc32c(sb.get(0x20..).unwrap_or(&[]));
         if stored != computed {
             info.warnings.push(format!(
                 "superblock checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
@@ -191,7 +191,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         ));
     }
     let stored = le32(&sb, 0).unwrap_or(0);
-    if stored != !super::ext::crc32c_raw(!0, &sb[0x20..]) {
+    if stored != crc32c(&sb[0x20..]) {
         return Err(crate::Error::corrupt(
             "btrfs superblock",
             "checksum mismatch",
@@ -260,7 +260,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         let phys = map_logical(&sys, logical, nodesize)?;
         let node = dev.read_vec(phys, nodesize as usize)?;
         let stored = le32(&node, 0).unwrap_or(0);
-        if stored != !super::ext::crc32c_raw(!0, &node[0x20..]) {
+        if stored != crc32c(&node[0x20..]) {
             return Err(btrfs_corrupt(format!("node {logical}: checksum mismatch")));
         }
         if node[0x20..0x30] != *fsid || le64(&node, 48) != Some(logical) || node[100] != level {

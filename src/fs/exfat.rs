@@ -4,7 +4,7 @@
 //! verified; a mismatch is reported as a warning because the main boot sector itself already
 //! passed every structural check.
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64};
@@ -50,14 +50,13 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let serial = le32(&bs, 0x64).unwrap_or(0).to_le_bytes();
 
     let mut info = FsInfo {
-        fs_type: "exfat",
         block_size: Some(cluster as u32),
         version: Some(format!("{}.{}", g8(0x69), g8(0x68))),
         uuid: Some(format!(
             "{:02X}{:02X}-{:02X}{:02X}",
             serial[3], serial[2], serial[1], serial[0]
         )),
-        ..Default::default()
+        ..FsInfo::new(FsType::Exfat)
     };
     match volume_sectors.checked_mul(sector) {
         Some(bytes) if volume_sectors > 0 => {

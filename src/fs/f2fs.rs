@@ -1,6 +1,7 @@
 //! F2FS superblock probe (at byte 1024; a backup follows one block later).
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
+use crate::checksum::crc32_raw;
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64, utf16le_z, uuid_be};
@@ -31,14 +32,13 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let block_size = 1u32 << log_block;
     let block_count = le64(&sb, 36).unwrap_or(0);
     let mut info = FsInfo {
-        fs_type: "f2fs",
         block_size: Some(block_size),
         version: Some(format!(
             "{}.{}",
             le16(&sb, 4).unwrap_or(0),
             le16(&sb, 6).unwrap_or(0)
         )),
-        ..Default::default()
+        ..FsInfo::new(FsType::F2fs)
     };
     let mut uuid = [0u8; 16];
     if let Some(b) = sb.get(108..124) {
@@ -84,18 +84,7 @@ fn f2fs_corrupt(d: impl Into<String>) -> crate::Error {
 
 /// F2FS's checksum: reflected CRC-32 (IEEE) seeded with the magic, no final inversion.
 fn f2fs_crc(data: &[u8]) -> u32 {
-    let mut c = MAGIC;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xEDB8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    c
+    crc32_raw(MAGIC, data)
 }
 
 /// MSB-first bit test, as F2FS lays out its bitmaps.

@@ -9,7 +9,7 @@
 //! Windows and `blkid` show; the copy in the boot sector is often stale.
 
 use super::xcheck::Unmapped;
-use super::FsInfo;
+use super::{FsInfo, FsType};
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
@@ -151,10 +151,9 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let ebpb = if g.fat32 { 0x40 } else { 0x24 };
     let sig = bs.get(ebpb + 2).copied().unwrap_or(0);
     let mut info = FsInfo {
-        fs_type: "vfat",
         version: Some(version.to_string()),
         block_size: Some(g.cluster_bytes()),
-        ..Default::default()
+        ..FsInfo::new(FsType::Vfat)
     };
     if sig == 0x29 || sig == 0x28 {
         if let Some(s) = bs.get(ebpb + 3..ebpb + 7) {

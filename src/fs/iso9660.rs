@@ -5,7 +5,7 @@
 //! of them; when the PVD's 32-byte identifier is the same name in d-characters, its tail is
 //! appended). UUID is the PVD modification (else creation) date as `YYYY-MM-DD-HH-MM-SS-CC`.
 
-use super::{BootEntry, FsInfo};
+use super::{BootEntry, FsInfo, FsType};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, le16, le32};
 
@@ -64,8 +64,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     }
 
     let mut info = FsInfo {
-        fs_type: "iso9660",
-        ..Default::default()
+        ..FsInfo::new(FsType::Iso9660)
     };
 
     let iso_label = pvd.get(40..72).unwrap_or_default();

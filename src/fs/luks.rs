@@ -5,7 +5,7 @@
 //! from it as blkid does. Cipher and payload offset go into `features`; LUKS2 keeps those in
 //! its JSON area, which is read with a hard size bound.
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64};
 
@@ -63,9 +63,8 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
 
 fn luks1(h: &[u8]) -> FsInfo {
     let mut info = FsInfo {
-        fs_type: "crypto_LUKS",
         version: Some("1".into()),
-        ..Default::default()
+        ..FsInfo::new(FsType::CryptoLuks)
     };
     let uuid = cstr(h.get(168..208).unwrap_or_default());
     info.uuid = (!uuid.is_empty()).then_some(uuid);
@@ -86,9 +85,8 @@ fn luks1(h: &[u8]) -> FsInfo {
 
 fn luks2(dev: &dyn ReadAt, h: &[u8], at: u64) -> FsInfo {
     let mut info = FsInfo {
-        fs_type: "crypto_LUKS",
         version: Some("2".into()),
-        ..Default::default()
+        ..FsInfo::new(FsType::CryptoLuks)
     };
     let label = cstr(h.get(24..72).unwrap_or_default());
     info.label = (!label.is_empty()).then_some(label);

@@ -1,6 +1,7 @@
 //! LVM2 physical volume label ("LABELONE" in one of the first four sectors).
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
+use crate::checksum::crc32_raw;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le32, le64};
 
@@ -9,11 +10,7 @@ const LVM_CRC_SEED: u32 = 0xf597_a6cf;
 
 /// LVM's CRC-32 variant over `b`.
 fn lvm_crc(b: &[u8]) -> u32 {
-    // crc32fast inverts before and after; pre-inverting the seed and inverting the result
-    // leaves the plain table-driven update LVM uses.
-    let mut h = crc32fast::Hasher::new_with_initial(!LVM_CRC_SEED);
-    h.update(b);
-    !h.finalize()
+    crc32_raw(LVM_CRC_SEED, b)
 }
 
 /// Recognises an LVM2 physical volume in `dev`.
@@ -31,9 +28,8 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
             continue;
         }
         let mut info = FsInfo {
-            fs_type: "LVM2_member",
             version: Some("LVM2 001".into()),
-            ..Default::default()
+            ..FsInfo::new(FsType::Lvm2Member)
         };
         if le32(label, 16) != Some(lvm_crc(&label[20..])) {
             info.warnings.push("LVM label CRC mismatch".into());

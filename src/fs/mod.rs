@@ -1,11 +1,19 @@
-//! Filesystem probes: recognise a filesystem from its superblock and report its identity.
+//! Filesystems: recognise one from its superblock, report its identity, and read which of its
+//! bytes are in use.
 //!
 //! One file per filesystem. Each exposes `pub fn probe(dev: &dyn ReadAt) -> Result<Option<FsInfo>>`
 //! where `dev` is the partition (or whole image) as its own source starting at offset 0.
 //! `Ok(None)` means "not this filesystem"; a recognised but damaged superblock gives `Some`
-//! with warnings (or `Err(Error::Corrupt)` when nothing sensible can be said).
+//! with warnings (or `Err(Error::Corrupt)` when nothing sensible can be said). Formats whose
+//! allocation map blockwise reads also expose `pub fn used(dev) -> Result<Usage>`.
+//!
+//! [`DRIVERS`] is the one table that ties them together: the probe order, the [`FsType`]s each
+//! probe reports, and how each type's allocation map is read. Adding a filesystem is one new
+//! file, its [`FsType`] variant(s) and one row there.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
 
 use crate::extent::ExtentMap;
 use crate::io::ReadAt;
@@ -25,12 +33,197 @@ pub mod udf;
 pub(crate) mod xcheck;
 pub mod xfs;
 
+/// Defines [`FsType`] from one list, so its variants, [`FsType::ALL`] and the `blkid` names
+/// cannot drift apart.
+macro_rules! fs_types {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// A filesystem or volume format blockwise recognises. Shown and serialised as
+        /// `blkid` names it ([`FsType::name`]).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum FsType {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl FsType {
+            /// Every type, for tables and tests that must cover them all.
+            pub const ALL: &'static [FsType] = &[$(FsType::$variant,)*];
+
+            /// The name `blkid` gives the type (its `TYPE=`), which the JSON output carries.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(FsType::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+fs_types! {
+    /// ext2: no journal, only ext2's features.
+    Ext2 => "ext2",
+    /// ext3: a journal, only ext3's features.
+    Ext3 => "ext3",
+    /// ext4 (anything newer than ext3).
+    Ext4 => "ext4",
+    /// ext4 with the test-filesystem flag set.
+    Ext4Dev => "ext4dev",
+    /// An external ext3/ext4 journal device.
+    Jbd => "jbd",
+    /// FAT12, FAT16 or FAT32.
+    Vfat => "vfat",
+    /// exFAT.
+    Exfat => "exfat",
+    /// NTFS.
+    Ntfs => "ntfs",
+    /// XFS.
+    Xfs => "xfs",
+    /// An external XFS log device.
+    XfsExternalLog => "xfs_external_log",
+    /// btrfs.
+    Btrfs => "btrfs",
+    /// F2FS.
+    F2fs => "f2fs",
+    /// A swap area.
+    Swap => "swap",
+    /// A swap area holding a hibernation image.
+    Swsuspend => "swsuspend",
+    /// squashfs version 4.
+    Squashfs => "squashfs",
+    /// squashfs before version 4.
+    Squashfs3 => "squashfs3",
+    /// ISO9660.
+    Iso9660 => "iso9660",
+    /// UDF.
+    Udf => "udf",
+    /// A LUKS1 or LUKS2 encrypted volume.
+    CryptoLuks => "crypto_LUKS",
+    /// An LVM2 physical volume.
+    Lvm2Member => "LVM2_member",
+}
+
+impl FsType {
+    /// How this type's allocation map is read; `None` when its contents are opaque to
+    /// blockwise (every byte is then kept).
+    pub fn used_fn(self) -> Option<UsedFn> {
+        DRIVERS
+            .iter()
+            .flat_map(|d| d.types)
+            .find(|(t, _)| *t == self)
+            .and_then(|(_, used)| *used)
+    }
+}
+
+impl fmt::Display for FsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for FsType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// A probe: recognises its format in a volume (`Ok(None)`: not this format).
+pub type ProbeFn = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
+
+/// An allocation-map reader: the bytes of a volume its filesystem needs.
+pub type UsedFn = fn(&dyn ReadAt) -> crate::Result<Usage>;
+
+/// One row of the driver table.
+#[derive(Clone, Copy, Debug)]
+pub struct Driver {
+    /// Recognises the format.
+    pub probe: ProbeFn,
+    /// Every type `probe` can report, each with the reader of its allocation map (`None`:
+    /// the contents are opaque to blockwise and every byte is kept).
+    pub types: &'static [(FsType, Option<UsedFn>)],
+}
+
+/// The filesystem drivers, in probe order: formats whose magic sits deep in the volume are
+/// tried before those with weak signatures at offset 0, so the first match is the right one.
+pub static DRIVERS: &[Driver] = &[
+    // blkid lets RAID-usage signatures (LVM PV) win over everything else.
+    Driver {
+        probe: lvm::probe,
+        types: &[(FsType::Lvm2Member, None)],
+    },
+    Driver {
+        probe: luks::probe_primary,
+        types: &[(FsType::CryptoLuks, None)],
+    },
+    Driver {
+        probe: swap::probe,
+        // A hibernation image is live data: every page is kept.
+        types: &[(FsType::Swap, Some(swap::used)), (FsType::Swsuspend, None)],
+    },
+    Driver {
+        probe: btrfs::probe,
+        types: &[(FsType::Btrfs, Some(btrfs::used))],
+    },
+    Driver {
+        probe: xfs::probe,
+        types: &[
+            (FsType::Xfs, Some(xfs::used)),
+            (FsType::XfsExternalLog, None),
+        ],
+    },
+    Driver {
+        probe: ext::probe,
+        types: &[
+            (FsType::Ext2, Some(ext::used)),
+            (FsType::Ext3, Some(ext::used)),
+            (FsType::Ext4, Some(ext::used)),
+            (FsType::Ext4Dev, Some(ext::used)),
+            (FsType::Jbd, None),
+        ],
+    },
+    Driver {
+        probe: f2fs::probe,
+        types: &[(FsType::F2fs, Some(f2fs::used))],
+    },
+    Driver {
+        probe: squashfs::probe,
+        types: &[
+            (FsType::Squashfs, Some(squashfs::used)),
+            (FsType::Squashfs3, Some(squashfs::used)),
+        ],
+    },
+    Driver {
+        probe: udf::probe,
+        types: &[(FsType::Udf, Some(udf::used))],
+    },
+    Driver {
+        probe: iso9660::probe,
+        types: &[(FsType::Iso9660, Some(iso9660::used))],
+    },
+    Driver {
+        probe: ntfs::probe,
+        types: &[(FsType::Ntfs, Some(ntfs::used))],
+    },
+    Driver {
+        probe: exfat::probe,
+        types: &[(FsType::Exfat, Some(exfat::used))],
+    },
+    Driver {
+        probe: fat::probe,
+        types: &[(FsType::Vfat, Some(fat::used))],
+    },
+    // A lone LUKS2 secondary header is often a leftover under a newer format; only believe
+    // it when nothing else claims the device.
+    Driver {
+        probe: luks::probe,
+        types: &[(FsType::CryptoLuks, None)],
+    },
+];
+
 /// Identity of a filesystem (or volume format such as LUKS, LVM PV, swap).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct FsInfo {
-    /// Type name as `blkid` spells it: ext2, ext3, ext4, vfat, exfat, ntfs, xfs, btrfs, f2fs,
-    /// swap, squashfs, iso9660, udf, crypto_LUKS, LVM2_member.
-    pub fs_type: &'static str,
+    /// The type (serialised as `blkid` spells it: ext2, ext3, ext4, vfat, exfat, ntfs, xfs,
+    /// btrfs, f2fs, swap, squashfs, iso9660, udf, crypto_LUKS, LVM2_member, ...).
+    pub fs_type: FsType,
     /// Volume label, if the format has one and it is set.
     pub label: Option<String>,
     /// UUID or serial, formatted as `blkid` prints it.
@@ -50,6 +243,21 @@ pub struct FsInfo {
 }
 
 impl FsInfo {
+    /// A filesystem of type `fs_type` about which nothing else is known yet.
+    pub fn new(fs_type: FsType) -> FsInfo {
+        FsInfo {
+            fs_type,
+            label: None,
+            uuid: None,
+            size: None,
+            block_size: None,
+            version: None,
+            features: Vec::new(),
+            boot_entries: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     /// Records the size the filesystem declares, warning when it is larger than the volume
     /// holding it (the usual sign of a truncated image).
     pub(crate) fn declare_size(&mut self, bytes: u64, volume: u64) {
@@ -82,33 +290,18 @@ pub struct BootEntry {
     pub sector_count: u16,
 }
 
-/// Tries every probe in an order that avoids false positives (formats whose magic sits deep
-/// in the volume are tried before those with weak signatures at offset 0), returning the first
-/// match.
+/// Tries every driver's probe in [`DRIVERS`] order, returning the first match.
 pub fn probe_all(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
-    type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
-    const PROBES: &[Probe] = &[
-        // blkid lets RAID-usage signatures (LVM PV) win over everything else.
-        lvm::probe,
-        luks::probe_primary,
-        swap::probe,
-        btrfs::probe,
-        xfs::probe,
-        ext::probe,
-        f2fs::probe,
-        squashfs::probe,
-        udf::probe,
-        iso9660::probe,
-        ntfs::probe,
-        exfat::probe,
-        fat::probe,
-        // A lone LUKS2 secondary header is often a leftover under a newer format; only
-        // believe it when nothing else claims the device.
-        luks::probe,
-    ];
-    for p in PROBES {
-        match p(dev) {
-            Ok(Some(info)) => return Ok(Some(info)),
+    for d in DRIVERS {
+        match (d.probe)(dev) {
+            Ok(Some(info)) => {
+                debug_assert!(
+                    d.types.iter().any(|(t, _)| *t == info.fs_type),
+                    "{} is missing from its driver's row",
+                    info.fs_type
+                );
+                return Ok(Some(info));
+            }
             Ok(None) => {}
             // A short read means the volume is too small for this format's superblock.
             Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
@@ -169,13 +362,15 @@ impl Usage {
 /// Why a filesystem's map is not cross-checked against file metadata (said by `inspect`):
 /// for these formats the map is either the whole volume, or used only in a state where the
 /// filesystem's own tools trust it (`spec/safety.md`).
-pub fn unchecked_reason(fs_type: &str) -> &'static str {
+pub fn unchecked_reason(fs_type: FsType) -> &'static str {
     match fs_type {
-        "xfs" => "XFS free-space B+trees, used only when the log is clean",
-        "btrfs" => "btrfs chunks: every allocated chunk is kept whole",
-        "f2fs" => "F2FS segment table, used only after a clean-unmount checkpoint",
-        "swap" => "swap: only the header page holds data",
-        "squashfs" | "squashfs3" | "iso9660" | "udf" => "read-only image: its whole extent is kept",
+        FsType::Xfs => "XFS free-space B+trees, used only when the log is clean",
+        FsType::Btrfs => "btrfs chunks: every allocated chunk is kept whole",
+        FsType::F2fs => "F2FS segment table, used only after a clean-unmount checkpoint",
+        FsType::Swap => "swap: only the header page holds data",
+        FsType::Squashfs | FsType::Squashfs3 | FsType::Iso9660 | FsType::Udf => {
+            "read-only image: its whole extent is kept"
+        }
         _ => "no file metadata is read for this format",
     }
 }
@@ -186,28 +381,17 @@ pub fn unchecked_reason(fs_type: &str) -> &'static str {
 /// warning. Bytes of the volume past the filesystem's declared size are kept too: nothing
 /// says they are free.
 pub fn usage(dev: &dyn ReadAt, info: &FsInfo) -> Usage {
-    type UsedFn = fn(&dyn ReadAt) -> crate::Result<Usage>;
     let size = dev.size();
-    let f: UsedFn = match info.fs_type {
-        "ext2" | "ext3" | "ext4" | "ext4dev" => ext::used,
-        "vfat" => fat::used,
-        "exfat" => exfat::used,
-        "ntfs" => ntfs::used,
-        "xfs" => xfs::used,
-        "btrfs" => btrfs::used,
-        "f2fs" => f2fs::used,
-        "swap" => swap::used,
-        "squashfs" | "squashfs3" => squashfs::used,
-        "iso9660" => iso9660::used,
-        "udf" => udf::used,
-        other => {
-            return Usage::everything(
-                size,
-                format!("{other}: contents are opaque to blockwise; every block is kept"),
-            )
-        }
+    let Some(used) = info.fs_type.used_fn() else {
+        return Usage::everything(
+            size,
+            format!(
+                "{}: contents are opaque to blockwise; every block is kept",
+                info.fs_type
+            ),
+        );
     };
-    let mut u = match f(dev) {
+    let mut u = match used(dev) {
         Ok(u) => u,
         Err(e) => {
             return Usage::everything(
@@ -228,4 +412,54 @@ pub fn usage(dev: &dyn ReadAt, info: &FsInfo) -> Usage {
     }
     u.used = u.used.clip(size);
     u
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_has_one_unique_name_and_a_driver() {
+        let mut names = std::collections::HashSet::new();
+        for &t in FsType::ALL {
+            assert!(names.insert(t.name()), "{t} named twice");
+            let rows: Vec<_> = DRIVERS
+                .iter()
+                .flat_map(|d| d.types)
+                .filter(|(x, _)| *x == t)
+                .collect();
+            assert!(!rows.is_empty(), "{t} has no driver");
+            // A type listed by two drivers (LUKS: primary header first, secondary last) must
+            // be read the same way whichever probe found it.
+            assert!(
+                rows.iter().all(|(_, u)| u.is_some() == rows[0].1.is_some()),
+                "{t} is read differently by its drivers"
+            );
+        }
+    }
+
+    #[test]
+    fn types_serialise_as_blkid_names() {
+        let info = FsInfo::new(FsType::CryptoLuks);
+        let v = serde_json::to_value(&info).unwrap();
+        assert_eq!(v["fs_type"], "crypto_LUKS");
+        assert_eq!(FsType::Lvm2Member.to_string(), "LVM2_member");
+    }
+
+    #[test]
+    fn opaque_types_keep_everything_with_the_type_named() {
+        let src = crate::io::MemSource(vec![0; 4096]);
+        for t in [FsType::Jbd, FsType::Swsuspend, FsType::CryptoLuks] {
+            let u = usage(&src, &FsInfo::new(t));
+            assert!(!u.from_fs);
+            assert_eq!(u.used.total(), 4096);
+            assert_eq!(
+                u.warnings,
+                [format!(
+                    "{}: contents are opaque to blockwise; every block is kept",
+                    t.name()
+                )]
+            );
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! protected by an update sequence array whose fixups must be applied before the attributes can
 //! be trusted.
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64};
@@ -85,10 +85,9 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let serial = le64(&bs, 0x48).unwrap_or(0);
 
     let mut info = FsInfo {
-        fs_type: "ntfs",
         block_size: Some(cluster as u32),
         uuid: (serial != 0).then(|| format!("{serial:016X}")),
-        ..Default::default()
+        ..FsInfo::new(FsType::Ntfs)
     };
     match total_sectors.checked_mul(sector_size) {
         Some(bytes) if total_sectors > 0 => {

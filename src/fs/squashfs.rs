@@ -3,7 +3,7 @@
 //! blkid calls version 4 "squashfs" and anything older "squashfs3"; neither has a label or UUID.
 //! The size is `bytes_used`, the end of the compressed image (everything after is padding).
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64, le16, le32, le64};
 
@@ -42,13 +42,17 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let (Some(major), Some(minor)) = (u16_at(28), u16_at(30)) else {
         return Ok(None);
     };
+    let fs_type = match major {
+        4 if !big_endian => FsType::Squashfs,
+        1..=3 => FsType::Squashfs3,
+        _ => return Ok(None),
+    };
     let mut info = FsInfo {
         version: Some(format!("{major}.{minor}")),
-        ..Default::default()
+        ..FsInfo::new(fs_type)
     };
-    match major {
-        4 if !big_endian => {
-            info.fs_type = "squashfs";
+    match fs_type {
+        FsType::Squashfs => {
             let block_size = le32(&sb, 12).unwrap_or(0);
             let block_log = le16(&sb, 22).unwrap_or(0);
             if block_size.is_power_of_two() && 1u64 << block_log.min(63) == u64::from(block_size) {
@@ -70,8 +74,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
             };
             info.features.push(comp.to_string());
         }
-        1..=3 => {
-            info.fs_type = "squashfs3";
+        _ => {
             // v3 keeps the 64-bit bytes_used after the packed 2.x fields; 2.x has only the
             // 32-bit copy near the start.
             info.size = if major == 3 {
@@ -92,7 +95,6 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
                 .into(),
             );
         }
-        _ => return Ok(None),
     }
     if let Some(size) = info.size {
         if size > dev.size() {

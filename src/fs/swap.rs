@@ -5,7 +5,7 @@
 //! last page, UUID, label) in the byte order of the machine that made them. A hibernation
 //! image replaces the swap signature; `blkid` calls those "swsuspend".
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be32, le32, uuid_be};
 
@@ -52,9 +52,8 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     };
 
     let mut info = FsInfo {
-        fs_type: "swap",
         block_size: Some(page as u32),
-        ..Default::default()
+        ..FsInfo::new(FsType::Swap)
     };
     if let Kind::V0 = kind {
         info.version = Some("0".into());
@@ -73,11 +72,11 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     match kind {
         Kind::V1 => info.version = Some("1".into()),
         Kind::TuxOnIce => {
-            info.fs_type = "swsuspend";
+            info.fs_type = FsType::Swsuspend;
             info.version = Some("tuxonice".into());
         }
         _ => {
-            info.fs_type = "swsuspend";
+            info.fs_type = FsType::Swsuspend;
             info.version = Some("1".into());
         }
     }
@@ -125,7 +124,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
 /// Hibernation images are refused (the caller then keeps everything): they are live data.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let info = probe(dev)?.ok_or_else(|| crate::Error::Format("no swap signature found".into()))?;
-    if info.fs_type != "swap" {
+    if info.fs_type != FsType::Swap {
         return Err(crate::Error::Unsupported(format!(
             "{} holds a hibernation image, every page is live",
             info.fs_type

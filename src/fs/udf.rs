@@ -11,7 +11,8 @@
 //! larger location; the difference is the session start, and all further addresses are
 //! translated by it.
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
+use crate::checksum::hex;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
 
@@ -48,9 +49,8 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         vds = walk_vds(dev, bs, shift, reserve);
     }
     let mut info = FsInfo {
-        fs_type: "udf",
         block_size: u32::try_from(bs).ok(),
-        ..Default::default()
+        ..FsInfo::new(FsType::Udf)
     };
     info.features.push(nsr.to_ascii_lowercase());
     if vds.pvd.is_none() && vds.lvd.is_none() {
@@ -245,7 +245,6 @@ fn uuid_from_volset(field: &[u8]) -> Option<String> {
         .iter()
         .position(|c| !c.is_ascii_hexdigit())
         .unwrap_or(16);
-    let hex = |b: &[u8]| b.iter().map(|c| format!("{c:02x}")).collect::<String>();
     let lower = |b: &[u8]| {
         b.iter()
             .map(|c| c.to_ascii_lowercase() as char)

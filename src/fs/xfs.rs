@@ -1,7 +1,8 @@
 //! XFS superblock probe (big-endian, at byte 0 of the data device), plus recognition of an
 //! external XFS log device, which `blkid` reports as "xfs_external_log".
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
+use crate::checksum::crc32c;
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64, le32, uuid_be};
@@ -22,8 +23,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let version = be32(&sb, 4).unwrap_or(0);
     if be32(&sb, 0) == Some(LOG_MAGIC) && (version == 1 || version == 2) {
         return Ok(Some(FsInfo {
-            fs_type: "xfs_external_log",
-            ..Default::default()
+            ..FsInfo::new(FsType::XfsExternalLog)
         }));
     }
     Ok(None)
@@ -65,10 +65,9 @@ fn superblock(dev: &dyn ReadAt, sb: &[u8]) -> crate::Result<FsInfo> {
     }
 
     let mut info = FsInfo {
-        fs_type: "xfs",
         block_size: Some(block_size),
         version: Some((versionnum & 0xF).to_string()),
-        ..Default::default()
+        ..FsInfo::new(FsType::Xfs)
     };
     let mut uuid = [0u8; 16];
     if let Some(b) = sb.get(32..48) {
@@ -109,7 +108,7 @@ fn superblock(dev: &dyn ReadAt, sb: &[u8]) -> crate::Result<FsInfo> {
             f.fill(0);
         }
         let len = usize::from(sect_size).min(copy.len());
-        let computed = !super::ext::crc32c_raw(!0, &copy[..len]);
+        let computed = crc32c(&copy[..len]);
         if stored != computed {
             info.warnings.push(format!(
                 "superblock checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
@@ -386,7 +385,7 @@ fn verify_crc(buf: &[u8], at: usize) -> Result<(), String> {
     let stored = le32(buf, at).ok_or("field outside the block")?;
     let mut copy = buf.to_vec();
     copy[at..at + 4].fill(0);
-    let computed = !super::ext::crc32c_raw(!0, &copy);
+    let computed = crc32c(&copy);
     if stored != computed {
         return Err(format!(
             "mismatch (stored {stored:#x}, computed {computed:#x})"

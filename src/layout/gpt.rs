@@ -11,6 +11,7 @@
 
 use super::types::gpt_type_name;
 use super::{GptInfo, PartKind, Partition};
+use crate::checksum::crc32;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{guid_le, le32, le64, utf16le_z};
 
@@ -84,7 +85,7 @@ pub fn parse_header(buf: &[u8], ss: u32, lba: u64) -> Result<Header, Failure> {
     let mut h = buf[..header_size as usize].to_vec();
     let stored_crc = le32(&h, 16).unwrap_or(0);
     h[16..20].fill(0);
-    let crc = crc32fast::hash(&h);
+    let crc = crc32(&h);
     if crc != stored_crc {
         return corrupt(format!(
             "CRC mismatch: stored {stored_crc:08x}, computed {crc:08x}"
@@ -175,7 +176,7 @@ pub fn read_copy(
             h.entries_lba
         ))));
     }
-    let crc = crc32fast::hash(&arr);
+    let crc = crc32(&arr);
     if crc != h.entries_crc {
         return Ok(Err(Failure::Corrupt(format!(
             "partition entry array CRC mismatch: stored {:08x}, computed {crc:08x}",

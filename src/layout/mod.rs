@@ -151,7 +151,15 @@ pub struct Layout {
 impl Layout {
     /// Partitions that hold data, leaving out extended containers and 0xEE entries.
     pub fn data_partitions(&self) -> impl Iterator<Item = &Partition> {
-        self.partitions.iter().filter(|p| !p.kind.is_container())
+        self.partitions.iter().filter(|p| !p.is_container())
+    }
+}
+
+impl Partition {
+    /// An extended-partition container or a GPT-protective entry: a range that holds other
+    /// partitions (or a GPT), not data of its own. Never probed, never counted as data.
+    pub fn is_container(&self) -> bool {
+        self.kind.is_container()
     }
 }
 
@@ -159,14 +167,28 @@ impl PartKind {
     /// An extended-partition container or a GPT-protective entry: a range that holds other
     /// partitions (or a GPT), not data of its own.
     pub fn is_container(&self) -> bool {
+        matches!(self, PartKind::Mbr { extended: true, .. }) || self.is_protective()
+    }
+
+    /// The MBR's GPT-protective (0xEE) entry: it stands for the GPT, so unlike an extended
+    /// container it does not reach the end of the partitioned region.
+    pub fn is_protective(&self) -> bool {
         matches!(
             self,
-            PartKind::Mbr { extended: true, .. }
-                | PartKind::Mbr {
-                    type_code: types::MBR_GPT_PROTECTIVE,
-                    ..
-                }
+            PartKind::Mbr {
+                type_code: types::MBR_GPT_PROTECTIVE,
+                ..
+            }
         )
+    }
+
+    /// Typed as an EFI System Partition (the GPT type GUID, or MBR type 0xEF): where UEFI
+    /// firmware looks for boot loaders.
+    pub fn is_esp(&self) -> bool {
+        match self {
+            PartKind::Gpt { type_guid, .. } => type_guid.eq_ignore_ascii_case(types::ESP_GUID),
+            PartKind::Mbr { type_code, .. } => *type_code == types::MBR_ESP,
+        }
     }
 }
 
@@ -307,7 +329,7 @@ fn check_extents(layout: &mut Layout, image_size: u64) {
             layout.warnings.push(w.clone());
             defects.push(w);
         }
-        if p.start < u64::from(layout.sector_size) && p.size > 0 && !p.kind.is_container() {
+        if p.start < u64::from(layout.sector_size) && p.size > 0 && !p.is_container() {
             let w = format!(
                 "partition {} starts at byte {}, over the partition table itself",
                 p.index, p.start
@@ -322,14 +344,7 @@ fn check_extents(layout: &mut Layout, image_size: u64) {
     let mut spans: Vec<(u64, u64, u32)> = layout
         .partitions
         .iter()
-        .filter(|p| match p.kind {
-            PartKind::Mbr {
-                extended,
-                type_code,
-                ..
-            } => !extended && type_code != types::MBR_GPT_PROTECTIVE,
-            PartKind::Gpt { .. } => true,
-        })
+        .filter(|p| !p.is_container())
         .map(|p| (p.start, p.start.saturating_add(p.size), p.index))
         .collect();
     spans.sort_unstable();
@@ -347,5 +362,46 @@ fn check_extents(layout: &mut Layout, image_size: u64) {
         if reach.is_none_or(|(r_end, _)| end > r_end) {
             reach = Some((end, index));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mbr(type_code: u8, extended: bool) -> Partition {
+        Partition {
+            index: 1,
+            start: 512,
+            size: 512,
+            kind: PartKind::Mbr {
+                type_code,
+                bootable: false,
+                logical: false,
+                extended,
+            },
+            type_name: String::new(),
+        }
+    }
+
+    #[test]
+    fn containers_are_extended_and_protective_entries_only() {
+        assert!(mbr(0x05, true).is_container());
+        assert!(mbr(0xee, false).is_container());
+        assert!(mbr(0xee, false).kind.is_protective());
+        assert!(!mbr(0x05, true).kind.is_protective());
+        assert!(!mbr(0x83, false).is_container());
+        let gpt = Partition {
+            kind: PartKind::Gpt {
+                type_guid: types::ESP_GUID.into(),
+                uuid: String::new(),
+                name: String::new(),
+                attributes: 0,
+            },
+            ..mbr(0, false)
+        };
+        assert!(!gpt.is_container());
+        assert!(gpt.kind.is_esp() && mbr(0xef, false).kind.is_esp());
+        assert!(!mbr(0x0c, false).kind.is_esp());
     }
 }

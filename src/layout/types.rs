@@ -9,6 +9,12 @@ pub const MBR_EXTENDED: [u8; 3] = [0x05, 0x0f, 0x85];
 /// MBR system ID of the GPT protective entry.
 pub const MBR_GPT_PROTECTIVE: u8 = 0xee;
 
+/// MBR system ID of an EFI System Partition.
+pub const MBR_ESP: u8 = 0xef;
+
+/// GPT type GUID of an EFI System Partition.
+pub const ESP_GUID: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+
 /// True for the MBR system IDs that mark an extended partition.
 pub fn is_mbr_extended(code: u8) -> bool {
     MBR_EXTENDED.contains(&code)

@@ -9,7 +9,7 @@
 
 #![allow(dead_code)]
 
-use blockwise::fs::ext::crc32c_raw;
+use blockwise::checksum::crc32c_raw;
 use blockwise::io::MemSource;
 
 /// The fixture image, xz-compressed.

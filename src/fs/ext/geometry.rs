@@ -1,8 +1,8 @@
 //! The superblock's geometry, validated once so that every later computation on it (group
 //! starts, descriptor and superblock-copy locations) cannot overflow.
 
-use super::checksum::crc32c_raw;
 use super::*;
+use crate::checksum::crc32c_raw;
 
 /// How group descriptors are checksummed.
 #[derive(Clone, Copy)]

@@ -2,9 +2,9 @@
 //! counters, checked against the descriptor checksum.
 
 use super::bitmap::read_batched;
-use super::checksum::{crc16, crc32c_raw};
 use super::geometry::{DescCsum, Geo};
 use super::{u32_at, Warn};
+use crate::checksum::{crc16_modbus, crc32c_raw};
 use crate::io::ReadAt;
 use crate::util::le16;
 
@@ -127,11 +127,11 @@ pub(super) fn desc_csum(kind: DescCsum, group: u64, raw: &[u8]) -> Option<u16> {
             let c = crc32c_raw(c, raw.get(0x20..).unwrap_or(&[]));
             Some((c & 0xFFFF) as u16)
         }
-        DescCsum::Crc16(uuid) => {
-            let c = crc16(0xFFFF, &uuid);
-            let c = crc16(c, &gno);
-            let c = crc16(c, raw.get(..0x1E).unwrap_or(raw));
-            Some(crc16(c, raw.get(0x20..).unwrap_or(&[])))
-        }
+        DescCsum::Crc16(uuid) => Some(crc16_modbus(&[
+            &uuid,
+            &gno,
+            raw.get(..0x1E).unwrap_or(raw),
+            raw.get(0x20..).unwrap_or(&[]),
+        ])),
     }
 }

@@ -5,12 +5,12 @@
 //! journal and only ext3's features it is "ext3"; anything newer is "ext4" ("ext4dev" when
 //! the test-filesystem flag is set).
 
-use super::FsInfo;
+use super::{FsInfo, FsType};
+use crate::checksum::crc32c_raw;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, uuid_be};
 
 mod bitmap;
-mod checksum;
 mod geometry;
 mod group;
 mod inode;
@@ -18,7 +18,6 @@ mod tree;
 mod xcheck;
 
 use bitmap::{bitmap_runs, read_batched};
-pub use checksum::crc32c_raw;
 use geometry::parse_geometry;
 use group::read_descriptors;
 
@@ -83,27 +82,26 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     }
     let block_size = 1024u32 << log_bs;
 
-    let mut info = FsInfo {
-        block_size: Some(block_size),
-        ..Default::default()
-    };
-
-    info.fs_type = if incompat & INCOMPAT_JOURNAL_DEV != 0 {
-        "jbd"
+    let fs_type = if incompat & INCOMPAT_JOURNAL_DEV != 0 {
+        FsType::Jbd
     } else if compat & COMPAT_HAS_JOURNAL == 0
         && ro_compat & !EXT2_RO_COMPAT_SUPP == 0
         && incompat & !EXT2_INCOMPAT_SUPP == 0
     {
-        "ext2"
+        FsType::Ext2
     } else if compat & COMPAT_HAS_JOURNAL != 0
         && ro_compat & !EXT3_RO_COMPAT_SUPP == 0
         && incompat & !EXT3_INCOMPAT_SUPP == 0
     {
-        "ext3"
+        FsType::Ext3
     } else if s_flags & FLAGS_TEST_FILESYS != 0 {
-        "ext4dev"
+        FsType::Ext4Dev
     } else {
-        "ext4"
+        FsType::Ext4
+    };
+    let mut info = FsInfo {
+        block_size: Some(block_size),
+        ..FsInfo::new(fs_type)
     };
 
     let mut uuid = [0u8; 16];

@@ -1,0 +1,407 @@
+//! The scan: what an opened image holds, read once.
+//!
+//! [`scan`] reads the partition table, probes every partition's filesystem and reads its
+//! allocation map, and looks for a filesystem that owns bytes of the whole disk. Everything
+//! after works from the [`Scan`] alone: `map` applies the skip rule to it, `report` presents
+//! it, and no later step probes again. (Neither is imported here: the arrows point one way.)
+//!
+//! Partitions are probed in ascending offset order, each allocation map read right after its
+//! probe: a streaming decoder (gzip, single-block xz) then goes forward in one pass instead of
+//! restarting for every partition.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::extent::ExtentMap;
+use crate::format::{self, Format, OpenOptions, Opened};
+use crate::fs::{self, FsInfo, FsType};
+use crate::io::{ReadAt, Recording, Slice};
+use crate::layout::{self, Layout, TableKind};
+
+/// Everything learned about the contents of an image.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    /// Size of the decoded image in bytes; for an undecoded container, the virtual size its
+    /// header declares (0 when unknown).
+    pub image_size: u64,
+    /// False when the payload is a container or archive this version cannot decode (qcow2,
+    /// dynamic VHD, VHDX, VMDK, VDI, DMG, 7z): then nothing below the wrapper chain was read,
+    /// the layout is empty and there are no volumes.
+    pub decoded: bool,
+    /// The partition table.
+    pub layout: Layout,
+    /// One volume per entry of `layout.partitions`, in the same (table) order.
+    pub volumes: Vec<Volume>,
+    /// A filesystem that owns bytes of the whole disk, besides or instead of the partitions.
+    pub whole_disk: Option<WholeDisk>,
+    /// Problems found while scanning: the table's own warnings, probe failures, the
+    /// filesystems' warnings and boot partitions that cannot boot, in the order found.
+    pub warnings: Vec<String>,
+}
+
+/// One partition and the filesystem in it.
+#[derive(Clone, Debug)]
+pub struct Volume {
+    /// Index of the partition in [`Scan::layout`]'s `partitions`.
+    pub partition: usize,
+    /// First byte in the image.
+    pub start: u64,
+    /// Length in bytes, clipped to the image (0 for a partition that starts past its end).
+    pub len: u64,
+    /// The filesystem found in it; `None` for containers (extended, protective), partitions
+    /// past the end of the image, unrecognised contents and failed probes.
+    pub fs: Option<FsInfo>,
+    /// Why probing failed, if it did (I/O error, corrupt superblock).
+    pub probe_error: Option<String>,
+    /// The bytes the filesystem needs, relative to `start`: present exactly when `fs` is.
+    pub usage: Option<fs::Usage>,
+}
+
+/// Why a filesystem is taken to own bytes of the whole disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WholeDiskOwner {
+    /// No partition table, one that lists no partition, or one that cannot be trusted: the
+    /// filesystem spanning the image is the whole story.
+    NoUsableTable,
+    /// An ISO9660/UDF volume from byte 0 under a usable table (an isohybrid image): its
+    /// extent spans the partitions.
+    Isohybrid,
+    /// A filesystem whose superblock lies clear of the table in front of it (ext and F2FS at
+    /// byte 1024, btrfs at 64 KiB): a disk formatted whole after it was partitioned, or the
+    /// reverse, carries both, and the filesystem's blocks past the last partition are not free.
+    BesideTable,
+}
+
+/// A filesystem on the whole disk.
+#[derive(Clone, Debug)]
+pub struct WholeDisk {
+    /// The filesystem.
+    pub fs: FsInfo,
+    /// Why it counts as an owner.
+    pub owner: WholeDiskOwner,
+    /// The bytes of the image it needs.
+    pub usage: fs::Usage,
+}
+
+/// Opens `path` and scans it.
+pub fn open_and_scan(path: &Path, opts: &OpenOptions) -> crate::Result<(Opened, Scan)> {
+    let opened = format::open(path, opts)?;
+    let scan = scan(&opened)?;
+    Ok((opened, scan))
+}
+
+/// Like [`open_and_scan`], and also returns the byte ranges of the image that scanning read
+/// (partition tables, superblocks, allocation bitmaps): what any later scan of a copy will
+/// read again, so a backup keeps them quick to reach.
+pub fn open_and_scan_with_reads(
+    path: &Path,
+    opts: &OpenOptions,
+) -> crate::Result<(Opened, Scan, ExtentMap)> {
+    let opened = format::open(path, opts)?;
+    let (scan, reads) = scan_with_reads(&opened)?;
+    Ok((opened, scan, reads))
+}
+
+/// Scans an opened image.
+pub fn scan(opened: &Opened) -> crate::Result<Scan> {
+    match undecoded(opened) {
+        Some(s) => Ok(s),
+        None => scan_source(opened.source.clone(), opened.device_sector_size),
+    }
+}
+
+/// Like [`scan`], and also returns the byte ranges of the image that scanning read.
+pub fn scan_with_reads(opened: &Opened) -> crate::Result<(Scan, ExtentMap)> {
+    if let Some(s) = undecoded(opened) {
+        return Ok((s, ExtentMap::new()));
+    }
+    let recorder = Arc::new(Recording::new(opened.source.clone()));
+    let scan = scan_source(recorder.clone(), opened.device_sector_size)?;
+    Ok((scan, recorder.reads()))
+}
+
+/// The scan of a payload this version does not decode, or `None` when it does: probing a
+/// container's own bytes as if they were a disk would only mislead.
+fn undecoded(opened: &Opened) -> Option<Scan> {
+    if opened.container.is_none() && opened.payload_format() != Format::SevenZip {
+        return None;
+    }
+    Some(Scan {
+        image_size: opened
+            .container
+            .as_ref()
+            .and_then(|c| c.virtual_size)
+            .unwrap_or(0),
+        decoded: false,
+        layout: Layout {
+            sector_size: 512,
+            table: TableKind::None,
+            disk_id: None,
+            partitions: vec![],
+            mbr: None,
+            gpt: None,
+            warnings: vec![],
+            unusable: None,
+        },
+        volumes: vec![],
+        whole_disk: None,
+        warnings: vec![],
+    })
+}
+
+/// Scans a decoded disk image. `sector_hint` is the device's logical sector size when known.
+pub fn scan_source(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Scan> {
+    let image_size = src.size();
+    let layout = layout::read_layout(&*src, sector_hint)?;
+    let mut warnings = layout.warnings.clone();
+
+    // With no table, an empty one or one that cannot be trusted, whatever filesystem spans
+    // the image is the whole story (blkid reports both an MBR and an ext2 that starts at byte
+    // 1024 behind it). Under a usable table: an ISO9660/UDF volume from byte 0 (isohybrid),
+    // or a filesystem whose superblock lies clear of the table (ext, F2FS, btrfs).
+    let whole = if layout.table == TableKind::None
+        || layout.data_partitions().next().is_none()
+        || layout.unusable.is_some()
+    {
+        probe_logged(&*src, "whole image", &mut warnings)
+            .map(|f| (f, WholeDiskOwner::NoUsableTable))
+    } else {
+        hybrid_disc_fs(&*src, &mut warnings)
+            .map(|f| (f, WholeDiskOwner::Isohybrid))
+            .or_else(|| {
+                beside_table_fs(&*src, &mut warnings).map(|f| (f, WholeDiskOwner::BesideTable))
+            })
+    };
+
+    let mut order: Vec<usize> = (0..layout.partitions.len()).collect();
+    order.sort_by_key(|&i| layout.partitions[i].start);
+    let mut volumes: Vec<Option<Volume>> = vec![None; layout.partitions.len()];
+    for i in order {
+        let p = &layout.partitions[i];
+        let start = p.start;
+        let len = p.size.min(image_size.saturating_sub(start));
+        let (fs, probe_error, usage) = if p.is_container() || start >= image_size {
+            (None, None, None)
+        } else {
+            let part = Slice::new(src.clone(), start, len);
+            match fs::probe_all(&part) {
+                Ok(Some(f)) => {
+                    let u = fs::usage(&part, &f);
+                    (Some(f), None, Some(u))
+                }
+                Ok(None) => (None, None, None),
+                Err(e) => (None, Some(e.to_string()), None),
+            }
+        };
+        if let Some(e) = &probe_error {
+            warnings.push(format!("partition {}: {e}", p.index));
+        }
+        if let Some(f) = &fs {
+            for w in &f.warnings {
+                warnings.push(format!("partition {} ({}): {w}", p.index, f.fs_type));
+            }
+        }
+        volumes[i] = Some(Volume {
+            partition: i,
+            start,
+            len,
+            fs,
+            probe_error,
+            usage,
+        });
+    }
+    let volumes: Vec<Volume> = volumes.into_iter().flatten().collect();
+    if let Some((f, _)) = &whole {
+        for w in &f.warnings {
+            warnings.push(format!("{}: {w}", f.fs_type));
+        }
+    }
+    esp_warnings(&layout, &volumes, &mut warnings);
+
+    // Read last: the whole-disk map spans the image, so a streaming decoder that has just
+    // walked the partitions forward only restarts once for it.
+    let whole_disk = whole.map(|(fs, owner)| WholeDisk {
+        usage: fs::usage(&*src, &fs),
+        fs,
+        owner,
+    });
+    Ok(Scan {
+        image_size,
+        decoded: true,
+        layout,
+        volumes,
+        whole_disk,
+        warnings,
+    })
+}
+
+/// Firmware only reads FAT on an EFI System Partition; a damaged or reformatted one is a boot
+/// failure waiting to happen, worth saying before the image is written anywhere.
+fn esp_warnings(layout: &Layout, volumes: &[Volume], warnings: &mut Vec<String>) {
+    for v in volumes {
+        let p = &layout.partitions[v.partition];
+        if !p.kind.is_esp() {
+            continue;
+        }
+        let found = match (&v.fs, &v.probe_error) {
+            (Some(f), _) if f.fs_type == FsType::Vfat => continue,
+            (Some(f), _) => f.fs_type.to_string(),
+            (None, Some(_)) => continue, // already reported as unreadable
+            (None, None) => "no recognised filesystem".to_string(),
+        };
+        warnings.push(format!(
+            "partition {} is typed EFI System Partition but holds {found}, not FAT: UEFI \
+             firmware will not boot from it",
+            p.index
+        ));
+    }
+}
+
+fn probe_logged(src: &dyn ReadAt, what: &str, warnings: &mut Vec<String>) -> Option<FsInfo> {
+    match fs::probe_all(src) {
+        Ok(f) => f,
+        Err(e) => {
+            warnings.push(format!("{what}: {e}"));
+            None
+        }
+    }
+}
+
+/// The ISO9660/UDF volume of an isohybrid image (one that starts at byte 0 under a partition
+/// table). A read error is reported rather than taken for "no such volume"; a short read only
+/// means the image is too small to hold one.
+fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo> {
+    type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
+    const PROBES: [(&str, Probe); 2] = [("UDF", fs::udf::probe), ("ISO9660", fs::iso9660::probe)];
+    for (name, probe) in PROBES {
+        match probe(src) {
+            Ok(Some(f)) => return Some(f),
+            Ok(None) => {}
+            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => warnings.push(format!(
+                "whole image: could not check for an {name} volume (isohybrid image): {e}"
+            )),
+        }
+    }
+    None
+}
+
+/// A filesystem on the whole disk whose superblock does not collide with the partition table
+/// in front of it (see [`WholeDiskOwner::BesideTable`]).
+fn beside_table_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo> {
+    type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
+    const PROBES: [Probe; 3] = [fs::ext::probe, fs::f2fs::probe, fs::btrfs::probe];
+    for probe in PROBES {
+        match probe(src) {
+            Ok(Some(f)) => {
+                warnings.push(format!(
+                    "a whole-disk {} filesystem and a partition table are both present (blkid \
+                     reports both); the filesystem's blocks are kept as well as the partitions'",
+                    f.fs_type
+                ));
+                return Some(f);
+            }
+            Ok(None) => {}
+            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => warnings.push(format!("whole image: {e}")),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::io::MemSource;
+
+    /// Remembers the offset of every read, in order.
+    struct Logged {
+        inner: MemSource,
+        offsets: Mutex<Vec<u64>>,
+    }
+
+    impl ReadAt for Logged {
+        fn size(&self) -> u64 {
+            self.inner.size()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.offsets.lock().unwrap().push(offset);
+            self.inner.read_at(offset, buf)
+        }
+    }
+
+    /// An MBR image of `mib` MiB with the given (start, length) partitions in sectors.
+    fn mbr_image(mib: usize, parts: &[(u32, u32)]) -> Vec<u8> {
+        let mut img = vec![0u8; mib << 20];
+        img[510] = 0x55;
+        img[511] = 0xaa;
+        for (i, &(start, len)) in parts.iter().enumerate() {
+            let e = 446 + 16 * i;
+            img[e + 4] = 0x83;
+            img[e + 8..e + 12].copy_from_slice(&start.to_le_bytes());
+            img[e + 12..e + 16].copy_from_slice(&len.to_le_bytes());
+        }
+        img
+    }
+
+    #[test]
+    fn volumes_keep_table_order_while_probing_goes_forward() {
+        // Slot 1 lies behind slot 2 on the disk.
+        let img = mbr_image(8, &[(8192, 2048), (2048, 2048)]);
+        let src = Arc::new(Logged {
+            inner: MemSource(img),
+            offsets: Mutex::new(Vec::new()),
+        });
+        let scan = scan_source(src.clone(), None).unwrap();
+        let starts: Vec<u64> = scan.volumes.iter().map(|v| v.start).collect();
+        assert_eq!(starts, [8192 * 512, 2048 * 512]);
+        assert!(scan
+            .volumes
+            .iter()
+            .enumerate()
+            .all(|(i, v)| v.partition == i));
+        let offsets = src.offsets.lock().unwrap();
+        let first_in = |lo: u64, hi: u64| offsets.iter().position(|&o| (lo..hi).contains(&o));
+        let last_in = |lo: u64, hi: u64| offsets.iter().rposition(|&o| (lo..hi).contains(&o));
+        let low = (1 << 20, 2 << 20);
+        let high = (4 << 20, 5 << 20);
+        assert!(
+            last_in(low.0, low.1).unwrap() < first_in(high.0, high.1).unwrap(),
+            "the lower partition is probed first: {offsets:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_partitions_have_no_filesystem_and_no_usage() {
+        let img = mbr_image(4, &[(2048, 2048)]);
+        let scan = scan_source(Arc::new(MemSource(img)), None).unwrap();
+        assert!(scan.decoded);
+        assert_eq!(scan.volumes.len(), 1);
+        let v = &scan.volumes[0];
+        assert!(v.fs.is_none() && v.usage.is_none() && v.probe_error.is_none());
+        assert_eq!((v.start, v.len), (1 << 20, 1 << 20));
+        assert!(scan.whole_disk.is_none());
+    }
+
+    #[test]
+    fn a_partition_past_the_end_gets_an_empty_volume() {
+        let img = mbr_image(2, &[(2048, 2048), (8192, 2048)]);
+        let scan = scan_source(Arc::new(MemSource(img)), None).unwrap();
+        assert_eq!(scan.volumes[1].len, 0);
+        assert!(scan.volumes[1].fs.is_none());
+        assert!(scan.layout.unusable.is_some());
+    }
+
+    #[test]
+    fn recorded_reads_include_the_partition_table() {
+        let img = mbr_image(4, &[(2048, 2048)]);
+        let opened =
+            format::open_source(Arc::new(MemSource(img)), "t.img", &OpenOptions::default())
+                .unwrap();
+        let (scan, reads) = scan_with_reads(&opened).unwrap();
+        assert!(scan.decoded);
+        assert_eq!(reads.covered(0, 512), 512, "{reads:?}");
+    }
+}
