@@ -16,10 +16,12 @@ pub mod device;
 pub mod file;
 pub mod overlay;
 pub mod sys;
+pub mod write;
 
 pub use blockdev::{BlockDevice, DirectBlockDevice};
 pub use file::FileSource;
 pub use overlay::Overlay;
+pub use write::WriteAt;
 
 /// How a source is best read. Consumers (the pipeline, verify, the probes) adapt to it instead
 /// of being told by whoever opened the source.
