@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod io;
 pub mod layout;
 pub mod map;
+pub mod pipeline;
 pub mod util;
 
 pub use error::{Error, Result};
