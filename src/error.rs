@@ -22,6 +22,36 @@ pub enum Error {
     /// The input is not in a format this operation accepts.
     #[error("{0}")]
     Format(String),
+    /// Reading the source failed at a known place (a bad sector, a corrupt frame). The cause
+    /// is the error's source, not part of its message, so a printed chain says it once.
+    #[error("read error at byte {offset} (reading {len} bytes)")]
+    Read {
+        /// Offset of the failed read in the source.
+        offset: u64,
+        /// Length of the failed read.
+        len: u64,
+        /// What the source said.
+        source: io::Error,
+    },
+    /// Refused for safety before anything was written (an existing output without `--force`,
+    /// a source mounted read-write): the caller asked for something that could lose data.
+    #[error("{reason}")]
+    Refused {
+        /// Why, and what the user can do about it.
+        reason: String,
+    },
+    /// Stopped on request (SIGINT/SIGTERM) before finishing; outputs were not committed.
+    #[error("interrupted")]
+    Interrupted,
+    /// A stage of a pipeline panicked: a bug in blockwise, reported instead of being taken for
+    /// a result (a hasher that died must not become a bmap without checksums).
+    #[error("internal error: the {stage} panicked: {message}")]
+    Panicked {
+        /// Which stage ("decoder", "transform", "sink").
+        stage: &'static str,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// Result alias used throughout the library.

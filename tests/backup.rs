@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use blockwise::archive::{self, ArchiveFormat, BackupOptions, CodecOptions};
+use blockwise::archive::{Backup, BackupOptions};
 use blockwise::bmap;
 use blockwise::format::{self, OpenOptions};
 use blockwise::io::{Counting, FileSource, MemSource, ReadAt};
@@ -337,31 +337,49 @@ fn a_source_read_error_names_the_offset() {
         bad_from: 5 << 20,
     });
     let map = blockwise::ExtentMap::single(0, 8 << 20);
-    let f = tempfile::tempfile().unwrap();
-    let mut f = f;
-    let (enc, mut w) = archive::make(
-        ArchiveFormat::Zstd,
-        &CodecOptions {
-            level: 3,
-            image_size: 8 << 20,
-        },
-    )
-    .unwrap();
-    let e = archive::backup(
-        src,
-        8 << 20,
-        &map,
-        &ArchiveFormat::Zstd.plan_options(),
-        &mut f,
-        enc,
-        w.as_mut(),
-        &BackupOptions::default(),
-        &mut |_| {},
-        &AtomicBool::new(false),
-    )
-    .unwrap_err()
-    .to_string();
+    let mut f = tempfile::tempfile().unwrap();
+    let e = Backup::from_source(src, &map, BackupOptions::default())
+        .unwrap()
+        .run(&mut f, &mut |_| {}, &AtomicBool::new(false))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("read error at byte 4194304"), "{e}");
+}
+
+/// A source whose decoder panics past some offset: a bug, not a bad sector.
+struct Panicking {
+    inner: MemSource,
+    from: u64,
+}
+
+impl ReadAt for Panicking {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        assert!(offset + (buf.len() as u64) <= self.from, "decoder bug");
+        self.inner.read_at(offset, buf)
+    }
+}
+
+#[test]
+fn a_panicking_stage_fails_the_backup_instead_of_dropping_its_checksums() {
+    // A panic used to be able to end a stage quietly (a dead hasher gave an empty checksum
+    // list, i.e. a bmap without checksums); now it is the backup's error.
+    let src: Arc<dyn ReadAt> = Arc::new(Panicking {
+        inner: MemSource(vec![7u8; 8 << 20]),
+        from: 5 << 20,
+    });
+    let map = blockwise::ExtentMap::single(0, 8 << 20);
+    let mut out: Vec<u8> = Vec::new();
+    let e = Backup::from_source(src, &map, BackupOptions::default())
+        .unwrap()
+        .run(&mut out, &mut |_| {}, &AtomicBool::new(false))
+        .unwrap_err();
+    assert!(
+        matches!(&e, blockwise::Error::Panicked { message, .. } if message.contains("decoder bug")),
+        "{e}"
+    );
 }
 
 #[test]

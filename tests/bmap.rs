@@ -4,9 +4,10 @@
 mod common;
 
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use blockwise::bmap::{self, write::block_ranges, BmapWriteOptions};
+use blockwise::format::{self, OpenOptions};
 use blockwise::io::{MemSource, ReadAt};
 use common::*;
 
@@ -330,4 +331,97 @@ fn cli_refuses_bmaps_for_containers_bmaptool_writes_raw() {
     // The ISO itself is fine.
     let o = blockwise().arg("bmap").arg(&iso).output().unwrap();
     assert_eq!(o.status.code(), Some(0));
+}
+
+/// Remembers every read, so a test can tell whether some bytes were read (decoded) twice.
+struct Tally {
+    inner: MemSource,
+    reads: Mutex<Vec<(u64, u64)>>,
+}
+
+impl ReadAt for Tally {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read_at(offset, buf)?;
+        self.reads.lock().unwrap().push((offset, offset + n as u64));
+        Ok(n)
+    }
+}
+
+#[test]
+fn verify_and_bmap_of_an_archive_decode_each_frame_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = unpack_sample(dir.path());
+    for name in ["c.img.zst", "c.img.xz"] {
+        let dest = dir.path().join(name);
+        let o = blockwise()
+            .arg("backup")
+            .arg(&img)
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let bmap_text = std::fs::read(dir.path().join(format!("{name}.bmap"))).unwrap();
+        let b = bmap::parse(&bmap_text).unwrap();
+        let tally = Arc::new(Tally {
+            inner: MemSource(std::fs::read(&dest).unwrap()),
+            reads: Mutex::new(Vec::new()),
+        });
+        let opened = format::open_source(tally.clone(), name, &OpenOptions::default()).unwrap();
+        assert!(opened.random_access(), "{name}");
+        for pass in ["verify", "bmap"] {
+            tally.reads.lock().unwrap().clear();
+            if pass == "verify" {
+                let r = bmap::verify(&*opened.source, &b).unwrap();
+                assert!(r.mismatches.is_empty(), "{name}: {r:?}");
+                assert_eq!(r.ranges_checked, b.ranges.len());
+            } else {
+                let text = bmap::generate(
+                    &*opened.source,
+                    &b.extent_map(),
+                    true,
+                    &BmapWriteOptions::default(),
+                )
+                .unwrap();
+                assert_eq!(
+                    text, bmap_text,
+                    "{name}: the bmap of the archive is the backup's"
+                );
+            }
+            // Frames are decoded on several threads, each by one and once: decoding a frame
+            // again would repeat its reads exactly.
+            let mut reads = tally.reads.lock().unwrap().clone();
+            assert!(!reads.is_empty());
+            reads.sort_unstable();
+            for w in reads.windows(2) {
+                assert_ne!(w[0], w[1], "{name} {pass}: archive bytes read twice");
+            }
+        }
+    }
+}
+
+/// A source whose decoder panics past some offset.
+struct Panicking(MemSource);
+
+impl ReadAt for Panicking {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        assert!(offset < 3 << 20, "decoder bug");
+        self.0.read_at(offset, buf)
+    }
+}
+
+#[test]
+fn a_panicking_decoder_is_an_error_not_a_bmap_without_checksums() {
+    let src = Panicking(MemSource(vec![1u8; 16 << 20]));
+    let map = blockwise::ExtentMap::from_ranges([(0, 1 << 20), (2 << 20, 12 << 20)]);
+    let e = bmap::generate(&src, &map, true, &BmapWriteOptions::default()).unwrap_err();
+    assert!(
+        matches!(&e, blockwise::Error::Panicked { message, .. } if message.contains("decoder bug")),
+        "{e}"
+    );
 }

@@ -2,18 +2,21 @@
 //!
 //! A backup is planned as a list of [`Segment`]s covering the whole image in order: data
 //! segments (mapped bytes, with unmapped holes inside them zeroed) and zero runs (unmapped).
-//! [`pipeline`] reads the data segments in order with large sequential reads, hands them to an
-//! [`Encoder`] on every core, and feeds the results in image order to the format's
-//! [`ArchiveWriter`], hashing the bmap ranges on the way. One file per output format:
-//! seekable zstd ([`zstd`]), multi-block xz ([`xz`]), Android sparse ([`simg`]) and sparse raw
-//! ([`sparse`]). [`truncate`] ends an image at its last partition (rewriting a GPT backup).
+//! [`backup`] runs them through the [`pipeline`](crate::pipeline): the data segments are read
+//! as the source prefers, an [`Encoder`] turns each into output bytes on every core, and the
+//! format's [`ArchiveWriter`] receives them in image order and writes them through
+//! [`WriteAt`], while the bmap ranges are hashed from the same bytes. One file per output
+//! format: seekable zstd ([`zstd`]), multi-block xz ([`xz`]), Android sparse ([`simg`]) and
+//! sparse raw ([`sparse`]). [`truncate`] ends an image at its last partition (rewriting a GPT
+//! backup).
 
-use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-pub mod pipeline;
+use crate::io::WriteAt;
+
+pub mod backup;
 pub mod plan;
 pub mod simg;
 pub mod sparse;
@@ -21,24 +24,20 @@ pub mod truncate;
 pub mod xz;
 pub mod zstd;
 
-pub use pipeline::{backup, BackupOptions, BackupStats, Progress};
+pub use backup::{bmap_path, check_destination, Backup, BackupOptions, BackupStats, Progress};
 pub use plan::{plan, DataSegment, PlanOptions, Segment};
 
 /// Output format of a backup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ArchiveFormat {
     /// Seekable zstd (`.zst`): plain zstd to every other tool, random access for blockwise.
-    #[value(name = "zst", alias = "zstd")]
     Zstd,
     /// Multi-block xz (`.xz`): plain xz to every other tool, random access through its index.
-    #[value(name = "xz")]
     Xz,
     /// Sparse raw image (`.img`): unmapped space left as holes.
-    #[value(name = "img", alias = "raw")]
     SparseRaw,
     /// Android sparse image (`.simg`): unmapped space as DONT_CARE chunks.
-    #[value(name = "simg", alias = "android-sparse")]
     AndroidSparse,
 }
 
@@ -127,21 +126,22 @@ pub trait Encoder: Send + Sync {
     fn encode(&self, seg: &DataSegment, data: &[u8]) -> io::Result<Encoded>;
 }
 
-/// The sequential side of a format: receives every segment in image order.
+/// The sequential side of a format: receives every segment in image order and writes the
+/// archive through a [`WriteAt`] (a file, a device, memory).
 pub trait ArchiveWriter: Send {
     /// Appends a data segment (and its encoding) to `out`.
     fn data(
         &mut self,
-        out: &mut File,
+        out: &mut dyn WriteAt,
         seg: &DataSegment,
         data: &[u8],
-        enc: Encoded,
+        enc: &Encoded,
     ) -> io::Result<()>;
     /// Records `len` unmapped bytes at `offset`.
-    fn zeros(&mut self, out: &mut File, offset: u64, len: u64) -> io::Result<()>;
+    fn zeros(&mut self, out: &mut dyn WriteAt, offset: u64, len: u64) -> io::Result<()>;
     /// Writes whatever ends the archive (seek table, index, header, final length) for an
     /// image of `image_size` bytes.
-    fn finish(&mut self, out: &mut File, image_size: u64) -> io::Result<()>;
+    fn finish(&mut self, out: &mut dyn WriteAt, image_size: u64) -> io::Result<()>;
 }
 
 /// Compression settings shared by the formats.

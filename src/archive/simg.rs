@@ -6,11 +6,10 @@
 //! end, so it is written last, over a placeholder. No CRC32 chunk: it is optional, simg2img
 //! does not need it, and the bmap written beside the archive carries SHA-256 of the data.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use super::{ArchiveWriter, DataSegment, Encoded};
+use crate::io::WriteAt;
 
 const MAGIC: u32 = 0xED26_FF3A;
 const FILE_HEADER: u64 = 28;
@@ -98,24 +97,24 @@ impl SimgWriter {
     }
 
     /// Ends the current chunk, writing whatever it still owes.
-    fn close(&mut self, out: &File) -> io::Result<()> {
+    fn close(&mut self, out: &mut dyn WriteAt) -> io::Result<()> {
         let Some(r) = self.run.take() else {
             return Ok(());
         };
         match r.kind {
             Kind::Raw => {
                 let h = Self::chunk_header(RAW, r.blocks, CHUNK_HEADER + r.blocks * self.bs)?;
-                out.write_all_at(&h, r.header_at)?;
+                out.write_all_at(r.header_at, &h)?;
             }
             Kind::Fill => {
                 let h = Self::chunk_header(FILL, r.blocks, CHUNK_HEADER + 4)?;
-                out.write_all_at(&h, self.pos)?;
-                out.write_all_at(&0u32.to_le_bytes(), self.pos + CHUNK_HEADER)?;
+                out.write_all_at(self.pos, &h)?;
+                out.write_all_at(self.pos + CHUNK_HEADER, &0u32.to_le_bytes())?;
                 self.pos += CHUNK_HEADER + 4;
             }
             Kind::DontCare => {
                 let h = Self::chunk_header(DONT_CARE, r.blocks, CHUNK_HEADER)?;
-                out.write_all_at(&h, self.pos)?;
+                out.write_all_at(self.pos, &h)?;
                 self.pos += CHUNK_HEADER;
             }
         }
@@ -124,7 +123,13 @@ impl SimgWriter {
     }
 
     /// Appends `blocks` blocks of `kind` (`raw` holds their bytes for RAW).
-    fn emit(&mut self, out: &File, kind: Kind, mut blocks: u64, raw: &[u8]) -> io::Result<()> {
+    fn emit(
+        &mut self,
+        out: &mut dyn WriteAt,
+        kind: Kind,
+        mut blocks: u64,
+        raw: &[u8],
+    ) -> io::Result<()> {
         let max = MAX_CHUNK_BYTES / self.bs;
         let mut raw = raw;
         while blocks > 0 {
@@ -146,7 +151,7 @@ impl SimgWriter {
             r.blocks += n;
             if kind == Kind::Raw {
                 let bytes = (n * self.bs) as usize;
-                out.write_all_at(&raw[..bytes], self.pos)?;
+                out.write_all_at(self.pos, &raw[..bytes])?;
                 self.pos += bytes as u64;
                 raw = &raw[bytes..];
             }
@@ -169,7 +174,7 @@ impl SimgWriter {
     /// extents), `None` for unmapped zeros.
     fn feed(
         &mut self,
-        out: &File,
+        out: &mut dyn WriteAt,
         offset: u64,
         len: u64,
         data: Option<(&[u8], &DataSegment)>,
@@ -243,19 +248,19 @@ impl SimgWriter {
 impl ArchiveWriter for SimgWriter {
     fn data(
         &mut self,
-        out: &mut File,
+        out: &mut dyn WriteAt,
         seg: &DataSegment,
         data: &[u8],
-        _enc: Encoded,
+        _enc: &Encoded,
     ) -> io::Result<()> {
         self.feed(out, seg.offset, data.len() as u64, Some((data, seg)))
     }
 
-    fn zeros(&mut self, out: &mut File, offset: u64, len: u64) -> io::Result<()> {
+    fn zeros(&mut self, out: &mut dyn WriteAt, offset: u64, len: u64) -> io::Result<()> {
         self.feed(out, offset, len, None)
     }
 
-    fn finish(&mut self, out: &mut File, image_size: u64) -> io::Result<()> {
+    fn finish(&mut self, out: &mut dyn WriteAt, image_size: u64) -> io::Result<()> {
         if self.next_offset != image_size || !self.partial.is_empty() {
             return Err(io::Error::other(format!(
                 "Android sparse writer: image ends at {image_size}, data ended at {}",
@@ -274,7 +279,7 @@ impl ArchiveWriter for SimgWriter {
         h[12..16].copy_from_slice(&(self.bs as u32).to_le_bytes());
         h[16..20].copy_from_slice(&self.total_blocks.to_le_bytes());
         h[20..24].copy_from_slice(&chunks.to_le_bytes());
-        out.write_all_at(&h, 0)?;
+        out.write_all_at(0, &h)?;
         out.set_len(self.pos)
     }
 }
@@ -304,7 +309,7 @@ mod tests {
         let size = (3 << 20) + 512;
         let mut w = SimgWriter::new(size).unwrap();
         assert_eq!(w.block_size(), 512);
-        let mut f = tempfile::tempfile().unwrap();
+        let mut f: Vec<u8> = Vec::new();
         let mut d = vec![0u8; 5000];
         d[100] = 1;
         d[4000..4100].fill(7);
@@ -313,14 +318,12 @@ mod tests {
             &mut f,
             &seg(1000, 5000, &[(1000, 6000)]),
             &d,
-            Encoded::default(),
+            &Encoded::default(),
         )
         .unwrap();
         w.zeros(&mut f, 6000, size - 6000).unwrap();
         w.finish(&mut f, size).unwrap();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut f, &mut bytes).unwrap();
-        let r = AndroidSparseReader::open(Arc::new(MemSource(bytes))).unwrap();
+        let r = AndroidSparseReader::open(Arc::new(MemSource(f))).unwrap();
         assert_eq!(r.size(), size);
         let mut back = vec![0u8; 8192];
         r.read_exact_at(0, &mut back).unwrap();

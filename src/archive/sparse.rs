@@ -3,11 +3,10 @@
 //! Mapped 4 KiB blocks that are entirely zero are not written either: in a file a hole reads
 //! back as zeros, so this loses nothing, and journals and inode tables then cost no disk.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
 use super::{ArchiveWriter, DataSegment, Encoded};
+use crate::io::WriteAt;
 
 /// Granularity of the all-zero test (the usual filesystem block, so holes can be punched).
 const BLOCK: usize = 4096;
@@ -26,10 +25,10 @@ impl SparseWriter {
 impl ArchiveWriter for SparseWriter {
     fn data(
         &mut self,
-        out: &mut File,
+        out: &mut dyn WriteAt,
         seg: &DataSegment,
         data: &[u8],
-        _enc: Encoded,
+        _enc: &Encoded,
     ) -> io::Result<()> {
         // Write runs of non-zero blocks, aligned to BLOCK in image offsets.
         let base = seg.offset;
@@ -51,16 +50,16 @@ impl ArchiveWriter for SparseWriter {
                 }
                 i += n;
             }
-            out.write_all_at(&data[start..i], base + start as u64)?;
+            out.write_all_at(base + start as u64, &data[start..i])?;
         }
         Ok(())
     }
 
-    fn zeros(&mut self, _out: &mut File, _offset: u64, _len: u64) -> io::Result<()> {
+    fn zeros(&mut self, _out: &mut dyn WriteAt, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut File, image_size: u64) -> io::Result<()> {
+    fn finish(&mut self, out: &mut dyn WriteAt, image_size: u64) -> io::Result<()> {
         out.set_len(image_size)
     }
 }
@@ -85,10 +84,10 @@ mod tests {
             }],
         };
         let mut w = SparseWriter::new();
-        w.data(&mut f, &seg, &data, Encoded::default()).unwrap();
+        w.data(&mut f, &seg, &data, &Encoded::default()).unwrap();
         w.finish(&mut f, 4 << 20).unwrap();
         let mut back = vec![0u8; 4 << 20];
-        f.read_exact_at(&mut back, 0).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut back, 0).unwrap();
         assert_eq!(&back[1 << 20..(1 << 20) + data.len()], &data[..]);
         let holes = crate::bmap::file_data_ranges(&f).unwrap();
         assert!(holes.total() <= 3 * 4096, "data ranges: {holes:?}");

@@ -11,13 +11,13 @@
 //! byte ≥ 0xE0), so a zero block is one precomputed chunk of 1 MiB of zeros repeated, and its
 //! CRC32 is combined from the CRC32 of that chunk, in O(log n) per chunk.
 
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::sync::OnceLock;
 
 use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
 
 use super::{ArchiveWriter, DataSegment, Encoded, Encoder};
+use crate::io::WriteAt;
 
 /// Largest zero run written as one xz block: readers that hold a block in memory stay bounded.
 pub const MAX_ZERO_BLOCK: u64 = 64 << 20;
@@ -224,6 +224,8 @@ pub struct XzWriter {
     started: bool,
     /// (unpadded size, uncompressed size) per block.
     records: Vec<(u64, u64)>,
+    /// Where the next byte goes.
+    pos: u64,
 }
 
 impl XzWriter {
@@ -232,12 +234,18 @@ impl XzWriter {
         XzWriter::default()
     }
 
-    fn start(&mut self, out: &mut File) -> io::Result<()> {
+    fn append(&mut self, out: &mut dyn WriteAt, bytes: &[u8]) -> io::Result<()> {
+        out.write_all_at(self.pos, bytes)?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn start(&mut self, out: &mut dyn WriteAt) -> io::Result<()> {
         if !self.started {
             let mut h = HEADER_MAGIC.to_vec();
             h.extend_from_slice(&STREAM_FLAGS);
             h.extend_from_slice(&crc32fast::hash(&STREAM_FLAGS).to_le_bytes());
-            out.write_all(&h)?;
+            self.append(out, &h)?;
             self.started = true;
         }
         Ok(())
@@ -247,30 +255,30 @@ impl XzWriter {
 impl ArchiveWriter for XzWriter {
     fn data(
         &mut self,
-        out: &mut File,
+        out: &mut dyn WriteAt,
         seg: &DataSegment,
         _data: &[u8],
-        enc: Encoded,
+        enc: &Encoded,
     ) -> io::Result<()> {
         self.start(out)?;
-        out.write_all(&enc.bytes)?;
+        self.append(out, &enc.bytes)?;
         self.records.push((enc.aux, seg.len as u64));
         Ok(())
     }
 
-    fn zeros(&mut self, out: &mut File, _offset: u64, mut len: u64) -> io::Result<()> {
+    fn zeros(&mut self, out: &mut dyn WriteAt, _offset: u64, mut len: u64) -> io::Result<()> {
         self.start(out)?;
         while len > 0 {
             let n = len.min(MAX_ZERO_BLOCK);
             let (b, unpadded) = zero_block(n)?;
-            out.write_all(&b)?;
+            self.append(out, &b)?;
             self.records.push((unpadded, n));
             len -= n;
         }
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut File, _image_size: u64) -> io::Result<()> {
+    fn finish(&mut self, out: &mut dyn WriteAt, _image_size: u64) -> io::Result<()> {
         self.start(out)?;
         let mut idx = vec![0u8];
         varint(&mut idx, self.records.len() as u64);
@@ -292,8 +300,8 @@ impl ArchiveWriter for XzWriter {
         let c = crc32fast::hash(&foot[4..10]);
         foot[0..4].copy_from_slice(&c.to_le_bytes());
         foot.extend_from_slice(b"YZ");
-        out.write_all(&idx)?;
-        out.write_all(&foot)
+        self.append(out, &idx)?;
+        self.append(out, &foot)
     }
 }
 
@@ -312,7 +320,7 @@ mod tests {
 
     #[test]
     fn blocks_and_zero_runs_decode_with_liblzma() {
-        let mut f = tempfile::tempfile().unwrap();
+        let mut f: Vec<u8> = Vec::new();
         let mut w = XzWriter::new();
         let e = BlockEncoder::new(6).unwrap();
         let data: Vec<u8> = (0..300_000u32)
@@ -324,16 +332,13 @@ mod tests {
             mapped: vec![],
         };
         let enc = e.encode(&seg, &data).unwrap();
-        w.data(&mut f, &seg, &data, enc).unwrap();
+        w.data(&mut f, &seg, &data, &enc).unwrap();
         let zeros = [1u64, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 5 << 20];
         for z in zeros {
             w.zeros(&mut f, 0, z).unwrap();
         }
         w.finish(&mut f, 0).unwrap();
-        let mut bytes = Vec::new();
-        std::io::Seek::rewind(&mut f).unwrap();
-        f.read_to_end(&mut bytes).unwrap();
-        let out = decode(&bytes);
+        let out = decode(&f);
         let total: u64 = data.len() as u64 + zeros.iter().sum::<u64>();
         assert_eq!(out.len() as u64, total);
         assert_eq!(&out[..data.len()], &data[..]);
@@ -345,13 +350,10 @@ mod tests {
 
     #[test]
     fn empty_image_is_a_valid_xz() {
-        let mut f = tempfile::tempfile().unwrap();
+        let mut f: Vec<u8> = Vec::new();
         let mut w = XzWriter::new();
         w.finish(&mut f, 0).unwrap();
-        let mut bytes = Vec::new();
-        std::io::Seek::rewind(&mut f).unwrap();
-        f.read_to_end(&mut bytes).unwrap();
-        assert!(decode(&bytes).is_empty());
+        assert!(decode(&f).is_empty());
     }
 
     #[test]

@@ -7,10 +7,10 @@
 //! zstd decoder ignores and blockwise reads for random access ([`crate::format::SeekableZstd`]).
 
 use std::cell::RefCell;
-use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 
 use super::{ArchiveWriter, DataSegment, Encoded, Encoder};
+use crate::io::WriteAt;
 
 /// Largest zero run written as one frame: small enough that a reader holding a whole frame
 /// in memory (ours, or another tool's) stays bounded.
@@ -97,6 +97,8 @@ pub fn zero_frame(len: u64) -> Vec<u8> {
 pub struct SeekableWriter {
     /// (compressed size, decompressed size) per frame.
     frames: Vec<(u32, u32)>,
+    /// Where the next frame goes.
+    pos: u64,
 }
 
 impl SeekableWriter {
@@ -105,13 +107,14 @@ impl SeekableWriter {
         SeekableWriter::default()
     }
 
-    fn push(&mut self, out: &mut File, frame: &[u8], decoded: u64) -> io::Result<()> {
+    fn push(&mut self, out: &mut dyn WriteAt, frame: &[u8], decoded: u64) -> io::Result<()> {
         let (Ok(c), Ok(d)) = (u32::try_from(frame.len()), u32::try_from(decoded)) else {
             return Err(io::Error::other(
                 "zstd frame larger than the seek table can describe",
             ));
         };
-        out.write_all(frame)?;
+        out.write_all_at(self.pos, frame)?;
+        self.pos += frame.len() as u64;
         self.frames.push((c, d));
         Ok(())
     }
@@ -120,15 +123,15 @@ impl SeekableWriter {
 impl ArchiveWriter for SeekableWriter {
     fn data(
         &mut self,
-        out: &mut File,
+        out: &mut dyn WriteAt,
         seg: &DataSegment,
         _data: &[u8],
-        enc: Encoded,
+        enc: &Encoded,
     ) -> io::Result<()> {
         self.push(out, &enc.bytes, seg.len as u64)
     }
 
-    fn zeros(&mut self, out: &mut File, _offset: u64, mut len: u64) -> io::Result<()> {
+    fn zeros(&mut self, out: &mut dyn WriteAt, _offset: u64, mut len: u64) -> io::Result<()> {
         while len > 0 {
             let n = len.min(MAX_ZERO_FRAME);
             self.push(out, &zero_frame(n), n)?;
@@ -137,8 +140,8 @@ impl ArchiveWriter for SeekableWriter {
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut File, _image_size: u64) -> io::Result<()> {
-        out.write_all(&seek_table(&self.frames)?)
+    fn finish(&mut self, out: &mut dyn WriteAt, _image_size: u64) -> io::Result<()> {
+        out.write_all_at(self.pos, &seek_table(&self.frames)?)
     }
 }
 

@@ -4,15 +4,17 @@
 
 use std::io;
 
-use rayon::prelude::*;
 use serde::Serialize;
 use sha2::Sha256;
 
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 
+mod hash;
 pub mod read;
 pub mod write;
+
+pub(crate) use hash::RangeHasher;
 
 pub use read::parse;
 pub use write::{render, BmapWriteOptions};
@@ -101,20 +103,11 @@ pub fn range_bytes(first: u64, last: u64, block_size: u64, image_size: u64) -> (
     (s, e)
 }
 
-/// Called with the number of bytes just hashed (from several threads at once).
+/// Called with the number of bytes just hashed.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
 /// Hashes `[start, end)` of `src` with `D`, reading 4 MiB at a time.
 fn digest_range<D: sha2::Digest>(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8>> {
-    digest_range_progress::<D>(src, start, end, &|_| {})
-}
-
-fn digest_range_progress<D: sha2::Digest>(
-    src: &dyn ReadAt,
-    start: u64,
-    end: u64,
-    progress: Progress,
-) -> io::Result<Vec<u8>> {
     let mut h = D::new();
     let mut buf = vec![
         0u8;
@@ -128,7 +121,6 @@ fn digest_range_progress<D: sha2::Digest>(
         src.read_exact_at(pos, &mut buf[..n])?;
         h.update(&buf[..n]);
         pos += n as u64;
-        progress(n as u64);
     }
     Ok(h.finalize().to_vec())
 }
@@ -138,30 +130,20 @@ pub fn sha256_range(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8
     digest_range::<Sha256>(src, start, end)
 }
 
-/// SHA-256 of every range, computed on all cores (ranges are independent).
+/// SHA-256 (hex) of every block range `first..=last`, each cut at `image_size`; decoded and
+/// hashed on all cores through the [`pipeline`](crate::pipeline).
 pub fn range_checksums(
     src: &dyn ReadAt,
     ranges: &[(u64, u64)],
     block_size: u64,
     image_size: u64,
-) -> io::Result<Vec<String>> {
-    range_checksums_progress(src, ranges, block_size, image_size, &|_| {})
-}
-
-fn range_checksums_progress(
-    src: &dyn ReadAt,
-    ranges: &[(u64, u64)],
-    block_size: u64,
-    image_size: u64,
-    progress: Progress,
-) -> io::Result<Vec<String>> {
-    ranges
-        .par_iter()
-        .map(|&(first, last)| {
-            let (s, e) = range_bytes(first, last, block_size, image_size);
-            digest_range_progress::<Sha256>(src, s, e, progress).map(|d| hex(&d))
-        })
-        .collect()
+) -> crate::Result<Vec<String>> {
+    let bytes: Vec<(u64, u64)> = ranges
+        .iter()
+        .map(|&(f, l)| range_bytes(f, l, block_size, image_size))
+        .collect();
+    let d = hash::hash_ranges(src, &bytes, ChecksumType::Sha256, &|_| {})?;
+    Ok(d.iter().map(|d| hex(d)).collect())
 }
 
 pub use crate::checksum::hex;
@@ -200,16 +182,15 @@ pub fn range_digest(src: &dyn ReadAt, start: u64, end: u64, t: ChecksumType) -> 
 
 /// Builds a complete bmap 2.0 file for `src` whose bytes that matter are `map`.
 ///
-/// `parallel` hashes ranges on all cores; pass `false` for streaming sources, where reads
-/// must go forward in order or the decoder restarts.
+/// The ranges are read through the [`pipeline`](crate::pipeline), as the source prefers:
+/// frames of a seekable archive decode on every core, a stream is decoded once, in order.
 pub fn generate(
     src: &dyn ReadAt,
     map: &ExtentMap,
     checksums: bool,
-    parallel: bool,
     opts: &BmapWriteOptions,
-) -> io::Result<Vec<u8>> {
-    generate_with_progress(src, map, checksums, parallel, opts, &|_| {})
+) -> crate::Result<Vec<u8>> {
+    generate_with_progress(src, map, checksums, opts, &|_| {})
 }
 
 /// [`generate`], reporting the bytes hashed as it goes (for a progress bar).
@@ -217,29 +198,19 @@ pub fn generate_with_progress(
     src: &dyn ReadAt,
     map: &ExtentMap,
     checksums: bool,
-    parallel: bool,
     opts: &BmapWriteOptions,
     progress: Progress,
-) -> io::Result<Vec<u8>> {
+) -> crate::Result<Vec<u8>> {
     let size = src.size();
-    let ranges = write::block_ranges(size, map, opts.block_size);
-    let ck = if !checksums {
-        None
-    } else if parallel {
-        Some(range_checksums_progress(
-            src,
-            &ranges,
-            opts.block_size,
-            size,
-            progress,
-        )?)
+    let ck = if checksums {
+        let bytes: Vec<(u64, u64)> = write::block_ranges(size, map, opts.block_size)
+            .into_iter()
+            .map(|(f, l)| range_bytes(f, l, opts.block_size, size))
+            .collect();
+        let d = hash::hash_ranges(src, &bytes, ChecksumType::Sha256, progress)?;
+        Some(d.iter().map(|d| hex(d)).collect::<Vec<_>>())
     } else {
-        let mut v = Vec::with_capacity(ranges.len());
-        for &(f, l) in &ranges {
-            let (s, e) = range_bytes(f, l, opts.block_size, size);
-            v.push(hex(&digest_range_progress::<Sha256>(src, s, e, progress)?));
-        }
-        Some(v)
+        None
     };
     Ok(render(size, map, ck.as_deref(), opts))
 }
@@ -288,8 +259,9 @@ pub struct VerifyResult {
     pub mismatches: Vec<Mismatch>,
 }
 
-/// Checks every range of `bmap` that carries a checksum against `src`.
-pub fn verify(src: &dyn ReadAt, bmap: &Bmap, parallel: bool) -> crate::Result<VerifyResult> {
+/// Checks every range of `bmap` that carries a checksum against `src`, reading through the
+/// [`pipeline`](crate::pipeline) as [`generate`] does.
+pub fn verify(src: &dyn ReadAt, bmap: &Bmap) -> crate::Result<VerifyResult> {
     let Some(t) = bmap.checksum_type else {
         return Err(crate::Error::Format(
             "this bmap has no checksums (format 1.2 or older without sha1 attributes); nothing to verify".into(),
@@ -302,42 +274,34 @@ pub fn verify(src: &dyn ReadAt, bmap: &Bmap, parallel: bool) -> crate::Result<Ve
             bmap.image_size
         )));
     }
-    let check = |r: &BmapRange| -> io::Result<Option<Mismatch>> {
-        let Some(want) = &r.checksum else {
-            return Ok(None);
-        };
-        let (s, e) = range_bytes(r.first, r.last, bmap.block_size, bmap.image_size);
-        let got = range_digest(src, s, e, t)?;
-        Ok((got != *want).then(|| Mismatch {
-            first: r.first,
-            last: r.last,
-            expected: want.clone(),
-            actual: got,
-        }))
-    };
-    let results: Vec<Option<Mismatch>> = if parallel {
-        bmap.ranges
-            .par_iter()
-            .map(check)
-            .collect::<io::Result<_>>()?
-    } else {
-        bmap.ranges.iter().map(check).collect::<io::Result<_>>()?
-    };
     let checked: Vec<&BmapRange> = bmap
         .ranges
         .iter()
         .filter(|r| r.checksum.is_some())
         .collect();
+    let bytes: Vec<(u64, u64)> = checked
+        .iter()
+        .map(|r| range_bytes(r.first, r.last, bmap.block_size, bmap.image_size))
+        .collect();
+    let digests = hash::hash_ranges(src, &bytes, t, &|_| {})?;
+    let mismatches = checked
+        .iter()
+        .zip(digests)
+        .filter_map(|(r, d)| {
+            let want = r.checksum.as_ref()?;
+            let got = hex(&d);
+            (got != *want).then(|| Mismatch {
+                first: r.first,
+                last: r.last,
+                expected: want.clone(),
+                actual: got,
+            })
+        })
+        .collect();
     Ok(VerifyResult {
         ranges_checked: checked.len(),
         ranges_unchecked: bmap.ranges.len() - checked.len(),
-        bytes_checked: checked
-            .iter()
-            .map(|r| {
-                let (s, e) = range_bytes(r.first, r.last, bmap.block_size, bmap.image_size);
-                e - s
-            })
-            .sum(),
-        mismatches: results.into_iter().flatten().collect(),
+        bytes_checked: bytes.iter().map(|(s, e)| e - s).sum(),
+        mismatches,
     })
 }

@@ -1,31 +1,56 @@
 //! `blockwise backup`: a compact archive of the blocks that matter, plus its bmap.
 
 use std::io::Write as _;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use blockwise::archive::{self, ArchiveFormat, BackupOptions, CodecOptions};
+use blockwise::archive::{self, ArchiveFormat, Backup, BackupOptions};
 use blockwise::format::OpenOptions;
 use blockwise::io::atomic::AtomicFile;
-use blockwise::io::{DirectBlockDevice, ReadAt};
 use blockwise::scan::open_and_scan_with_reads;
 use blockwise::util::human_bytes;
-use blockwise::ExtentMap;
 
 use super::exit;
 
 pub struct Args {
     pub src: PathBuf,
     pub dest: PathBuf,
-    pub format: Option<ArchiveFormat>,
+    pub format: Option<FormatArg>,
     pub level: Option<i32>,
     pub threads: Option<usize>,
     pub truncate: bool,
     pub force: bool,
     pub allow_mounted: bool,
     pub json: bool,
+}
+
+/// `--format`: the command line's names for [`ArchiveFormat`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    /// Seekable zstd (`.zst`): plain zstd to every other tool, random access for blockwise.
+    #[value(name = "zst", alias = "zstd")]
+    Zstd,
+    /// Multi-block xz (`.xz`): plain xz to every other tool, random access through its index.
+    #[value(name = "xz")]
+    Xz,
+    /// Sparse raw image (`.img`): unmapped space left as holes.
+    #[value(name = "img", alias = "raw")]
+    SparseRaw,
+    /// Android sparse image (`.simg`): unmapped space as DONT_CARE chunks.
+    #[value(name = "simg", alias = "android-sparse")]
+    AndroidSparse,
+}
+
+impl From<FormatArg> for ArchiveFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Zstd => ArchiveFormat::Zstd,
+            FormatArg::Xz => ArchiveFormat::Xz,
+            FormatArg::SparseRaw => ArchiveFormat::SparseRaw,
+            FormatArg::AndroidSparse => ArchiveFormat::AndroidSparse,
+        }
+    }
 }
 
 /// The `--json` summary (spec/json-output.md).
@@ -63,82 +88,40 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let usage = blockwise::map::image_map(&scan).context("internal error: no usage map")?;
     let format = a
         .format
+        .map(ArchiveFormat::from)
         .or_else(|| ArchiveFormat::from_name(&a.dest))
         .unwrap_or(ArchiveFormat::Zstd);
-    check_destination(&a.src, &a.dest, a.force)?;
-    let bmap_path = bmap_path(&a.dest);
-    check_destination(&a.src, &bmap_path, a.force)?;
-    if opened.is_block_device {
-        check_not_mounted(&a.src, a.allow_mounted)?;
-    }
-    let level = a.level.unwrap_or_else(|| format.default_level());
-    let mut warnings = blockwise::report::warnings(&opened, &scan, Some(&usage));
-    let mut notes: Vec<String> = Vec::new();
-
-    // Long sequential reads of a device bypass the page cache.
-    let mut src: Arc<dyn ReadAt> = opened.source.clone();
-    if opened.is_block_device && opened.chain.len() == 1 {
-        match DirectBlockDevice::open(&a.src) {
-            Ok(d) => src = Arc::new(d),
-            Err(e) => warnings.push(format!(
-                "O_DIRECT not available ({e}); reading through the page cache"
-            )),
-        }
-    }
-    let original_size = src.size();
-    let mut size = original_size;
-    let mut map: ExtentMap = usage.used.clone();
-    if a.truncate {
-        let layout = blockwise::layout::read_layout(&*src, opened.device_sector_size)
-            .with_context(|| format!("reading the partition table of {}", a.src.display()))?;
-        let t = archive::truncate::plan_truncation(&*src, &layout)
-            .with_context(|| format!("--truncate: {}", a.src.display()))?;
-        t.check_against_map(&layout, &map, original_size)
-            .with_context(|| format!("--truncate: {}", a.src.display()))?;
-        let patched = ExtentMap::from_ranges(
-            t.patches
-                .iter()
-                .map(|(off, b)| (*off, off + b.len() as u64)),
-        );
-        map = map.clip(t.new_size).union(&patched);
-        size = t.new_size;
-        src = truncated_view(src, t.new_size, t.patches)?;
-        notes.extend(t.notes);
-    }
-
-    let (encoder, mut writer) = archive::make(
-        format,
-        &CodecOptions {
-            level,
-            image_size: size,
-        },
-    )?;
+    archive::check_destination(&a.src, &a.dest, a.force)?;
+    let bmap_path = archive::bmap_path(&a.dest);
+    archive::check_destination(&a.src, &bmap_path, a.force)?;
     let opts = BackupOptions {
+        format,
+        level: a.level,
         threads: a.threads.unwrap_or(BackupOptions::default().threads).max(1),
-        hot: hot.clip(size),
+        allow_mounted: a.allow_mounted,
+        hot,
         ..BackupOptions::default()
     };
+    let mut job = Backup::prepare(&opened, &usage.used, opts)?;
+    if a.truncate {
+        job.truncate()
+            .with_context(|| format!("--truncate: {}", a.src.display()))?;
+    }
+    let mut warnings = blockwise::report::warnings(&opened, &scan, Some(&usage));
+    warnings.extend_from_slice(job.warnings());
+    let notes = job.notes().to_vec();
+    let (size, original_size, level) = (job.size(), job.original_size(), job.level());
+
     let cancel = blockwise::io::sys::catch_interrupts();
     let mut tmp = AtomicFile::create(&a.dest)
         .with_context(|| format!("cannot create {}", a.dest.display()))?;
-    let bar = super::progress_bar("backing up", map.total(), a.json);
+    let bar = super::progress_bar("backing up", job.map().total(), a.json);
     let mut on_progress = |p: &archive::Progress| {
         if let Some(b) = &bar {
             b.set_position(p.mapped_done);
         }
     };
-    let result = archive::backup(
-        src,
-        size,
-        &map,
-        &format.plan_options(),
-        tmp.file(),
-        encoder,
-        writer.as_mut(),
-        &opts,
-        &mut on_progress,
-        cancel,
-    );
+    let result = job.run(tmp.file(), &mut on_progress, cancel);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -263,124 +246,23 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// `DEST.bmap`: bmaptool tries `IMG.bmap` first, so it finds this beside any archive name.
-fn bmap_path(dest: &Path) -> PathBuf {
-    let mut s = dest.as_os_str().to_owned();
-    s.push(".bmap");
-    PathBuf::from(s)
-}
-
-/// Refuses to overwrite what the user may want (without `--force`), to write over the
-/// source, or to write an archive onto a device.
-fn check_destination(src: &Path, dest: &Path, force: bool) -> anyhow::Result<()> {
-    let Ok(dm) = std::fs::metadata(dest) else {
-        return Ok(());
-    };
-    if dm.file_type().is_block_device() {
-        refuse!(
-            "{} is a block device; backup writes an archive file (use flash to write devices)",
-            dest.display()
-        );
-    }
-    if let Ok(sm) = std::fs::metadata(src) {
-        if sm.dev() == dm.dev() && sm.ino() == dm.ino() {
-            refuse!("{} is the source itself", dest.display());
-        }
-    }
-    if !dm.is_file() {
-        refuse!("{} exists and is not a regular file", dest.display());
-    }
-    if !force {
-        refuse!(
-            "{} already exists; pass --force to replace it",
-            dest.display()
-        );
-    }
-    Ok(())
-}
-
-fn check_not_mounted(dev: &Path, allow: bool) -> anyhow::Result<()> {
-    let uses = blockwise::io::device::in_use(dev)
-        .with_context(|| format!("cannot tell whether {} is in use", dev.display()))?;
-    let rw: Vec<_> = uses.iter().filter(|u| !u.read_only).collect();
-    if rw.is_empty() || allow {
-        return Ok(());
-    }
-    let list = rw
-        .iter()
-        .map(|u| format!("/dev/{} on {}", u.device, u.mount_point))
-        .collect::<Vec<_>>()
-        .join(", ");
-    refuse!(
-        "{} is in use ({list}); a backup of a filesystem that is being written is inconsistent. \
-         Unmount it (or remount read-only), or pass --allow-mounted to back it up anyway",
-        dev.display()
-    )
-}
-
 /// Says what went wrong and what state things are in: the temporary file is gone, nothing
-/// was written under the final name.
+/// was written under the final name. The exit code stays that of the library error.
 fn explain_failure(e: blockwise::Error, src: &Path, dest: &Path) -> anyhow::Error {
     let state = format!(
         "nothing was written under {} (the partial temporary file was removed)",
         dest.display()
     );
-    if let blockwise::Error::Io(io) = &e {
-        match io.kind() {
-            std::io::ErrorKind::Interrupted => {
-                return anyhow::Error::new(Interrupted(format!("interrupted; {state}")))
-            }
-            std::io::ErrorKind::StorageFull => {
-                return anyhow::anyhow!("the destination filesystem is full ({io}); {state}")
-            }
-            _ => {}
+    let code = exit::of(&e);
+    let message = match &e {
+        blockwise::Error::Interrupted => format!("interrupted; {state}"),
+        blockwise::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            format!("the destination filesystem is full ({io}); {state}")
         }
-        if io.to_string().starts_with("read error") {
-            return anyhow::anyhow!("reading {}: {io}; {state}", src.display());
+        blockwise::Error::Read { .. } => {
+            format!("reading {}: {}; {state}", src.display(), super::chain(&e))
         }
-    }
-    anyhow::anyhow!("{e}; {state}")
-}
-
-/// Refused for safety before anything was written (exit code 4).
-#[derive(Debug)]
-pub struct Refused(pub String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-/// Returns a [`Refused`] error built like `format!`.
-macro_rules! refuse {
-    ($($t:tt)*) => {
-        return Err(anyhow::Error::new(Refused(format!($($t)*))))
+        _ => format!("{e}; {state}"),
     };
-}
-use refuse;
-
-/// A run stopped by SIGINT/SIGTERM (exit code 130).
-#[derive(Debug)]
-pub struct Interrupted(pub String);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
-fn truncated_view(
-    src: Arc<dyn ReadAt>,
-    size: u64,
-    patches: Vec<(u64, Vec<u8>)>,
-) -> anyhow::Result<Arc<dyn ReadAt>> {
-    Ok(Arc::new(
-        blockwise::io::Overlay::new(src, size, patches)
-            .context("--truncate: building the truncated view")?,
-    ))
+    anyhow::Error::new(super::Explained { message, code })
 }

@@ -74,15 +74,8 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             b.inc(n);
         }
     };
-    let text = bmap::generate_with_progress(
-        &*src,
-        &map,
-        !a.no_checksum,
-        opened.random_access(),
-        &opts,
-        &on_progress,
-    )
-    .with_context(|| format!("reading {}", a.image.display()))?;
+    let text = bmap::generate_with_progress(&*src, &map, !a.no_checksum, &opts, &on_progress)
+        .with_context(|| format!("reading {}", a.image.display()))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

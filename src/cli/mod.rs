@@ -26,6 +26,55 @@ pub mod exit {
     pub const REFUSED: u8 = 4;
     /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: u8 = 130;
+
+    /// The exit code a library error stands for.
+    pub fn of(e: &blockwise::Error) -> u8 {
+        match e {
+            blockwise::Error::Refused { .. } => REFUSED,
+            blockwise::Error::Interrupted => INTERRUPTED,
+            _ => FAILURE,
+        }
+    }
+
+    /// The exit code of a command's error: that of the first library error or explained
+    /// failure in its chain, else [`FAILURE`].
+    pub fn of_chain(e: &anyhow::Error) -> u8 {
+        e.chain()
+            .find_map(|c| {
+                c.downcast_ref::<super::Explained>()
+                    .map(|x| x.code)
+                    .or_else(|| c.downcast_ref::<blockwise::Error>().map(of))
+            })
+            .unwrap_or(FAILURE)
+    }
+}
+
+/// A failure a command has put in its own words (what happened and what state the outputs are
+/// in), keeping the exit code of the library error it came from.
+#[derive(Debug)]
+struct Explained {
+    message: String,
+    code: u8,
+}
+
+impl std::fmt::Display for Explained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Explained {}
+
+/// An error and its causes on one line, each said once (`anyhow`'s `{:#}`).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// A progress bar over `total` mapped bytes on stderr, labelled `what` ("hashing"); `None`
@@ -169,7 +218,7 @@ SRC mounted read-write), 130 if interrupted (nothing left under DEST).")]
         dest: PathBuf,
         /// Output format (default: from DEST's extension, else zst).
         #[arg(long, value_enum)]
-        format: Option<blockwise::archive::ArchiveFormat>,
+        format: Option<backup::FormatArg>,
         /// Compression level (zstd 1-22, default 3; xz 0-9, default 6).
         #[arg(long, allow_negative_numbers = true)]
         level: Option<i32>,
@@ -277,13 +326,7 @@ pub fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("blockwise: error: {e:#}");
-            if e.downcast_ref::<backup::Interrupted>().is_some() {
-                ExitCode::from(exit::INTERRUPTED)
-            } else if e.downcast_ref::<backup::Refused>().is_some() {
-                ExitCode::from(exit::REFUSED)
-            } else {
-                ExitCode::from(exit::FAILURE)
-            }
+            ExitCode::from(exit::of_chain(&e))
         }
     }
 }

@@ -35,7 +35,7 @@ pub fn run(image: PathBuf, bmap_path: Option<PathBuf>, json: bool) -> anyhow::Re
         .with_context(|| format!("{} is not a usable bmap", bmap_path.display()))?;
     let opened = format::open(&image, &OpenOptions::default())
         .with_context(|| format!("cannot open {}", image.display()))?;
-    let res = bmap::verify(&*opened.source, &b, opened.random_access()).with_context(|| {
+    let res = bmap::verify(&*opened.source, &b).with_context(|| {
         format!(
             "verifying {} against {}",
             image.display(),

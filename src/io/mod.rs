@@ -17,10 +17,12 @@ pub mod file;
 pub mod overlay;
 #[allow(unsafe_code)] // the one module allowed to: ioctls and lseek, each wrapped once
 pub mod sys;
+pub mod write;
 
 pub use blockdev::{BlockDevice, DirectBlockDevice};
 pub use file::FileSource;
 pub use overlay::Overlay;
+pub use write::WriteAt;
 
 /// How a source is best read. Consumers (the pipeline, verify, the probes) adapt to it instead
 /// of being told by whoever opened the source.

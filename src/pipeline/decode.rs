@@ -1,0 +1,413 @@
+//! The decoders: getting each job's bytes out of the source, as the source prefers.
+//!
+//! A random-access source is read by a pool. Each job's read is cut where one of the source's
+//! units begins ([`ReadAt::boundaries`]), and consecutive pieces inside one unit form one task
+//! for one thread: the unit is decoded once (the later pieces come from the source's cache of
+//! recent units), and the next unit is decoded by another thread at the same time. A job cut
+//! into pieces is put back together by whichever thread reads its last piece.
+//!
+//! A sequential source is read by one thread through [`ReadAt::sequential`], skipping what no
+//! job reads by decoding past it: one decoder, front to back, never restarted.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::{Scope, ScopedJoinHandle};
+
+use super::{catch, Done, Job, Shared, Work, MAX_JOB};
+use crate::io::{Access, ReadAt, ReadAtExt};
+use crate::Error;
+
+/// A job cut into more pieces than this is read whole instead: a source whose units are tiny
+/// would otherwise cost more in bookkeeping than a second decode of an edge unit.
+const MAX_PIECES: usize = 64;
+
+/// Two pieces further apart than this are taken to lie in different units without asking the
+/// source (asking lists every unit start in between).
+const MAX_UNIT_SPAN: u64 = 256 << 20;
+
+/// Scratch buffer for skipping through a sequential source.
+const SKIP_BUF: usize = 1 << 20;
+
+/// Refuses job lists the decoders cannot serve in order with bounded memory.
+pub(super) fn check_jobs<M>(jobs: &[Job<M>]) -> crate::Result<()> {
+    let mut end = 0u64;
+    for (i, r) in jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, j)| j.read.as_ref().map(|r| (i, r)))
+    {
+        if r.start < end || r.end < r.start || r.end - r.start > MAX_JOB {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "internal error: pipeline job {i} reads {}..{}: reads must be ascending, \
+                     disjoint and at most {MAX_JOB} bytes",
+                    r.start, r.end
+                ),
+            )));
+        }
+        end = r.end;
+    }
+    Ok(())
+}
+
+/// Starts the decoder threads: a pool for a random-access source, one thread for a
+/// sequential one. They end when every job is read or the pipeline stops.
+pub(super) fn spawn<'scope, 'env, M: Sync, T: Send + 'scope>(
+    s: &'scope Scope<'scope, 'env>,
+    src: &'env dyn ReadAt,
+    jobs: &'env [Job<M>],
+    threads: usize,
+    shared: &'env Shared,
+    work: Sender<Work>,
+    done: &Sender<Done<T>>,
+) -> Vec<ScopedJoinHandle<'scope, ()>> {
+    if src.caps().access == Access::Sequential {
+        let done = done.clone();
+        return vec![s.spawn(move || in_order(src, jobs, shared, &work, &done))];
+    }
+    let planner = Arc::new(Mutex::new(Planner::new(src, jobs)));
+    let assembly = Arc::new(Assembly::default());
+    (0..threads)
+        .map(|_| {
+            let (planner, assembly) = (planner.clone(), assembly.clone());
+            let (work, done) = (work.clone(), done.clone());
+            s.spawn(move || pooled(src, &planner, &assembly, shared, &work, &done))
+        })
+        .collect()
+}
+
+/// Reads `r` of `src` in one piece.
+fn read_range(src: &dyn ReadAt, r: &Range<u64>) -> crate::Result<Vec<u8>> {
+    let len = r.end - r.start;
+    let mut buf = vec![0u8; len as usize];
+    src.read_exact_at(r.start, &mut buf)
+        .map_err(|source| Error::Read {
+            offset: r.start,
+            len,
+            source,
+        })?;
+    Ok(buf)
+}
+
+/// One step of a task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// A job without a read: goes straight to the transforms.
+    Pass(usize),
+    /// Piece `idx` of `count` of job `job`'s read.
+    Piece {
+        job: usize,
+        idx: usize,
+        count: usize,
+        range: Range<u64>,
+    },
+}
+
+impl Step {
+    fn job(&self) -> usize {
+        match self {
+            Step::Pass(j) | Step::Piece { job: j, .. } => *j,
+        }
+    }
+}
+
+/// Cuts the jobs into tasks, in job order, as the pool asks for them.
+struct Planner<'a, M> {
+    src: &'a dyn ReadAt,
+    jobs: &'a [Job<M>],
+    next_job: usize,
+    queue: VecDeque<Step>,
+}
+
+impl<'a, M> Planner<'a, M> {
+    fn new(src: &'a dyn ReadAt, jobs: &'a [Job<M>]) -> Self {
+        Planner {
+            src,
+            jobs,
+            next_job: 0,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// The steps of the next job, queued.
+    fn refill(&mut self) -> bool {
+        let Some(job) = self.jobs.get(self.next_job) else {
+            return false;
+        };
+        let i = self.next_job;
+        self.next_job += 1;
+        let Some(r) = &job.read else {
+            self.queue.push_back(Step::Pass(i));
+            return true;
+        };
+        let mut cuts = self.src.boundaries(r.start, r.end).unwrap_or_default();
+        if cuts.len() >= MAX_PIECES {
+            cuts.clear();
+        }
+        let count = cuts.len() + 1;
+        let mut from = r.start;
+        for (idx, to) in cuts.into_iter().chain([r.end]).enumerate() {
+            self.queue.push_back(Step::Piece {
+                job: i,
+                idx,
+                count,
+                range: from..to,
+            });
+            from = to;
+        }
+        true
+    }
+
+    fn pop(&mut self) -> Option<Step> {
+        if self.queue.is_empty() && !self.refill() {
+            return None;
+        }
+        self.queue.pop_front()
+    }
+
+    fn peek(&mut self) -> Option<&Step> {
+        if self.queue.is_empty() && !self.refill() {
+            return None;
+        }
+        self.queue.front()
+    }
+
+    /// True if no unit of the source starts in `(a, b]`: a piece starting at `b` is in the
+    /// same unit as one starting at `a`. Sources without units have every piece apart.
+    fn same_unit(&self, a: u64, b: u64) -> bool {
+        b.saturating_sub(a) <= MAX_UNIT_SPAN
+            && self
+                .src
+                .boundaries(a, b.saturating_add(1))
+                .is_some_and(|c| c.is_empty())
+    }
+
+    /// The next task: one step, or consecutive pieces inside one unit of the source.
+    fn next_task(&mut self) -> Option<Vec<Step>> {
+        let first = self.pop()?;
+        let Step::Piece { range, .. } = &first else {
+            return Some(vec![first]);
+        };
+        let unit_from = range.start;
+        let mut task = vec![first];
+        while let Some(Step::Piece { range, .. }) = self.peek() {
+            let at = range.start;
+            if !self.same_unit(unit_from, at) {
+                break;
+            }
+            task.extend(self.pop());
+        }
+        Some(task)
+    }
+}
+
+/// Jobs read in several pieces, waiting for the rest.
+#[derive(Default)]
+struct Assembly {
+    parts: Mutex<HashMap<usize, Parts>>,
+}
+
+struct Parts {
+    got: Vec<Option<Vec<u8>>>,
+    missing: usize,
+    /// The failure of the job's first failed piece, by piece order, so the error a job
+    /// reports does not depend on which thread was faster.
+    error: Option<(usize, Error)>,
+}
+
+/// Where a job stands after one of its pieces was read.
+enum Piece {
+    /// Every piece is in: the job's bytes.
+    Whole(Vec<u8>),
+    /// Every piece is resolved and one failed: the job's error.
+    Failed(Error),
+    /// Pieces are still out.
+    Waiting,
+}
+
+impl Assembly {
+    /// Adds the outcome of piece `idx` of `count` of job `job`.
+    fn add(&self, job: usize, idx: usize, count: usize, r: crate::Result<Vec<u8>>) -> Piece {
+        if count == 1 {
+            return match r {
+                Ok(b) => Piece::Whole(b),
+                Err(e) => Piece::Failed(e),
+            };
+        }
+        let done = {
+            let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+            let p = parts.entry(job).or_insert_with(|| Parts {
+                got: vec![None; count],
+                missing: count,
+                error: None,
+            });
+            match r {
+                Ok(b) => p.got[idx] = Some(b),
+                Err(e) => {
+                    if p.error.as_ref().is_none_or(|(at, _)| idx < *at) {
+                        p.error = Some((idx, e));
+                    }
+                }
+            }
+            p.missing -= 1;
+            if p.missing > 0 {
+                return Piece::Waiting;
+            }
+            match parts.remove(&job) {
+                Some(p) => p,
+                None => return Piece::Waiting,
+            }
+        };
+        if let Some((_, e)) = done.error {
+            return Piece::Failed(e);
+        }
+        let mut whole = Vec::with_capacity(done.got.iter().flatten().map(Vec::len).sum());
+        for piece in done.got.into_iter().flatten() {
+            whole.extend_from_slice(&piece);
+        }
+        Piece::Whole(whole)
+    }
+}
+
+/// A decoder of the pool: takes tasks in order until there are none or the run stops.
+fn pooled<M, T>(
+    src: &dyn ReadAt,
+    planner: &Mutex<Planner<'_, M>>,
+    assembly: &Assembly,
+    shared: &Shared,
+    work: &Sender<Work>,
+    done: &Sender<Done<T>>,
+) {
+    loop {
+        let task = {
+            let mut p = planner.lock().unwrap_or_else(|p| p.into_inner());
+            p.next_task()
+        };
+        let Some(task) = task else { return };
+        for step in task {
+            let i = step.job();
+            // Tasks come in job order: once one job is not wanted, no later one is.
+            if !shared.wanted(i) || !shared.window.wait(i) {
+                return;
+            }
+            let Step::Piece {
+                idx, count, range, ..
+            } = step
+            else {
+                if work.send((i, None)).is_err() {
+                    return;
+                }
+                continue;
+            };
+            let r = catch("decoder", || read_range(src, &range));
+            match &r {
+                Ok(piece) => {
+                    shared
+                        .bytes_read
+                        .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                }
+                // Later jobs are not started; this one fails once all its pieces are in.
+                Err(_) => shared.fail_at(i),
+            }
+            let sent = match assembly.add(i, idx, count, r) {
+                Piece::Whole(b) => work.send((i, Some(b))).is_ok(),
+                Piece::Failed(e) => done.send((i, Err(e))).is_ok(),
+                Piece::Waiting => true,
+            };
+            if !sent {
+                return;
+            }
+        }
+    }
+}
+
+/// The one decoder of a sequential source.
+fn in_order<M, T>(
+    src: &dyn ReadAt,
+    jobs: &[Job<M>],
+    shared: &Shared,
+    work: &Sender<Work>,
+    done: &Sender<Done<T>>,
+) {
+    let mut reader = InOrder {
+        src,
+        reader: None,
+        pos: 0,
+    };
+    for (i, job) in jobs.iter().enumerate() {
+        if !shared.wanted(i) || !shared.window.wait(i) {
+            return;
+        }
+        let data = match &job.read {
+            None => None,
+            Some(r) => match catch("decoder", || reader.read(r)) {
+                Ok(b) => {
+                    shared
+                        .bytes_read
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    Some(b)
+                }
+                Err(e) => {
+                    shared.fail_at(i);
+                    let _ = done.send((i, Err(e)));
+                    return;
+                }
+            },
+        };
+        if work.send((i, data)).is_err() {
+            return;
+        }
+    }
+}
+
+/// A source's in-order reader, opened at the first read.
+struct InOrder<'a> {
+    src: &'a dyn ReadAt,
+    reader: Option<Box<dyn Read + Send + 'a>>,
+    pos: u64,
+}
+
+impl InOrder<'_> {
+    fn read(&mut self, r: &Range<u64>) -> crate::Result<Vec<u8>> {
+        let len = r.end - r.start;
+        let at = |offset: u64, len: u64| {
+            move |source| Error::Read {
+                offset,
+                len,
+                source,
+            }
+        };
+        let rd = match &mut self.reader {
+            Some(rd) => rd,
+            None => {
+                let rd = self.src.sequential(r.start).map_err(at(r.start, len))?;
+                self.pos = r.start;
+                self.reader.insert(rd)
+            }
+        };
+        if r.start > self.pos {
+            let gap = r.start - self.pos;
+            skip(rd, gap).map_err(at(self.pos, gap))?;
+        }
+        let mut buf = vec![0u8; len as usize];
+        rd.read_exact(&mut buf).map_err(at(r.start, len))?;
+        self.pos = r.end;
+        Ok(buf)
+    }
+}
+
+/// Decodes and drops `n` bytes.
+fn skip(rd: &mut dyn Read, mut n: u64) -> io::Result<()> {
+    let mut scratch = vec![0u8; SKIP_BUF.min(n as usize)];
+    while n > 0 {
+        let want = scratch.len().min(n as usize);
+        rd.read_exact(&mut scratch[..want])?;
+        n -= want as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! The ordered parallel pipeline every bulk pass over an image runs on: backup, bmap and
+//! verify today; flash (several targets) and convert next.
+//!
+//! ```text
+//!   jobs, in image order
+//!     │
+//!     ▼
+//!   decoders ──────► transforms ─────► orderer ──┬──► sink (own thread)
+//!   read each job's  hash, compress,   the caller's ├──► sink
+//!   bytes            on every core     thread       └──► ...
+//! ```
+//!
+//! - **Decoders** read the bytes each [`Job`] names. A random-access source is read by a pool,
+//!   its jobs cut at the source's unit boundaries ([`ReadAt::boundaries`]: seekable zstd frames,
+//!   xz blocks) and the pieces of one unit read by one thread, so every unit is decoded once and
+//!   different units on different cores. A sequential source (gzip, bzip2, ...) is read by one
+//!   thread through [`ReadAt::sequential`], front to back, once.
+//! - **Transforms** turn a job's bytes into whatever the sinks want (a compressed frame, a
+//!   digest), on every core, in any order.
+//! - The **orderer**, on the caller's thread, hands each result to every [`Sink`] in job order,
+//!   reports progress and polls for cancellation. Each sink runs on its own thread, so a slow
+//!   one (a device being written) only holds the others back through the bounded queues.
+//!
+//! Memory is bounded: a job is not read until it is within a window of jobs after the last one
+//! delivered, and each sink queues at most a few. The result is the first failure in job order
+//! (a read error, a transform or sink error, a panic in any stage, an interruption); nothing is
+//! swallowed, and on failure no sink is finished.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::io::ReadAt;
+use crate::Error;
+
+mod decode;
+
+/// One unit of work, in image order: the bytes to read (if any) and what the stages need to
+/// know about them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job<M> {
+    /// Source bytes the job needs, or `None` for a job that carries no data (a run of zeros
+    /// an archive records without reading). Reads of successive jobs must be ascending and
+    /// disjoint, and each at most [`MAX_JOB`] bytes.
+    pub read: Option<Range<u64>>,
+    /// The caller's description of the job (an archive segment, a piece of a bmap range).
+    pub meta: M,
+}
+
+impl<M> Job<M> {
+    /// Bytes the job reads.
+    pub fn read_len(&self) -> u64 {
+        self.read.as_ref().map_or(0, |r| r.end - r.start)
+    }
+}
+
+/// Largest read of one job: the buffers in flight are bounded by this times the window.
+pub const MAX_JOB: u64 = crate::io::MAX_READ_VEC as u64;
+
+/// A consumer of the transformed jobs, in job order (an archive writer, a hasher, a device).
+pub trait Sink<M, T>: Send {
+    /// Takes job `job`'s result. Called once per job, in job order.
+    fn put(&mut self, job: &Job<M>, item: &T) -> crate::Result<()>;
+    /// Called once after the last job, and only if every job was delivered.
+    fn finish(&mut self) -> crate::Result<()>;
+}
+
+/// What a transform does with a job: its bytes (`None` for a job without a read) in, the item
+/// every sink receives out.
+pub type Transform<'a, M, T> = dyn Fn(&Job<M>, Option<Vec<u8>>) -> crate::Result<T> + Sync + 'a;
+
+/// A job's bytes on their way from a decoder to the transforms.
+type Work = (usize, Option<Vec<u8>>);
+
+/// A job's result on its way to the orderer.
+type Done<T> = (usize, crate::Result<T>);
+
+/// What a finished run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes handed out by the decoders (the jobs' reads; bytes a sequential source decodes
+    /// only to skip them are not counted).
+    pub bytes_read: u64,
+}
+
+/// A configured pipeline over one source.
+pub struct Pipeline<'a> {
+    src: &'a dyn ReadAt,
+    threads: usize,
+    window: Option<usize>,
+    cancel: Option<&'a AtomicBool>,
+}
+
+/// How often the orderer looks at the cancel flag while it waits.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Results a sink may have queued before the orderer waits for it.
+const SINK_QUEUE: usize = 2;
+
+impl<'a> Pipeline<'a> {
+    /// A pipeline reading `src` with one thread per core.
+    pub fn new(src: &'a dyn ReadAt) -> Self {
+        Pipeline {
+            src,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            window: None,
+            cancel: None,
+        }
+    }
+
+    /// Decoder and transform threads (each pool; at least 1).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Jobs that may be read ahead of the last one delivered (default: three per thread and
+    /// two more, enough to keep every core busy while the sinks work).
+    pub fn window(mut self, jobs: usize) -> Self {
+        self.window = Some(jobs.max(1));
+        self
+    }
+
+    /// Stops with [`Error::Interrupted`] once `flag` is set (from a signal handler).
+    pub fn cancel(mut self, flag: &'a AtomicBool) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Runs `jobs` through `transform` into every sink, calling `progress` on this thread
+    /// after each job is handed to the sinks. Sinks are finished only if everything succeeded.
+    pub fn run<M: Sync, T: Send + Sync>(
+        &self,
+        jobs: &[Job<M>],
+        transform: &Transform<'_, M, T>,
+        sinks: &mut [&mut dyn Sink<M, T>],
+        progress: &mut dyn FnMut(&Job<M>),
+    ) -> crate::Result<Stats> {
+        decode::check_jobs(jobs)?;
+        let threads = self.threads.max(1);
+        let shared = Shared {
+            window: Window::new(self.window.unwrap_or(threads * 3 + 2)),
+            limit: AtomicUsize::new(usize::MAX),
+            bytes_read: AtomicU64::new(0),
+        };
+        let (work_tx, work_rx) = mpsc::channel::<Work>();
+        let (done_tx, done_rx) = mpsc::channel::<Done<T>>();
+        let work_rx = Mutex::new(work_rx);
+        let shared = &shared;
+
+        std::thread::scope(|s| {
+            let mut stages = decode::spawn(s, self.src, jobs, threads, shared, work_tx, &done_tx);
+            for _ in 0..threads {
+                let done_tx = done_tx.clone();
+                let work_rx = &work_rx;
+                stages.push(
+                    s.spawn(move || transform_loop(jobs, work_rx, &done_tx, transform, shared)),
+                );
+            }
+            drop(done_tx);
+            let mut queues = Vec::with_capacity(sinks.len());
+            let mut sink_threads = Vec::with_capacity(sinks.len());
+            for sink in sinks.iter_mut() {
+                let (tx, rx) = mpsc::sync_channel::<Msg<T>>(SINK_QUEUE);
+                queues.push(tx);
+                sink_threads.push(s.spawn(move || sink_loop(&mut **sink, jobs, rx)));
+            }
+
+            let ordered = catch("orderer", || {
+                Ok(deliver(
+                    jobs,
+                    &done_rx,
+                    &queues,
+                    shared,
+                    progress,
+                    self.cancel,
+                ))
+            })
+            .unwrap_or_else(|e| Err(Stop::Failed(e)));
+            // Whatever happened, wake and end every stage before looking at the outcome.
+            shared.window.stop();
+            drop(done_rx);
+            drop(queues);
+            let mut stage_panic = None;
+            for h in stages {
+                if let Err(p) = h.join() {
+                    stage_panic.get_or_insert(panicked("pipeline stage", p));
+                }
+            }
+            let mut sink_error = None;
+            for h in sink_threads {
+                let r = h.join().unwrap_or_else(|p| Err(panicked("sink", p)));
+                if let Err(e) = r {
+                    sink_error.get_or_insert(e);
+                }
+            }
+            match ordered {
+                Ok(()) => match sink_error.or(stage_panic) {
+                    Some(e) => Err(e),
+                    None => Ok(Stats {
+                        bytes_read: shared.bytes_read.load(Ordering::Relaxed),
+                    }),
+                },
+                Err(Stop::Failed(e)) => Err(e),
+                Err(Stop::SinkGone) => Err(sink_error
+                    .unwrap_or_else(|| internal("a sink stopped without saying why".to_string()))),
+                Err(Stop::WorkersGone(next)) => Err(stage_panic.unwrap_or_else(|| {
+                    internal(format!("the pipeline's workers stopped before job {next}"))
+                })),
+            }
+        })
+    }
+}
+
+/// State every stage shares.
+struct Shared {
+    window: Window,
+    /// Jobs after this one are not needed: an earlier job failed (usize::MAX while none has).
+    limit: AtomicUsize,
+    bytes_read: AtomicU64,
+}
+
+impl Shared {
+    /// Records that job `i` failed, so later jobs are not started.
+    fn fail_at(&self, i: usize) {
+        self.limit.fetch_min(i, Ordering::SeqCst);
+    }
+
+    /// True if job `i` is still wanted.
+    fn wanted(&self, i: usize) -> bool {
+        i <= self.limit.load(Ordering::SeqCst)
+    }
+}
+
+/// The bound on memory: job `i` may be read once `i < delivered + size`.
+struct Window {
+    size: usize,
+    delivered: Mutex<usize>,
+    moved: Condvar,
+    stopped: AtomicBool,
+}
+
+impl Window {
+    fn new(size: usize) -> Self {
+        Window {
+            size: size.max(1),
+            delivered: Mutex::new(0),
+            moved: Condvar::new(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, usize> {
+        self.delivered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until job `i` may be read; false once the pipeline is stopping.
+    fn wait(&self, i: usize) -> bool {
+        let mut d = self.lock();
+        loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return false;
+            }
+            if i < d.saturating_add(self.size) {
+                return true;
+            }
+            d = self.moved.wait(d).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn advance(&self, delivered: usize) {
+        *self.lock() = delivered;
+        self.moved.notify_all();
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Taken so that no waiter is between its check and its wait.
+        let _d = self.lock();
+        self.moved.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+/// What the orderer sends a sink.
+enum Msg<T> {
+    Put(usize, Arc<T>),
+    Finish,
+}
+
+/// Why the orderer stopped early.
+enum Stop {
+    /// A job failed (the first in job order), or the run was interrupted.
+    Failed(Error),
+    /// A sink hung up: its thread's result says why.
+    SinkGone,
+    /// Every worker ended with job `.0` still missing: a stage died outside its guard.
+    WorkersGone(usize),
+}
+
+fn transform_loop<M, T>(
+    jobs: &[Job<M>],
+    work: &Mutex<Receiver<Work>>,
+    done: &mpsc::Sender<Done<T>>,
+    transform: &Transform<'_, M, T>,
+    shared: &Shared,
+) {
+    loop {
+        let next = {
+            let rx = work.lock().unwrap_or_else(|p| p.into_inner());
+            rx.recv()
+        };
+        let Ok((i, data)) = next else { return };
+        if shared.window.is_stopped() {
+            return;
+        }
+        if !shared.wanted(i) {
+            continue;
+        }
+        let r = catch("transform", || transform(&jobs[i], data));
+        if r.is_err() {
+            shared.fail_at(i);
+        }
+        if done.send((i, r)).is_err() {
+            return;
+        }
+    }
+}
+
+fn sink_loop<M, T>(
+    sink: &mut dyn Sink<M, T>,
+    jobs: &[Job<M>],
+    rx: Receiver<Msg<T>>,
+) -> crate::Result<()> {
+    for msg in rx {
+        match msg {
+            Msg::Put(i, item) => catch("sink", || sink.put(&jobs[i], &item))?,
+            Msg::Finish => return catch("sink", || sink.finish()),
+        }
+    }
+    // The orderer hung up without finishing: the run failed elsewhere, and that is its result.
+    Ok(())
+}
+
+/// The orderer: results in job order to every sink.
+fn deliver<M, T>(
+    jobs: &[Job<M>],
+    done: &Receiver<Done<T>>,
+    sinks: &[SyncSender<Msg<T>>],
+    shared: &Shared,
+    progress: &mut dyn FnMut(&Job<M>),
+    cancel: Option<&AtomicBool>,
+) -> Result<(), Stop> {
+    let mut pending: BTreeMap<usize, crate::Result<T>> = BTreeMap::new();
+    let mut next = 0usize;
+    while next < jobs.len() {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Stop::Failed(Error::Interrupted));
+        }
+        match done.recv_timeout(POLL) {
+            Ok((i, r)) => {
+                pending.insert(i, r);
+            }
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return Err(Stop::WorkersGone(next)),
+        }
+        while let Some(r) = pending.remove(&next) {
+            let item = Arc::new(r.map_err(Stop::Failed)?);
+            for q in sinks {
+                q.send(Msg::Put(next, item.clone()))
+                    .map_err(|_| Stop::SinkGone)?;
+            }
+            progress(&jobs[next]);
+            next += 1;
+            shared.window.advance(next);
+        }
+    }
+    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(Stop::Failed(Error::Interrupted));
+    }
+    for q in sinks {
+        q.send(Msg::Finish).map_err(|_| Stop::SinkGone)?;
+    }
+    Ok(())
+}
+
+/// Runs `f`, turning a panic into [`Error::Panicked`] for `stage`.
+fn catch<R>(stage: &'static str, f: impl FnOnce() -> crate::Result<R>) -> crate::Result<R> {
+    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panicked(stage, p)))
+}
+
+fn panicked(stage: &'static str, payload: Box<dyn std::any::Any + Send>) -> Error {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_string());
+    Error::Panicked { stage, message }
+}
+
+fn internal(what: String) -> Error {
+    Error::Io(std::io::Error::other(format!("internal error: {what}")))
+}
+
+#[cfg(test)]
+mod tests;
