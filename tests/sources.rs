@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use blockwise::format::stream::{xz_size_from_index, Codec, StreamSource};
+use blockwise::format::compress::xz::size_from_index as xz_size_from_index;
+use blockwise::format::stream::{Codec, StreamSource};
 use blockwise::format::{open, Format, OpenOptions};
 use blockwise::io::file::FileSource;
 use blockwise::io::{Counting, ReadAt, ReadAtExt};
@@ -574,9 +575,8 @@ fn sniff_never_panics_on_prefixes() {
         };
         for n in [0, 1, 3, 5, 6, 12, 20, 100, full.len() - 1] {
             let src = blockwise::io::MemSource(full[..n.min(full.len())].to_vec());
-            let _ = blockwise::format::sniff::sniff(&src).unwrap();
-            let _ =
-                blockwise::format::open::open_source(Arc::new(src), "x", &OpenOptions::default());
+            let _ = blockwise::format::sniff(&src).unwrap();
+            let _ = blockwise::format::open_source(Arc::new(src), "x", &OpenOptions::default());
         }
     }
 }
@@ -608,7 +608,8 @@ fn xz_decoder_uses_threads() {
 
 mod hostile {
     use super::*;
-    use blockwise::format::{android_sparse, cd, container, sniff};
+    use blockwise::format::container::android_sparse;
+    use blockwise::format::{cd, sniff, OpenCtx, DRIVERS};
     use blockwise::io::MemSource;
     use proptest::prelude::*;
 
@@ -646,26 +647,24 @@ mod hostile {
 
     fn exercise(data: Vec<u8>) {
         let src = MemSource(data);
-        let _ = sniff::sniff(&src).unwrap();
+        let _ = sniff(&src).unwrap();
         if let Ok(s) = android_sparse::AndroidSparse::open(Arc::new(src.clone())) {
             let _ = s.read_upto(0, (s.size() as usize).min(1 << 16));
         }
-        let _ = cd::parse_cue(&String::from_utf8_lossy(&src.0));
-        for f in [
-            Format::Qcow2,
-            Format::Vhd,
-            Format::Vhdx,
-            Format::VmdkSparse,
-            Format::Vdi,
-            Format::Dmg,
-        ] {
-            let _ = container::inspect(&src, f);
+        let _ = cd::cue::parse_cue(&String::from_utf8_lossy(&src.0));
+        // Every driver, whatever the bytes are recognised as.
+        for d in DRIVERS {
+            let opts = OpenOptions::default();
+            let mut ctx = OpenCtx::new(&opts, Path::new("p"), None);
+            if let Ok(step) = d.open(Arc::new(src.clone()), &mut ctx) {
+                if let Some(inner) = step.inner {
+                    let _ = inner.read_upto(0, 4096);
+                }
+            }
         }
-        let _ = blockwise::format::stream::xz_size_from_index(&src);
-        let _ = blockwise::format::stream::zstd_size(&src);
-        if let Ok(o) =
-            blockwise::format::open::open_source(Arc::new(src), "p", &OpenOptions::default())
-        {
+        let _ = xz_size_from_index(&src);
+        let _ = blockwise::format::compress::zstd::size_from_frames(&src);
+        if let Ok(o) = blockwise::format::open_source(Arc::new(src), "p", &OpenOptions::default()) {
             let _ = o.source.read_upto(0, 4096);
         }
     }

@@ -6,16 +6,16 @@
 //! actually asked for are kept in a bounded LRU cache, so the probes' typical pattern (the same
 //! partition starts read again and again) does not restart the decoder.
 //!
-//! The decoded size is taken from the container when that is cheap (xz index, zstd frame
-//! headers or seek table, a zip directory entry) and otherwise learnt by decoding once to the
-//! end with bounded memory.
+//! The decoded size is taken from the codec's headers when they give it exactly (xz index,
+//! zstd frame headers, a zip directory entry) and otherwise learnt by decoding once to the end
+//! with bounded memory. Each codec ([`Codec`]) is defined in its format's file.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::sync::{Arc, Mutex};
 
-use crate::io::{Access, Caps, ReadAt, ReadAtExt};
-use crate::util::{le32, le64};
+use super::{Format, Layer, Step};
+use crate::io::{Access, Caps, ReadAt};
 
 /// Size of a cached decoded chunk.
 pub const CHUNK: usize = 1 << 20;
@@ -27,47 +27,85 @@ const SIZE_PASS_CACHED: u64 = 4;
 /// Buffer between the compressed source and the decoder.
 const IN_BUF: usize = 256 << 10;
 
-/// A streaming codec [`StreamSource`] can decode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Codec {
-    /// gzip, all members.
-    Gzip,
-    /// xz, all streams, multi-threaded when blocks carry sizes.
-    Xz,
-    /// zstd (frames and skippable frames; long windows allowed).
-    Zstd,
-    /// bzip2, all streams.
-    Bzip2,
-    /// lz4 frame format.
-    Lz4,
-    /// Raw deflate (a zip member).
-    Deflate,
+/// A streaming codec [`StreamSource`] can decode: how to start a decoder over the compressed
+/// bytes, and what its headers say about the decoded size. Each codec is defined in its
+/// format's file (`Codec::Gzip` in `compress/gzip.rs`).
+#[derive(Clone, Copy)]
+pub struct Codec {
+    name: &'static str,
+    decoder: fn(Compressed) -> io::Result<Box<dyn Read + Send>>,
+    size: fn(&dyn ReadAt) -> io::Result<SizeFact>,
 }
 
+/// The compressed bytes as a decoder reads them.
+pub type Compressed = BufReader<ReadAtReader>;
+
 impl Codec {
-    /// Name used in messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Codec::Gzip => "gzip",
-            Codec::Xz => "xz",
-            Codec::Zstd => "zstd",
-            Codec::Bzip2 => "bzip2",
-            Codec::Lz4 => "lz4",
-            Codec::Deflate => "deflate",
+    /// A codec called `name` (in messages), started by `decoder`, whose headers give `size`.
+    pub(crate) const fn new(
+        name: &'static str,
+        decoder: fn(Compressed) -> io::Result<Box<dyn Read + Send>>,
+        size: fn(&dyn ReadAt) -> io::Result<SizeFact>,
+    ) -> Codec {
+        Codec {
+            name,
+            decoder,
+            size,
         }
     }
 
-    /// The codec that decodes `f`, if `f` is a compression format.
-    pub fn for_format(f: super::Format) -> Option<Codec> {
-        use super::Format as F;
-        Some(match f {
-            F::Gzip => Codec::Gzip,
-            F::Xz => Codec::Xz,
-            F::Zstd | F::SeekableZstd => Codec::Zstd,
-            F::Bzip2 => Codec::Bzip2,
-            F::Lz4 => Codec::Lz4,
-            _ => return None,
-        })
+    /// Name used in messages.
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
+    /// What the headers of `compressed` say about its decoded size.
+    pub fn size_fact(self, compressed: &dyn ReadAt) -> io::Result<SizeFact> {
+        (self.size)(compressed)
+    }
+
+    /// A fresh decoder over `compressed`, from its first byte.
+    pub fn decoder(self, compressed: Arc<dyn ReadAt>) -> io::Result<Box<dyn Read + Send>> {
+        (self.decoder)(BufReader::with_capacity(
+            IN_BUF,
+            ReadAtReader::new(compressed),
+        ))
+    }
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// What a compressed stream's own fields say about its decoded size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SizeFact {
+    /// The exact size, and where it was read ("xz index").
+    Exact {
+        /// Decoded bytes.
+        size: u64,
+        /// Where the size comes from, for messages.
+        origin: &'static str,
+    },
+    /// A size the stream cannot promise (gzip's ISIZE, a first frame's content size).
+    Hint {
+        /// The hinted size.
+        size: u64,
+        /// The hint is only the size modulo this (gzip's ISIZE: 2^32).
+        modulus: Option<u64>,
+        /// Where the hint comes from, for messages.
+        origin: &'static str,
+    },
+    /// Nothing is said.
+    Unknown,
+}
+
+impl SizeFact {
+    /// An exact size from `origin`.
+    pub fn exact(size: u64, origin: &'static str) -> SizeFact {
+        SizeFact::Exact { size, origin }
     }
 }
 
@@ -90,93 +128,6 @@ impl Read for ReadAtReader {
         self.pos = self.pos.saturating_add(n as u64);
         Ok(n)
     }
-}
-
-/// Decodes concatenated xz streams with liblzma's multi-threaded decoder.
-///
-/// liblzma's threaded decoder cannot be told to accept concatenated streams through the
-/// crate's builder, so each stream gets its own decoder and the stream padding (zero bytes)
-/// between them is skipped here.
-struct XzMulti<R: BufRead> {
-    dec: Option<liblzma::bufread::XzDecoder<R>>,
-    done: bool,
-}
-
-fn xz_mt_stream() -> io::Result<liblzma::stream::Stream> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(64) as u32;
-    liblzma::stream::MtStreamBuilder::new()
-        .threads(threads)
-        // Below this much memory liblzma keeps using threads; above it, it falls back to one
-        // thread rather than failing. Without a limit it would also be threaded, but an
-        // explicit, generous bound keeps a hostile header from asking for unbounded memory.
-        .memlimit_threading(1 << 30)
-        .memlimit_stop(4 << 30)
-        .decoder()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("xz: {e}")))
-}
-
-impl<R: BufRead> XzMulti<R> {
-    fn new(r: R) -> io::Result<Self> {
-        Ok(XzMulti {
-            dec: Some(liblzma::bufread::XzDecoder::new_stream(r, xz_mt_stream()?)),
-            done: false,
-        })
-    }
-}
-
-impl<R: BufRead> Read for XzMulti<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() || self.done {
-            return Ok(0);
-        }
-        loop {
-            let Some(dec) = self.dec.as_mut() else {
-                return Ok(0);
-            };
-            let n = dec.read(buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            // End of one stream: skip padding, then start over if more input follows.
-            let Some(dec) = self.dec.take() else {
-                return Ok(0);
-            };
-            let mut r = dec.into_inner();
-            loop {
-                let avail = r.fill_buf()?;
-                if avail.is_empty() {
-                    self.done = true;
-                    return Ok(0);
-                }
-                let zeros = avail.iter().take_while(|&&b| b == 0).count();
-                if zeros == 0 {
-                    break;
-                }
-                r.consume(zeros);
-            }
-            self.dec = Some(liblzma::bufread::XzDecoder::new_stream(r, xz_mt_stream()?));
-        }
-    }
-}
-
-/// A fresh decoder of `codec` over `compressed`, from its first byte.
-pub fn decoder(codec: Codec, compressed: Arc<dyn ReadAt>) -> io::Result<Box<dyn Read + Send>> {
-    let r = BufReader::with_capacity(IN_BUF, ReadAtReader::new(compressed));
-    Ok(match codec {
-        Codec::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        Codec::Xz => Box::new(XzMulti::new(r)?),
-        Codec::Zstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
-            // Accept `zstd --long` windows (up to 2 GiB); the default limit rejects them.
-            d.window_log_max(31)?;
-            Box::new(d)
-        }
-        Codec::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
-        Codec::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(r)),
-        Codec::Deflate => Box::new(flate2::bufread::DeflateDecoder::new(r)),
-    })
 }
 
 struct Cached {
@@ -211,12 +162,24 @@ pub struct StreamSource {
 
 impl StreamSource {
     /// Decodes `compressed` with `codec`. `known_size` (e.g. from a zip directory) is trusted
-    /// as the decoded size; otherwise it is read from the container or learnt by decoding.
+    /// as the decoded size; otherwise it is read from the codec's headers when they give it
+    /// exactly, or learnt by decoding once to the end.
     pub fn new(
         codec: Codec,
         compressed: Arc<dyn ReadAt>,
         known_size: Option<u64>,
     ) -> io::Result<Self> {
+        let fact = match known_size {
+            Some(n) => SizeFact::exact(n, "given"),
+            None => codec.size_fact(&*compressed)?,
+        };
+        Self::open(codec, compressed, fact)
+    }
+
+    /// Decodes `compressed` with `codec`, whose decoded size `fact` says (the caller read it
+    /// from the codec's headers or elsewhere): an exact size is trusted, anything else is
+    /// learnt by decoding once to the end.
+    pub fn open(codec: Codec, compressed: Arc<dyn ReadAt>, fact: SizeFact) -> io::Result<Self> {
         let mut s = StreamSource {
             codec,
             compressed,
@@ -231,20 +194,12 @@ impl StreamSource {
                 failed: None,
             }),
         };
-        let cheap = match known_size {
-            Some(n) => Some((n, "given")),
-            None => match codec {
-                Codec::Xz => xz_size_from_index(&*s.compressed)?.map(|n| (n, "xz index")),
-                Codec::Zstd => zstd_size(&*s.compressed)?.map(|n| (n, "zstd frame headers")),
-                _ => None,
-            },
-        };
-        match cheap {
-            Some((n, origin)) => {
-                s.size = n;
+        match fact {
+            SizeFact::Exact { size, origin } => {
+                s.size = size;
                 s.size_origin = origin;
             }
-            None => {
+            SizeFact::Hint { .. } | SizeFact::Unknown => {
                 s.size = s.decode_to_end()?;
                 s.size_origin = "decoded once to the end";
             }
@@ -299,7 +254,7 @@ impl StreamSource {
     /// Decodes everything once, counting bytes, caching the first chunks.
     fn decode_to_end(&self) -> io::Result<u64> {
         let mut st = self.lock();
-        let mut dec = decoder(self.codec, self.compressed.clone())?;
+        let mut dec = self.codec.decoder(self.compressed.clone())?;
         st.restarts += 1;
         let mut total: u64 = 0;
         let mut buf = vec![0u8; CHUNK];
@@ -383,7 +338,7 @@ impl StreamSource {
     /// already past `start`.
     fn decode_chunk(&self, st: &mut State, start: u64, want: usize) -> io::Result<Vec<u8>> {
         if st.dec.is_none() || st.pos > start {
-            st.dec = Some(decoder(self.codec, self.compressed.clone())?);
+            st.dec = Some(self.codec.decoder(self.compressed.clone())?);
             st.pos = 0;
             st.restarts += 1;
         }
@@ -486,7 +441,7 @@ impl ReadAt for StreamSource {
     fn sequential(&self, offset: u64) -> io::Result<Box<dyn Read + Send + '_>> {
         let mut r = InOrder {
             src: self,
-            dec: decoder(self.codec, self.compressed.clone())?,
+            dec: self.codec.decoder(self.compressed.clone())?,
             pos: 0,
         };
         crate::io::skip_reader(&mut r, offset.min(self.size))?;
@@ -524,138 +479,24 @@ impl Read for InOrder<'_> {
     }
 }
 
-/// Exact decoded size of an xz file from its stream footers and indexes, reading only a few
-/// KiB from the end of each stream. `None` if the structure does not add up (then the caller
-/// decodes to learn the size, and the decoder reports the corruption).
-pub fn xz_size_from_index(src: &dyn ReadAt) -> io::Result<Option<u64>> {
-    Ok(super::xz_blocks::block_table(src)?.map(|b| b.last().map_or(0, |l| l.out_off + l.out_len)))
-}
-
-/// Decoded size of a zstd file: the seek table's sum for seekable zstd, else the sum of every
-/// frame's content size found by walking frame and block headers (no decompression). `None`
-/// if any frame omits its content size or the structure is inconsistent.
-pub fn zstd_size(src: &dyn ReadAt) -> io::Result<Option<u64>> {
-    if let Some(n) = seekable_zstd_size(src)? {
-        return Ok(Some(n));
-    }
-    let size = src.size();
-    let mut pos: u64 = 0;
-    let mut total: u64 = 0;
-    let mut frames = 0u32;
-    while pos < size {
-        let h = src.read_upto(pos, 18)?;
-        let Some(magic) = le32(&h, 0) else {
-            return Ok(None);
-        };
-        if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
-            let Some(len) = le32(&h, 4) else {
-                return Ok(None);
-            };
-            pos = match pos.checked_add(8 + u64::from(len)) {
-                Some(p) if p <= size => p,
-                _ => return Ok(None),
-            };
-            continue;
-        }
-        if magic != 0xFD2F_B528 {
-            return Ok(None);
-        }
-        let Some(&fhd) = h.get(4) else {
-            return Ok(None);
-        };
-        let single = fhd & 0x20 != 0;
-        let checksum = fhd & 0x04 != 0;
-        let did_len = [0usize, 1, 2, 4][(fhd & 3) as usize];
-        let fcs_len = match fhd >> 6 {
-            0 if single => 1,
-            0 => return Ok(None), // content size not recorded
-            1 => 2,
-            2 => 4,
-            _ => 8,
-        };
-        let fcs_off = 5 + usize::from(!single) + did_len;
-        let Some(fcs_bytes) = h.get(fcs_off..fcs_off + fcs_len) else {
-            return Ok(None);
-        };
-        let mut fcs = [0u8; 8];
-        fcs[..fcs_len].copy_from_slice(fcs_bytes);
-        let mut content = le64(&fcs, 0).unwrap_or(0);
-        if fcs_len == 2 {
-            content += 256;
-        }
-        let Some(t) = total.checked_add(content) else {
-            return Ok(None);
-        };
-        total = t;
-        pos += (fcs_off + fcs_len) as u64;
-        // Walk the blocks to find the frame's end.
-        loop {
-            let b = src.read_upto(pos, 3)?;
-            if b.len() < 3 {
-                return Ok(None);
-            }
-            let bh = u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16;
-            let last = bh & 1 != 0;
-            let btype = (bh >> 1) & 3;
-            let bsize = u64::from(bh >> 3);
-            let body = match btype {
-                0 | 2 => bsize,
-                1 => 1,
-                _ => return Ok(None),
-            };
-            pos = match pos.checked_add(3 + body) {
-                Some(p) if p <= size => p,
-                _ => return Ok(None),
-            };
-            if last {
-                break;
-            }
-        }
-        if checksum {
-            pos += 4;
-        }
-        frames += 1;
-        if frames > 10_000_000 {
-            return Ok(None);
-        }
-    }
-    if pos != size {
-        return Ok(None);
-    }
-    Ok(Some(total))
-}
-
-/// Sum of decompressed sizes in a seekable-zstd seek table.
-pub fn seekable_zstd_size(src: &dyn ReadAt) -> io::Result<Option<u64>> {
-    let Some((start, count, checks)) = super::sniff::seek_table_location(src)? else {
-        return Ok(None);
-    };
-    let entry = if checks { 12usize } else { 8 };
-    let table_len = (count as usize).saturating_mul(entry);
-    if table_len > crate::io::MAX_READ_VEC {
-        return Ok(None);
-    }
-    let t = src.read_vec(start + 8, table_len)?;
-    let mut total: u64 = 0;
-    let mut comp: u64 = 0;
-    for e in t.chunks_exact(entry) {
-        let (Some(c), Some(d)) = (le32(e, 0), le32(e, 4)) else {
-            return Ok(None);
-        };
-        let (Some(nc), Some(nt)) = (
-            comp.checked_add(u64::from(c)),
-            total.checked_add(u64::from(d)),
-        ) else {
-            return Ok(None);
-        };
-        comp = nc;
-        total = nt;
-    }
-    // The frames must exactly fill the space before the table.
-    if comp != start {
-        return Ok(None);
-    }
-    Ok(Some(total))
+/// The layer of a compression `format` decoded as one stream with `codec`, whose decoded size
+/// `fact` says: the decoder and the layer's detail ("decodes to N bytes (size from xz index)").
+pub(crate) fn stream_step(
+    format: Format,
+    codec: Codec,
+    src: Arc<dyn ReadAt>,
+    fact: SizeFact,
+) -> crate::Result<Step> {
+    let s = StreamSource::open(codec, src.clone(), fact)?;
+    let detail = format!(
+        "decodes to {} bytes (size from {})",
+        s.size(),
+        s.size_origin()
+    );
+    Ok(Step::inner(
+        Layer::stored(format, &*src, Some(detail)),
+        Arc::new(s),
+    ))
 }
 
 #[cfg(test)]
@@ -717,23 +558,6 @@ mod tests {
     }
 
     #[test]
-    fn zero_frames_are_recognised_without_decoding() {
-        let f = crate::archive::zstd::zero_frame(5 << 20);
-        assert_eq!(zero_frame_size(&f), Some(5 << 20));
-        let mut g = f.clone();
-        let n = g.len();
-        g[n - 1] = 1; // an RLE block of 0x01
-        assert_eq!(zero_frame_size(&g), None);
-        assert_eq!(zero_frame_size(&f[..n - 2]), None);
-        let data = zstd::bulk::compress(&[0u8; 5000], 3).unwrap();
-        assert_eq!(
-            zero_frame_size(&data),
-            None,
-            "compressed blocks are decoded normally"
-        );
-    }
-
-    #[test]
     fn known_size_too_big_gives_eof_error() {
         let orig = data(1000);
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -743,201 +567,5 @@ mod tests {
         let mut b = [0u8; 10];
         let err = s.read_at(4000, &mut b).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-    }
-}
-
-/// Largest single frame [`SeekableZstd`] decodes into memory; larger frames make it decline
-/// (the caller then falls back to streaming).
-pub const MAX_SEEKABLE_FRAME: u64 = 64 << 20;
-/// Decoded frames kept by [`SeekableZstd`].
-const SEEKABLE_CACHED_FRAMES: usize = 16;
-
-/// One frame of a seekable-zstd file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SeekFrame {
-    comp_off: u64,
-    comp_len: u32,
-    out_off: u64,
-    out_len: u32,
-}
-
-/// Random access to a seekable-zstd file: the seek table maps every decoded offset to an
-/// independent frame, so a read decodes only the frames it touches.
-pub struct SeekableZstd {
-    src: Arc<dyn ReadAt>,
-    frames: Vec<SeekFrame>,
-    size: u64,
-    /// Preferred read size: the typical frame.
-    chunk: u64,
-    cache: super::frames::FrameCache,
-}
-
-impl SeekableZstd {
-    /// Reads the seek table of `src`. `Ok(None)` if there is none, or if a frame is too large
-    /// to decode in memory (then stream it instead).
-    pub fn open(src: Arc<dyn ReadAt>) -> io::Result<Option<Self>> {
-        let Some((start, count, checks)) = super::sniff::seek_table_location(&*src)? else {
-            return Ok(None);
-        };
-        let entry = if checks { 12usize } else { 8 };
-        let table_len = (count as usize).saturating_mul(entry);
-        if table_len > crate::io::MAX_READ_VEC {
-            return Ok(None);
-        }
-        let t = src.read_vec(start + 8, table_len)?;
-        // Bounded by the table bytes we just read, so not attacker-sized beyond the file.
-        let mut frames = Vec::with_capacity(count as usize);
-        let (mut comp, mut out) = (0u64, 0u64);
-        for e in t.chunks_exact(entry) {
-            let (Some(c), Some(d)) = (le32(e, 0), le32(e, 4)) else {
-                return Ok(None);
-            };
-            if u64::from(d) > MAX_SEEKABLE_FRAME {
-                return Ok(None);
-            }
-            frames.push(SeekFrame {
-                comp_off: comp,
-                comp_len: c,
-                out_off: out,
-                out_len: d,
-            });
-            comp += u64::from(c); // at most 2^32 entries of 2^32: fits in u64
-            out += u64::from(d);
-        }
-        if comp != start {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("seekable zstd: seek table frames cover {comp} bytes, but the table starts at {start}"),
-            ));
-        }
-        frames.retain(|f| f.out_len > 0);
-        let chunk =
-            super::frames::typical_chunk(frames.iter().map(|f| u64::from(f.out_len)).collect());
-        Ok(Some(SeekableZstd {
-            src,
-            frames,
-            size: out,
-            chunk,
-            cache: super::frames::FrameCache::new(SEEKABLE_CACHED_FRAMES),
-        }))
-    }
-
-    /// Number of (non-empty) frames.
-    pub fn frame_count(&self) -> usize {
-        self.frames.len()
-    }
-
-    fn frame(&self, i: usize) -> io::Result<Arc<Vec<u8>>> {
-        let f = self
-            .frames
-            .get(i)
-            .copied()
-            .ok_or_else(|| io::Error::other("frame index out of range"))?;
-        self.cache.get(i, || self.decode(i, f))
-    }
-
-    fn decode(&self, i: usize, f: SeekFrame) -> io::Result<Vec<u8>> {
-        let comp = self.src.read_vec(f.comp_off, f.comp_len as usize)?;
-        let out = if zero_frame_size(&comp) == Some(u64::from(f.out_len)) {
-            // Free space in our own backups: a zeroed allocation stays untouched (and takes no
-            // memory) until read, where decoding would write every byte.
-            Ok(vec![0u8; f.out_len as usize])
-        } else {
-            zstd::bulk::decompress(&comp, f.out_len as usize)
-        }
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "seekable zstd: frame {i} at compressed offset {} is corrupt: {e}",
-                    f.comp_off
-                ),
-            )
-        })?;
-        if out.len() != f.out_len as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "seekable zstd: frame {i} decodes to {} bytes, seek table says {}",
-                    out.len(),
-                    f.out_len
-                ),
-            ));
-        }
-        Ok(out)
-    }
-}
-
-/// If `frame` is exactly one zstd frame made only of RLE blocks of `0x00` (how backups store
-/// free space), the number of zero bytes it decodes to.
-fn zero_frame_size(frame: &[u8]) -> Option<u64> {
-    if le32(frame, 0)? != 0xFD2F_B528 {
-        return None;
-    }
-    let fhd = *frame.get(4)?;
-    let single = fhd & 0x20 != 0;
-    let dict_len = [0usize, 1, 2, 4][usize::from(fhd & 3)];
-    let fcs_len = match fhd >> 6 {
-        0 => usize::from(single),
-        1 => 2,
-        2 => 4,
-        _ => 8,
-    };
-    if fhd & 0x04 != 0 {
-        // A content checksum would have to be checked: decode normally.
-        return None;
-    }
-    let mut p = 5 + usize::from(!single) + dict_len + fcs_len;
-    let mut total = 0u64;
-    loop {
-        let h = frame.get(p..p + 3)?;
-        let h = u32::from(h[0]) | u32::from(h[1]) << 8 | u32::from(h[2]) << 16;
-        let (last, kind, size) = (h & 1 != 0, (h >> 1) & 3, u64::from(h >> 3));
-        if kind != 1 || *frame.get(p + 3)? != 0 {
-            return None;
-        }
-        total = total.checked_add(size)?;
-        p += 4;
-        if last {
-            break;
-        }
-    }
-    (p == frame.len()).then_some(total)
-}
-
-impl ReadAt for SeekableZstd {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let fr = &self.frames;
-        super::frames::read_through_frames(
-            offset,
-            buf,
-            self.size,
-            fr.len(),
-            |i| fr[i].out_off,
-            |i| fr[i].out_off + u64::from(fr[i].out_len),
-            |i| self.frame(i),
-        )
-    }
-
-    fn caps(&self) -> Caps {
-        Caps {
-            chunk: self.chunk,
-            ..Caps::RANDOM
-        }
-        .over(self.src.caps())
-    }
-
-    fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
-        let fr = &self.frames;
-        Some(super::frames::starts_within(
-            fr.len(),
-            |i| fr[i].out_off,
-            start,
-            end,
-        ))
     }
 }

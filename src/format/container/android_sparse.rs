@@ -7,9 +7,17 @@
 use std::io;
 use std::sync::Arc;
 
+use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
 use crate::{Error, ExtentMap};
+
+impl Format {
+    /// Android sparse image (img2simg).
+    #[allow(non_upper_case_globals)]
+    pub const AndroidSparse: Format =
+        Format::new("android-sparse", "android sparse", Kind::Container);
+}
 
 /// Magic number at offset 0 (little-endian 0xED26FF3A).
 pub const MAGIC: u32 = 0xED26_FF3A;
@@ -45,6 +53,40 @@ pub struct Chunk {
     pub len: u64,
     /// Where the bytes come from.
     pub data: ChunkData,
+}
+
+/// Recognises the sparse magic and expands the image.
+pub struct Driver;
+
+impl FormatDriver for Driver {
+    fn format(&self) -> Format {
+        Format::AndroidSparse
+    }
+
+    fn name_hints(&self) -> &'static [&'static str] {
+        &["simg"]
+    }
+
+    fn detect(&self, p: &Probe<'_>) -> bool {
+        le32(p.head(), 0) == Some(MAGIC)
+    }
+
+    fn open(&self, src: Arc<dyn ReadAt>, _ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        let s = AndroidSparse::open(src.clone())?;
+        let h = *s.header();
+        let layer = Layer::stored(
+            Format::AndroidSparse,
+            &*src,
+            Some(format!(
+                "block size {}, {} blocks, {} chunks, expands to {} bytes",
+                h.block_size,
+                h.total_blocks,
+                h.total_chunks,
+                s.size()
+            )),
+        );
+        Ok(Step::inner(layer, Arc::new(s)))
+    }
 }
 
 /// Parsed header facts.
