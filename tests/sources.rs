@@ -787,3 +787,64 @@ fn corpus_open_everything_without_panics() {
     eprintln!("corpus: {ok} opened, {err} errors");
     assert!(ok > 0);
 }
+
+/// Opened Deferred, a `.gz`/`.bz2`/`.lz4` image is not decoded to learn its size: only the head
+/// is decoded, the size is a hint, and one in-order pass makes it exact. Opened Eager (what
+/// `inspect` does) it is decoded exactly once. Counted on the compressed side.
+#[test]
+fn deferred_open_decodes_only_the_head() {
+    use blockwise::io::SizeKnown;
+    let d = tmpdir();
+    let (img, orig) = write_image(d.path(), "big.img", (24 << 20) + 321);
+    let i = img.display();
+    for (ext, cmd, fmt) in [
+        ("gz", format!("gzip -c {i} > {i}.gz"), Format::Gzip),
+        ("bz2", format!("bzip2 -c {i} > {i}.bz2"), Format::Bzip2),
+        ("lz4", format!("lz4 -q -c {i} > {i}.lz4"), Format::Lz4),
+    ] {
+        if !sh(&cmd) {
+            continue;
+        }
+        let p = PathBuf::from(format!("{i}.{ext}"));
+        let stored = std::fs::metadata(&p).unwrap().len();
+        let counted = || Arc::new(Counting::new(FileSource::open(&p).unwrap()));
+
+        let c = counted();
+        let o = blockwise::format::open_source(c.clone(), "big", &OpenOptions::deferred()).unwrap();
+        assert_eq!(formats(&o), vec![fmt, Format::Raw], "{ext}");
+        let at_open = c.bytes_read();
+        eprintln!("{ext}: Deferred open read {at_open} of {stored} compressed bytes");
+        assert!(at_open < stored / 3, "{ext}: read {at_open} of {stored}");
+        assert_eq!(o.source.caps().size, SizeKnown::Hint, "{ext}");
+        let detail = o.chain[0].detail.clone().unwrap_or_default();
+        assert!(detail.contains("hint"), "{ext}: {detail}");
+        let mut n = 0u64;
+        let mut r = o.source.sequential(0).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let k = std::io::Read::read(&mut r, &mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            assert!(buf[..k] == orig[n as usize..n as usize + k], "{ext} at {n}");
+            n += k as u64;
+        }
+        drop(r);
+        assert_eq!(n, orig.len() as u64, "{ext}");
+        assert_eq!(o.source.size(), orig.len() as u64, "{ext}");
+        assert_eq!(o.source.caps().size, SizeKnown::Exact, "{ext}");
+        let pass = c.bytes_read() - at_open;
+        assert!(pass <= stored + (1 << 20), "{ext}: one pass read {pass}");
+
+        let c = counted();
+        let o = blockwise::format::open_source(c.clone(), "big", &OpenOptions::default()).unwrap();
+        let eager = c.bytes_read();
+        eprintln!("{ext}: Eager open read {eager} of {stored} compressed bytes");
+        assert!(
+            eager >= stored && eager < stored + stored / 8,
+            "{ext}: {eager}"
+        );
+        assert_eq!(o.source.size(), orig.len() as u64, "{ext}");
+        assert_eq!(o.source.caps().size, SizeKnown::Exact, "{ext}");
+    }
+}

@@ -93,7 +93,7 @@ pub use compress::xz_blocks::XzBlocks;
 pub use driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
 pub use open::{open, open_source, OpenOptions, Opened, MAX_DEPTH};
 pub use registry::{sniff, trailer_format, DRIVERS};
-pub use stream::StreamSource;
+pub use stream::{StreamEnd, StreamSource};
 
 /// What kind of layer a format is, which decides how [`open`] treats it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::cd::Track;
 use super::container::ContainerInfo;
 use super::driver::{Layer, OpenCtx, Probe};
+use super::stream::{end_is_cheap, StreamEnd};
 use super::{registry, Format, Kind};
 use crate::io::blockdev::BlockDevice;
 use crate::io::file::FileSource;
@@ -22,11 +23,27 @@ pub const MAX_DEPTH: usize = 4;
 pub struct OpenOptions {
     /// Decode compression wrappers (gz, xz, zst, bz2, lz4, zip members) transparently.
     pub decompress: bool,
+    /// When a stream's exact size and trailer are learnt: at open (the default, what
+    /// `inspect` needs) or while reading (for a single in-order pass over the image).
+    pub stream_end: StreamEnd,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { decompress: true }
+        OpenOptions {
+            decompress: true,
+            stream_end: StreamEnd::Eager,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Options for commands that read the image once, in order ([`StreamEnd::Deferred`]).
+    pub fn deferred() -> Self {
+        OpenOptions {
+            stream_end: StreamEnd::Deferred,
+            ..OpenOptions::default()
+        }
     }
 }
 
@@ -115,7 +132,11 @@ fn open_chain(
     let mut src = base;
     loop {
         let random = src.caps().access == Access::Random;
-        let driver = registry::detect(&Probe::read(&*src, random || trailer_name(path))?);
+        let with_tail = match opts.stream_end {
+            StreamEnd::Eager => random || trailer_name(path),
+            StreamEnd::Deferred => end_is_cheap(&*src, StreamEnd::Deferred),
+        };
+        let driver = registry::detect(&Probe::read(&*src, with_tail)?);
         let f = driver.format();
         let decoder = matches!(f.kind(), Kind::Compression | Kind::Archive);
         if f.kind() != Kind::Image && !ctx.may_descend() {

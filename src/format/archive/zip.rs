@@ -6,7 +6,7 @@
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use crate::format::stream::{Codec, ReadAtReader, SizeFact, StreamSource};
+use crate::format::stream::{Codec, ReadAtReader, SizeFact, StreamEnd, StreamSource};
 use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
 use crate::io::{ReadAt, Slice};
 use crate::Error;
@@ -182,6 +182,7 @@ pub fn open_member(src: Arc<dyn ReadAt>) -> crate::Result<ZipMember> {
                 Codec::Deflate,
                 data,
                 SizeFact::exact(usize_, "given"),
+                StreamEnd::Eager,
             )?),
             false,
         ),

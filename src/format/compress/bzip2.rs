@@ -42,7 +42,8 @@ impl FormatDriver for Driver {
             && h.get(4..10) == Some(&[0x31, 0x41, 0x59, 0x26, 0x53, 0x59][..])
     }
 
-    fn open(&self, src: Arc<dyn ReadAt>, _ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
-        stream_step(Format::Bzip2, Codec::Bzip2, src, SizeFact::Unknown)
+    fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        let end = ctx.options().stream_end;
+        stream_step(Format::Bzip2, Codec::Bzip2, src, SizeFact::Unknown, end)
     }
 }

@@ -3,7 +3,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use crate::format::stream::{stream_step, Codec, Compressed, SizeFact};
+use crate::format::stream::{size_fact, stream_step, Codec, Compressed, SizeFact};
 use crate::format::{Format, FormatDriver, Kind, OpenCtx, Probe, Step};
 use crate::io::ReadAt;
 
@@ -58,8 +58,9 @@ impl FormatDriver for Driver {
         p.head().starts_with(&[0x1F, 0x8B, 0x08])
     }
 
-    fn open(&self, src: Arc<dyn ReadAt>, _ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
-        let fact = Codec::Gzip.size_fact(&*src)?;
-        stream_step(Format::Gzip, Codec::Gzip, src, fact)
+    fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        let end = ctx.options().stream_end;
+        let fact = size_fact(Codec::Gzip, &*src, end)?;
+        stream_step(Format::Gzip, Codec::Gzip, src, fact, end)
     }
 }

@@ -3,7 +3,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use crate::format::stream::{stream_step, Codec, Compressed, SizeFact};
+use crate::format::stream::{size_fact, stream_step, Codec, Compressed, SizeFact};
 use crate::format::{Format, FormatDriver, Kind, OpenCtx, Probe, Step};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le32, le64};
@@ -57,8 +57,9 @@ impl FormatDriver for Driver {
         le32(p.head(), 0) == Some(MAGIC)
     }
 
-    fn open(&self, src: Arc<dyn ReadAt>, _ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
-        let fact = Codec::Lz4.size_fact(&*src)?;
-        stream_step(Format::Lz4, Codec::Lz4, src, fact)
+    fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        let end = ctx.options().stream_end;
+        let fact = size_fact(Codec::Lz4, &*src, end)?;
+        stream_step(Format::Lz4, Codec::Lz4, src, fact, end)
     }
 }

@@ -190,7 +190,7 @@ impl FormatDriver for Driver {
             }
             Err(e) => return Err(e.into()),
         };
-        let s = StreamSource::open(Codec::Zstd, src.clone(), fact)?;
+        let s = StreamSource::open(Codec::Zstd, src.clone(), fact, ctx.options().stream_end)?;
         let detail = format!("decodes to {} bytes (streamed)", s.size());
         let layer = Layer::stored(Format::SeekableZstd, &*src, Some(detail));
         Ok(Step::inner(layer, Arc::new(s)))

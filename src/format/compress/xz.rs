@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 
 use super::xz_blocks::{block_table, Block, XzBlocks};
-use crate::format::stream::{stream_step, Codec, Compressed, SizeFact};
+use crate::format::stream::{end_is_cheap, stream_step, Codec, Compressed, SizeFact};
 use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
 use crate::io::ReadAt;
 
@@ -62,9 +62,15 @@ impl FormatDriver for Driver {
         p.head().starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0])
     }
 
-    fn open(&self, src: Arc<dyn ReadAt>, _ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+    fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        let end = ctx.options().stream_end;
         // The index is read once: it either drives random access or gives the stream its size.
-        let blocks = block_table(&*src)?;
+        // It sits at the end, which an xz inside a stream opened Deferred does not decode to.
+        let blocks = if end_is_cheap(&*src, end) {
+            block_table(&*src)?
+        } else {
+            None
+        };
         let fact = size_fact(blocks.as_deref());
         if let Some(b) = blocks {
             if let Some(s) = XzBlocks::from_table(src.clone(), b)? {
@@ -77,7 +83,7 @@ impl FormatDriver for Driver {
                 return Ok(Step::inner(layer, Arc::new(s)));
             }
         }
-        stream_step(Format::Xz, Codec::Xz, src, fact)
+        stream_step(Format::Xz, Codec::Xz, src, fact, end)
     }
 }
 

@@ -6,7 +6,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
-use crate::format::stream::{stream_step, Codec, Compressed, SizeFact};
+use crate::format::stream::{size_fact, stream_step, Codec, Compressed, SizeFact};
 use crate::format::{Format, FormatDriver, Kind, OpenCtx, Probe, Step};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::le32;
@@ -244,9 +244,10 @@ impl FormatDriver for Driver {
         starts_with_frame(p.head())
     }
 
-    fn open(&self, src: Arc<dyn ReadAt>, _ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
-        let fact = Codec::Zstd.size_fact(&*src)?;
-        stream_step(Format::Zstd, Codec::Zstd, src, fact)
+    fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        let end = ctx.options().stream_end;
+        let fact = size_fact(Codec::Zstd, &*src, end)?;
+        stream_step(Format::Zstd, Codec::Zstd, src, fact, end)
     }
 }
 
