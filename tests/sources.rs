@@ -726,22 +726,85 @@ fn seekable_zstd_random_access() {
     }
 }
 
-/// A fixed VHD inside xz (how cloud images ship): found through the name hint, decoded to the
-/// raw disk. Without the hint a streamed layer is not decoded to its end just to sniff.
+/// A fixed VHD inside xz (how cloud images ship): found by its footer, decoded to the raw
+/// disk, whatever the file is called, when the xz is read block by block. A streamed xz (here
+/// the BCJ filter keeps blocks from being read on their own) has its size from the index, so
+/// opening does not decode it, not even for the footer: the reader that reaches the end finds
+/// it with `trailer_format`.
 #[test]
 fn fixed_vhd_inside_xz() {
     let d = tmpdir();
     let (img, orig) = write_image(d.path(), "c.img", 4 << 20);
     let i = img.display();
-    if !sh(&format!("qemu-img convert -f raw -O vpc -o subformat=fixed {i} {i}.vhd && xz -T2 -k {i}.vhd && cp {i}.vhd.xz {i}.other.xz")) {
+    if !sh(&format!("qemu-img convert -f raw -O vpc -o subformat=fixed {i} {i}.vhd && xz -T2 -k {i}.vhd && cp {i}.vhd.xz {i}.other.xz && xz -T1 --x86 --lzma2 -c {i}.vhd > {i}.bcj.xz")) {
         return;
     }
-    let o = open_path(Path::new(&format!("{i}.vhd.xz")));
-    assert_eq!(formats(&o), vec![Format::Xz, Format::Vhd, Format::Raw]);
+    for name in ["vhd.xz", "other.xz"] {
+        let o = open_path(Path::new(&format!("{i}.{name}")));
+        assert!(o.random_access(), "{name}");
+        assert_eq!(
+            formats(&o),
+            vec![Format::Xz, Format::Vhd, Format::Raw],
+            "{name}"
+        );
+        assert!(o.source.read_vec(0, orig.len()).unwrap() == orig, "{name}");
+    }
+    let o = open_path(Path::new(&format!("{i}.bcj.xz")));
+    assert!(!o.random_access());
+    assert_eq!(formats(&o), vec![Format::Xz, Format::Raw]);
+    let last = o.source.read_vec(o.source.size() - 512, 512).unwrap();
+    assert_eq!(blockwise::format::trailer_format(&last), Some(Format::Vhd));
+}
+
+/// A fixed VHD gzipped as `disk.gz` (no hint in the name) is read as a VHD: an Eager open looks
+/// at the decoded stream's last sector by its bytes, at no extra decoding cost. Deferred leaves
+/// that to the reader, who finds the footer with `trailer_format` at the end of its pass.
+#[test]
+fn fixed_vhd_in_gzip_is_found_by_its_footer() {
+    let d = tmpdir();
+    let (img, orig) = write_image(d.path(), "c.img", (4 << 20) + 4096);
+    let i = img.display();
+    let dir = d.path().display();
+    if !sh(&format!(
+        "qemu-img convert -f raw -O vpc -o subformat=fixed {i} {dir}/f.vhd && gzip -c {dir}/f.vhd > {dir}/disk.gz"
+    )) {
+        return;
+    }
+    let vhd_len = std::fs::metadata(d.path().join("f.vhd")).unwrap().len();
+    let gz = d.path().join("disk.gz");
+    let stored = std::fs::metadata(&gz).unwrap().len();
+    let c = Arc::new(Counting::new(FileSource::open(&gz).unwrap()));
+    let o = blockwise::format::open_source(c.clone(), "disk.gz", &OpenOptions::default()).unwrap();
+    assert_eq!(formats(&o), vec![Format::Gzip, Format::Vhd, Format::Raw]);
     assert!(o.source.read_vec(0, orig.len()).unwrap() == orig);
-    // xz blocks are read with random access, so the footer is found whatever the name says.
-    let o = open_path(Path::new(&format!("{i}.other.xz")));
-    assert_eq!(formats(&o), vec![Format::Xz, Format::Vhd, Format::Raw]);
+    assert!(!o
+        .source
+        .read_upto(0, o.source.size() as usize)
+        .unwrap()
+        .windows(8)
+        .any(|w| w == b"conectix"));
+    assert!(
+        c.bytes_read() < stored + stored / 8,
+        "decoded once: read {} of {stored}",
+        c.bytes_read()
+    );
+    assert_eq!(o.notes.len(), 1, "{:?}", o.notes);
+    let o = open_path(&gz);
+    assert_eq!(formats(&o), vec![Format::Gzip, Format::Vhd, Format::Raw]);
+
+    let o = blockwise::format::open(&gz, &OpenOptions::deferred()).unwrap();
+    assert_eq!(formats(&o), vec![Format::Gzip, Format::Raw]);
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut o.source.sequential(0).unwrap(), &mut all).unwrap();
+    assert_eq!(all.len() as u64, vhd_len);
+    assert_eq!(
+        blockwise::format::trailer_format(&all[all.len() - 512..]),
+        Some(Format::Vhd)
+    );
+    assert_eq!(
+        blockwise::format::trailer_format(&orig[orig.len() - 512..]),
+        None
+    );
 }
 
 /// Every file of the corpus opens or fails with an error: never a panic. Prints the chains,

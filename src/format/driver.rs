@@ -86,8 +86,9 @@ impl<'a> Probe<'a> {
         &self.head
     }
 
-    /// The last bytes (up to [`TAIL_LEN`]), or `None` when reading the end was not cheap (a
-    /// stream opened with [`super::StreamEnd::Deferred`]).
+    /// The last bytes (up to [`TAIL_LEN`]), or `None` when reading them was not free: a stream
+    /// not decoded to its end while opening (opened [`super::StreamEnd::Deferred`], or whose
+    /// size its headers give).
     pub fn tail(&self) -> Option<&[u8]> {
         self.tail.as_deref()
     }
@@ -134,6 +135,9 @@ pub struct Step {
     /// The decoded bytes to recognise next, or `None` when the chain ends here (an image, or a
     /// container this version does not decode).
     pub inner: Option<Arc<dyn ReadAt>>,
+    /// True if `inner` is a stream already decoded to its end while opening (to learn its
+    /// size), with its last sector still cached: looking there for a trailer costs nothing.
+    pub tail_is_free: bool,
 }
 
 impl Step {
@@ -142,6 +146,7 @@ impl Step {
         Step {
             layers: vec![layer],
             inner: Some(inner),
+            tail_is_free: false,
         }
     }
 
@@ -150,7 +155,15 @@ impl Step {
         Step {
             layers: vec![layer],
             inner: None,
+            tail_is_free: false,
         }
+    }
+
+    /// Says whether the inner stream's last sector is already decoded (see
+    /// [`tail_is_free`](Self::tail_is_free)).
+    pub fn with_free_tail(mut self, free: bool) -> Step {
+        self.tail_is_free = free;
+        self
     }
 }
 

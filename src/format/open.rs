@@ -130,12 +130,13 @@ fn open_chain(
     let mut ctx = OpenCtx::new(opts, path, dir);
     let mut chain = Vec::new();
     let mut src = base;
+    // Whether the source's last sector is known without decoding (a stream that holds a fixed
+    // VHD or a DMG says so only there): for random-access sources, and streams decoded to the
+    // end while opening. By bytes, whatever the file is called.
+    let mut tail_is_free = false;
     loop {
         let random = src.caps().access == Access::Random;
-        let with_tail = match opts.stream_end {
-            StreamEnd::Eager => random || trailer_name(path),
-            StreamEnd::Deferred => end_is_cheap(&*src, StreamEnd::Deferred),
-        };
+        let with_tail = tail_is_free || end_is_cheap(&*src);
         let driver = registry::detect(&Probe::read(&*src, with_tail)?);
         let f = driver.format();
         let decoder = matches!(f.kind(), Kind::Compression | Kind::Archive);
@@ -153,6 +154,7 @@ fn open_chain(
         }
         let step = driver.open(src.clone(), &mut ctx)?;
         chain.extend(step.layers);
+        tail_is_free = step.tail_is_free;
         let Some(inner) = step.inner else { break };
         if random && inner.caps().access == Access::Sequential {
             ctx.note(STREAMED_NOTE);
@@ -171,15 +173,4 @@ fn open_chain(
         cd_tracks: ctx.cd_tracks,
         container: ctx.container,
     })
-}
-
-/// True if the file name suggests a format recognised by its last sector (`x.vhd.xz`,
-/// `x.dmg.gz`): only then is a streamed layer decoded to its end just to look at the trailer.
-fn trailer_name(path: &Path) -> bool {
-    let n = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    n.contains(".vhd") || n.contains(".dmg")
 }

@@ -263,6 +263,7 @@ impl FormatDriver for Driver {
         Ok(Step {
             layers: vec![sheet_layer, bin_layer],
             inner: Some(Arc::new(user)),
+            tail_is_free: false,
         })
     }
 }

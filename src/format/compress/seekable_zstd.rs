@@ -193,7 +193,8 @@ impl FormatDriver for Driver {
         let s = StreamSource::open(Codec::Zstd, src.clone(), fact, ctx.options().stream_end)?;
         let detail = format!("decodes to {} bytes (streamed)", s.size());
         let layer = Layer::stored(Format::SeekableZstd, &*src, Some(detail));
-        Ok(Step::inner(layer, Arc::new(s)))
+        let free = s.tail_cached();
+        Ok(Step::inner(layer, Arc::new(s)).with_free_tail(free))
     }
 }
 

@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 
 use super::xz_blocks::{block_table, Block, XzBlocks};
-use crate::format::stream::{end_is_cheap, stream_step, Codec, Compressed, SizeFact};
+use crate::format::stream::{end_is_cheap, stream_step, Codec, Compressed, SizeFact, StreamEnd};
 use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
 use crate::io::ReadAt;
 
@@ -66,7 +66,7 @@ impl FormatDriver for Driver {
         let end = ctx.options().stream_end;
         // The index is read once: it either drives random access or gives the stream its size.
         // It sits at the end, which an xz inside a stream opened Deferred does not decode to.
-        let blocks = if end_is_cheap(&*src, end) {
+        let blocks = if end == StreamEnd::Eager || end_is_cheap(&*src) {
             block_table(&*src)?
         } else {
             None

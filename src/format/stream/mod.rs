@@ -34,11 +34,14 @@ const IN_BUF: usize = 256 << 10;
 /// its last sector is a trailer (a fixed VHD's footer, a DMG's `koly`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum StreamEnd {
-    /// At open (what `inspect` wants: the whole truth before anything is shown). A stream
-    /// whose size its headers do not give exactly is decoded once to its end; every stream's
-    /// last sector is then looked at for a trailer, which costs a decode pass when the size
-    /// came cheaply (the first and last chunks stay cached, so the partition table and the
-    /// trailer are read again for free).
+    /// At open (what `inspect` wants), as far as it costs no decoding beyond what the size
+    /// needs. A stream whose size its headers do not give exactly is decoded once to its end;
+    /// its first and last chunks stay cached, so its last sector is looked at for a trailer
+    /// for free, whatever the file is called. A stream whose headers give its size exactly
+    /// (an xz index, zstd content sizes, a zip directory) is not decoded at open, not even
+    /// for its trailer: that would cost a full decode (seconds to minutes on a large sparse
+    /// image) for a rare case, which the reader that reaches the end tells with
+    /// [`super::trailer_format`], as with `Deferred`.
     #[default]
     Eager,
     /// While reading (for commands that read every byte once in order anyway: backup, bmap,
@@ -49,11 +52,11 @@ pub enum StreamEnd {
     Deferred,
 }
 
-/// True if the end of `src` can be read without decoding all of it (or the caller accepts
-/// that cost, as [`StreamEnd::Eager`] does).
-pub fn end_is_cheap(src: &dyn ReadAt, end: StreamEnd) -> bool {
+/// True if the end of `src` can be read without decoding all of it: a random-access source of
+/// exact size.
+pub fn end_is_cheap(src: &dyn ReadAt) -> bool {
     let c = src.caps();
-    end == StreamEnd::Eager || (c.access == Access::Random && c.size == SizeKnown::Exact)
+    c.access == Access::Random && c.size == SizeKnown::Exact
 }
 
 /// A streaming codec [`StreamSource`] can decode: how to start a decoder over the compressed
@@ -182,17 +185,14 @@ pub(crate) fn stream_step(
             s.size_origin()
         ),
     };
-    Ok(Step::inner(
-        Layer::stored(format, &*src, Some(detail)),
-        Arc::new(s),
-    ))
+    let free = s.tail_cached();
+    Ok(Step::inner(Layer::stored(format, &*src, Some(detail)), Arc::new(s)).with_free_tail(free))
 }
 
-/// What `codec`'s headers in `src` say about its decoded size, if reading them is cheap: with
-/// [`StreamEnd::Deferred`], a compressed source that is itself a stream is not decoded to its
-/// end for a size field.
+/// What `codec`'s headers in `src` say about its decoded size. With [`StreamEnd::Deferred`], a
+/// compressed source that is itself a stream is not decoded to its end for a size field.
 pub(crate) fn size_fact(codec: Codec, src: &dyn ReadAt, end: StreamEnd) -> io::Result<SizeFact> {
-    if end_is_cheap(src, end) {
+    if end == StreamEnd::Eager || end_is_cheap(src) {
         codec.size_fact(src)
     } else {
         Ok(SizeFact::Unknown)

@@ -74,6 +74,8 @@ pub struct StreamSource {
     state: Mutex<State>,
     /// Bytes produced by all decoders of this source (tests, diagnostics).
     decoded: AtomicU64,
+    /// True if the stream was decoded to its end at open, its last chunks kept.
+    tail_cached: bool,
 }
 
 impl StreamSource {
@@ -127,6 +129,7 @@ impl StreamSource {
             size: known.unwrap_or_else(|| Size::exact(0, "")),
             state: Mutex::new(State::new()),
             decoded: AtomicU64::new(0),
+            tail_cached: learn,
         };
         if learn {
             let n = s.decode_to_end()?;
@@ -149,6 +152,12 @@ impl StreamSource {
     /// Number of times decoding restarted from the beginning so far.
     pub fn restarts(&self) -> u64 {
         self.lock().restarts
+    }
+
+    /// True if the stream was decoded to its end when opened (to learn its size) and its last
+    /// chunks are cached: reading its last sector costs nothing.
+    pub fn tail_cached(&self) -> bool {
+        self.tail_cached
     }
 
     /// Decoded bytes produced so far by every decoder of this source, cached or in order.
