@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::io::ReadAt;
+use crate::io::{Caps, ReadAt, SizeKnown};
 use crate::Error;
 
 pub mod bin;
@@ -118,13 +118,18 @@ pub fn raw_sector_mode(sector: &[u8]) -> Option<u8> {
 }
 
 /// The 2048-byte user data of a track stored as larger raw sectors.
+///
+/// Its length follows the track file's: when that is only a hint (a BIN inside a stream opened
+/// [`crate::format::StreamEnd::Deferred`]) so is this one, and reads go on to the file's real
+/// end. Only whole sectors are read: a cut-off last sector is not part of the track.
 pub struct CdUserData {
     src: Arc<dyn ReadAt>,
     /// File offset of the track's first sector.
     start: u64,
     sector: u64,
     user_offset: u64,
-    sectors: u64,
+    /// The track's length in sectors, when the sheet says (the next track in the same file).
+    limit: Option<u64>,
 }
 
 impl CdUserData {
@@ -144,14 +149,12 @@ impl CdUserData {
                 format!("sector {sector}, data at {user_offset}"),
             ));
         }
-        let avail = src.size().saturating_sub(start) / sector;
-        let sectors = sectors.map_or(avail, |s| s.min(avail));
         Ok(CdUserData {
             src,
             start,
             sector,
             user_offset,
-            sectors,
+            limit: sectors,
         })
     }
 
@@ -166,39 +169,99 @@ impl CdUserData {
         Self::new(src, start, RAW_SECTOR, off, sectors)
     }
 
-    /// Number of sectors mapped.
+    /// Number of sectors mapped (a hint when the track file's size is).
     pub fn sectors(&self) -> u64 {
-        self.sectors
+        let avail = self.src.size().saturating_sub(self.start) / self.sector;
+        self.limit.map_or(avail, |l| l.min(avail))
+    }
+
+    /// File offset of user byte `within` of sector `lba`, if it fits in a u64.
+    fn file_offset(&self, lba: u64, within: u64) -> Option<u64> {
+        lba.checked_mul(self.sector)?
+            .checked_add(self.start)?
+            .checked_add(self.user_offset + within)
     }
 }
 
 impl ReadAt for CdUserData {
     fn size(&self) -> u64 {
-        self.sectors * USER_SECTOR
+        self.sectors() * USER_SECTOR
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let size = self.size();
-        if offset >= size || buf.is_empty() {
+        let end = if self.src.caps().size == SizeKnown::Exact {
+            self.size()
+        } else {
+            // The file may go on past its hinted size: only the sheet's track length bounds it.
+            self.limit
+                .map_or(u64::MAX, |l| l.saturating_mul(USER_SECTOR))
+        };
+        if offset >= end || buf.is_empty() {
             return Ok(0);
         }
-        let len = (buf.len() as u64).min(size - offset) as usize;
+        let len = (buf.len() as u64).min(end - offset) as usize;
         let mut done = 0usize;
         while done < len {
             let pos = offset + done as u64;
             let (lba, within) = (pos / USER_SECTOR, pos % USER_SECTOR);
             let n = ((USER_SECTOR - within) as usize).min(len - done);
-            let at = self.start + lba * self.sector + self.user_offset + within;
+            let Some(at) = self.file_offset(lba, within) else {
+                break;
+            };
             let got = self.src.read_at(at, &mut buf[done..done + n])?;
-            done += got;
             if got < n {
                 break;
             }
+            done += n;
         }
         Ok(done)
     }
 
-    fn caps(&self) -> crate::io::Caps {
-        crate::io::Caps::RANDOM.over(self.src.caps())
+    fn caps(&self) -> Caps {
+        let inner = self.src.caps();
+        Caps {
+            size: inner.size,
+            ..Caps::RANDOM.over(inner)
+        }
+    }
+
+    fn refine_size_hint(&self, at_least: u64) {
+        if let Some(at) = self.file_offset(at_least.div_ceil(USER_SECTOR), 0) {
+            self.src.refine_size_hint(at - self.user_offset);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{MemSource, ReadAtExt};
+
+    /// `n` raw MODE1 sectors whose user bytes are the sector number.
+    fn bin(n: u64) -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            let mut s = vec![0u8; RAW_SECTOR as usize];
+            s[..12].copy_from_slice(&CD_SYNC);
+            s[15] = 1;
+            s[16..16 + USER_SECTOR as usize].fill(i as u8);
+            v.extend(s);
+        }
+        v
+    }
+
+    #[test]
+    fn user_data_and_a_cut_off_last_sector() {
+        let mut v = bin(3);
+        v.truncate(v.len() - 100);
+        let u = CdUserData::raw(Arc::new(MemSource(v)), 0, 1, None).unwrap();
+        assert_eq!(u.sectors(), 2);
+        assert_eq!(u.read_vec(2047, 2).unwrap(), [0, 1]);
+        let mut b = vec![0u8; 3 * USER_SECTOR as usize];
+        assert_eq!(u.read_at(0, &mut b).unwrap(), 2 * USER_SECTOR as usize);
+        let u = CdUserData::raw(Arc::new(MemSource(bin(3))), RAW_SECTOR, 1, Some(1)).unwrap();
+        assert_eq!(u.size(), USER_SECTOR);
+        assert_eq!(u.read_vec(0, 1).unwrap(), [1]);
+        assert_eq!(u.read_at(u64::MAX - 5, &mut b).unwrap(), 0);
     }
 }

@@ -6,14 +6,15 @@
 //! nowhere else.
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use super::zstd::{starts_with_frame, BlockHeader, FrameHeader};
+use super::zstd::{starts_with_frame, BlockHeader, FrameHeader, MAX_FRAME_HEADER};
 use crate::format::frames;
 use crate::format::stream::{Codec, SizeFact, StreamSource};
 use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
 use crate::io::{Caps, ReadAt, ReadAtExt};
 use crate::util::le32;
+use crate::ExtentMap;
 
 impl Format {
     /// zstd frames followed by a seekable-format seek table.
@@ -34,6 +35,8 @@ const FOOTER_LEN: u64 = 9;
 pub const MAX_SEEKABLE_FRAME: u64 = 64 << 20;
 /// Decoded frames kept by [`SeekableZstd`].
 const SEEKABLE_CACHED_FRAMES: usize = 16;
+/// Most bytes one RLE block of a zero frame stands for (zstd's block maximum).
+const ZERO_BLOCK: u64 = 128 << 10;
 
 /// Where a seek table sits, from its footer: the skippable frame's offset, the frame count and
 /// whether entries carry checksums. `None` if the footer or the frame around it is not there.
@@ -216,6 +219,8 @@ pub struct SeekableZstd {
     /// Preferred read size: the typical frame.
     chunk: u64,
     cache: frames::FrameCache,
+    /// The frames that are not zero frames, found on first ask.
+    data: OnceLock<ExtentMap>,
 }
 
 impl SeekableZstd {
@@ -253,7 +258,28 @@ impl SeekableZstd {
             size: out,
             chunk,
             cache: frames::FrameCache::new(SEEKABLE_CACHED_FRAMES),
+            data: OnceLock::new(),
         })
+    }
+
+    /// The decoded ranges of every frame but the zero frames our backups store free space in.
+    /// A zero frame is 4 bytes per 128 KiB block after its header, so only frames that small
+    /// are read to check; a frame that cannot be read counts as data.
+    fn data_frames(&self) -> ExtentMap {
+        let mut m = ExtentMap::new();
+        for f in &self.frames {
+            let blocks = u64::from(f.out_len).div_ceil(ZERO_BLOCK).max(1);
+            let zero_len = MAX_FRAME_HEADER as u64 + 4 * blocks;
+            let zero = u64::from(f.comp_len) <= zero_len
+                && self
+                    .src
+                    .read_vec(f.comp_off, f.comp_len as usize)
+                    .is_ok_and(|c| zero_frame_size(&c) == Some(u64::from(f.out_len)));
+            if !zero {
+                m.insert(f.out_off, f.out_off + u64::from(f.out_len));
+            }
+        }
+        m
     }
 
     /// Number of (non-empty) frames.
@@ -352,6 +378,10 @@ impl ReadAt for SeekableZstd {
         .over(self.src.caps())
     }
 
+    fn allocated_hint(&self) -> Option<ExtentMap> {
+        Some(self.data.get_or_init(|| self.data_frames()).clone())
+    }
+
     fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
         let fr = &self.frames;
         Some(frames::starts_within(
@@ -404,5 +434,25 @@ mod tests {
             SeekTable::read(&crate::io::MemSource(file[..30].to_vec())).unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn zero_frames_are_not_in_the_allocated_hint() {
+        let data = zstd::bulk::compress(&[7u8; 1000], 3).unwrap();
+        let zeros = crate::archive::zstd::zero_frame(300 << 10);
+        let mut file = Vec::new();
+        let mut table = Vec::new();
+        for (f, n) in [(&data, 1000u32), (&zeros, 300 << 10), (&data, 1000)] {
+            file.extend_from_slice(f);
+            table.push((f.len() as u32, n));
+        }
+        file.extend(SeekTable::encode(&table).unwrap());
+        let s = SeekableZstd::open(Arc::new(crate::io::MemSource(file)))
+            .unwrap()
+            .unwrap();
+        let a = s.allocated_hint().unwrap();
+        let end = 2000 + (300 << 10);
+        assert_eq!(a, ExtentMap::from_ranges([(0, 1000), (end - 1000, end)]));
+        assert_eq!(s.read_vec(1000, 10).unwrap(), [0; 10]);
     }
 }
