@@ -128,14 +128,13 @@ fn isohybrid_probe_read_error_is_a_warning() {
 /// disk data.
 #[test]
 fn truncated_fixed_vhd_does_not_expose_its_footer() {
-    use blockwise::format::container::inspect;
-    use blockwise::format::Format;
+    use blockwise::format::container::vhd;
     let mut v = vec![7u8; 4096 + 512];
     let f = &mut v[4096..];
     f[..8].copy_from_slice(b"conectix");
     f[48..56].copy_from_slice(&(1u64 << 20).to_be_bytes());
     f[60..64].copy_from_slice(&2u32.to_be_bytes());
-    let i = inspect(&MemSource(v.clone()), Format::Vhd).unwrap();
+    let i = vhd::info(&MemSource(v.clone())).unwrap();
     assert_eq!(i.payload, Some((0, 4096)));
     assert!(i.detail.contains("truncated"), "{}", i.detail);
     let o = blockwise::format::open_source(

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use blockwise::format::stream::{xz_size_from_index, Codec, StreamSource};
+use blockwise::format::compress::xz::size_from_index as xz_size_from_index;
+use blockwise::format::stream::{Codec, StreamSource};
 use blockwise::format::{open, Format, OpenOptions};
 use blockwise::io::file::FileSource;
 use blockwise::io::{Counting, ReadAt, ReadAtExt};
@@ -549,9 +550,8 @@ fn sniff_never_panics_on_prefixes() {
         let full = std::fs::read(format!("{i}.{ext}")).unwrap();
         for n in [0, 1, 3, 5, 6, 12, 20, 100, full.len() - 1] {
             let src = blockwise::io::MemSource(full[..n.min(full.len())].to_vec());
-            let _ = blockwise::format::sniff::sniff(&src).unwrap();
-            let _ =
-                blockwise::format::open::open_source(Arc::new(src), "x", &OpenOptions::default());
+            let _ = blockwise::format::sniff(&src).unwrap();
+            let _ = blockwise::format::open_source(Arc::new(src), "x", &OpenOptions::default());
         }
     }
 }
@@ -583,7 +583,8 @@ fn xz_decoder_uses_threads() {
 
 mod hostile {
     use super::*;
-    use blockwise::format::{android_sparse, cd, container, sniff};
+    use blockwise::format::container::android_sparse;
+    use blockwise::format::{cd, sniff, OpenCtx, DRIVERS};
     use blockwise::io::MemSource;
     use proptest::prelude::*;
 
@@ -621,26 +622,24 @@ mod hostile {
 
     fn exercise(data: Vec<u8>) {
         let src = MemSource(data);
-        let _ = sniff::sniff(&src).unwrap();
+        let _ = sniff(&src).unwrap();
         if let Ok(s) = android_sparse::AndroidSparse::open(Arc::new(src.clone())) {
             let _ = s.read_upto(0, (s.size() as usize).min(1 << 16));
         }
-        let _ = cd::parse_cue(&String::from_utf8_lossy(&src.0));
-        for f in [
-            Format::Qcow2,
-            Format::Vhd,
-            Format::Vhdx,
-            Format::VmdkSparse,
-            Format::Vdi,
-            Format::Dmg,
-        ] {
-            let _ = container::inspect(&src, f);
+        let _ = cd::cue::parse_cue(&String::from_utf8_lossy(&src.0));
+        // Every driver, whatever the bytes are recognised as.
+        for d in DRIVERS {
+            let opts = OpenOptions::default();
+            let mut ctx = OpenCtx::new(&opts, Path::new("p"), None);
+            if let Ok(step) = d.open(Arc::new(src.clone()), &mut ctx) {
+                if let Some(inner) = step.inner {
+                    let _ = inner.read_upto(0, 4096);
+                }
+            }
         }
-        let _ = blockwise::format::stream::xz_size_from_index(&src);
-        let _ = blockwise::format::stream::zstd_size(&src);
-        if let Ok(o) =
-            blockwise::format::open::open_source(Arc::new(src), "p", &OpenOptions::default())
-        {
+        let _ = xz_size_from_index(&src);
+        let _ = blockwise::format::compress::zstd::size_from_frames(&src);
+        if let Ok(o) = blockwise::format::open_source(Arc::new(src), "p", &OpenOptions::default()) {
             let _ = o.source.read_upto(0, 4096);
         }
     }
@@ -702,22 +701,85 @@ fn seekable_zstd_random_access() {
     }
 }
 
-/// A fixed VHD inside xz (how cloud images ship): found through the name hint, decoded to the
-/// raw disk. Without the hint a streamed layer is not decoded to its end just to sniff.
+/// A fixed VHD inside xz (how cloud images ship): found by its footer, decoded to the raw
+/// disk, whatever the file is called, when the xz is read block by block. A streamed xz (here
+/// the BCJ filter keeps blocks from being read on their own) has its size from the index, so
+/// opening does not decode it, not even for the footer: the reader that reaches the end finds
+/// it with `trailer_format`.
 #[test]
 fn fixed_vhd_inside_xz() {
     let d = tmpdir();
     let (img, orig) = write_image(d.path(), "c.img", 4 << 20);
     let i = img.display();
-    if !fixture(&format!("qemu-img convert -f raw -O vpc -o subformat=fixed {i} {i}.vhd && xz -T2 -k {i}.vhd && cp {i}.vhd.xz {i}.other.xz")) {
+    if !fixture(&format!("qemu-img convert -f raw -O vpc -o subformat=fixed {i} {i}.vhd && xz -T2 -k {i}.vhd && cp {i}.vhd.xz {i}.other.xz && xz -T1 --x86 --lzma2 -c {i}.vhd > {i}.bcj.xz")) {
         return;
     }
-    let o = open_path(Path::new(&format!("{i}.vhd.xz")));
-    assert_eq!(formats(&o), vec![Format::Xz, Format::Vhd, Format::Raw]);
+    for name in ["vhd.xz", "other.xz"] {
+        let o = open_path(Path::new(&format!("{i}.{name}")));
+        assert!(o.random_access(), "{name}");
+        assert_eq!(
+            formats(&o),
+            vec![Format::Xz, Format::Vhd, Format::Raw],
+            "{name}"
+        );
+        assert!(o.source.read_vec(0, orig.len()).unwrap() == orig, "{name}");
+    }
+    let o = open_path(Path::new(&format!("{i}.bcj.xz")));
+    assert!(!o.random_access());
+    assert_eq!(formats(&o), vec![Format::Xz, Format::Raw]);
+    let last = o.source.read_vec(o.source.size() - 512, 512).unwrap();
+    assert_eq!(blockwise::format::trailer_format(&last), Some(Format::Vhd));
+}
+
+/// A fixed VHD gzipped as `disk.gz` (no hint in the name) is read as a VHD: an Eager open looks
+/// at the decoded stream's last sector by its bytes, at no extra decoding cost. Deferred leaves
+/// that to the reader, who finds the footer with `trailer_format` at the end of its pass.
+#[test]
+fn fixed_vhd_in_gzip_is_found_by_its_footer() {
+    let d = tmpdir();
+    let (img, orig) = write_image(d.path(), "c.img", (4 << 20) + 4096);
+    let i = img.display();
+    let dir = d.path().display();
+    if !fixture(&format!(
+        "qemu-img convert -f raw -O vpc -o subformat=fixed {i} {dir}/f.vhd && gzip -c {dir}/f.vhd > {dir}/disk.gz"
+    )) {
+        return;
+    }
+    let vhd_len = std::fs::metadata(d.path().join("f.vhd")).unwrap().len();
+    let gz = d.path().join("disk.gz");
+    let stored = std::fs::metadata(&gz).unwrap().len();
+    let c = Arc::new(Counting::new(FileSource::open(&gz).unwrap()));
+    let o = blockwise::format::open_source(c.clone(), "disk.gz", &OpenOptions::default()).unwrap();
+    assert_eq!(formats(&o), vec![Format::Gzip, Format::Vhd, Format::Raw]);
     assert!(o.source.read_vec(0, orig.len()).unwrap() == orig);
-    // xz blocks are read with random access, so the footer is found whatever the name says.
-    let o = open_path(Path::new(&format!("{i}.other.xz")));
-    assert_eq!(formats(&o), vec![Format::Xz, Format::Vhd, Format::Raw]);
+    assert!(!o
+        .source
+        .read_upto(0, o.source.size() as usize)
+        .unwrap()
+        .windows(8)
+        .any(|w| w == b"conectix"));
+    assert!(
+        c.bytes_read() < stored + stored / 8,
+        "decoded once: read {} of {stored}",
+        c.bytes_read()
+    );
+    assert_eq!(o.notes.len(), 1, "{:?}", o.notes);
+    let o = open_path(&gz);
+    assert_eq!(formats(&o), vec![Format::Gzip, Format::Vhd, Format::Raw]);
+
+    let o = blockwise::format::open(&gz, &OpenOptions::deferred()).unwrap();
+    assert_eq!(formats(&o), vec![Format::Gzip, Format::Raw]);
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut o.source.sequential(0).unwrap(), &mut all).unwrap();
+    assert_eq!(all.len() as u64, vhd_len);
+    assert_eq!(
+        blockwise::format::trailer_format(&all[all.len() - 512..]),
+        Some(Format::Vhd)
+    );
+    assert_eq!(
+        blockwise::format::trailer_format(&orig[orig.len() - 512..]),
+        None
+    );
 }
 
 /// Every file of the corpus opens or fails with an error: never a panic. Prints the chains,
@@ -762,4 +824,65 @@ fn corpus_open_everything_without_panics() {
     }
     eprintln!("corpus: {ok} opened, {err} errors");
     assert!(ok > 0);
+}
+
+/// Opened Deferred, a `.gz`/`.bz2`/`.lz4` image is not decoded to learn its size: only the head
+/// is decoded, the size is a hint, and one in-order pass makes it exact. Opened Eager (what
+/// `inspect` does) it is decoded exactly once. Counted on the compressed side.
+#[test]
+fn deferred_open_decodes_only_the_head() {
+    use blockwise::io::SizeKnown;
+    let d = tmpdir();
+    let (img, orig) = write_image(d.path(), "big.img", (24 << 20) + 321);
+    let i = img.display();
+    for (ext, cmd, fmt) in [
+        ("gz", format!("gzip -c {i} > {i}.gz"), Format::Gzip),
+        ("bz2", format!("bzip2 -c {i} > {i}.bz2"), Format::Bzip2),
+        ("lz4", format!("lz4 -q -c {i} > {i}.lz4"), Format::Lz4),
+    ] {
+        if !fixture(&cmd) {
+            continue;
+        }
+        let p = PathBuf::from(format!("{i}.{ext}"));
+        let stored = std::fs::metadata(&p).unwrap().len();
+        let counted = || Arc::new(Counting::new(FileSource::open(&p).unwrap()));
+
+        let c = counted();
+        let o = blockwise::format::open_source(c.clone(), "big", &OpenOptions::deferred()).unwrap();
+        assert_eq!(formats(&o), vec![fmt, Format::Raw], "{ext}");
+        let at_open = c.bytes_read();
+        eprintln!("{ext}: Deferred open read {at_open} of {stored} compressed bytes");
+        assert!(at_open < stored / 3, "{ext}: read {at_open} of {stored}");
+        assert_eq!(o.source.caps().size, SizeKnown::Hint, "{ext}");
+        let detail = o.chain[0].detail.clone().unwrap_or_default();
+        assert!(detail.contains("hint"), "{ext}: {detail}");
+        let mut n = 0u64;
+        let mut r = o.source.sequential(0).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let k = std::io::Read::read(&mut r, &mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            assert!(buf[..k] == orig[n as usize..n as usize + k], "{ext} at {n}");
+            n += k as u64;
+        }
+        drop(r);
+        assert_eq!(n, orig.len() as u64, "{ext}");
+        assert_eq!(o.source.size(), orig.len() as u64, "{ext}");
+        assert_eq!(o.source.caps().size, SizeKnown::Exact, "{ext}");
+        let pass = c.bytes_read() - at_open;
+        assert!(pass <= stored + (1 << 20), "{ext}: one pass read {pass}");
+
+        let c = counted();
+        let o = blockwise::format::open_source(c.clone(), "big", &OpenOptions::default()).unwrap();
+        let eager = c.bytes_read();
+        eprintln!("{ext}: Eager open read {eager} of {stored} compressed bytes");
+        assert!(
+            eager >= stored && eager < stored + stored / 8,
+            "{ext}: {eager}"
+        );
+        assert_eq!(o.source.size(), orig.len() as u64, "{ext}");
+        assert_eq!(o.source.caps().size, SizeKnown::Exact, "{ext}");
+    }
 }

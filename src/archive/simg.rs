@@ -288,7 +288,7 @@ impl ArchiveWriter for SimgWriter {
 mod tests {
     use super::*;
     use crate::extent::Extent;
-    use crate::format::android_sparse::AndroidSparse as AndroidSparseReader;
+    use crate::format::container::android_sparse::AndroidSparse as AndroidSparseReader;
     use crate::io::{MemSource, ReadAt, ReadAtExt};
     use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! xz-file-format) around LZMA2 data from liblzma's raw encoder, so that every data segment
 //! becomes one independent block, compressed on any core, with its sizes in the block header
 //! and the index: plain `xz -d` restores the image, and blockwise decodes only the blocks a
-//! read touches ([`crate::format::xz_blocks`]).
+//! read touches ([`crate::format::compress::xz_blocks`]).
 //!
 //! Check type CRC32: cheap, and the bmap beside the archive carries SHA-256 of the data.
 //! Zero runs are not compressed: LZMA2 lets every chunk reset the dictionary and state (control

@@ -17,8 +17,6 @@ use crate::io::WriteAt;
 pub const MAX_ZERO_FRAME: u64 = 64 << 20;
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
-const SKIPPABLE_SEEK_TABLE_MAGIC: u32 = 0x184D_2A5E;
-const SEEKABLE_MAGIC: u32 = 0x8F92_EAB1;
 /// zstd's Block_Maximum_Size: an RLE block regenerates at most this many bytes.
 const MAX_BLOCK: u64 = 128 << 10;
 
@@ -141,32 +139,11 @@ impl ArchiveWriter for SeekableWriter {
     }
 
     fn finish(&mut self, out: &mut dyn WriteAt, _image_size: u64) -> io::Result<()> {
-        out.write_all_at(self.pos, &seek_table(&self.frames)?)
+        out.write_all_at(
+            self.pos,
+            &crate::format::compress::seekable_zstd::SeekTable::encode(&self.frames)?,
+        )
     }
-}
-
-/// The skippable frame holding the seek table for `frames` (no per-frame checksums: every
-/// data frame carries zstd's own content checksum, and the bmap has SHA-256 of the data).
-pub fn seek_table(frames: &[(u32, u32)]) -> io::Result<Vec<u8>> {
-    let count = u32::try_from(frames.len())
-        .map_err(|_| io::Error::other("too many frames for a seek table"))?;
-    let body = frames
-        .len()
-        .checked_mul(8)
-        .and_then(|n| n.checked_add(9))
-        .and_then(|n| u32::try_from(n).ok())
-        .ok_or_else(|| io::Error::other("seek table too large"))?;
-    let mut t = Vec::with_capacity(body as usize + 8);
-    t.extend_from_slice(&SKIPPABLE_SEEK_TABLE_MAGIC.to_le_bytes());
-    t.extend_from_slice(&body.to_le_bytes());
-    for &(c, d) in frames {
-        t.extend_from_slice(&c.to_le_bytes());
-        t.extend_from_slice(&d.to_le_bytes());
-    }
-    t.extend_from_slice(&count.to_le_bytes());
-    t.push(0);
-    t.extend_from_slice(&SEEKABLE_MAGIC.to_le_bytes());
-    Ok(t)
 }
 
 #[cfg(test)]

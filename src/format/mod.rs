@@ -1,19 +1,173 @@
 //! The format layer: compression wrappers, archives, containers and CD images, each decoded
-//! behind [`crate::io::ReadAt`]. [`open`] sniffs a path's bytes and builds the chain of layers
-//! down to the disk image.
+//! behind [`crate::io::ReadAt`]. [`open`] reads a path's bytes and peels one layer after the
+//! other down to the disk image.
+//!
+//! # Layout
+//!
+//! | folder | formats |
+//! |---|---|
+//! | [`compress`] | gzip, xz (streamed, or block by block from its index), zstd, seekable zstd (its seek table read and written in one place), bzip2, lz4 |
+//! | [`archive`] | zip (the image member is opened), 7z (identified) |
+//! | [`container`] | Android sparse, qcow/qcow2, VHD, VHDX, VMDK, VDI, DMG |
+//! | [`cd`] | CUE sheets, raw 2352-byte sectors (BIN), ISO9660 |
+//! | [`raw`] | everything else: the disk image itself |
+//!
+//! Beside them: [`stream`] decodes any streaming codec with random access on top, `frames`
+//! serves reads from independently decodable frames, [`driver`] holds the one trait every
+//! format implements, [`registry`] lists the drivers and [`open`] loops over them.
+//!
+//! # One driver per format
+//!
+//! Every format lives in one file that owns all of it: its [`Format`] identity (name, kind),
+//! how it is recognised (from bytes only: the head of the source, and its last bytes when
+//! reading them is cheap; never the file name), how it is opened (header facts, the decoded
+//! bytes inside) and what its header says. [`open`] is a loop: read a [`Probe`], ask the
+//! [`registry`]'s drivers in order which one recognises it, let that driver open one layer,
+//! and go on with the bytes inside, at most [`MAX_DEPTH`] layers deep. An [`OpenCtx`] gives
+//! drivers what lies outside the bytes: the files beside the image (a CUE sheet's BIN) and the
+//! nesting depth.
+//!
+//! # Adding a format
+//!
+//! One new file, declared in its folder's `mod.rs`, and one line in [`registry::DRIVERS`]. For
+//! a container `foo` whose files start with `FOO!` and hold the raw disk after a 512-byte
+//! header, `src/format/container/foo.rs` would read:
+//!
+//! ```ignore
+//! //! Foo disk images: a 512-byte header, then the raw disk.
+//!
+//! use std::sync::Arc;
+//!
+//! use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
+//! use crate::io::{ReadAt, Slice};
+//!
+//! impl Format {
+//!     /// Foo disk image.
+//!     #[allow(non_upper_case_globals)]
+//!     pub const Foo: Format = Format::new("foo", "foo", Kind::Container);
+//! }
+//!
+//! /// Recognises and opens Foo images.
+//! pub struct Driver;
+//!
+//! impl FormatDriver for Driver {
+//!     fn format(&self) -> Format {
+//!         Format::Foo
+//!     }
+//!     fn name_hints(&self) -> &'static [&'static str] {
+//!         &["foo"]
+//!     }
+//!     fn detect(&self, p: &Probe<'_>) -> bool {
+//!         p.head().starts_with(b"FOO!")
+//!     }
+//!     fn open(&self, src: Arc<dyn ReadAt>, _ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+//!         let len = src.size().saturating_sub(512);
+//!         let layer = Layer::stored(Format::Foo, &*src, Some(format!("{len}-byte disk")));
+//!         Ok(Step::inner(layer, Arc::new(Slice::new(src, 512, len))))
+//!     }
+//! }
+//! ```
+//!
+//! then `pub mod foo;` in `container/mod.rs` and, in [`registry::DRIVERS`], before the formats
+//! it must win against (the list is the order of precedence):
+//!
+//! ```ignore
+//!     &container::foo::Driver,
+//! ```
 
-pub mod android_sparse;
+use serde::Serialize;
+
+pub mod archive;
 pub mod cd;
+pub mod compress;
 pub mod container;
+pub mod driver;
 mod frames;
 pub mod open;
-pub mod sniff;
+pub mod raw;
+pub mod registry;
 pub mod stream;
-pub mod xz_blocks;
-pub mod zip_member;
 
-pub use open::open_source;
-pub use open::{open, Layer, OpenOptions, Opened};
-pub use sniff::Format;
-pub use stream::{SeekableZstd, StreamSource};
-pub use xz_blocks::XzBlocks;
+pub use compress::seekable_zstd::SeekableZstd;
+pub use compress::xz_blocks::XzBlocks;
+pub use driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
+pub use open::{open, open_source, OpenOptions, Opened, MAX_DEPTH};
+pub use registry::{sniff, trailer_format, DRIVERS};
+pub use stream::{StreamEnd, StreamSource};
+
+/// What kind of layer a format is, which decides how [`open`] treats it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A compression wrapper that decodes to exactly one byte stream.
+    Compression,
+    /// An archive of files, one of which is the image.
+    Archive,
+    /// A disk-image container (a virtual disk, a sparse image).
+    Container,
+    /// A CD image: a CUE sheet or raw sectors with more than the user data.
+    Cd,
+    /// The image itself (a raw disk or filesystem image, an ISO9660 image): the chain ends.
+    Image,
+}
+
+/// A format blockwise recognises as a layer of an image.
+///
+/// An open set: each format's file defines its own `Format::Name` constant next to its driver
+/// (named like the enum variants it replaced, so `Format::Gzip` reads as before and works in
+/// patterns). The identity is the `id`, which is also how it appears in JSON.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Format {
+    id: &'static str,
+    name: &'static str,
+    kind: Kind,
+}
+
+impl Format {
+    /// A format with its JSON `id` (kebab-case), the `name` shown to people, and its kind.
+    pub(crate) const fn new(id: &'static str, name: &'static str, kind: Kind) -> Format {
+        Format { id, name, kind }
+    }
+
+    /// Identifier used in JSON ("seekable-zstd").
+    pub fn id(self) -> &'static str {
+        self.id
+    }
+
+    /// Short lowercase name used in output ("zstd (seekable)").
+    pub fn name(self) -> &'static str {
+        self.name
+    }
+
+    /// What kind of layer it is.
+    pub fn kind(self) -> Kind {
+        self.kind
+    }
+
+    /// True for pure compression wrappers that decode to exactly one byte stream.
+    pub fn is_compression(self) -> bool {
+        self.kind == Kind::Compression
+    }
+
+    /// The driver that recognises and opens this format.
+    pub fn driver(self) -> &'static dyn FormatDriver {
+        registry::driver(self)
+    }
+}
+
+impl std::fmt::Debug for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id)
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Serialize for Format {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id)
+    }
+}

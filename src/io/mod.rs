@@ -43,8 +43,9 @@ pub enum SizeKnown {
     /// The size is exact.
     Exact,
     /// The size is a hint until the source has been read to its end (gzip's ISIZE is the size
-    /// modulo 4 GiB; a stream without any size field). A consumer that reads to the end learns
-    /// the real size and must check it against what it assumed.
+    /// modulo 4 GiB; a stream without any size field). Reads are not cut at a hint: they go on
+    /// to the real end, where the source learns its size and reports it exact from then on. A
+    /// consumer that assumed the hint must check it against what it finds.
     Hint,
 }
 
@@ -125,6 +126,15 @@ pub trait ReadAt: Send + Sync {
     /// or `None` when it cannot tell. Never used to skip data, only as a hint.
     fn allocated_hint(&self) -> Option<crate::ExtentMap> {
         None
+    }
+
+    /// Tells a source whose size is a hint ([`SizeKnown::Hint`]) that it holds at least
+    /// `at_least` bytes (a bmap's image size, a partition table's extent), so it can raise
+    /// the hint to the smallest size its own fields allow (gzip's ISIZE is the size modulo
+    /// 4 GiB: the smallest `ISIZE + k·4 GiB` not below the bound). Sources of exact size
+    /// ignore it.
+    fn refine_size_hint(&self, at_least: u64) {
+        let _ = at_least;
     }
 
     /// An in-order reader of the bytes from `offset` to the end. Sequential sources return a
@@ -231,6 +241,9 @@ macro_rules! forward_caps {
         }
         fn allocated_hint(&$s) -> Option<crate::ExtentMap> {
             $inner.allocated_hint()
+        }
+        fn refine_size_hint(&$s, at_least: u64) {
+            $inner.refine_size_hint(at_least)
         }
     };
 }

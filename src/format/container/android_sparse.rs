@@ -7,9 +7,17 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::io::{ReadAt, ReadAtExt};
+use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
+use crate::io::{Caps, ReadAt, ReadAtExt, SizeKnown};
 use crate::util::{le16, le32};
 use crate::{Error, ExtentMap};
+
+impl Format {
+    /// Android sparse image (img2simg).
+    #[allow(non_upper_case_globals)]
+    pub const AndroidSparse: Format =
+        Format::new("android-sparse", "android sparse", Kind::Container);
+}
 
 /// Magic number at offset 0 (little-endian 0xED26FF3A).
 pub const MAGIC: u32 = 0xED26_FF3A;
@@ -45,6 +53,40 @@ pub struct Chunk {
     pub len: u64,
     /// Where the bytes come from.
     pub data: ChunkData,
+}
+
+/// Recognises the sparse magic and expands the image.
+pub struct Driver;
+
+impl FormatDriver for Driver {
+    fn format(&self) -> Format {
+        Format::AndroidSparse
+    }
+
+    fn name_hints(&self) -> &'static [&'static str] {
+        &["simg"]
+    }
+
+    fn detect(&self, p: &Probe<'_>) -> bool {
+        le32(p.head(), 0) == Some(MAGIC)
+    }
+
+    fn open(&self, src: Arc<dyn ReadAt>, _ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        let s = AndroidSparse::open(src.clone())?;
+        let h = *s.header();
+        let layer = Layer::stored(
+            Format::AndroidSparse,
+            &*src,
+            Some(format!(
+                "block size {}, {} blocks, {} chunks, expands to {} bytes",
+                h.block_size,
+                h.total_blocks,
+                h.total_chunks,
+                s.size()
+            )),
+        );
+        Ok(Step::inner(layer, Arc::new(s)))
+    }
 }
 
 /// Parsed header facts.
@@ -110,7 +152,10 @@ pub fn parse_header(b: &[u8]) -> crate::Result<Header> {
 pub fn index(src: &dyn ReadAt) -> crate::Result<(Header, Vec<Chunk>)> {
     let head = src.read_upto(0, 28)?;
     let h = parse_header(&head)?;
-    let file_len = src.size();
+    // A file whose length is only a hint (inside a stream opened Deferred) is checked by its
+    // reads instead: one past the real end fails.
+    let exact = src.caps().size == SizeKnown::Exact;
+    let file_len = if exact { src.size() } else { u64::MAX };
     let bad = |d: String| Error::corrupt("android sparse image", d);
     let chs = u64::from(h.chunk_header_size);
     // Every chunk needs at least its header in the file: this bounds the chunk count by the
@@ -124,7 +169,12 @@ pub fn index(src: &dyn ReadAt) -> crate::Result<(Header, Vec<Chunk>)> {
     }
     let bs = u64::from(h.block_size);
     let total_out = u64::from(h.total_blocks) * bs;
-    let mut chunks = Vec::with_capacity(h.total_chunks as usize);
+    let reserve = if exact {
+        h.total_chunks
+    } else {
+        h.total_chunks.min(1 << 16)
+    };
+    let mut chunks = Vec::with_capacity(reserve as usize);
     let mut pos = u64::from(h.header_size);
     let mut out: u64 = 0;
     for i in 0..h.total_chunks {
@@ -210,6 +260,9 @@ pub struct AndroidSparse {
     header: Header,
     chunks: Vec<Chunk>,
     size: u64,
+    /// True if the file has decoding units of its own (a sparse image inside a seekable zstd
+    /// or a multi-block xz), which RAW chunks carry over.
+    inner_units: bool,
 }
 
 impl AndroidSparse {
@@ -217,11 +270,13 @@ impl AndroidSparse {
     pub fn open(src: Arc<dyn ReadAt>) -> crate::Result<Self> {
         let (header, chunks) = index(&*src)?;
         let size = u64::from(header.total_blocks) * u64::from(header.block_size);
+        let inner_units = src.boundaries(0, src.size()).is_some();
         Ok(AndroidSparse {
             src,
             header,
             chunks,
             size,
+            inner_units,
         })
     }
 
@@ -281,8 +336,32 @@ impl ReadAt for AndroidSparse {
         ))
     }
 
-    fn caps(&self) -> crate::io::Caps {
-        crate::io::Caps::RANDOM.over(self.src.caps())
+    fn caps(&self) -> Caps {
+        // Random where the file is, read in the file's own units; the size is the header's.
+        Caps {
+            size: SizeKnown::Exact,
+            ..self.src.caps()
+        }
+    }
+
+    fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
+        // No units of its own (FILL and DONT_CARE decode nothing); the file's units show
+        // through RAW chunks, shifted to where those chunks land in the image.
+        if !self.inner_units {
+            return None;
+        }
+        let mut out = Vec::new();
+        let first = self.chunks.partition_point(|c| c.start + c.len <= start);
+        for c in self.chunks[first..].iter().take_while(|c| c.start < end) {
+            let ChunkData::Raw(at) = c.data else {
+                continue;
+            };
+            let lo = start.max(c.start) - c.start;
+            let hi = end.min(c.start + c.len) - c.start;
+            let inner = self.src.boundaries(at + lo, at + hi)?;
+            out.extend(inner.into_iter().map(|b| c.start + (b - at)));
+        }
+        Some(out)
     }
 }
 
@@ -345,5 +424,41 @@ mod tests {
         let mut v = hdr(u32::MAX, 1);
         ch(&mut v, CHUNK_DONT_CARE, u32::MAX, 12);
         assert!(AndroidSparse::open(Arc::new(MemSource(v))).is_ok());
+    }
+
+    /// A file with units every 16 bytes (as a seekable archive would have).
+    struct Units(MemSource);
+    impl ReadAt for Units {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read_at(offset, buf)
+        }
+        fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
+            Some(
+                (1..100)
+                    .map(|i| i * 16)
+                    .filter(|&b| b > start && b < end)
+                    .collect(),
+            )
+        }
+    }
+
+    #[test]
+    fn units_of_the_file_show_through_raw_chunks() {
+        // block size 8: DONT_CARE 1 block, RAW 4 blocks (file bytes 52..84), DONT_CARE 1.
+        let mut v = hdr(6, 3);
+        ch(&mut v, CHUNK_DONT_CARE, 1, 12);
+        ch(&mut v, CHUNK_RAW, 4, 12 + 32);
+        v.extend_from_slice(&[5; 32]);
+        ch(&mut v, CHUNK_DONT_CARE, 1, 12);
+        let plain = AndroidSparse::open(Arc::new(MemSource(v.clone()))).unwrap();
+        assert_eq!(plain.boundaries(0, 48), None);
+        let s = AndroidSparse::open(Arc::new(Units(MemSource(v)))).unwrap();
+        // File units at 64 and 80 land at 8 + (64 - 52) = 20 and 36.
+        assert_eq!(s.boundaries(0, 48), Some(vec![20, 36]));
+        assert_eq!(s.boundaries(21, 48), Some(vec![36]));
+        assert_eq!(s.boundaries(40, 48), Some(vec![]));
     }
 }

@@ -3,18 +3,61 @@
 //! The member that looks most like a disk image is chosen; STORED members are a window of the
 //! archive (full random access), deflated ones are decoded by a [`StreamSource`].
 
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use super::stream::{Codec, StreamSource};
+use crate::format::stream::{Codec, ReadAtReader, SizeFact, StreamEnd, StreamSource};
+use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
 use crate::io::{ReadAt, Slice};
 use crate::Error;
 
-/// Name endings that mark a disk or filesystem image inside an archive.
-const IMAGE_EXTS: &[&str] = &[
-    ".img", ".iso", ".raw", ".bin", ".dd", ".hdd", ".sdcard", ".wic", ".simg", ".qcow2", ".vhd",
-    ".vhdx", ".vmdk", ".vdi", ".dmg", ".xz", ".gz", ".zst", ".bz2", ".lz4", ".ext4", ".fat",
-];
+impl Format {
+    /// ZIP archive.
+    #[allow(non_upper_case_globals)]
+    pub const Zip: Format = Format::new("zip", "zip", Kind::Archive);
+}
+
+impl Codec {
+    /// Raw deflate (a zip member).
+    #[allow(non_upper_case_globals)]
+    pub const Deflate: Codec = Codec::new("deflate", deflate_decoder, |_| Ok(SizeFact::Unknown));
+}
+
+fn deflate_decoder(r: BufReader<ReadAtReader>) -> io::Result<Box<dyn Read + Send>> {
+    Ok(Box::new(flate2::bufread::DeflateDecoder::new(r)))
+}
+
+/// Recognises a ZIP archive by its first local header (or the end record of an empty one) and
+/// opens the image member.
+pub struct Driver;
+
+impl FormatDriver for Driver {
+    fn format(&self) -> Format {
+        Format::Zip
+    }
+
+    fn name_hints(&self) -> &'static [&'static str] {
+        &["zip"]
+    }
+
+    fn detect(&self, p: &Probe<'_>) -> bool {
+        p.head().starts_with(b"PK\x03\x04") || p.head().starts_with(b"PK\x05\x06")
+    }
+
+    fn open(&self, src: Arc<dyn ReadAt>, _ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        let m = open_member(src.clone())?;
+        let how = if m.stored { "stored" } else { "deflated" };
+        let layer = Layer::stored(
+            Format::Zip,
+            &*src,
+            Some(format!(
+                "member {} ({how}, {} entries in archive)",
+                m.name, m.entries
+            )),
+        );
+        Ok(Step::inner(layer, m.source))
+    }
+}
 
 /// Most entries we look at (the central directory is hostile too).
 pub const MAX_ENTRIES: usize = 100_000;
@@ -59,9 +102,17 @@ impl Seek for Cursor {
     }
 }
 
+/// True if the member's name ends the way files holding a disk image usually do, in any
+/// format but an archive's own (an archive inside the archive is not the image).
 fn looks_like_image(name: &str) -> bool {
     let l = name.to_ascii_lowercase();
-    IMAGE_EXTS.iter().any(|e| l.ends_with(e))
+    let Some((_, ext)) = l.rsplit_once('.') else {
+        return false;
+    };
+    crate::format::DRIVERS
+        .iter()
+        .filter(|d| d.format().kind() != Kind::Archive)
+        .any(|d| d.name_hints().contains(&ext))
 }
 
 /// Opens the image member of the ZIP archive in `src`: the largest file whose name looks like
@@ -127,7 +178,12 @@ pub fn open_member(src: Arc<dyn ReadAt>) -> crate::Result<ZipMember> {
             (data, true)
         }
         zip::CompressionMethod::Deflated => (
-            Arc::new(StreamSource::new(Codec::Deflate, data, Some(usize_))?),
+            Arc::new(StreamSource::open(
+                Codec::Deflate,
+                data,
+                SizeFact::exact(usize_, "given"),
+                StreamEnd::Eager,
+            )?),
             false,
         ),
         m => {

@@ -1,84 +1,42 @@
-//! CD images: CUE sheets and raw 2352-byte sector files (BIN).
-//!
-//! A data track stored as raw sectors carries 2048 user bytes per 2352-byte sector, after a
-//! sync pattern and header (offset 16 for MODE1, 24 for MODE2 form 1). [`CdUserData`] exposes
-//! just those bytes, so a BIN file reads like the ISO it contains.
+//! CUE sheets: text naming the BIN files that hold a CD's tracks. The sheet is opened by
+//! reading the first data track of the BIN it names as 2048-byte sectors.
 
-use std::io;
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::io::ReadAt;
+use super::{CdUserData, Track, TrackMode, MAX_TRACKS, RAW_SECTOR};
+use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
+use crate::io::{ReadAt, ReadAtExt};
 use crate::Error;
 
-/// Raw CD sector size.
-pub const RAW_SECTOR: u64 = 2352;
-/// User data per data sector.
-pub const USER_SECTOR: u64 = 2048;
-/// Most tracks a CD can have.
-pub const MAX_TRACKS: usize = 99;
-/// Largest CUE sheet we parse.
+impl Format {
+    /// CUE sheet (text) describing BIN track files.
+    #[allow(non_upper_case_globals)]
+    pub const Cue: Format = Format::new("cue", "cue sheet", Kind::Cd);
+}
+
+/// Largest CUE sheet we parse, and largest file we would consider to be one (real ones are a
+/// few KiB).
 pub const MAX_CUE_BYTES: usize = 1 << 20;
 
-/// How a track's sectors are stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub enum TrackMode {
-    /// CD-DA audio, 2352 bytes of PCM per sector.
-    Audio,
-    /// MODE1 with only the 2048 user bytes stored.
-    Mode1_2048,
-    /// MODE1 raw sectors.
-    Mode1_2352,
-    /// MODE2 form 1 with only the 2048 user bytes stored.
-    Mode2_2048,
-    /// MODE2 without sync/header (2336 bytes).
-    Mode2_2336,
-    /// MODE2 raw sectors.
-    Mode2_2352,
-    /// Anything else (CDG, CDI, ...), kept by name.
-    Other(String),
-}
-
-impl TrackMode {
-    fn parse(s: &str) -> TrackMode {
-        match s.to_ascii_uppercase().as_str() {
-            "AUDIO" => TrackMode::Audio,
-            "MODE1/2048" => TrackMode::Mode1_2048,
-            "MODE1/2352" => TrackMode::Mode1_2352,
-            "MODE2/2048" => TrackMode::Mode2_2048,
-            "MODE2/2336" => TrackMode::Mode2_2336,
-            "MODE2/2352" => TrackMode::Mode2_2352,
-            other => TrackMode::Other(other.to_string()),
-        }
-    }
-
-    /// Bytes per sector in the track file, when known.
-    pub fn sector_size(&self) -> Option<u64> {
-        match self {
-            TrackMode::Audio | TrackMode::Mode1_2352 | TrackMode::Mode2_2352 => Some(2352),
-            TrackMode::Mode1_2048 | TrackMode::Mode2_2048 => Some(2048),
-            TrackMode::Mode2_2336 => Some(2336),
-            TrackMode::Other(_) => None,
-        }
-    }
-
-    /// Where the 2048 user bytes start inside a stored sector, for data tracks.
-    pub fn user_data_offset(&self) -> Option<u64> {
-        match self {
-            TrackMode::Mode1_2352 => Some(16),
-            TrackMode::Mode2_2352 => Some(24),
-            TrackMode::Mode2_2336 => Some(8),
-            TrackMode::Mode1_2048 | TrackMode::Mode2_2048 => Some(0),
-            _ => None,
-        }
-    }
-
-    /// True for data tracks.
-    pub fn is_data(&self) -> bool {
-        self.user_data_offset().is_some()
-    }
-}
+/// CUE keywords a sheet's lines may start with.
+const CUE_KEYWORDS: &[&str] = &[
+    "REM",
+    "FILE",
+    "CATALOG",
+    "PERFORMER",
+    "TITLE",
+    "SONGWRITER",
+    "CDTEXTFILE",
+    "TRACK",
+    "INDEX",
+    "FLAGS",
+    "ISRC",
+    "PREGAP",
+    "POSTGAP",
+];
 
 /// A FILE line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -87,23 +45,6 @@ pub struct CueFile {
     pub name: String,
     /// BINARY, MOTOROLA, WAVE, ...
     pub kind: String,
-}
-
-/// A TRACK with its indexes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Track {
-    /// Track number (1..=99).
-    pub number: u8,
-    /// Storage mode.
-    pub mode: TrackMode,
-    /// Index into [`CueSheet::files`].
-    pub file: usize,
-    /// INDEX 00 in sectors from the start of the file, if given.
-    pub index0: Option<u32>,
-    /// INDEX 01 (track start) in sectors from the start of the file.
-    pub start: u32,
-    /// PREGAP length in sectors (not stored in the file).
-    pub pregap: u32,
 }
 
 /// A parsed CUE sheet.
@@ -255,102 +196,167 @@ pub fn parse_cue(text: &str) -> crate::Result<CueSheet> {
     Ok(sheet)
 }
 
-/// Guesses a raw data sector's mode from its header byte (offset 15): `Some(1)` or `Some(2)`.
-pub fn raw_sector_mode(sector: &[u8]) -> Option<u8> {
-    if sector.get(..12)? != super::sniff::CD_SYNC {
-        return None;
-    }
-    match sector.get(15)? {
-        1 => Some(1),
-        2 => Some(2),
-        _ => None,
-    }
-}
+/// Recognises CUE sheets and opens the first data track of the BIN they name.
+pub struct Driver;
 
-/// The 2048-byte user data of a track stored as larger raw sectors.
-pub struct CdUserData {
-    src: Arc<dyn ReadAt>,
-    /// File offset of the track's first sector.
-    start: u64,
-    sector: u64,
-    user_offset: u64,
-    sectors: u64,
-}
+impl FormatDriver for Driver {
+    fn format(&self) -> Format {
+        Format::Cue
+    }
 
-impl CdUserData {
-    /// Maps the track whose first sector is at byte `start` of `src`, stored in `sector`-byte
-    /// sectors with user data at `user_offset`, running to the end of the file (or `sectors`
-    /// sectors, if given).
-    pub fn new(
-        src: Arc<dyn ReadAt>,
-        start: u64,
-        sector: u64,
-        user_offset: u64,
-        sectors: Option<u64>,
-    ) -> crate::Result<Self> {
-        if sector < USER_SECTOR || user_offset > sector - USER_SECTOR {
-            return Err(Error::corrupt(
-                "cd track",
-                format!("sector {sector}, data at {user_offset}"),
-            ));
+    fn detect(&self, p: &Probe<'_>) -> bool {
+        p.size() <= MAX_CUE_BYTES as u64 && looks_like_cue(p.head())
+    }
+
+    fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        if ctx.sibling_dir().is_none() {
+            // A sheet inside an archive or in memory cannot reach the files it names.
+            return Ok(Step::end(Layer::stored(Format::Cue, &*src, None)));
         }
-        let avail = src.size().saturating_sub(start) / sector;
-        let sectors = sectors.map_or(avail, |s| s.min(avail));
-        Ok(CdUserData {
-            src,
-            start,
-            sector,
-            user_offset,
-            sectors,
+        let text = src.read_upto(0, MAX_CUE_BYTES)?;
+        let sheet = parse_cue(&String::from_utf8_lossy(&text))?;
+        let t = sheet
+            .first_data_track()
+            .ok_or_else(|| Error::Unsupported("CUE sheet has no data track (audio CD)".into()))?
+            .clone();
+        let file = sheet
+            .files
+            .get(t.file)
+            .ok_or_else(|| Error::corrupt("cue sheet", "track without file"))?;
+        let bin = ctx.sibling(&file.name).map_err(|e| {
+            Error::Format(format!(
+                "CUE sheet refers to {:?}, which cannot be opened: {e}",
+                file.name
+            ))
+        })?;
+        let sheet_layer = Layer::stored(
+            Format::Cue,
+            &*src,
+            Some(format!(
+                "{} track(s); data track {} {:?} in {:?}",
+                sheet.tracks.len(),
+                t.number,
+                t.mode,
+                file.name
+            )),
+        );
+        let ss = t.mode.sector_size().unwrap_or(RAW_SECTOR);
+        let bin_layer = Layer::stored(
+            Format::CdRaw,
+            &*bin,
+            Some(format!("{:?} sectors of {ss} bytes", t.mode)),
+        );
+        // The data track runs to the next track in the same file, or the file's end.
+        let next = sheet
+            .tracks
+            .iter()
+            .find(|n| n.number > t.number && n.file == t.file)
+            .map(|n| u64::from(n.start.saturating_sub(t.start)));
+        let user = CdUserData::new(
+            bin,
+            u64::from(t.start) * ss,
+            ss,
+            t.mode.user_data_offset().unwrap_or(16),
+            next,
+        )?;
+        ctx.set_cd_tracks(sheet.tracks);
+        Ok(Step {
+            layers: vec![sheet_layer, bin_layer],
+            inner: Some(Arc::new(user)),
+            tail_is_free: false,
         })
     }
-
-    /// A MODE1 (`mode` 1) or MODE2 form 1 (`mode` 2) track of raw 2352-byte sectors.
-    pub fn raw(
-        src: Arc<dyn ReadAt>,
-        start: u64,
-        mode: u8,
-        sectors: Option<u64>,
-    ) -> crate::Result<Self> {
-        let off = if mode == 2 { 24 } else { 16 };
-        Self::new(src, start, RAW_SECTOR, off, sectors)
-    }
-
-    /// Number of sectors mapped.
-    pub fn sectors(&self) -> u64 {
-        self.sectors
-    }
 }
 
-impl ReadAt for CdUserData {
-    fn size(&self) -> u64 {
-        self.sectors * USER_SECTOR
+/// Strict CUE sheet test: valid text, every non-blank line opens with a CUE keyword, and at
+/// least one FILE and one TRACK line. Random text and other TOC formats do not pass.
+pub fn looks_like_cue(head: &[u8]) -> bool {
+    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    if text.is_empty() || text.contains(&0) {
+        return false;
     }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let size = self.size();
-        if offset >= size || buf.is_empty() {
-            return Ok(0);
+    // The head may cut a multi-byte character; decode what is valid.
+    let s = match std::str::from_utf8(text) {
+        Ok(s) => s,
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(&text[..e.valid_up_to()]).unwrap_or("")
         }
-        let len = (buf.len() as u64).min(size - offset) as usize;
-        let mut done = 0usize;
-        while done < len {
-            let pos = offset + done as u64;
-            let (lba, within) = (pos / USER_SECTOR, pos % USER_SECTOR);
-            let n = ((USER_SECTOR - within) as usize).min(len - done);
-            let at = self.start + lba * self.sector + self.user_offset + within;
-            let got = self.src.read_at(at, &mut buf[done..done + n])?;
-            done += got;
-            if got < n {
-                break;
+        Err(_) => {
+            // Latin-1 sheets exist; require the bytes to be non-control at least.
+            if text
+                .iter()
+                .any(|&c| c < 0x20 && !matches!(c, b'\r' | b'\n' | b'\t'))
+            {
+                return false;
+            }
+            return looks_like_cue_lines(&text.iter().map(|&c| c as char).collect::<String>());
+        }
+    };
+    looks_like_cue_lines(s)
+}
+
+fn looks_like_cue_lines(s: &str) -> bool {
+    let (mut file, mut track) = (false, false);
+    let mut lines = s.lines().peekable();
+    let mut seen = 0usize;
+    while let Some(line) = lines.next() {
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        // The head may end mid-line: don't judge the last, possibly cut, line.
+        if lines.peek().is_none() && seen > 0 && !s.ends_with('\n') {
+            break;
+        }
+        if t.chars().any(|c| c.is_control() && c != '\t') {
+            return false;
+        }
+        let kw = t
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        if !CUE_KEYWORDS.contains(&kw.as_str()) {
+            return false;
+        }
+        file |= kw == "FILE";
+        track |= kw == "TRACK";
+        seen += 1;
+    }
+    file && track
+}
+
+/// True if a CUE sheet in `dir` names the file `name` in a FILE line.
+pub fn sheet_names(dir: &Path, name: &str) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for e in rd.flatten().take(10_000) {
+        let p = e.path();
+        let is_cue = p
+            .extension()
+            .and_then(|x| x.to_str())
+            .is_some_and(|x| x.eq_ignore_ascii_case("cue"));
+        if !is_cue
+            || e.metadata()
+                .map_or(true, |m| m.len() > MAX_CUE_BYTES as u64)
+        {
+            continue;
+        }
+        let Ok(text) = std::fs::read(&p) else {
+            continue;
+        };
+        if let Ok(sheet) = parse_cue(&String::from_utf8_lossy(&text)) {
+            if sheet
+                .files
+                .iter()
+                .any(|f| Path::new(&f.name).file_name().and_then(|n| n.to_str()) == Some(name))
+            {
+                return true;
             }
         }
-        Ok(done)
     }
-
-    fn caps(&self) -> crate::io::Caps {
-        crate::io::Caps::RANDOM.over(self.src.caps())
-    }
+    false
 }
 
 #[cfg(test)]
@@ -382,5 +388,18 @@ mod tests {
             .collect();
         assert!(parse_cue(&many).is_err());
         assert_eq!(msf("99:59:74"), Some((99 * 60 + 59) * 75 + 74));
+    }
+
+    #[test]
+    fn recognition_is_strict() {
+        let cue = b"FILE \"a.bin\" BINARY\n  TRACK 01 MODE1/2352\n    INDEX 01 00:00:00\n";
+        assert!(looks_like_cue(cue));
+        assert!(!looks_like_cue(
+            b"REM hello\nThis is a readme\nFILE x\nTRACK 1\n"
+        ));
+        assert!(!looks_like_cue(
+            b"CD_ROM\n\nTRACK MODE1_RAW\nDATAFILE \"x.bin\"\n"
+        ));
+        assert!(!looks_like_cue(b"TITLE x\n"));
     }
 }

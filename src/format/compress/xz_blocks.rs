@@ -12,7 +12,7 @@ use std::sync::Arc;
 use liblzma::stream::{Action, Filters, Status, Stream};
 use sha2::{Digest, Sha256};
 
-use super::frames::{read_through_frames, FrameCache};
+use crate::format::frames::{read_through_frames, FrameCache};
 use crate::io::{Caps, ReadAt, ReadAtExt};
 use crate::util::le32;
 
@@ -241,9 +241,14 @@ impl XzBlocks {
     /// Reads the block table of `src`. `Ok(None)` if it is not a usable multi-block file
     /// (then stream it).
     pub fn open(src: Arc<dyn ReadAt>) -> io::Result<Option<Self>> {
-        let Some(blocks) = block_table(&*src)? else {
-            return Ok(None);
-        };
+        match block_table(&*src)? {
+            Some(blocks) => Self::from_table(src, blocks),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`open`](Self::open), with the block table already read by [`block_table`].
+    pub fn from_table(src: Arc<dyn ReadAt>, blocks: Vec<Block>) -> io::Result<Option<Self>> {
         if blocks.iter().any(|b| {
             b.out_len > MAX_BLOCK || b.unpadded > 2 * MAX_BLOCK || check_size(b.check).is_none()
         }) {
@@ -260,7 +265,8 @@ impl XzBlocks {
             }
         }
         let size = blocks.last().map_or(0, |b| b.out_off + b.out_len);
-        let chunk = super::frames::typical_chunk(blocks.iter().map(|b| b.out_len).collect());
+        let chunk =
+            crate::format::frames::typical_chunk(blocks.iter().map(|b| b.out_len).collect());
         Ok(Some(XzBlocks {
             src,
             blocks,
@@ -355,7 +361,7 @@ impl ReadAt for XzBlocks {
 
     fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
         let bl = &self.blocks;
-        Some(super::frames::starts_within(
+        Some(crate::format::frames::starts_within(
             bl.len(),
             |i| bl[i].out_off,
             start,

@@ -1,0 +1,70 @@
+//! Disk-image containers: Android sparse images (expanded with random access) and VM disks
+//! (qcow/qcow2, VHD, VHDX, VMDK, VDI, DMG), of which this version reads the header facts and
+//! decodes only a fixed VHD (raw data followed by a footer, exposed as a payload window).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::format::{Format, Layer, OpenCtx, Step};
+use crate::io::{ReadAt, Slice};
+
+pub mod android_sparse;
+pub mod dmg;
+pub mod qcow;
+pub mod vdi;
+pub mod vhd;
+pub mod vhdx;
+pub mod vmdk;
+
+/// What a container header says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerInfo {
+    /// The container format.
+    pub format: Format,
+    /// Size of the disk it describes, if the header says.
+    pub virtual_size: Option<u64>,
+    /// Human-readable facts ("version 3, cluster 64 KiB, backing file").
+    pub detail: String,
+    /// `(offset, len)` of raw disk bytes inside the file, when the container stores them as is.
+    pub payload: Option<(u64, u64)>,
+}
+
+impl ContainerInfo {
+    /// Facts without a payload window.
+    pub(crate) fn new(format: Format, virtual_size: Option<u64>, detail: String) -> Self {
+        ContainerInfo {
+            format,
+            virtual_size,
+            detail,
+            payload: None,
+        }
+    }
+}
+
+/// The layer of a VM-disk container: its header facts, then its payload window when it has
+/// one, or the end of the chain with a warning that its contents are not decoded.
+pub(crate) fn step(
+    info: ContainerInfo,
+    src: Arc<dyn ReadAt>,
+    ctx: &mut OpenCtx<'_>,
+) -> crate::Result<Step> {
+    let vs = info.virtual_size.map_or_else(
+        || "unknown".to_string(),
+        |v| format!("{v} bytes ({})", crate::util::human_bytes(v)),
+    );
+    let mut detail = format!("virtual size {vs}");
+    if !info.detail.is_empty() {
+        detail = format!("{detail}, {}", info.detail);
+    }
+    let layer = Layer::stored(info.format, &*src, Some(detail));
+    if let Some((off, len)) = info.payload {
+        return Ok(Step::inner(layer, Arc::new(Slice::new(src, off, len))));
+    }
+    ctx.warn(format!(
+        "{} container: contents not decoded by this version; virtual size {vs}",
+        info.format.name()
+    ));
+    ctx.set_container(info);
+    Ok(Step::end(layer))
+}

@@ -1,0 +1,274 @@
+//! The one trait every format implements, and what it is given and gives back: the bytes to
+//! recognise ([`Probe`]), what lies outside them ([`OpenCtx`]) and the layer it opened
+//! ([`Step`]).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::cd::Track;
+use super::container::ContainerInfo;
+use super::open::OpenOptions;
+use super::Format;
+use crate::io::file::FileSource;
+use crate::io::{Access, ReadAt, ReadAtExt, SizeKnown};
+
+/// Recognises one format and opens one layer of it.
+///
+/// Drivers are listed in [`super::registry::DRIVERS`]; [`super::open`] asks them in that order
+/// which one recognises a source, so a driver only has to tell its own format from bytes that
+/// are not any format listed before it.
+pub trait FormatDriver: Sync {
+    /// The format this driver recognises.
+    fn format(&self) -> Format;
+
+    /// File name endings (without the dot) that usually mark a file of this format holding a
+    /// disk image. Only ever a hint (choosing the image member of a zip archive); recognition
+    /// is by [`detect`](Self::detect) alone.
+    fn name_hints(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// True if the probed bytes are this format.
+    fn detect(&self, probe: &Probe<'_>) -> bool;
+
+    /// True if `last`, the last bytes of a decoded image (at least 512 when it is that long),
+    /// end with this format's trailer: formats found only by their last sector (a fixed VHD,
+    /// a DMG) say so here, so a reader that learns the end late can still tell.
+    fn trailer(&self, last: &[u8]) -> bool {
+        let _ = last;
+        false
+    }
+
+    /// Opens one layer of this format over `src`.
+    fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step>;
+}
+
+/// Bytes read from the head of a source for recognition: enough for the ISO9660 descriptor at
+/// 32769 and the second raw CD sector's sync at 2352.
+pub const HEAD_LEN: usize = 36 * 1024;
+
+/// Bytes read from the end of a source when that is cheap: one sector, where VHD footers and
+/// DMG trailers live.
+pub const TAIL_LEN: usize = 512;
+
+/// What a driver sees of a source to recognise it.
+pub struct Probe<'a> {
+    src: &'a dyn ReadAt,
+    head: Vec<u8>,
+    tail: Option<Vec<u8>>,
+}
+
+impl<'a> Probe<'a> {
+    /// Reads the head of `src` and, if `with_tail`, its last [`TAIL_LEN`] bytes.
+    ///
+    /// A stream whose decoding breaks before its end gives no tail rather than an error: it
+    /// opens as it would without the trailer look, and its reads report the break.
+    pub fn read(src: &'a dyn ReadAt, with_tail: bool) -> io::Result<Self> {
+        let head = src.read_upto(0, HEAD_LEN)?;
+        let tail = if with_tail {
+            let at = src.size().saturating_sub(TAIL_LEN as u64);
+            match src.read_upto(at, TAIL_LEN) {
+                Ok(t) => Some(t),
+                Err(_) if src.caps().access == Access::Sequential => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        Ok(Probe { src, head, tail })
+    }
+
+    /// The first bytes (up to [`HEAD_LEN`]; fewer when the source is shorter).
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// The last bytes (up to [`TAIL_LEN`]), or `None` when reading them was not free: a stream
+    /// not decoded to its end while opening (opened [`super::StreamEnd::Deferred`], or whose
+    /// size its headers give).
+    pub fn tail(&self) -> Option<&[u8]> {
+        self.tail.as_deref()
+    }
+
+    /// The size of the source (a hint when the source says so).
+    pub fn size(&self) -> u64 {
+        self.src.size()
+    }
+
+    /// The source itself, for a format that must look a little further than the tail (a seek
+    /// table's header): `None` unless its end was cheap to read, like [`tail`](Self::tail).
+    pub fn source(&self) -> Option<&dyn ReadAt> {
+        self.tail.is_some().then_some(self.src)
+    }
+}
+
+/// One layer of the wrapper chain, outermost first.
+#[derive(Clone, Debug, Serialize)]
+pub struct Layer {
+    /// What this layer is.
+    pub format: Format,
+    /// Stored size of this layer in bytes, if known.
+    pub size: Option<u64>,
+    /// Facts worth showing (e.g. "member disk.img", "virtual size 8 GiB, dynamic").
+    pub detail: Option<String>,
+}
+
+impl Layer {
+    /// A layer of `format` stored in `src`: its size is `src`'s when that is exact.
+    pub fn stored(format: Format, src: &dyn ReadAt, detail: Option<String>) -> Layer {
+        Layer {
+            format,
+            size: (src.caps().size == SizeKnown::Exact).then(|| src.size()),
+            detail,
+        }
+    }
+}
+
+/// What a driver opened: the layers it recognised and the bytes inside them.
+pub struct Step {
+    /// The layers, outermost first: one, or two when a CUE sheet also names the raw sectors of
+    /// its data track.
+    pub layers: Vec<Layer>,
+    /// The decoded bytes to recognise next, or `None` when the chain ends here (an image, or a
+    /// container this version does not decode).
+    pub inner: Option<Arc<dyn ReadAt>>,
+    /// True if `inner` is a stream already decoded to its end while opening (to learn its
+    /// size), with its last sector still cached: looking there for a trailer costs nothing.
+    pub tail_is_free: bool,
+}
+
+impl Step {
+    /// A layer that decodes to `inner`.
+    pub fn inner(layer: Layer, inner: Arc<dyn ReadAt>) -> Step {
+        Step {
+            layers: vec![layer],
+            inner: Some(inner),
+            tail_is_free: false,
+        }
+    }
+
+    /// The last layer of the chain.
+    pub fn end(layer: Layer) -> Step {
+        Step {
+            layers: vec![layer],
+            inner: None,
+            tail_is_free: false,
+        }
+    }
+
+    /// Says whether the inner stream's last sector is already decoded (see
+    /// [`tail_is_free`](Self::tail_is_free)).
+    pub fn with_free_tail(mut self, free: bool) -> Step {
+        self.tail_is_free = free;
+        self
+    }
+}
+
+/// What a driver may need beyond the bytes it opens, and what it reports besides its layer.
+pub struct OpenCtx<'a> {
+    opts: &'a OpenOptions,
+    path: &'a Path,
+    /// Directory of the opened file, where files it names are looked for; `None` for block
+    /// devices and in-memory sources.
+    dir: Option<PathBuf>,
+    depth: usize,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) notes: Vec<String>,
+    pub(crate) cd_tracks: Vec<Track>,
+    pub(crate) container: Option<ContainerInfo>,
+}
+
+impl<'a> OpenCtx<'a> {
+    /// A context for opening `path`, whose sibling files sit in `dir` (`None` when they cannot
+    /// be reached: a device, an in-memory source, a driver called on its own).
+    pub fn new(opts: &'a OpenOptions, path: &'a Path, dir: Option<PathBuf>) -> Self {
+        OpenCtx {
+            opts,
+            path,
+            dir,
+            depth: 0,
+            warnings: Vec::new(),
+            notes: Vec::new(),
+            cd_tracks: Vec::new(),
+            container: None,
+        }
+    }
+
+    /// How the caller asked for the image to be opened.
+    pub fn options(&self) -> &OpenOptions {
+        self.opts
+    }
+
+    /// The path given to [`super::open`] (only a hint for messages).
+    pub fn path(&self) -> &Path {
+        self.path
+    }
+
+    /// How many layers were peeled before this one (0: the bytes of the file itself).
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// False once [`super::MAX_DEPTH`] layers are open: the guard that keeps nested wrappers,
+    /// and files that name other files, from going on forever. Nothing may be opened inside a
+    /// layer then.
+    pub fn may_descend(&self) -> bool {
+        self.depth < super::MAX_DEPTH
+    }
+
+    /// Goes one layer deeper.
+    pub(crate) fn descend(&mut self) {
+        self.depth += 1;
+    }
+
+    /// The directory whose files the opened file may name, if the bytes being opened are that
+    /// file's own (not a layer decoded from it, not a device, not memory).
+    pub fn sibling_dir(&self) -> Option<&Path> {
+        self.dir.as_deref().filter(|_| self.depth == 0)
+    }
+
+    /// Opens a file the opened file names (a CUE sheet's BIN): `name` as written, relative to
+    /// the file's directory, or else its last component beside the file, since sheets often
+    /// keep the path a file had where it was made (even with Windows separators).
+    pub fn sibling(&self, name: &str) -> io::Result<Arc<dyn ReadAt>> {
+        let dir = self.sibling_dir().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no directory to look in (not opened from a file)",
+            )
+        })?;
+        let mut path = dir.join(name);
+        if !path.exists() {
+            if let Some(base) = name.rsplit(['/', '\\']).next() {
+                path = dir.join(base);
+            }
+        }
+        Ok(Arc::new(FileSource::open(&path)?))
+    }
+
+    /// Tells the user something they should know about this layer.
+    pub fn warn(&mut self, w: impl Into<String>) {
+        self.warnings.push(w.into());
+    }
+
+    /// Records a fact worth a line that is not a problem.
+    pub fn note(&mut self, n: impl Into<String>) {
+        let n = n.into();
+        if !self.notes.contains(&n) {
+            self.notes.push(n);
+        }
+    }
+
+    /// Records the tracks of a CD image.
+    pub fn set_cd_tracks(&mut self, tracks: Vec<Track>) {
+        self.cd_tracks = tracks;
+    }
+
+    /// Records the header facts of a container whose contents are not decoded.
+    pub fn set_container(&mut self, info: ContainerInfo) {
+        self.container = Some(info);
+    }
+}
