@@ -17,7 +17,7 @@ use crate::io::{Access, ReadAt, ReadAtExt, SizeKnown};
 
 /// Recognises one format and opens one layer of it.
 ///
-/// Drivers are listed in [`super::registry::DRIVERS`]; [`super::open`] asks them in that order
+/// Drivers are listed in [`super::registry::DRIVERS`]; [`super::open()`] asks them in that order
 /// which one recognises a source, so a driver only has to tell its own format from bytes that
 /// are not any format listed before it.
 pub trait FormatDriver: Sync {
@@ -202,7 +202,7 @@ impl<'a> OpenCtx<'a> {
         self.opts
     }
 
-    /// The path given to [`super::open`] (only a hint for messages).
+    /// The path given to [`super::open()`] (only a hint for messages).
     pub fn path(&self) -> &Path {
         self.path
     }

@@ -1,5 +1,5 @@
 //! The format layer: compression wrappers, archives, containers and CD images, each decoded
-//! behind [`crate::io::ReadAt`]. [`open`] reads a path's bytes and peels one layer after the
+//! behind [`crate::io::ReadAt`]. [`open()`] reads a path's bytes and peels one layer after the
 //! other down to the disk image.
 //!
 //! # Layout
@@ -14,14 +14,15 @@
 //!
 //! Beside them: [`stream`] decodes any streaming codec with random access on top, `frames`
 //! serves reads from independently decodable frames, [`driver`] holds the one trait every
-//! format implements, [`registry`] lists the drivers and [`open`] loops over them.
+//! format implements, [`registry`] lists the drivers and [`open()`] loops over them.
 //!
 //! # One driver per format
 //!
 //! Every format lives in one file that owns all of it: its [`Format`] identity (name, kind),
-//! how it is recognised (from bytes only: the head of the source, and its last bytes when
-//! reading them is cheap; never the file name), how it is opened (header facts, the decoded
-//! bytes inside) and what its header says. [`open`] is a loop: read a [`Probe`], ask the
+//! how it is recognised (from bytes only: the head of the source, and its last sector when
+//! reading that costs no decoding; never the file name; a format known by its last sector also
+//! answers [`trailer_format`]), how it is opened (header facts, the decoded bytes inside) and
+//! what its header says. [`open()`] is a loop: read a [`Probe`], ask the
 //! [`registry`]'s drivers in order which one recognises it, let that driver open one layer,
 //! and go on with the bytes inside, at most [`MAX_DEPTH`] layers deep. An [`OpenCtx`] gives
 //! drivers what lies outside the bytes: the files beside the image (a CUE sheet's BIN) and the
@@ -95,7 +96,7 @@ pub use open::{open, open_source, OpenOptions, Opened, MAX_DEPTH};
 pub use registry::{sniff, trailer_format, DRIVERS};
 pub use stream::{StreamEnd, StreamSource};
 
-/// What kind of layer a format is, which decides how [`open`] treats it.
+/// What kind of layer a format is, which decides how [`open()`] treats it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// A compression wrapper that decodes to exactly one byte stream.

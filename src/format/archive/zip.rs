@@ -115,6 +115,25 @@ fn looks_like_image(name: &str) -> bool {
         .any(|d| d.name_hints().contains(&ext))
 }
 
+/// The index of the image member: the largest file whose name looks like a disk image, or
+/// else the largest file.
+fn choose(za: &mut zip::ZipArchive<Cursor>) -> Option<usize> {
+    // (is image-like, size, index)
+    let mut best: Option<(bool, u64, usize)> = None;
+    for i in 0..za.len() {
+        let Ok(f) = za.by_index_raw(i) else { continue };
+        if !f.is_file() {
+            continue;
+        }
+        let Ok(name) = f.name() else { continue };
+        let key = (looks_like_image(&name), f.size(), i);
+        if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+            best = Some(key);
+        }
+    }
+    best.map(|(_, _, i)| i)
+}
+
 /// Opens the image member of the ZIP archive in `src`: the largest file whose name looks like
 /// a disk image, or else the largest file.
 pub fn open_member(src: Arc<dyn ReadAt>) -> crate::Result<ZipMember> {
@@ -130,20 +149,7 @@ pub fn open_member(src: Arc<dyn ReadAt>) -> crate::Result<ZipMember> {
             "zip archive with {entries} entries"
         )));
     }
-    // (is image-like, size, index)
-    let mut best: Option<(bool, u64, usize)> = None;
-    for i in 0..entries {
-        let Ok(f) = za.by_index_raw(i) else { continue };
-        if !f.is_file() {
-            continue;
-        }
-        let Ok(name) = f.name() else { continue };
-        let key = (looks_like_image(&name), f.size(), i);
-        if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
-            best = Some(key);
-        }
-    }
-    let Some((_, _, idx)) = best else {
+    let Some(idx) = choose(&mut za) else {
         return Err(Error::Format("zip archive holds no files".into()));
     };
     let f = za.by_index_raw(idx).map_err(zerr)?;

@@ -109,7 +109,6 @@ fn words(line: &str) -> Vec<String> {
 
 /// Parses a CUE sheet.
 pub fn parse_cue(text: &str) -> crate::Result<CueSheet> {
-    let bad = |n: usize, d: String| Error::corrupt("cue sheet", format!("line {n}: {d}"));
     if text.len() > MAX_CUE_BYTES {
         return Err(Error::corrupt(
             "cue sheet",
@@ -119,81 +118,85 @@ pub fn parse_cue(text: &str) -> crate::Result<CueSheet> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut sheet = CueSheet::default();
     for (ln, line) in text.lines().enumerate() {
-        let n = ln + 1;
-        let w = words(line);
-        let Some(kw) = w.first() else { continue };
-        match kw.to_ascii_uppercase().as_str() {
-            "FILE" => {
-                if w.len() < 3 {
-                    return Err(bad(n, "FILE needs a name and a type".into()));
-                }
-                if sheet.files.len() >= MAX_TRACKS {
-                    return Err(bad(n, "too many FILE lines".into()));
-                }
-                let kind = w[w.len() - 1].to_ascii_uppercase();
-                let name = w[1..w.len() - 1].join(" ");
-                sheet.files.push(CueFile { name, kind });
-            }
-            "TRACK" => {
-                if sheet.files.is_empty() {
-                    return Err(bad(n, "TRACK before any FILE".into()));
-                }
-                if sheet.tracks.len() >= MAX_TRACKS {
-                    return Err(bad(n, format!("more than {MAX_TRACKS} tracks")));
-                }
-                let (Some(num), Some(mode)) = (w.get(1), w.get(2)) else {
-                    return Err(bad(n, "TRACK needs a number and a mode".into()));
-                };
-                let number: u8 = num
-                    .parse()
-                    .ok()
-                    .filter(|v| (1..=99).contains(v))
-                    .ok_or_else(|| bad(n, format!("track number {num:?}")))?;
-                sheet.tracks.push(Track {
-                    number,
-                    mode: TrackMode::parse(mode),
-                    file: sheet.files.len() - 1,
-                    index0: None,
-                    start: 0,
-                    pregap: 0,
-                });
-            }
-            "INDEX" => {
-                let t = sheet
-                    .tracks
-                    .last_mut()
-                    .ok_or_else(|| bad(n, "INDEX before TRACK".into()))?;
-                let (Some(i), Some(at)) = (w.get(1), w.get(2)) else {
-                    return Err(bad(n, "INDEX needs a number and a time".into()));
-                };
-                let at = msf(at).ok_or_else(|| bad(n, format!("bad time {at:?}")))?;
-                match i.parse::<u8>() {
-                    Ok(0) => t.index0 = Some(at),
-                    Ok(1) => t.start = at,
-                    Ok(x) if x <= 99 => {}
-                    _ => return Err(bad(n, format!("index number {i:?}"))),
-                }
-            }
-            "PREGAP" => {
-                let t = sheet
-                    .tracks
-                    .last_mut()
-                    .ok_or_else(|| bad(n, "PREGAP before TRACK".into()))?;
-                let at = w
-                    .get(1)
-                    .and_then(|s| msf(s))
-                    .ok_or_else(|| bad(n, "bad PREGAP time".into()))?;
-                t.pregap = at;
-            }
-            "REM" | "CATALOG" | "PERFORMER" | "TITLE" | "SONGWRITER" | "CDTEXTFILE" | "FLAGS"
-            | "ISRC" | "POSTGAP" => {}
-            other => return Err(bad(n, format!("unknown keyword {other:?}"))),
-        }
+        sheet
+            .line(&words(line))
+            .map_err(|d| Error::corrupt("cue sheet", format!("line {}: {d}", ln + 1)))?;
     }
     if sheet.tracks.is_empty() {
         return Err(Error::corrupt("cue sheet", "no TRACK lines"));
     }
     Ok(sheet)
+}
+
+impl CueSheet {
+    /// Adds what one line (split into words) says; the error is what is wrong with it.
+    fn line(&mut self, w: &[String]) -> Result<(), String> {
+        let Some(kw) = w.first() else {
+            return Ok(());
+        };
+        match kw.to_ascii_uppercase().as_str() {
+            "FILE" => {
+                if w.len() < 3 {
+                    return Err("FILE needs a name and a type".into());
+                }
+                if self.files.len() >= MAX_TRACKS {
+                    return Err("too many FILE lines".into());
+                }
+                let kind = w[w.len() - 1].to_ascii_uppercase();
+                let name = w[1..w.len() - 1].join(" ");
+                self.files.push(CueFile { name, kind });
+            }
+            "TRACK" => self.track(w)?,
+            "INDEX" => {
+                let t = self.tracks.last_mut().ok_or("INDEX before TRACK")?;
+                let (Some(i), Some(at)) = (w.get(1), w.get(2)) else {
+                    return Err("INDEX needs a number and a time".into());
+                };
+                let at = msf(at).ok_or_else(|| format!("bad time {at:?}"))?;
+                match i.parse::<u8>() {
+                    Ok(0) => t.index0 = Some(at),
+                    Ok(1) => t.start = at,
+                    Ok(x) if x <= 99 => {}
+                    _ => return Err(format!("index number {i:?}")),
+                }
+            }
+            "PREGAP" => {
+                let t = self.tracks.last_mut().ok_or("PREGAP before TRACK")?;
+                t.pregap = w.get(1).and_then(|s| msf(s)).ok_or("bad PREGAP time")?;
+            }
+            "REM" | "CATALOG" | "PERFORMER" | "TITLE" | "SONGWRITER" | "CDTEXTFILE" | "FLAGS"
+            | "ISRC" | "POSTGAP" => {}
+            other => return Err(format!("unknown keyword {other:?}")),
+        }
+        Ok(())
+    }
+
+    /// A TRACK line: number and mode, in the last FILE.
+    fn track(&mut self, w: &[String]) -> Result<(), String> {
+        if self.files.is_empty() {
+            return Err("TRACK before any FILE".into());
+        }
+        if self.tracks.len() >= MAX_TRACKS {
+            return Err(format!("more than {MAX_TRACKS} tracks"));
+        }
+        let (Some(num), Some(mode)) = (w.get(1), w.get(2)) else {
+            return Err("TRACK needs a number and a mode".into());
+        };
+        let number: u8 = num
+            .parse()
+            .ok()
+            .filter(|v| (1..=99).contains(v))
+            .ok_or_else(|| format!("track number {num:?}"))?;
+        self.tracks.push(Track {
+            number,
+            mode: TrackMode::parse(mode),
+            file: self.files.len() - 1,
+            index0: None,
+            start: 0,
+            pregap: 0,
+        });
+        Ok(())
+    }
 }
 
 /// Recognises CUE sheets and opens the first data track of the BIN they name.

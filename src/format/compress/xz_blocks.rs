@@ -72,6 +72,7 @@ pub fn block_table(src: &dyn ReadAt) -> io::Result<Option<Vec<Block>>> {
     let mut end = src.size();
     let mut streams: Vec<Vec<Block>> = Vec::new();
     while end > 0 {
+        // Stream padding: zero bytes in multiples of four between and after streams.
         loop {
             if end < 4 {
                 return Ok(None);
@@ -82,88 +83,14 @@ pub fn block_table(src: &dyn ReadAt) -> io::Result<Option<Vec<Block>>> {
                 break;
             }
         }
-        if end < 24 {
-            return Ok(None);
-        }
-        let foot = src.read_vec(end - 12, 12)?;
-        if foot.get(10..12) != Some(b"YZ")
-            || crc32fast::hash(&foot[4..10]) != le32(&foot, 0).unwrap_or(0)
-            || foot[8] != 0
-        {
-            return Ok(None);
-        }
-        let check = foot[9] & 0x0F;
-        // Unknown check types still have a size (xz's table); XzBlocks declines them.
-        let csize = if check == 0 {
-            0
-        } else {
-            4u64 << ((check - 1) / 3)
-        };
-        let backward = (u64::from(le32(&foot, 4).unwrap_or(0)) + 1) * 4;
-        if backward > MAX_INDEX {
-            return Ok(None);
-        }
-        let Some(index_start) = (end - 12).checked_sub(backward) else {
+        let Some((start, blocks)) = stream_ending_at(src, end)? else {
             return Ok(None);
         };
-        let idx = src.read_vec(index_start, backward as usize)?;
-        let body = idx.len() - 4;
-        if idx[0] != 0 || crc32fast::hash(&idx[..body]) != le32(&idx, body).unwrap_or(0) {
-            return Ok(None);
-        }
-        let mut p = 1usize;
-        let Some(count) = varint(&idx, &mut p) else {
-            return Ok(None);
-        };
-        // Each record takes at least 2 bytes: the count is bounded by the index we read.
-        if count > (body as u64) / 2 {
-            return Ok(None);
-        }
-        let mut recs = Vec::with_capacity(count as usize);
-        let mut blocks_len: u64 = 0;
-        for _ in 0..count {
-            let (Some(unpadded), Some(unc)) = (varint(&idx, &mut p), varint(&idx, &mut p)) else {
-                return Ok(None);
-            };
-            if p > body || unpadded < 8 + csize {
-                return Ok(None);
-            }
-            let Some(padded) = unpadded.checked_add(3).map(|x| x & !3) else {
-                return Ok(None);
-            };
-            recs.push((blocks_len, unpadded, unc));
-            let Some(b) = blocks_len.checked_add(padded) else {
-                return Ok(None);
-            };
-            blocks_len = b;
-        }
-        let Some(stream_start) = index_start
-            .checked_sub(blocks_len)
-            .and_then(|s| s.checked_sub(12))
-        else {
-            return Ok(None);
-        };
-        let head = src.read_vec(stream_start, 12)?;
-        if !head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0])
-            || head.get(6..8) != foot.get(8..10)
-        {
-            return Ok(None);
-        }
-        streams.push(
-            recs.into_iter()
-                .map(|(off, unpadded, unc)| Block {
-                    comp_off: stream_start + 12 + off,
-                    unpadded,
-                    out_off: 0,
-                    out_len: unc,
-                    check,
-                })
-                .collect(),
-        );
+        streams.push(blocks);
         if streams.len() > MAX_STREAMS {
             return Ok(None);
         }
-        end = stream_start;
+        end = start;
     }
     let mut out: Vec<Block> = streams.into_iter().rev().flatten().collect();
     let mut pos = 0u64;
@@ -175,6 +102,101 @@ pub fn block_table(src: &dyn ReadAt) -> io::Result<Option<Vec<Block>>> {
         pos = p;
     }
     Ok(Some(out))
+}
+
+/// The stream whose footer ends at `end`: where it starts, and its blocks (decoded offsets
+/// left at 0 for the caller). `None` if footer, index and header do not agree.
+fn stream_ending_at(src: &dyn ReadAt, end: u64) -> io::Result<Option<(u64, Vec<Block>)>> {
+    if end < 24 {
+        return Ok(None);
+    }
+    let foot = src.read_vec(end - 12, 12)?;
+    if foot.get(10..12) != Some(b"YZ")
+        || crc32fast::hash(&foot[4..10]) != le32(&foot, 0).unwrap_or(0)
+        || foot[8] != 0
+    {
+        return Ok(None);
+    }
+    let check = foot[9] & 0x0F;
+    let backward = (u64::from(le32(&foot, 4).unwrap_or(0)) + 1) * 4;
+    if backward > MAX_INDEX {
+        return Ok(None);
+    }
+    let Some(index_start) = (end - 12).checked_sub(backward) else {
+        return Ok(None);
+    };
+    let idx = src.read_vec(index_start, backward as usize)?;
+    let Some((recs, blocks_len)) = index_records(&idx, check) else {
+        return Ok(None);
+    };
+    let Some(stream_start) = index_start
+        .checked_sub(blocks_len)
+        .and_then(|s| s.checked_sub(12))
+    else {
+        return Ok(None);
+    };
+    let head = src.read_vec(stream_start, 12)?;
+    if !head.starts_with(&[0xFD, b'7', b'z', b'X', b'Z', 0]) || head.get(6..8) != foot.get(8..10) {
+        return Ok(None);
+    }
+    let blocks = recs
+        .into_iter()
+        .map(|r| Block {
+            comp_off: stream_start + 12 + r.off,
+            unpadded: r.unpadded,
+            out_off: 0,
+            out_len: r.unc,
+            check,
+        })
+        .collect();
+    Ok(Some((stream_start, blocks)))
+}
+
+/// One block as an index record gives it.
+struct Record {
+    /// Offset of the block in its stream's blocks.
+    off: u64,
+    /// Header + compressed data + check, without padding.
+    unpadded: u64,
+    /// Decoded size.
+    unc: u64,
+}
+
+/// The records of an index and the blocks' total padded size; `None` if the index is
+/// malformed.
+fn index_records(idx: &[u8], check: u8) -> Option<(Vec<Record>, u64)> {
+    // Unknown check types still have a size (xz's table); XzBlocks declines them.
+    let csize = if check == 0 {
+        0
+    } else {
+        4u64 << ((check - 1) / 3)
+    };
+    let body = idx.len() - 4;
+    if idx[0] != 0 || crc32fast::hash(&idx[..body]) != le32(idx, body).unwrap_or(0) {
+        return None;
+    }
+    let mut p = 1usize;
+    let count = varint(idx, &mut p)?;
+    // Each record takes at least 2 bytes: the count is bounded by the index we read.
+    if count > (body as u64) / 2 {
+        return None;
+    }
+    let mut recs = Vec::with_capacity(count as usize);
+    let mut blocks_len: u64 = 0;
+    for _ in 0..count {
+        let (unpadded, unc) = (varint(idx, &mut p)?, varint(idx, &mut p)?);
+        if p > body || unpadded < 8 + csize {
+            return None;
+        }
+        let padded = unpadded.checked_add(3)? & !3;
+        recs.push(Record {
+            off: blocks_len,
+            unpadded,
+            unc,
+        });
+        blocks_len = blocks_len.checked_add(padded)?;
+    }
+    Some((recs, blocks_len))
 }
 
 /// A multi-block xz file as a random-access source.

@@ -157,18 +157,17 @@ pub fn index(src: &dyn ReadAt) -> crate::Result<(Header, Vec<Chunk>)> {
     let exact = src.caps().size == SizeKnown::Exact;
     let file_len = if exact { src.size() } else { u64::MAX };
     let bad = |d: String| Error::corrupt("android sparse image", d);
-    let chs = u64::from(h.chunk_header_size);
     // Every chunk needs at least its header in the file: this bounds the chunk count by the
     // file length before we reserve any memory for the index.
-    let min_bytes = u64::from(h.header_size) + u64::from(h.total_chunks) * chs;
+    let min_bytes =
+        u64::from(h.header_size) + u64::from(h.total_chunks) * u64::from(h.chunk_header_size);
     if min_bytes > file_len {
         return Err(bad(format!(
             "{} chunks cannot fit in a {file_len}-byte file",
             h.total_chunks
         )));
     }
-    let bs = u64::from(h.block_size);
-    let total_out = u64::from(h.total_blocks) * bs;
+    let total_out = u64::from(h.total_blocks) * u64::from(h.block_size);
     let reserve = if exact {
         h.total_chunks
     } else {
@@ -178,47 +177,7 @@ pub fn index(src: &dyn ReadAt) -> crate::Result<(Header, Vec<Chunk>)> {
     let mut pos = u64::from(h.header_size);
     let mut out: u64 = 0;
     for i in 0..h.total_chunks {
-        let c = src.read_vec(pos, 12)?;
-        let ty = le16(&c, 0).unwrap_or(0);
-        let blocks = u64::from(le32(&c, 4).unwrap_or(0));
-        let total = u64::from(le32(&c, 8).unwrap_or(0));
-        let data_at = pos + chs;
-        let len = blocks * bs; // both < 2^32 and 2^26: no overflow
-        let expect = |extra: u64, what: &str| -> crate::Result<()> {
-            if total != chs + extra {
-                return Err(bad(format!(
-                    "chunk {i} ({what}) at file offset {pos}: total size {total}, expected {}",
-                    chs + extra
-                )));
-            }
-            Ok(())
-        };
-        let data = match ty {
-            CHUNK_RAW => {
-                expect(len, "raw")?;
-                Some(ChunkData::Raw(data_at))
-            }
-            CHUNK_FILL => {
-                expect(4, "fill")?;
-                let p = src.read_vec(data_at, 4)?;
-                let mut pat = [0u8; 4];
-                pat.copy_from_slice(&p);
-                Some(ChunkData::Fill(pat))
-            }
-            CHUNK_DONT_CARE => {
-                expect(0, "don't care")?;
-                Some(ChunkData::DontCare)
-            }
-            CHUNK_CRC32 => {
-                expect(4, "crc32")?;
-                None
-            }
-            t => {
-                return Err(bad(format!(
-                    "chunk {i} at file offset {pos}: unknown type {t:#06x}"
-                )))
-            }
-        };
+        let (data, len, total) = chunk_at(src, &h, i, pos)?;
         pos = pos
             .checked_add(total)
             .filter(|&p| p <= file_len)
@@ -227,31 +186,87 @@ pub fn index(src: &dyn ReadAt) -> crate::Result<(Header, Vec<Chunk>)> {
                     "chunk {i} runs past the end of the {file_len}-byte file"
                 ))
             })?;
-        if let Some(data) = data {
-            if len > 0 {
-                if out + len > total_out {
-                    return Err(bad(format!(
-                        "chunks describe more than the header's {} blocks",
-                        h.total_blocks
-                    )));
-                }
-                chunks.push(Chunk {
-                    start: out,
-                    len,
-                    data,
-                });
-                out += len;
-            }
+        let Some(data) = data.filter(|_| len > 0) else {
+            continue;
+        };
+        if out + len > total_out {
+            return Err(bad(format!(
+                "chunks describe more than the header's {} blocks",
+                h.total_blocks
+            )));
         }
+        chunks.push(Chunk {
+            start: out,
+            len,
+            data,
+        });
+        out += len;
     }
     if out != total_out {
         return Err(bad(format!(
             "chunks cover {} blocks, header says {}",
-            out / bs,
+            out / u64::from(h.block_size),
             h.total_blocks
         )));
     }
     Ok((h, chunks))
+}
+
+/// Chunk `i`, whose header is at file offset `pos`: what it holds (`None` for a CRC32
+/// chunk), its output length and its total length in the file.
+fn chunk_at(
+    src: &dyn ReadAt,
+    h: &Header,
+    i: u32,
+    pos: u64,
+) -> crate::Result<(Option<ChunkData>, u64, u64)> {
+    let c = src.read_vec(pos, 12)?;
+    let ty = le16(&c, 0).unwrap_or(0);
+    let blocks = u64::from(le32(&c, 4).unwrap_or(0));
+    let total = u64::from(le32(&c, 8).unwrap_or(0));
+    let chs = u64::from(h.chunk_header_size);
+    let data_at = pos + chs;
+    let len = blocks * u64::from(h.block_size); // both < 2^32 and 2^26: no overflow
+    let expect = |extra: u64, what: &str| -> crate::Result<()> {
+        if total != chs + extra {
+            return Err(Error::corrupt(
+                "android sparse image",
+                format!(
+                    "chunk {i} ({what}) at file offset {pos}: total size {total}, expected {}",
+                    chs + extra
+                ),
+            ));
+        }
+        Ok(())
+    };
+    let data = match ty {
+        CHUNK_RAW => {
+            expect(len, "raw")?;
+            Some(ChunkData::Raw(data_at))
+        }
+        CHUNK_FILL => {
+            expect(4, "fill")?;
+            let p = src.read_vec(data_at, 4)?;
+            let mut pat = [0u8; 4];
+            pat.copy_from_slice(&p);
+            Some(ChunkData::Fill(pat))
+        }
+        CHUNK_DONT_CARE => {
+            expect(0, "don't care")?;
+            Some(ChunkData::DontCare)
+        }
+        CHUNK_CRC32 => {
+            expect(4, "crc32")?;
+            None
+        }
+        t => {
+            return Err(Error::corrupt(
+                "android sparse image",
+                format!("chunk {i} at file offset {pos}: unknown type {t:#06x}"),
+            ))
+        }
+    };
+    Ok((data, len, total))
 }
 
 /// The expanded image of an Android sparse file.
