@@ -10,10 +10,40 @@ use serde::Serialize;
 
 use super::cd::Track;
 use super::container::ContainerInfo;
-use super::open::OpenOptions;
+use super::stream::StreamEnd;
 use super::Format;
 use crate::io::file::FileSource;
 use crate::io::{Access, ReadAt, ReadAtExt, SizeKnown};
+
+/// How [`open`](super::open) treats wrappers. Defined here, below `open`, so that drivers
+/// read the options without importing the loop that calls them.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Decode compression wrappers (gz, xz, zst, bz2, lz4, zip members) transparently.
+    pub decompress: bool,
+    /// When a stream's exact size and trailer are learnt: at open (the default, what
+    /// `inspect` needs) or while reading (for a single in-order pass over the image).
+    pub stream_end: StreamEnd,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            decompress: true,
+            stream_end: StreamEnd::Eager,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Options for commands that read the image once, in order ([`StreamEnd::Deferred`]).
+    pub fn deferred() -> Self {
+        OpenOptions {
+            stream_end: StreamEnd::Deferred,
+            ..OpenOptions::default()
+        }
+    }
+}
 
 /// Recognises one format and opens one layer of it.
 ///

@@ -91,8 +91,9 @@ pub mod stream;
 
 pub use compress::seekable_zstd::SeekableZstd;
 pub use compress::xz_blocks::XzBlocks;
+pub use driver::OpenOptions;
 pub use driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
-pub use open::{open, open_source, OpenOptions, Opened, MAX_DEPTH};
+pub use open::{open, open_source, Opened, MAX_DEPTH};
 pub use registry::{sniff, trailer_format, DRIVERS};
 pub use stream::{StreamEnd, StreamSource};
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::cd::Track;
 use super::container::ContainerInfo;
-use super::driver::{Layer, OpenCtx, Probe};
-use super::stream::{end_is_cheap, StreamEnd};
+use super::driver::{Layer, OpenCtx, OpenOptions, Probe};
+use super::stream::end_is_cheap;
 use super::{registry, Format, Kind};
 use crate::io::blockdev::BlockDevice;
 use crate::io::file::FileSource;
@@ -17,35 +17,6 @@ use crate::Error;
 /// Most layers peeled before the payload (e.g. zip → xz → sparse → raw): also the bound on
 /// files that name other files.
 pub const MAX_DEPTH: usize = 4;
-
-/// How [`open`] treats wrappers.
-#[derive(Clone, Debug)]
-pub struct OpenOptions {
-    /// Decode compression wrappers (gz, xz, zst, bz2, lz4, zip members) transparently.
-    pub decompress: bool,
-    /// When a stream's exact size and trailer are learnt: at open (the default, what
-    /// `inspect` needs) or while reading (for a single in-order pass over the image).
-    pub stream_end: StreamEnd,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        OpenOptions {
-            decompress: true,
-            stream_end: StreamEnd::Eager,
-        }
-    }
-}
-
-impl OpenOptions {
-    /// Options for commands that read the image once, in order ([`StreamEnd::Deferred`]).
-    pub fn deferred() -> Self {
-        OpenOptions {
-            stream_end: StreamEnd::Deferred,
-            ..OpenOptions::default()
-        }
-    }
-}
 
 /// Said once when a compressed input has to be decoded front to back.
 const STREAMED_NOTE: &str =
