@@ -22,7 +22,7 @@ use crate::bmap::{self, write::block_ranges, ChecksumType, RangeHasher};
 use crate::extent::ExtentMap;
 use crate::format::Opened;
 use crate::io::{DirectBlockDevice, Overlay, ReadAt, WriteAt};
-use crate::pipeline::{Job, Pipeline, Sink};
+use crate::pipeline::{Buf, Job, Pipeline, Sink};
 use crate::Error;
 
 /// Hot ranges are widened to this before cutting: a frame holding a 512-byte boot sector
@@ -291,7 +291,7 @@ impl Backup {
             .map(|&(f, l)| bmap::range_bytes(f, l, bs, size))
             .collect();
         let (encoder, writer) = self.codec()?;
-        let transform = |job: &Job<Segment>, data: Option<Vec<u8>>| encode(&*encoder, job, data);
+        let transform = |job: &Job<Segment>, data: Option<Buf>| encode(&*encoder, job, data);
         let mut archive = ArchiveSink {
             writer,
             out,
@@ -342,7 +342,7 @@ impl Backup {
 /// A segment on its way to the sinks: its image bytes (data segments only) and their
 /// encoding.
 struct Chunk {
-    data: Option<Vec<u8>>,
+    data: Option<Buf>,
     enc: Encoded,
 }
 
@@ -352,11 +352,7 @@ fn mapped_len(d: &DataSegment) -> u64 {
 
 /// The transform: zeroes what is not mapped in a data segment (free blocks may hold deleted
 /// data that must not leak into an archive), then encodes it.
-fn encode(
-    encoder: &dyn Encoder,
-    job: &Job<Segment>,
-    data: Option<Vec<u8>>,
-) -> crate::Result<Chunk> {
+fn encode(encoder: &dyn Encoder, job: &Job<Segment>, data: Option<Buf>) -> crate::Result<Chunk> {
     let Segment::Data(d) = &job.meta else {
         return Ok(Chunk {
             data: None,

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{ChecksumType, Progress};
 use crate::io::ReadAt;
-use crate::pipeline::{Job, Pipeline, Sink};
+use crate::pipeline::{Buf, Job, Pipeline, Sink};
 
 /// A running digest of either kind a bmap uses.
 pub(crate) enum Hasher {
@@ -130,7 +130,7 @@ struct Piece {
 /// What a transform hands the hashing sink.
 enum Hashed {
     Digest(Vec<u8>),
-    Bytes(Vec<u8>),
+    Bytes(Buf),
 }
 
 /// The in-order side: pieces of long ranges hashed in order, whole digests collected.
@@ -205,8 +205,8 @@ pub(crate) fn hash_ranges(
     progress: Progress,
 ) -> crate::Result<Vec<Vec<u8>>> {
     let jobs = plan(src, ranges, piece_len(src));
-    let transform = |job: &Job<Piece>, data: Option<Vec<u8>>| {
-        let data = data.unwrap_or_default();
+    let transform = |job: &Job<Piece>, data: Option<Buf>| {
+        let data = data.unwrap_or_else(|| Buf::from(Vec::new()));
         Ok(if job.meta.whole {
             Hashed::Digest(digest(t, &data))
         } else {

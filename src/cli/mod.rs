@@ -222,7 +222,7 @@ SRC mounted read-write), 130 if interrupted (nothing left under DEST).")]
         /// Compression level (zstd 1-22, default 3; xz 0-9, default 6).
         #[arg(long, allow_negative_numbers = true)]
         level: Option<i32>,
-        /// Compression threads (default: all cores).
+        /// Decoding and compression threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
         /// End the image at the last partition (rewrites a GPT's backup header there).

@@ -17,7 +17,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use super::{catch, Done, Job, Shared, Work, MAX_JOB};
+use super::{catch, Buf, Done, Job, Next, Shared, MAX_JOB};
 use crate::io::{Access, ReadAt, ReadAtExt};
 use crate::Error;
 
@@ -63,28 +63,28 @@ pub(super) fn spawn<'scope, 'env, M: Sync, T: Send + 'scope>(
     jobs: &'env [Job<M>],
     threads: usize,
     shared: &'env Shared,
-    work: Sender<Work>,
+    next: Next<'env, M, T>,
     done: &Sender<Done<T>>,
 ) -> Vec<ScopedJoinHandle<'scope, ()>> {
     if src.caps().access == Access::Sequential {
         let done = done.clone();
-        return vec![s.spawn(move || in_order(src, jobs, shared, &work, &done))];
+        return vec![s.spawn(move || in_order(src, jobs, shared, &next, &done))];
     }
     let planner = Arc::new(Mutex::new(Planner::new(src, jobs)));
     let assembly = Arc::new(Assembly::default());
     (0..threads)
         .map(|_| {
             let (planner, assembly) = (planner.clone(), assembly.clone());
-            let (work, done) = (work.clone(), done.clone());
-            s.spawn(move || pooled(src, &planner, &assembly, shared, &work, &done))
+            let (next, done) = (next.clone(), done.clone());
+            s.spawn(move || pooled(src, &planner, &assembly, shared, &next, &done))
         })
         .collect()
 }
 
 /// Reads `r` of `src` in one piece.
-fn read_range(src: &dyn ReadAt, r: &Range<u64>) -> crate::Result<Vec<u8>> {
+fn read_range(src: &dyn ReadAt, r: &Range<u64>, shared: &Shared) -> crate::Result<Buf> {
     let len = r.end - r.start;
-    let mut buf = vec![0u8; len as usize];
+    let mut buf = shared.pool.get(len as usize);
     src.read_exact_at(r.start, &mut buf)
         .map_err(|source| Error::Read {
             offset: r.start,
@@ -213,7 +213,7 @@ struct Assembly {
 }
 
 struct Parts {
-    got: Vec<Option<Vec<u8>>>,
+    got: Vec<Option<Buf>>,
     missing: usize,
     /// The failure of the job's first failed piece, by piece order, so the error a job
     /// reports does not depend on which thread was faster.
@@ -223,7 +223,7 @@ struct Parts {
 /// Where a job stands after one of its pieces was read.
 enum Piece {
     /// Every piece is in: the job's bytes.
-    Whole(Vec<u8>),
+    Whole(Buf),
     /// Every piece is resolved and one failed: the job's error.
     Failed(Error),
     /// Pieces are still out.
@@ -232,7 +232,14 @@ enum Piece {
 
 impl Assembly {
     /// Adds the outcome of piece `idx` of `count` of job `job`.
-    fn add(&self, job: usize, idx: usize, count: usize, r: crate::Result<Vec<u8>>) -> Piece {
+    fn add(
+        &self,
+        shared: &Shared,
+        job: usize,
+        idx: usize,
+        count: usize,
+        r: crate::Result<Buf>,
+    ) -> Piece {
         if count == 1 {
             return match r {
                 Ok(b) => Piece::Whole(b),
@@ -242,7 +249,7 @@ impl Assembly {
         let done = {
             let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
             let p = parts.entry(job).or_insert_with(|| Parts {
-                got: vec![None; count],
+                got: std::iter::repeat_with(|| None).take(count).collect(),
                 missing: count,
                 error: None,
             });
@@ -266,9 +273,13 @@ impl Assembly {
         if let Some((_, e)) = done.error {
             return Piece::Failed(e);
         }
-        let mut whole = Vec::with_capacity(done.got.iter().flatten().map(Vec::len).sum());
-        for piece in done.got.into_iter().flatten() {
-            whole.extend_from_slice(&piece);
+        let mut whole = shared
+            .pool
+            .get(done.got.iter().flatten().map(|p| p.len()).sum());
+        let mut at = 0;
+        for piece in done.got.iter().flatten() {
+            whole[at..at + piece.len()].copy_from_slice(piece);
+            at += piece.len();
         }
         Piece::Whole(whole)
     }
@@ -280,7 +291,7 @@ fn pooled<M, T>(
     planner: &Mutex<Planner<'_, M>>,
     assembly: &Assembly,
     shared: &Shared,
-    work: &Sender<Work>,
+    next: &Next<'_, M, T>,
     done: &Sender<Done<T>>,
 ) {
     loop {
@@ -299,12 +310,12 @@ fn pooled<M, T>(
                 idx, count, range, ..
             } = step
             else {
-                if work.send((i, None)).is_err() {
+                if !next.pass(shared, i, None) {
                     return;
                 }
                 continue;
             };
-            let r = catch("decoder", || read_range(src, &range));
+            let r = catch("decoder", || read_range(src, &range, shared));
             match &r {
                 Ok(piece) => {
                     shared
@@ -314,8 +325,8 @@ fn pooled<M, T>(
                 // Later jobs are not started; this one fails once all its pieces are in.
                 Err(_) => shared.fail_at(i),
             }
-            let sent = match assembly.add(i, idx, count, r) {
-                Piece::Whole(b) => work.send((i, Some(b))).is_ok(),
+            let sent = match assembly.add(shared, i, idx, count, r) {
+                Piece::Whole(b) => next.pass(shared, i, Some(b)),
                 Piece::Failed(e) => done.send((i, Err(e))).is_ok(),
                 Piece::Waiting => true,
             };
@@ -331,7 +342,7 @@ fn in_order<M, T>(
     src: &dyn ReadAt,
     jobs: &[Job<M>],
     shared: &Shared,
-    work: &Sender<Work>,
+    next: &Next<'_, M, T>,
     done: &Sender<Done<T>>,
 ) {
     let mut reader = InOrder {
@@ -345,7 +356,7 @@ fn in_order<M, T>(
         }
         let data = match &job.read {
             None => None,
-            Some(r) => match catch("decoder", || reader.read(r)) {
+            Some(r) => match catch("decoder", || reader.read(r, shared)) {
                 Ok(b) => {
                     shared
                         .bytes_read
@@ -359,7 +370,7 @@ fn in_order<M, T>(
                 }
             },
         };
-        if work.send((i, data)).is_err() {
+        if !next.pass(shared, i, data) {
             return;
         }
     }
@@ -373,7 +384,7 @@ struct InOrder<'a> {
 }
 
 impl InOrder<'_> {
-    fn read(&mut self, r: &Range<u64>) -> crate::Result<Vec<u8>> {
+    fn read(&mut self, r: &Range<u64>, shared: &Shared) -> crate::Result<Buf> {
         let len = r.end - r.start;
         let at = |offset: u64, len: u64| {
             move |source| Error::Read {
@@ -394,7 +405,7 @@ impl InOrder<'_> {
             let gap = r.start - self.pos;
             skip(rd, gap).map_err(at(self.pos, gap))?;
         }
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = shared.pool.get(len as usize);
         rd.read_exact(&mut buf).map_err(at(r.start, len))?;
         self.pos = r.end;
         Ok(buf)

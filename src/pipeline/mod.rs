@@ -16,13 +16,16 @@
 //!   different units on different cores. A sequential source (gzip, bzip2, ...) is read by one
 //!   thread through [`ReadAt::sequential`], front to back, once.
 //! - **Transforms** turn a job's bytes into whatever the sinks want (a compressed frame, a
-//!   digest), on every core, in any order.
+//!   digest), on every core, in any order: a pool of their own behind a sequential source's
+//!   one decoder; for a random-access source, each decoder of the pool transforms the jobs it
+//!   read, while their bytes are in its cache.
 //! - The **orderer**, on the caller's thread, hands each result to every [`Sink`] in job order,
 //!   reports progress and polls for cancellation. Each sink runs on its own thread, so a slow
 //!   one (a device being written) only holds the others back through the bounded queues.
 //!
 //! Memory is bounded: a job is not read until it is within a window of jobs after the last one
-//! delivered, and each sink queues at most a few. The result is the first failure in job order
+//! delivered, and each sink queues at most a few. Jobs are read into [`Buf`]s that go back to
+//! the run's pool when the last sink drops them, so memory is reused rather than reallocated. The result is the first failure in job order
 //! (a read error, a transform or sink error, a panic in any stage, an interruption); nothing is
 //! swallowed, and on failure no sink is finished.
 
@@ -34,10 +37,13 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::io::ReadAt;
+use crate::io::{Access, ReadAt};
 use crate::Error;
 
+mod buf;
 mod decode;
+
+pub use buf::Buf;
 
 /// One unit of work, in image order: the bytes to read (if any) and what the stages need to
 /// know about them.
@@ -71,10 +77,10 @@ pub trait Sink<M, T>: Send {
 
 /// What a transform does with a job: its bytes (`None` for a job without a read) in, the item
 /// every sink receives out.
-pub type Transform<'a, M, T> = dyn Fn(&Job<M>, Option<Vec<u8>>) -> crate::Result<T> + Sync + 'a;
+pub type Transform<'a, M, T> = dyn Fn(&Job<M>, Option<Buf>) -> crate::Result<T> + Sync + 'a;
 
 /// A job's bytes on their way from a decoder to the transforms.
-type Work = (usize, Option<Vec<u8>>);
+type Work = (usize, Option<Buf>);
 
 /// A job's result on its way to the orderer.
 type Done<T> = (usize, crate::Result<T>);
@@ -142,24 +148,44 @@ impl<'a> Pipeline<'a> {
     ) -> crate::Result<Stats> {
         decode::check_jobs(jobs)?;
         let threads = self.threads.max(1);
+        let window = self.window.unwrap_or(threads * 3 + 2);
         let shared = Shared {
-            window: Window::new(self.window.unwrap_or(threads * 3 + 2)),
+            window: Window::new(window),
             limit: AtomicUsize::new(usize::MAX),
             bytes_read: AtomicU64::new(0),
+            // As many buffers as can be alive at once: the window, each sink's queue and the
+            // one it holds, one per decoder.
+            pool: buf::Pool::new(window + sinks.len() * (SINK_QUEUE + 1) + threads + 1),
         };
         let (work_tx, work_rx) = mpsc::channel::<Work>();
         let (done_tx, done_rx) = mpsc::channel::<Done<T>>();
         let work_rx = Mutex::new(work_rx);
         let shared = &shared;
+        // A sequential source has one decoder, which must never wait for a transform: the
+        // transforms get a pool of their own. A random-access source is decoded by a pool
+        // already, and each decoder transforms what it read, while it is in its cache.
+        let pooled_transforms = self.src.caps().access == Access::Sequential;
 
         std::thread::scope(|s| {
-            let mut stages = decode::spawn(s, self.src, jobs, threads, shared, work_tx, &done_tx);
-            for _ in 0..threads {
-                let done_tx = done_tx.clone();
-                let work_rx = &work_rx;
-                stages.push(
-                    s.spawn(move || transform_loop(jobs, work_rx, &done_tx, transform, shared)),
-                );
+            let next = if pooled_transforms {
+                Next::Queue(work_tx)
+            } else {
+                drop(work_tx);
+                Next::Inline {
+                    jobs,
+                    transform,
+                    done: done_tx.clone(),
+                }
+            };
+            let mut stages = decode::spawn(s, self.src, jobs, threads, shared, next, &done_tx);
+            if pooled_transforms {
+                for _ in 0..threads {
+                    let done_tx = done_tx.clone();
+                    let work_rx = &work_rx;
+                    stages.push(
+                        s.spawn(move || transform_loop(jobs, work_rx, &done_tx, transform, shared)),
+                    );
+                }
             }
             drop(done_tx);
             let mut queues = Vec::with_capacity(sinks.len());
@@ -222,6 +248,7 @@ struct Shared {
     /// Jobs after this one are not needed: an earlier job failed (usize::MAX while none has).
     limit: AtomicUsize,
     bytes_read: AtomicU64,
+    pool: Arc<buf::Pool>,
 }
 
 impl Shared {
@@ -305,6 +332,64 @@ enum Stop {
     WorkersGone(usize),
 }
 
+/// Where a decoder hands a job's bytes.
+enum Next<'a, M, T> {
+    /// To the transform pool.
+    Queue(mpsc::Sender<Work>),
+    /// Through the transform on the decoder's own thread, then to the orderer.
+    Inline {
+        jobs: &'a [Job<M>],
+        transform: &'a Transform<'a, M, T>,
+        done: mpsc::Sender<Done<T>>,
+    },
+}
+
+impl<M, T> Clone for Next<'_, M, T> {
+    fn clone(&self) -> Self {
+        match self {
+            Next::Queue(q) => Next::Queue(q.clone()),
+            Next::Inline {
+                jobs,
+                transform,
+                done,
+            } => Next::Inline {
+                jobs,
+                transform: *transform,
+                done: done.clone(),
+            },
+        }
+    }
+}
+
+impl<M, T> Next<'_, M, T> {
+    /// Hands on job `i`'s bytes; false once nobody is listening (the run is over).
+    fn pass(&self, shared: &Shared, i: usize, data: Option<Buf>) -> bool {
+        match self {
+            Next::Queue(q) => q.send((i, data)).is_ok(),
+            Next::Inline {
+                jobs,
+                transform,
+                done,
+            } => done.send(apply(jobs, *transform, shared, i, data)).is_ok(),
+        }
+    }
+}
+
+/// Runs the transform on job `i`, a panic included.
+fn apply<M, T>(
+    jobs: &[Job<M>],
+    transform: &Transform<'_, M, T>,
+    shared: &Shared,
+    i: usize,
+    data: Option<Buf>,
+) -> Done<T> {
+    let r = catch("transform", || transform(&jobs[i], data));
+    if r.is_err() {
+        shared.fail_at(i);
+    }
+    (i, r)
+}
+
 fn transform_loop<M, T>(
     jobs: &[Job<M>],
     work: &Mutex<Receiver<Work>>,
@@ -324,11 +409,7 @@ fn transform_loop<M, T>(
         if !shared.wanted(i) {
             continue;
         }
-        let r = catch("transform", || transform(&jobs[i], data));
-        if r.is_err() {
-            shared.fail_at(i);
-        }
-        if done.send((i, r)).is_err() {
+        if done.send(apply(jobs, transform, shared, i, data)).is_err() {
             return;
         }
     }

@@ -135,8 +135,8 @@ fn jobs(n: usize, step: u64, len: u64) -> Vec<Job<usize>> {
         .collect()
 }
 
-fn identity(_: &Job<usize>, data: Option<Vec<u8>>) -> crate::Result<Vec<u8>> {
-    Ok(data.unwrap_or_default())
+fn identity(_: &Job<usize>, data: Option<Buf>) -> crate::Result<Vec<u8>> {
+    Ok(data.map(Buf::into_vec).unwrap_or_default())
 }
 
 fn expected(src: &[u8], jobs: &[Job<usize>]) -> Vec<(usize, Vec<u8>)> {
@@ -254,7 +254,7 @@ fn a_panic_in_any_stage_is_an_error_and_nothing_is_finished() {
     let js = jobs(40, 1000, 1000);
     // Transform.
     let src = Framed::new(100_000, 4096);
-    let t = |j: &Job<usize>, d: Option<Vec<u8>>| {
+    let t = |j: &Job<usize>, d: Option<Buf>| {
         assert!(j.meta != 17, "transform blew up");
         identity(j, d)
     };
@@ -365,7 +365,7 @@ fn memory_is_bounded_by_the_window() {
         })
         .collect();
     let max = AtomicI64::new(0);
-    let t = |j: &Job<usize>, d: Option<Vec<u8>>| {
+    let t = |j: &Job<usize>, d: Option<Buf>| {
         max.fetch_max(LIVE.load(Ordering::SeqCst), Ordering::SeqCst);
         identity(j, d)
     };
