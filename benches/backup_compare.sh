@@ -7,6 +7,10 @@
 #   usage: sudo benches/backup_compare.sh [SIZE] [USED_MB]     (default 4G 400)
 #   env:   CARD=path   reuse an image made by make-card.sh (same layout) instead of building one
 #          WORK=dir    where outputs go (default: a fresh directory under /tmp, removed at exit)
+#          BASE=path   another blockwise binary (e.g. main's) run in the same session for the
+#                      three blockwise rows, so a change is judged against the same noise
+#          PEERS=0     leave out the other tools (dd|xz -6 alone takes an hour on a busy
+#                      2-core machine) when only blockwise against BASE is wanted
 #
 # Every tool starts from a warm page cache (the image is read once before each), and every
 # timing includes `sync`, so all tools pay for getting their output to disk (blockwise fsyncs
@@ -22,6 +26,7 @@ done
 (cd "$repo" && cargo build --release -q)
 bw=$repo/target/release/blockwise
 own_work=; if [ -z "${WORK:-}" ]; then WORK=$(mktemp -d /tmp/bw-backup-bench.XXXXXX); own_work=1; fi
+mkdir -p "$WORK"
 loops=(); mnts=()
 cleanup() {
   for m in "${mnts[@]}"; do umount "$m" 2>/dev/null || true; done
@@ -60,11 +65,18 @@ rm -f "$WORK"/out.* "$WORK"/pc.*
 run "blockwise backup (zst)" "out.img.zst out.img.zst.bmap" "'$bw' backup '$card' '$WORK/out.img.zst'"
 run "blockwise backup (xz)" "out.img.xz out.img.xz.bmap" "'$bw' backup '$card' '$WORK/out.img.xz'"
 run "blockwise backup (simg)" "out.simg out.simg.bmap" "'$bw' backup '$card' '$WORK/out.simg'"
+if [ -n "${BASE:-}" ]; then
+  run "base backup (zst)" "base.img.zst base.img.zst.bmap" "'$BASE' backup '$card' '$WORK/base.img.zst'"
+  run "base backup (xz)" "base.img.xz base.img.xz.bmap" "'$BASE' backup '$card' '$WORK/base.img.xz'"
+  run "base backup (simg)" "base.simg base.simg.bmap" "'$BASE' backup '$card' '$WORK/base.simg'"
+fi
+if [ "${PEERS:-1}" != 0 ]; then
 run "dd | zstd -T0 -3" "out.dd.zst" "dd if='$card' bs=4M status=none | zstd -T0 -3 -q > '$WORK/out.dd.zst'"
 run "dd | xz -6 -T0" "out.dd.xz" "dd if='$card' bs=4M status=none | xz -6 -T0 > '$WORK/out.dd.xz'"
 run "partclone + zstd -3" "pc.head pc.p1.zst pc.p2.zst" \
   "dd if='$card' of='$WORK/pc.head' bs=512 count=8192 status=none && partclone.fat32 -c -s $lp1 -o - -L '$WORK/pc1.log' 2>/dev/null | zstd -T0 -3 -q > '$WORK/pc.p1.zst' && partclone.ext4 -c -s $lp2 -o - -L '$WORK/pc2.log' 2>/dev/null | zstd -T0 -3 -q > '$WORK/pc.p2.zst'"
 run "img2simg" "out.img2simg.simg" "img2simg '$card' '$WORK/out.img2simg.simg'"
+fi
 
 echo
 echo "Backup of a reused $((raw >> 20)) MiB card ($card), one run, warm cache, each timing includes sync"
@@ -79,11 +91,20 @@ done
 idx() { local i; for i in "${!names[@]}"; do if [ "${names[$i]}" = "$1" ]; then echo "$i"; fi; done; }
 xi=$(idx "dd | xz -6 -T0"); zi=$(idx "dd | zstd -T0 -3")
 verdict() { if [ "$(echo "$1" | bc -l)" = 1 ]; then echo PASS; else echo FAIL; fi; }
-if [ "${sizes[$xi]}" != FAILED ]; then
+if [ -n "$xi" ] && [ "${sizes[$xi]}" != FAILED ]; then
   echo "size: blockwise zst is $(printf '%.3f' "$(echo "$bw_size / ${sizes[$xi]}" | bc -l)") of xz -6 -T0's (goal <= 0.25): $(verdict "$bw_size * 4 <= ${sizes[$xi]}")"
 fi
-if [ "${times[$zi]}" != FAILED ]; then
+if [ -n "$zi" ] && [ "${times[$zi]}" != FAILED ]; then
   echo "time: blockwise zst takes $(printf '%.3f' "$(echo "$bw_time / ${times[$zi]}" | bc -l)") of zstd -T0 -3's time (goal <= 0.25): $(verdict "$bw_time * 4 <= ${times[$zi]}")"
+fi
+if [ -n "${BASE:-}" ]; then
+  for f in zst xz simg; do
+    bi=$(idx "blockwise backup ($f)"); ai=$(idx "base backup ($f)")
+    [ "${times[$bi]}" = FAILED ] || [ "${times[$ai]}" = FAILED ] && continue
+    echo "vs base ($f): time $(printf '%.3f' "$(echo "${times[$bi]} / ${times[$ai]}" | bc -l)")x, size $(printf '%.4f' "$(echo "${sizes[$bi]} / ${sizes[$ai]}" | bc -l)")x"
+  done
+  cmp -s "$WORK/out.img.zst" "$WORK/base.img.zst" && cmp -s "$WORK/out.img.zst.bmap" "$WORK/base.img.zst.bmap" \
+    && echo "zst archive and bmap byte-identical to base's: PASS" || echo "zst archive or bmap differs from base's: FAIL"
 fi
 
 # inspect of the archive: bytes read from it / its size.
