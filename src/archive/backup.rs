@@ -283,6 +283,7 @@ impl Backup {
                     Segment::Zero { .. } => None,
                 },
                 meta: seg,
+                to: None,
             })
             .collect();
         let ranges = block_ranges(size, &map, bs);

@@ -32,27 +32,33 @@ const MAX_UNIT_SPAN: u64 = 256 << 20;
 /// Scratch buffer for skipping through a sequential source.
 const SKIP_BUF: usize = 1 << 20;
 
-/// Refuses job lists the decoders cannot serve in order with bounded memory.
-pub(super) fn check_jobs<M>(jobs: &[Job<M>]) -> crate::Result<()> {
+/// Refuses job lists the decoders cannot serve with bounded memory (reads over [`MAX_JOB`],
+/// and for a sequential source, read once front to back, reads that are not ascending and
+/// disjoint) and jobs for a sink that is not there.
+pub(super) fn check_jobs<M>(jobs: &[Job<M>], sequential: bool, sinks: usize) -> crate::Result<()> {
     let mut end = 0u64;
-    for (i, r) in jobs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, j)| j.read.as_ref().map(|r| (i, r)))
-    {
-        if r.start < end || r.end < r.start || r.end - r.start > MAX_JOB {
-            return Err(Error::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "internal error: pipeline job {i} reads {}..{}: reads must be ascending, \
-                     disjoint and at most {MAX_JOB} bytes",
-                    r.start, r.end
-                ),
+    for (i, j) in jobs.iter().enumerate() {
+        if j.to.is_some_and(|t| t >= sinks) {
+            return Err(invalid(format!(
+                "internal error: pipeline job {i} is for sink {:?} of {sinks}",
+                j.to
+            )));
+        }
+        let Some(r) = &j.read else { continue };
+        if r.end < r.start || r.end - r.start > MAX_JOB || (sequential && r.start < end) {
+            return Err(invalid(format!(
+                "internal error: pipeline job {i} reads {}..{}: reads must be at most \
+                 {MAX_JOB} bytes, and ascending and disjoint from a sequential source",
+                r.start, r.end
             )));
         }
         end = r.end;
     }
     Ok(())
+}
+
+fn invalid(what: String) -> Error {
+    Error::Io(io::Error::new(io::ErrorKind::InvalidInput, what))
 }
 
 /// Starts the decoder threads: a pool for a random-access source, one thread for a
@@ -180,7 +186,8 @@ impl<'a, M> Planner<'a, M> {
     /// True if no unit of the source starts in `(a, b]`: a piece starting at `b` is in the
     /// same unit as one starting at `a`. Sources without units have every piece apart.
     fn same_unit(&self, a: u64, b: u64) -> bool {
-        b.saturating_sub(a) <= MAX_UNIT_SPAN
+        b >= a
+            && b - a <= MAX_UNIT_SPAN
             && self
                 .src
                 .boundaries(a, b.saturating_add(1))

@@ -50,11 +50,17 @@ pub use buf::Buf;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job<M> {
     /// Source bytes the job needs, or `None` for a job that carries no data (a run of zeros
-    /// an archive records without reading). Reads of successive jobs must be ascending and
-    /// disjoint, and each at most [`MAX_JOB`] bytes.
+    /// an archive records without reading). At most [`MAX_JOB`] bytes. A sequential source is
+    /// read once, front to back, so its jobs' reads must be ascending and disjoint; a
+    /// random-access source's may come in any order (pieces of a unit best one after another,
+    /// so that the unit is decoded once).
     pub read: Option<Range<u64>>,
     /// The caller's description of the job (an archive segment, a piece of a bmap range).
     pub meta: M,
+    /// The one sink this job is for (sinks sharing the work as lanes, such as the hashers of
+    /// different ranges), or `None` for every sink. A lane's queue then holds only its own
+    /// jobs, so a busy lane does not stall the others.
+    pub to: Option<usize>,
 }
 
 impl<M> Job<M> {
@@ -146,7 +152,11 @@ impl<'a> Pipeline<'a> {
         sinks: &mut [&mut dyn Sink<M, T>],
         progress: &mut dyn FnMut(&Job<M>),
     ) -> crate::Result<Stats> {
-        decode::check_jobs(jobs)?;
+        // A sequential source has one decoder, which must never wait for a transform: the
+        // transforms get a pool of their own. A random-access source is decoded by a pool
+        // already, and each decoder transforms what it read, while it is in its cache.
+        let sequential = self.src.caps().access == Access::Sequential;
+        decode::check_jobs(jobs, sequential, sinks.len())?;
         let threads = self.threads.max(1);
         let window = self.window.unwrap_or(threads * 3 + 2);
         let shared = Shared {
@@ -161,10 +171,7 @@ impl<'a> Pipeline<'a> {
         let (done_tx, done_rx) = mpsc::channel::<Done<T>>();
         let work_rx = Mutex::new(work_rx);
         let shared = &shared;
-        // A sequential source has one decoder, which must never wait for a transform: the
-        // transforms get a pool of their own. A random-access source is decoded by a pool
-        // already, and each decoder transforms what it read, while it is in its cache.
-        let pooled_transforms = self.src.caps().access == Access::Sequential;
+        let pooled_transforms = sequential;
 
         std::thread::scope(|s| {
             let next = if pooled_transforms {
@@ -454,9 +461,12 @@ fn deliver<M, T>(
         }
         while let Some(r) = pending.remove(&next) {
             let item = Arc::new(r.map_err(Stop::Failed)?);
-            for q in sinks {
-                q.send(Msg::Put(next, item.clone()))
-                    .map_err(|_| Stop::SinkGone)?;
+            let to = jobs[next].to;
+            for (k, q) in sinks.iter().enumerate() {
+                if to.is_none_or(|t| t == k) {
+                    q.send(Msg::Put(next, item.clone()))
+                        .map_err(|_| Stop::SinkGone)?;
+                }
             }
             progress(&jobs[next]);
             next += 1;

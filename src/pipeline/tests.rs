@@ -131,6 +131,7 @@ fn jobs(n: usize, step: u64, len: u64) -> Vec<Job<usize>> {
         .map(|i| Job {
             read: (i % 3 != 2).then(|| i as u64 * step..i as u64 * step + len),
             meta: i,
+            to: None,
         })
         .collect()
 }
@@ -175,6 +176,7 @@ fn each_unit_is_read_by_one_thread_and_no_read_crosses_one() {
         .map(|i| Job {
             read: Some(i * 3000 + 7..i * 3000 + 2900),
             meta: i as usize,
+            to: None,
         })
         .collect();
     let mut c = Collect::default();
@@ -224,6 +226,7 @@ fn the_first_failure_in_job_order_is_the_result() {
             .map(|i| Job {
                 read: Some(i * 2000..i * 2000 + 1500),
                 meta: i as usize,
+                to: None,
             })
             .collect();
         let mut c = Collect::default();
@@ -305,6 +308,7 @@ fn a_panic_in_any_stage_is_an_error_and_nothing_is_finished() {
     let past_end = vec![Job {
         read: Some(0..20_000),
         meta: 0,
+        to: None,
     }];
     let e = Pipeline::new(&src)
         .run(
@@ -362,6 +366,7 @@ fn memory_is_bounded_by_the_window() {
         .map(|i| Job {
             read: Some(i * 1000..i * 1000 + 1000),
             meta: i as usize,
+            to: None,
         })
         .collect();
     let max = AtomicI64::new(0);
@@ -387,23 +392,48 @@ fn memory_is_bounded_by_the_window() {
     assert_eq!(slow.got.len(), 300);
 }
 
+fn reads(v: &[(u64, u64)]) -> Vec<Job<usize>> {
+    v.iter()
+        .enumerate()
+        .map(|(i, &(s, e))| Job {
+            read: Some(s..e),
+            meta: i,
+            to: None,
+        })
+        .collect()
+}
+
 #[test]
-fn reads_out_of_order_or_too_large_are_refused() {
+fn reads_too_large_or_out_of_order_from_a_stream_are_refused() {
     let src = MemSource(vec![0; 100]);
-    for bad in [
-        vec![(10u64, 20u64), (15, 30)],
-        vec![(10, 5)],
-        vec![(0, MAX_JOB + 1)],
-    ] {
-        let js: Vec<Job<usize>> = bad
-            .into_iter()
-            .map(|(s, e)| Job {
-                read: Some(s..e),
-                meta: 0,
-            })
-            .collect();
+    for bad in [vec![(10, 5)], vec![(0, MAX_JOB + 1)]] {
         assert!(Pipeline::new(&src)
-            .run(&js, &identity, &mut [&mut Collect::default()], &mut |_| {})
+            .run(
+                &reads(&bad),
+                &identity,
+                &mut [&mut Collect::default()],
+                &mut |_| {}
+            )
             .is_err());
     }
+    let stream = Stream {
+        data: bytes(100),
+        opened: AtomicUsize::new(0),
+    };
+    let backwards = reads(&[(50, 60), (10, 20)]);
+    assert!(Pipeline::new(&stream)
+        .run(
+            &backwards,
+            &identity,
+            &mut [&mut Collect::default()],
+            &mut |_| {}
+        )
+        .is_err());
+    // A random-access source serves any order, still delivered in job order.
+    let src = Framed::new(100_000, 1000);
+    let mut c = Collect::default();
+    Pipeline::new(&src)
+        .run(&backwards, &identity, &mut [&mut c], &mut |_| {})
+        .unwrap();
+    assert_eq!(c.got, expected(&src.data.0, &backwards));
 }
