@@ -40,6 +40,17 @@ pub enum Error {
         /// Why, and what the user can do about it.
         reason: String,
     },
+    /// One pass over a stream whose end was not known beforehand (opened
+    /// [`StreamEnd::Deferred`](crate::format::StreamEnd)) found that the plan made from its
+    /// headers was wrong: it ends elsewhere, or its last sector is a container's trailer.
+    /// Nothing was committed; the caller reads the image again, opened to learn its end first.
+    #[error("{reason}")]
+    Replan {
+        /// What the stream turned out to be.
+        reason: String,
+        /// The stream's decoded size, when the pass reached its end.
+        size: Option<u64>,
+    },
     /// Stopped on request (SIGINT/SIGTERM) before finishing; outputs were not committed.
     #[error("interrupted")]
     Interrupted,

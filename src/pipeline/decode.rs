@@ -17,7 +17,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use super::{catch, Buf, Done, Job, Next, Shared, MAX_JOB};
+use super::{catch, Buf, Done, End, Job, Next, Shared, MAX_JOB, TAIL};
 use crate::io::{Access, ReadAt, ReadAtExt};
 use crate::Error;
 
@@ -356,26 +356,38 @@ fn in_order<M, T>(
         src,
         reader: None,
         pos: 0,
+        tail: shared.hinted.map(|_| Vec::with_capacity(2 * TAIL)),
     };
     for (i, job) in jobs.iter().enumerate() {
         if !shared.wanted(i) || !shared.window.wait(i) {
             return;
         }
-        let data = match &job.read {
-            None => None,
-            Some(r) => match catch("decoder", || reader.read(r, shared)) {
-                Ok(b) => {
+        let last = i + 1 == jobs.len();
+        let data = catch("decoder", || {
+            let data = match &job.read {
+                None => None,
+                Some(r) => {
+                    let b = reader.read(r, shared)?;
                     shared
                         .bytes_read
                         .fetch_add(b.len() as u64, Ordering::Relaxed);
                     Some(b)
                 }
-                Err(e) => {
-                    shared.fail_at(i);
-                    let _ = done.send((i, Err(e)));
-                    return;
-                }
-            },
+            };
+            // The last job goes to the sinks only once the stream's end is where the plan put
+            // it, so a wrong plan finishes no sink.
+            if let (true, Some(Some(end))) = (last, shared.hinted) {
+                reader.read_to_end(end, shared)?;
+            }
+            Ok(data)
+        });
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                shared.fail_at(i);
+                let _ = done.send((i, Err(e)));
+                return;
+            }
         };
         if !next.pass(shared, i, data) {
             return;
@@ -388,9 +400,59 @@ struct InOrder<'a> {
     src: &'a dyn ReadAt,
     reader: Option<Box<dyn Read + Send + 'a>>,
     pos: u64,
+    /// For a source whose size is a hint: the last bytes read (at most `2 * TAIL`, cut back
+    /// to `TAIL` when full), so its end is known without reading back.
+    tail: Option<Vec<u8>>,
 }
 
-impl InOrder<'_> {
+impl<'a> InOrder<'a> {
+    /// The reader, opened at `at` if it is not yet.
+    fn reader(&mut self, at: u64) -> io::Result<&mut (dyn Read + Send + 'a)> {
+        if self.reader.is_none() {
+            self.reader = Some(self.src.sequential(at)?);
+            self.pos = at;
+        }
+        self.reader
+            .as_deref_mut()
+            .ok_or_else(|| io::Error::other("the in-order reader did not open"))
+    }
+
+    /// Fills `buf` from the current position; the count is short only where the stream ends.
+    fn fill(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let at = self.pos;
+        let rd = self.reader(at)?;
+        let mut n = 0;
+        while n < buf.len() {
+            match rd.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pos += n as u64;
+        if let Some(t) = &mut self.tail {
+            keep_tail(t, &buf[..n]);
+        }
+        Ok(n)
+    }
+
+    /// The error for a hinted stream that ended at `self.pos`, before the end of `r`, or a plain
+    /// short read for a source whose size is exact.
+    fn ended(&self, planned: Option<u64>, r: &Range<u64>) -> Error {
+        if self.tail.is_some() {
+            return replan(planned.unwrap_or(r.end), self.pos);
+        }
+        Error::Read {
+            offset: r.start,
+            len: r.end - r.start,
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the source ends at {}, before {}", self.pos, r.end),
+            ),
+        }
+    }
+
     fn read(&mut self, r: &Range<u64>, shared: &Shared) -> crate::Result<Buf> {
         let len = r.end - r.start;
         let at = |offset: u64, len: u64| {
@@ -400,32 +462,88 @@ impl InOrder<'_> {
                 source,
             }
         };
-        let rd = match &mut self.reader {
-            Some(rd) => rd,
-            None => {
-                let rd = self.src.sequential(r.start).map_err(at(r.start, len))?;
-                self.pos = r.start;
-                self.reader.insert(rd)
-            }
+        self.reader(r.start).map_err(at(r.start, len))?;
+        let planned = match shared.hinted.flatten() {
+            Some(End::Exact(n)) => Some(n),
+            _ => None,
         };
-        if r.start > self.pos {
+        let mut scratch = Vec::new();
+        while self.pos < r.start {
             let gap = r.start - self.pos;
-            skip(rd, gap).map_err(at(self.pos, gap))?;
+            scratch.resize(SKIP_BUF.min(gap as usize), 0);
+            let from = self.pos;
+            if self.fill(&mut scratch).map_err(at(from, gap))? < scratch.len() {
+                return Err(self.ended(planned, r));
+            }
         }
         let mut buf = shared.pool.get(len as usize);
-        rd.read_exact(&mut buf).map_err(at(r.start, len))?;
-        self.pos = r.end;
+        if self.fill(&mut buf).map_err(at(r.start, len))? < buf.len() {
+            return Err(self.ended(planned, r));
+        }
         Ok(buf)
+    }
+
+    /// Reads from the current position to the stream's end, which must be where `end` says;
+    /// for an exact end, the last bytes go to the run's [`Stats::tail`](super::Stats::tail).
+    fn read_to_end(&mut self, end: End, shared: &Shared) -> crate::Result<()> {
+        let mut scratch = vec![0u8; SKIP_BUF];
+        loop {
+            let want = match end {
+                End::AtLeast(n) if self.pos >= n => break,
+                End::AtLeast(n) => scratch.len().min((n - self.pos) as usize),
+                End::Exact(_) => scratch.len(),
+            };
+            let from = self.pos;
+            let got = self
+                .fill(&mut scratch[..want])
+                .map_err(|source| Error::Read {
+                    offset: from,
+                    len: want as u64,
+                    source,
+                })?;
+            if got < want {
+                break;
+            }
+        }
+        match end {
+            End::Exact(planned) if self.pos != planned => Err(replan(planned, self.pos)),
+            End::AtLeast(n) if self.pos < n => Err(replan(n, self.pos)),
+            End::AtLeast(_) => Ok(()),
+            End::Exact(_) => {
+                let tail = self.tail.take().map(|mut t| {
+                    let cut = t.len().saturating_sub(TAIL);
+                    t.drain(..cut);
+                    t
+                });
+                *shared.tail.lock().unwrap_or_else(|p| p.into_inner()) = tail;
+                Ok(())
+            }
+        }
     }
 }
 
-/// Decodes and drops `n` bytes.
-fn skip(rd: &mut dyn Read, mut n: u64) -> io::Result<()> {
-    let mut scratch = vec![0u8; SKIP_BUF.min(n as usize)];
-    while n > 0 {
-        let want = scratch.len().min(n as usize);
-        rd.read_exact(&mut scratch[..want])?;
-        n -= want as u64;
+/// Keeps the last bytes of a stream in `t`: appends `b`'s last [`TAIL`], cutting `t` back to
+/// [`TAIL`] bytes when it would pass twice that.
+pub(super) fn keep_tail(t: &mut Vec<u8>, b: &[u8]) {
+    let b = &b[b.len().saturating_sub(TAIL)..];
+    if t.len() + b.len() > 2 * TAIL {
+        let cut = (t.len() + b.len()).saturating_sub(TAIL).min(t.len());
+        t.drain(..cut);
     }
-    Ok(())
+    t.extend_from_slice(b);
+}
+
+/// A hinted stream ended at `actual`, not where the plan put its end.
+fn replan(planned: u64, actual: u64) -> Error {
+    Error::Replan {
+        size: Some(actual),
+        reason: format!(
+            "the decoded image is {} bytes, not the {planned} planned from its headers",
+            if actual < planned {
+                format!("only {actual}")
+            } else {
+                actual.to_string()
+            }
+        ),
+    }
 }

@@ -25,9 +25,17 @@
 //!
 //! Memory is bounded: a job is not read until it is within a window of jobs after the last one
 //! delivered, and each sink queues at most a few. Jobs are read into [`Buf`]s that go back to
-//! the run's pool when the last sink drops them, so memory is reused rather than reallocated. The result is the first failure in job order
-//! (a read error, a transform or sink error, a panic in any stage, an interruption); nothing is
-//! swallowed, and on failure no sink is finished.
+//! the run's pool when the last sink drops them, so memory is reused rather than reallocated.
+//! The result is the first failure in job order (a read error, a transform or sink error, a
+//! panic in any stage, an interruption); nothing is swallowed, and on failure no sink is
+//! finished.
+//!
+//! A stream whose size is only a hint ([`SizeKnown::Hint`]: gzip, bzip2, lz4 opened
+//! [`StreamEnd::Deferred`](crate::format::StreamEnd)) is planned with the size its headers
+//! suggest. Reading it shows whether that was right: a read the stream ends before fails with
+//! [`Error::Replan`], and with [`Pipeline::to_end`] the decoder reads on past the last job to
+//! the stream's real end, before that job reaches the sinks, and fails the same way if it is
+//! not where the plan put it. Its last bytes are in [`Stats::tail`], for a trailer check.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -37,7 +45,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::io::{Access, ReadAt};
+use crate::io::{Access, ReadAt, SizeKnown};
 use crate::Error;
 
 mod buf;
@@ -92,12 +100,28 @@ type Work = (usize, Option<Buf>);
 type Done<T> = (usize, crate::Result<T>);
 
 /// What a finished run did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Bytes handed out by the decoders (the jobs' reads; bytes a sequential source decodes
     /// only to skip them are not counted).
     pub bytes_read: u64,
+    /// With [`Pipeline::to_end`] over a source whose size was a hint: its last bytes (up to
+    /// [`TAIL`]), read at its real end, which was where the plan put it.
+    pub tail: Option<Vec<u8>>,
 }
+
+/// Where a hinted stream must end: what [`Pipeline::to_end`] and [`Pipeline::at_least`] set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// At exactly this size.
+    Exact(u64),
+    /// At this size or later.
+    AtLeast(u64),
+}
+
+/// How many of a hinted stream's last bytes [`Stats::tail`] keeps: a sector, where trailers
+/// (a fixed VHD's footer, a DMG's `koly`) sit.
+pub const TAIL: usize = 512;
 
 /// A configured pipeline over one source.
 pub struct Pipeline<'a> {
@@ -105,6 +129,7 @@ pub struct Pipeline<'a> {
     threads: usize,
     window: Option<usize>,
     cancel: Option<&'a AtomicBool>,
+    to_end: Option<End>,
 }
 
 /// How often the orderer looks at the cancel flag while it waits.
@@ -121,6 +146,7 @@ impl<'a> Pipeline<'a> {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             window: None,
             cancel: None,
+            to_end: None,
         }
     }
 
@@ -140,6 +166,25 @@ impl<'a> Pipeline<'a> {
     /// Stops with [`Error::Interrupted`] once `flag` is set (from a signal handler).
     pub fn cancel(mut self, flag: &'a AtomicBool) -> Self {
         self.cancel = Some(flag);
+        self
+    }
+
+    /// For a source whose size is a hint: the size the jobs were planned for. The decoder
+    /// reads on from the last job to the stream's end before that job goes to the sinks, and
+    /// the run fails with [`Error::Replan`] unless the stream ends at `planned`; its last
+    /// bytes are in [`Stats::tail`]. No effect on sources of exact size, nor on a run without
+    /// jobs.
+    pub fn to_end(mut self, planned: u64) -> Self {
+        self.to_end = Some(End::Exact(planned));
+        self
+    }
+
+    /// Like [`to_end`](Self::to_end), for a pass that needs the stream to hold at least
+    /// `size` bytes and nothing past them (verify: a device is larger than the image written
+    /// to it): the decoder reads on from the last job to `size` only, and the run fails with
+    /// [`Error::Replan`] if the stream ends before. No tail is kept.
+    pub fn at_least(mut self, size: u64) -> Self {
+        self.to_end = Some(End::AtLeast(size));
         self
     }
 
@@ -163,6 +208,8 @@ impl<'a> Pipeline<'a> {
             window: Window::new(window),
             limit: AtomicUsize::new(usize::MAX),
             bytes_read: AtomicU64::new(0),
+            hinted: (self.src.caps().size == SizeKnown::Hint).then_some(self.to_end),
+            tail: Mutex::new(None),
             // As many buffers as can be alive at once: the window, each sink's queue and the
             // one it holds, one per decoder.
             pool: buf::Pool::new(window + sinks.len() * (SINK_QUEUE + 1) + threads + 1),
@@ -236,6 +283,7 @@ impl<'a> Pipeline<'a> {
                     Some(e) => Err(e),
                     None => Ok(Stats {
                         bytes_read: shared.bytes_read.load(Ordering::Relaxed),
+                        tail: shared.tail.lock().unwrap_or_else(|p| p.into_inner()).take(),
                     }),
                 },
                 Err(Stop::Failed(e)) => Err(e),
@@ -255,6 +303,10 @@ struct Shared {
     /// Jobs after this one are not needed: an earlier job failed (usize::MAX while none has).
     limit: AtomicUsize,
     bytes_read: AtomicU64,
+    /// For a source whose size is a hint: `Some`, holding where it must end, if set.
+    hinted: Option<Option<End>>,
+    /// What the decoder saw at a hinted stream's end ([`Stats::tail`]).
+    tail: Mutex<Option<Vec<u8>>>,
     pool: Arc<buf::Pool>,
 }
 

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::thread::ThreadId;
 
 use super::*;
-use crate::io::{Access, Caps, MemSource};
+use crate::io::{Access, Caps, MemSource, SizeKnown};
 
 fn bytes(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 % 251) as u8).collect()
@@ -436,4 +436,113 @@ fn reads_too_large_or_out_of_order_from_a_stream_are_refused() {
         .run(&backwards, &identity, &mut [&mut c], &mut |_| {})
         .unwrap();
     assert_eq!(c.got, expected(&src.data.0, &backwards));
+}
+
+/// A stream whose size is a hint (`hint` bytes, whatever its data holds).
+struct Hinted {
+    data: Vec<u8>,
+    hint: u64,
+}
+
+impl ReadAt for Hinted {
+    fn size(&self) -> u64 {
+        self.hint
+    }
+    fn read_at(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<usize> {
+        panic!("a sequential source must be read in order");
+    }
+    fn caps(&self) -> Caps {
+        Caps {
+            access: Access::Sequential,
+            size: SizeKnown::Hint,
+            ..Caps::RANDOM
+        }
+    }
+    fn sequential(&self, offset: u64) -> io::Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(
+            &self.data[(offset as usize).min(self.data.len())..],
+        ))
+    }
+}
+
+#[test]
+fn a_hinted_stream_is_read_to_its_end_and_checked_before_the_last_job() {
+    let data = bytes(100_000);
+    let js = reads(&[(0, 1000), (5000, 6000)]);
+    let run = |hint: u64, to_end: Option<u64>| {
+        let src = Hinted {
+            data: data.clone(),
+            hint,
+        };
+        let mut c = Collect::default();
+        let mut p = Pipeline::new(&src);
+        if let Some(e) = to_end {
+            p = p.to_end(e);
+        }
+        let r = p.run(&js, &identity, &mut [&mut c], &mut |_| {});
+        (r, c)
+    };
+    // The plan was right: every job delivered, the last bytes kept.
+    let (r, c) = run(100_000, Some(100_000));
+    assert_eq!(r.unwrap().tail.as_deref(), Some(&data[100_000 - TAIL..]));
+    assert!(c.finished && c.got.len() == 2);
+    // The stream goes on past the plan: the last job never reaches the sink.
+    let (r, c) = run(50_000, Some(50_000));
+    assert!(
+        matches!(&r, Err(Error::Replan { reason, .. }) if reason.contains("100000 bytes, not the 50000")),
+        "{r:?}"
+    );
+    assert!(!c.finished && c.got.len() == 1);
+    // It ends before a job: the same, whether or not the end was to be checked.
+    let short = reads(&[(0, 1000), (99_000, 101_000)]);
+    for to_end in [Some(200_000), None] {
+        let src = Hinted {
+            data: data.clone(),
+            hint: 200_000,
+        };
+        let mut c = Collect::default();
+        let mut p = Pipeline::new(&src);
+        if let Some(e) = to_end {
+            p = p.to_end(e);
+        }
+        let r = p.run(&short, &identity, &mut [&mut c], &mut |_| {});
+        assert!(
+            matches!(&r, Err(Error::Replan { reason, .. }) if reason.contains("only 100000")),
+            "{r:?}"
+        );
+        assert!(!c.finished);
+    }
+    // Without to_end, a right plan is not read past.
+    let (r, c) = run(100_000, None);
+    assert_eq!(r.unwrap().tail, None);
+    assert!(c.finished);
+    // at_least: read up to the size and no further, or fail where the stream ends before.
+    for (need, ok) in [(60_000, true), (100_000, true), (100_001, false)] {
+        let src = Hinted {
+            data: data.clone(),
+            hint: need,
+        };
+        let mut c = Collect::default();
+        let r = Pipeline::new(&src)
+            .at_least(need)
+            .run(&js, &identity, &mut [&mut c], &mut |_| {});
+        assert_eq!(r.is_ok(), ok, "{need}: {r:?}");
+        assert_eq!(c.finished, ok);
+    }
+}
+
+#[test]
+fn the_tail_keeps_the_last_bytes_across_reads_of_any_size() {
+    let data = bytes(5000);
+    let mut t = Vec::new();
+    for piece in data.chunks(37).chain(data[..0].chunks(1)) {
+        super::decode::keep_tail(&mut t, piece);
+        assert!(t.len() <= 2 * TAIL);
+    }
+    assert_eq!(&t[t.len() - TAIL..], &data[5000 - TAIL..]);
+    let mut t = Vec::new();
+    for piece in data.chunks(3000) {
+        super::decode::keep_tail(&mut t, piece);
+    }
+    assert_eq!(&t[t.len() - TAIL..], &data[5000 - TAIL..]);
 }
