@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::extent::ExtentMap;
 use crate::format::{self, Format, OpenOptions, Opened};
 use crate::fs::{self, FsInfo, FsType};
-use crate::io::{ReadAt, Recording, Slice};
+use crate::io::{ReadAt, Recording, SizeKnown, Slice};
 use crate::layout::{self, Layout, TableKind};
 
 /// Everything learned about the contents of an image.
@@ -150,9 +150,53 @@ fn undecoded(opened: &Opened) -> Option<Scan> {
 }
 
 /// Scans a decoded disk image. `sector_hint` is the device's logical sector size when known.
+///
+/// An image whose size is only a hint (a stream opened to be read in one pass) is told what
+/// the table and a whole-disk filesystem say it holds ([`ReadAt::refine_size_hint`]), so the
+/// scan works with the best size known before the pass; the pass checks it.
 pub fn scan_source(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Scan> {
-    let image_size = src.size();
-    let layout = layout::read_layout(&*src, sector_hint)?;
+    let mut s = scan_once(src.clone(), sector_hint)?;
+    // Reads past a hinted size raise it: scan again with what they found (the pass checks
+    // whatever is left).
+    for _ in 0..2 {
+        if s.image_size == src.size() {
+            break;
+        }
+        s = scan_once(src.clone(), sector_hint)?;
+    }
+    Ok(s)
+}
+
+impl Scan {
+    /// Fails with [`crate::Error::Replan`] unless `src`, the source this scan was made of, is
+    /// still the size the scan planned with: a stream of hinted size that reads went past
+    /// has grown, and a plan made for the old size would leave its new bytes out.
+    pub fn still_fits(&self, src: &dyn ReadAt) -> crate::Result<()> {
+        if !self.decoded || src.size() == self.image_size {
+            return Ok(());
+        }
+        Err(crate::Error::Replan {
+            size: None,
+            reason: format!(
+                "the decoded image is at least {} bytes, not the {} planned from its headers",
+                src.size(),
+                self.image_size
+            ),
+        })
+    }
+}
+
+fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Scan> {
+    let hinted = src.caps().size == SizeKnown::Hint;
+    let mut image_size = src.size();
+    let mut layout = layout::read_layout(&*src, sector_hint)?;
+    if hinted && layout.extent() > image_size {
+        src.refine_size_hint(layout.extent());
+        if src.size() != image_size {
+            image_size = src.size();
+            layout = layout::read_layout(&*src, sector_hint)?;
+        }
+    }
     let mut warnings = layout.warnings.clone();
 
     // With no table, an empty one or one that cannot be trusted, whatever filesystem spans
@@ -172,6 +216,10 @@ pub fn scan_source(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Res
                 beside_table_fs(&*src, &mut warnings).map(|f| (f, WholeDiskOwner::BesideTable))
             })
     };
+    if let Some(fs_end) = whole.as_ref().and_then(|(f, _)| f.size).filter(|_| hinted) {
+        src.refine_size_hint(fs_end);
+        image_size = image_size.max(src.size());
+    }
 
     let mut order: Vec<usize> = (0..layout.partitions.len()).collect();
     order.sort_by_key(|&i| layout.partitions[i].start);

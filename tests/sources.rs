@@ -886,3 +886,149 @@ fn deferred_open_decodes_only_the_head() {
         assert_eq!(o.source.caps().size, SizeKnown::Exact, "{ext}");
     }
 }
+
+/// The bmap of `img` as `blockwise bmap` writes it, and what it said on stderr.
+fn cli_bmap(img: &Path) -> (String, String) {
+    let out = img.with_extension("test.bmap");
+    let o = common::blockwise()
+        .args(["bmap", "-o"])
+        .arg(&out)
+        .arg(img)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "bmap {}: {err}", img.display());
+    (std::fs::read_to_string(&out).unwrap(), err)
+}
+
+/// `bmap` (and `backup`, on the same path) of a `.gz`/`.bz2`/`.lz4` card opens it Deferred:
+/// the stream is no longer decoded once to learn its size, only by the scan (as far as the
+/// last partition's metadata) and by the pass, which reads it to its end and checks that the
+/// end is where the plan put it. Counted on the compressed side, against an Eager open; the
+/// bmaps are byte-identical to the raw card's.
+#[test]
+fn one_pass_commands_do_not_decode_a_stream_to_size_it() {
+    let d = tmpdir();
+    let card = common::unpack_sample(d.path());
+    let c = card.display();
+    let raw = {
+        let o = open_path(&card);
+        let scan = blockwise::scan::scan(&o).unwrap();
+        let map = blockwise::map::image_map(&scan).unwrap();
+        blockwise::bmap::generate(&*o.source, &map.used, true, &Default::default()).unwrap()
+    };
+    for (ext, cmd) in [
+        ("gz", format!("gzip -c {c} > {c}.gz")),
+        ("bz2", format!("bzip2 -c {c} > {c}.bz2")),
+        ("lz4", format!("lz4 -q -c {c} > {c}.lz4")),
+    ] {
+        if !fixture(&cmd) {
+            continue;
+        }
+        let p = PathBuf::from(format!("{c}.{ext}"));
+        let stored = std::fs::metadata(&p).unwrap().len();
+        let read_by = |opts: &OpenOptions| {
+            let counted = Arc::new(Counting::new(FileSource::open(&p).unwrap()));
+            let o = blockwise::format::open_source(counted.clone(), "card", opts).unwrap();
+            let scan = blockwise::scan::scan(&o).unwrap();
+            scan.still_fits(&*o.source).unwrap();
+            let map = blockwise::map::image_map(&scan).unwrap();
+            let bmap = blockwise::bmap::generate(&*o.source, &map.used, true, &Default::default())
+                .unwrap();
+            (bmap, counted.bytes_read())
+        };
+        let (deferred, once) = read_by(&OpenOptions::deferred());
+        let (eager, sized_first) = read_by(&OpenOptions::default());
+        eprintln!("{ext}: {stored} stored; read {once} Deferred, {sized_first} Eager");
+        assert!(deferred == raw && eager == raw, "{ext}: bmaps differ");
+        assert!(
+            once + stored * 9 / 10 <= sized_first,
+            "{ext}: one decode saved? {once} vs {sized_first} of {stored}"
+        );
+        assert!(once < stored * 2, "{ext}: {once} of {stored}");
+        assert_eq!(cli_bmap(&p).0.as_bytes(), &raw[..], "{ext}: CLI");
+    }
+}
+
+/// A stream that is not what its headers suggest is read again, sized first, and the outputs
+/// are those of the real image: a bzip2 (no size field) whose MBR ends long before its data
+/// does (the pass reads on past the plan's end), and a gzip holding a fixed VHD (the pass
+/// finds the footer in the last sector). Nothing from the first attempt is kept.
+#[test]
+fn a_stream_that_misleads_its_plan_is_read_again() {
+    let d = tmpdir();
+    let dir = d.path().display();
+    // A 2 MiB partition ending at 3 MiB, then 5 MiB that no table mentions, data at its end.
+    if !fixture(&format!(
+        "truncate -s 8M {dir}/long.img && echo 'start=2048, size=4096, type=83' | \
+         sfdisk -q {dir}/long.img && head -c 65536 /dev/urandom | \
+         dd of={dir}/long.img bs=64K seek=127 conv=notrunc status=none && \
+         bzip2 -k {dir}/long.img"
+    )) {
+        return;
+    }
+    let (want, _) = cli_bmap(&d.path().join("long.img"));
+    let (got, err) = cli_bmap(&d.path().join("long.img.bz2"));
+    assert_eq!(got, want);
+    assert!(got.contains("<ImageSize> 8388608 </ImageSize>"), "{got}");
+    assert!(
+        err.contains("not the 3145728 planned") && err.contains("reading it again"),
+        "{err}"
+    );
+    // Verify reads a stream as far as the bmap's image size, and no further: one that ends
+    // before it is truncated, even past the last mapped range.
+    let bmap = d.path().join("long.img.test.bmap");
+    assert!(fixture(&format!(
+        "head -c 4M {dir}/long.img | bzip2 > {dir}/short.img.bz2"
+    )));
+    let o = common::blockwise()
+        .args(["verify", "--bmap"])
+        .arg(&bmap)
+        .arg(d.path().join("short.img.bz2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("the image is 4194304 bytes but the bmap describes 8388608 bytes"),
+        "{err}"
+    );
+    let o = common::blockwise()
+        .args(["verify", "--bmap"])
+        .arg(&bmap)
+        .arg(d.path().join("long.img.bz2"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let card = common::unpack_sample(d.path());
+    let c = card.display();
+    if !fixture(&format!(
+        "qemu-img convert -f raw -O vpc -o subformat=fixed {c} {dir}/f.vhd && \
+         gzip -c {dir}/f.vhd > {dir}/disk.gz"
+    )) {
+        return;
+    }
+    let backup = |src: &str, dest: &str| {
+        let o = common::blockwise()
+            .args(["backup", "--force"])
+            .arg(d.path().join(src))
+            .arg(d.path().join(dest))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = backup("disk.gz", "from-gz.zst");
+    assert!(
+        err.contains("vhd trailer") && err.contains("reading it again"),
+        "{err}"
+    );
+    backup("f.vhd", "from-vhd.zst");
+    let read = |n: &str| std::fs::read(d.path().join(n)).unwrap();
+    assert!(
+        read("from-gz.zst") == read("from-vhd.zst"),
+        "archives differ"
+    );
+    assert_eq!(read("from-gz.zst.bmap"), read("from-vhd.zst.bmap"));
+}

@@ -313,6 +313,7 @@ impl Backup {
             Pipeline::new(&*self.src)
                 .threads(self.opts.threads)
                 .cancel(cancel)
+                .to_end(size)
                 .run(&jobs, &transform, &mut sinks, &mut |job| {
                     if let Segment::Data(d) = &job.meta {
                         p.mapped_done += mapped_len(d);
@@ -320,6 +321,7 @@ impl Backup {
                     progress(&p);
                 })?
         };
+        crate::format::check_tail(stats.tail.as_deref())?;
         let checksums = if self.opts.checksums {
             hasher.0.finish()?.iter().map(|d| bmap::hex(d)).collect()
         } else {

@@ -122,6 +122,15 @@ fn internal(what: String) -> crate::Error {
     crate::Error::Io(std::io::Error::other(format!("internal error: {what}")))
 }
 
+/// Where a stream of hinted size must end for [`hash_ranges`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reach {
+    /// Exactly here.
+    Exact(u64),
+    /// Here or later.
+    AtLeast(u64),
+}
+
 /// Which part of which range a job reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Piece {
@@ -238,11 +247,17 @@ fn plan(src: &dyn ReadAt, ranges: &[(u64, u64)], piece: u64, lanes: usize) -> Pl
 
 /// The digest with `t` of every byte range of `src` (sorted, disjoint), in order, computed on
 /// the pipeline; `progress` gets the bytes hashed as it goes.
+///
+/// `end` is the image size the ranges were planned for, for a stream of hinted size: with
+/// [`Reach::Exact`] (a bmap records the size) the stream is read to its end and checked
+/// ([`Pipeline::to_end`], [`crate::format::check_tail`]); with [`Reach::AtLeast`] (verify),
+/// read to that size only.
 pub(crate) fn hash_ranges(
     src: &dyn ReadAt,
     ranges: &[(u64, u64)],
     t: ChecksumType,
     progress: Progress,
+    end: Reach,
 ) -> crate::Result<Vec<Vec<u8>>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let caps = src.caps();
@@ -275,11 +290,15 @@ pub(crate) fn hash_ranges(
         .iter_mut()
         .map(|s| s as &mut dyn Sink<Piece, Hashed>)
         .collect();
-    Pipeline::new(src)
-        .threads(threads)
-        .run(&plan.jobs, &transform, &mut refs, &mut |j| {
-            progress(j.read_len())
-        })?;
+    let pipeline = match end {
+        Reach::Exact(n) => Pipeline::new(src).to_end(n),
+        Reach::AtLeast(n) => Pipeline::new(src).at_least(n),
+    }
+    .threads(threads);
+    let stats = pipeline.run(&plan.jobs, &transform, &mut refs, &mut |j| {
+        progress(j.read_len())
+    })?;
+    crate::format::check_tail(stats.tail.as_deref())?;
     let mut out = vec![Vec::new(); ranges.len()];
     for (sink, lane) in sinks.iter_mut().zip(&plan.lanes) {
         let digests = sink
@@ -461,7 +480,7 @@ mod tests {
             ((13 << 20) + 1, 20 << 20),
         ];
         for t in [ChecksumType::Sha256, ChecksumType::Sha1] {
-            let got = hash_ranges(&src, &ranges, t, &|_| {}).unwrap();
+            let got = hash_ranges(&src, &ranges, t, &|_| {}, Reach::AtLeast(0)).unwrap();
             let want: Vec<Vec<u8>> = ranges
                 .iter()
                 .map(|&(s, e)| digest(t, &data[s as usize..e as usize]))

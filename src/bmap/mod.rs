@@ -142,7 +142,13 @@ pub fn range_checksums(
         .iter()
         .map(|&(f, l)| range_bytes(f, l, block_size, image_size))
         .collect();
-    let d = hash::hash_ranges(src, &bytes, ChecksumType::Sha256, &|_| {})?;
+    let d = hash::hash_ranges(
+        src,
+        &bytes,
+        ChecksumType::Sha256,
+        &|_| {},
+        hash::Reach::AtLeast(image_size),
+    )?;
     Ok(d.iter().map(|d| hex(d)).collect())
 }
 
@@ -207,7 +213,13 @@ pub fn generate_with_progress(
             .into_iter()
             .map(|(f, l)| range_bytes(f, l, opts.block_size, size))
             .collect();
-        let d = hash::hash_ranges(src, &bytes, ChecksumType::Sha256, progress)?;
+        let d = hash::hash_ranges(
+            src,
+            &bytes,
+            ChecksumType::Sha256,
+            progress,
+            hash::Reach::Exact(size),
+        )?;
         Some(d.iter().map(|d| hex(d)).collect::<Vec<_>>())
     } else {
         None
@@ -283,7 +295,24 @@ pub fn verify(src: &dyn ReadAt, bmap: &Bmap) -> crate::Result<VerifyResult> {
         .iter()
         .map(|r| range_bytes(r.first, r.last, bmap.block_size, bmap.image_size))
         .collect();
-    let digests = hash::hash_ranges(src, &bytes, t, &|_| {})?;
+    let digests = hash::hash_ranges(
+        src,
+        &bytes,
+        t,
+        &|_| {},
+        hash::Reach::AtLeast(bmap.image_size),
+    )
+    .map_err(|e| match e {
+        // A stream of hinted size that ends before the bmap's last range.
+        crate::Error::Replan {
+            size: Some(size), ..
+        } => crate::Error::Format(format!(
+            "the image is {size} bytes but the bmap describes {} bytes: truncated image or \
+             the wrong bmap",
+            bmap.image_size
+        )),
+        e => e,
+    })?;
     let mismatches = checked
         .iter()
         .zip(digests)

@@ -76,8 +76,13 @@ struct Summary {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    let (opened, scan, hot) = open_and_scan_with_reads(&a.src, &OpenOptions::default())
+    super::one_pass(&a.src, |opts| attempt(&a, opts))
+}
+
+fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
+    let (opened, scan, hot) = open_and_scan_with_reads(&a.src, open)
         .with_context(|| format!("cannot read {}", a.src.display()))?;
+    scan.still_fits(&*opened.source)?;
     if !scan.decoded {
         bail!(
             "{}: {} contents are not decoded by this version; convert it to a raw image first",
@@ -255,6 +260,8 @@ fn explain_failure(e: blockwise::Error, src: &Path, dest: &Path) -> anyhow::Erro
     );
     let code = exit::of(&e);
     let message = match &e {
+        // Not a failure yet: the caller reads the image again (`one_pass`).
+        blockwise::Error::Replan { .. } => return e.into(),
         blockwise::Error::Interrupted => format!("interrupted; {state}"),
         blockwise::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
             format!("the destination filesystem is full ({io}); {state}")

@@ -30,8 +30,17 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         );
     }
     let t0 = Instant::now();
-    let (opened, scan) = open_and_scan(&a.image, &OpenOptions::default())
+    if a.no_checksum {
+        // Nothing is read after the scan, so the image is sized while opening.
+        return attempt(&a, &OpenOptions::default(), t0);
+    }
+    super::one_pass(&a.image, |open| attempt(&a, open, t0))
+}
+
+fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
+    let (opened, scan) = open_and_scan(&a.image, open)
         .with_context(|| format!("cannot read {}", a.image.display()))?;
+    scan.still_fits(&*opened.source)?;
     let image_map = blockwise::map::image_map(&scan);
     if !scan.decoded {
         bail!(

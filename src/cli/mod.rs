@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use blockwise::format::OpenOptions;
 use clap::{Parser, Subcommand};
 
 mod backup;
@@ -64,6 +65,31 @@ impl std::fmt::Display for Explained {
 }
 
 impl std::error::Error for Explained {}
+
+/// Runs a command that reads the image once, in order (backup, bmap): first with the image
+/// opened to learn a stream's end while reading it ([`OpenOptions::deferred`]: one decode
+/// instead of one to size the stream and one to read it), and once more, opened to learn the
+/// end first, if that pass found its plan wrong ([`blockwise::Error::Replan`]: the stream
+/// ends elsewhere than its headers suggested, or holds a container). Nothing was committed by
+/// the first attempt.
+fn one_pass<T>(
+    image: &std::path::Path,
+    mut attempt: impl FnMut(&OpenOptions) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    match attempt(&OpenOptions::deferred()) {
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<blockwise::Error>()) {
+            Some(blockwise::Error::Replan { reason, .. }) => {
+                eprintln!(
+                    "blockwise: note: {}: {reason}; reading it again, sized first",
+                    image.display()
+                );
+                attempt(&OpenOptions::default())
+            }
+            _ => Err(e),
+        },
+        ok => ok,
+    }
+}
 
 /// An error and its causes on one line, each said once (`anyhow`'s `{:#}`).
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -33,8 +33,11 @@ pub fn run(image: PathBuf, bmap_path: Option<PathBuf>, json: bool) -> anyhow::Re
         .with_context(|| format!("cannot read {}", bmap_path.display()))?;
     let b = bmap::parse(&data)
         .with_context(|| format!("{} is not a usable bmap", bmap_path.display()))?;
-    let opened = format::open(&image, &OpenOptions::default())
+    // Read once, in order: a stream's end is not needed, only the bytes up to the bmap's
+    // image size, which stands in for a size its headers do not give exactly.
+    let opened = format::open(&image, &OpenOptions::deferred())
         .with_context(|| format!("cannot open {}", image.display()))?;
+    opened.source.refine_size_hint(b.image_size);
     let res = bmap::verify(&*opened.source, &b).with_context(|| {
         format!(
             "verifying {} against {}",

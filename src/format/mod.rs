@@ -94,7 +94,7 @@ pub use compress::xz_blocks::XzBlocks;
 pub use driver::OpenOptions;
 pub use driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
 pub use open::{open, open_source, Opened, MAX_DEPTH};
-pub use registry::{sniff, trailer_format, DRIVERS};
+pub use registry::{check_tail, sniff, trailer_format, DRIVERS};
 pub use stream::{StreamEnd, StreamSource};
 
 /// What kind of layer a format is, which decides how [`open()`] treats it.

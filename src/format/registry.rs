@@ -59,6 +59,23 @@ pub fn trailer_format(last: &[u8]) -> Option<Format> {
     DRIVERS.iter().find(|d| d.trailer(last)).map(|d| d.format())
 }
 
+/// Fails with [`crate::Error::Replan`] if `tail`, the last bytes of a stream of hinted size
+/// that a pass read to its end ([`crate::pipeline::Stats::tail`]), is a container's trailer:
+/// the pass took for a raw disk what is a fixed VHD or a DMG.
+pub fn check_tail(tail: Option<&[u8]>) -> crate::Result<()> {
+    match tail.and_then(trailer_format) {
+        None => Ok(()),
+        Some(f) => Err(crate::Error::Replan {
+            size: None,
+            reason: format!(
+                "the decoded stream ends with a {} trailer: it holds a {} image, not a raw disk",
+                f.name(),
+                f.name()
+            ),
+        }),
+    }
+}
+
 /// The driver of `format`.
 pub(crate) fn driver(format: Format) -> &'static dyn FormatDriver {
     DRIVERS

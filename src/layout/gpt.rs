@@ -12,7 +12,7 @@
 use super::types::gpt_type_name;
 use super::{GptInfo, PartKind, Partition};
 use crate::checksum::crc32;
-use crate::io::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt, SizeKnown};
 use crate::util::{guid_le, le32, le64, utf16le_z};
 
 /// Header signature at offset 0 of the header sector.
@@ -224,7 +224,14 @@ pub fn read_gpt(src: &dyn ReadAt, ss: u32, search_backup: bool) -> std::io::Resu
         Ok((h, arr)) => {
             let mut backup_ok = false;
             let mut tried = Vec::new();
-            for lba in [Some(h.alternate_lba), last].into_iter().flatten() {
+            // A stream of hinted size is read in one pass; its end is not reached for a check
+            // (see `GptInfo::backup_ok`).
+            let check = src.caps().size == SizeKnown::Exact;
+            for lba in [Some(h.alternate_lba), last]
+                .into_iter()
+                .flatten()
+                .filter(|_| check)
+            {
                 if lba <= 1 || tried.contains(&lba) {
                     continue;
                 }
@@ -239,7 +246,7 @@ pub fn read_gpt(src: &dyn ReadAt, ss: u32, search_backup: bool) -> std::io::Resu
                     break;
                 }
             }
-            if !backup_ok {
+            if !backup_ok && check {
                 let mut w =
                     "GPT backup header missing or invalid: image truncated or damaged?".to_string();
                 if h.alternate_lba >= total {

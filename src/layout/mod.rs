@@ -117,6 +117,11 @@ pub struct GptInfo {
     /// Primary header and its entry array passed their CRC checks.
     pub primary_ok: bool,
     /// Backup header found at the end and valid.
+    ///
+    /// Also false when the backup was not read: in an image whose size is only a hint (a
+    /// stream read in one pass, [`crate::io::SizeKnown::Hint`]) a valid primary is taken on
+    /// its word, since reaching the last sector would decode the whole stream before the
+    /// pass; the backup's sectors are kept all the same.
     pub backup_ok: bool,
     /// The partitions were read from the backup because the primary is damaged.
     pub used_backup: bool,
@@ -152,6 +157,28 @@ impl Layout {
     /// Partitions that hold data, leaving out extended containers and 0xEE entries.
     pub fn data_partitions(&self) -> impl Iterator<Item = &Partition> {
         self.partitions.iter().filter(|p| !p.is_container())
+    }
+
+    /// How far into the disk the table reaches: the end of its furthest partition, MBR entry
+    /// or GPT header (the backup sits in the disk's last sector). For an image whose size is
+    /// only a hint (a stream read in one pass), a better guess at its size when larger.
+    pub fn extent(&self) -> u64 {
+        let ss = u64::from(self.sector_size);
+        let parts = self
+            .partitions
+            .iter()
+            .map(|p| p.start.saturating_add(p.size));
+        let mbr = self
+            .mbr
+            .iter()
+            .flat_map(|m| &m.entries)
+            .map(|e| e.start.saturating_add(e.size));
+        let gpt = self
+            .gpt
+            .iter()
+            .flat_map(|g| [g.primary_lba, g.backup_lba, g.last_usable_lba])
+            .map(|lba| lba.saturating_add(1).saturating_mul(ss));
+        parts.chain(mbr).chain(gpt).max().unwrap_or(0)
     }
 }
 
