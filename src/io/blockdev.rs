@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use super::ReadAt;
+use super::read_at::ReadAt;
 
 /// A block device as a [`ReadAt`] source.
 #[derive(Debug)]

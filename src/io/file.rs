@@ -5,7 +5,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::ReadAt;
+use super::read_at::ReadAt;
 
 /// A regular file as a [`ReadAt`] source. The size is taken once at open time: images are not
 /// expected to change while they are read, and a fixed size keeps every layer above consistent.

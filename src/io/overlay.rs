@@ -4,7 +4,7 @@
 use std::io;
 use std::sync::Arc;
 
-use super::ReadAt;
+use super::read_at::ReadAt;
 
 /// `inner`, cut (or extended) to `size` bytes, with `patches` laid over it.
 pub struct Overlay {
@@ -91,9 +91,9 @@ impl ReadAt for Overlay {
         Ok(n)
     }
 
-    fn caps(&self) -> super::Caps {
-        super::Caps {
-            size: super::SizeKnown::Exact,
+    fn caps(&self) -> super::read_at::Caps {
+        super::read_at::Caps {
+            size: super::read_at::SizeKnown::Exact,
             ..self.inner.caps()
         }
     }
