@@ -9,8 +9,8 @@
 //! entry array (at most [`MAX_ARRAY_BYTES`]) before allocating anything, and keep going with
 //! warnings where the data still makes sense.
 
+use super::table::{GptInfo, PartKind, Partition};
 use super::types::gpt_type_name;
-use super::{GptInfo, PartKind, Partition};
 use crate::checksum::crc32;
 use crate::io::{ReadAt, ReadAtExt, SizeKnown};
 use crate::util::{guid_le, le32, le64, utf16le_z};

@@ -11,8 +11,8 @@
 
 use std::collections::HashSet;
 
+use super::table::{MbrEntry, MbrInfo, PartKind, Partition};
 use super::types::{is_mbr_extended, mbr_type_name, MBR_GPT_PROTECTIVE};
-use super::{MbrEntry, MbrInfo, PartKind, Partition};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
 
