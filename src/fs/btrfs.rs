@@ -1,6 +1,6 @@
 //! btrfs superblock probe (primary copy at 64 KiB).
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::checksum::crc32c;
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
@@ -179,7 +179,7 @@ fn map_logical(sys: &[Chunk], logical: u64, len: u64) -> crate::Result<u64> {
 ///
 /// Refused (the caller keeps everything) for multi-device and zoned filesystems, non-crc32c
 /// checksums, and any chunk-tree node that fails its checks.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
     if sb.get(0x40..0x48) != Some(MAGIC) {
         return Err(crate::Error::Format("no btrfs superblock".into()));
@@ -327,7 +327,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         }
     }
     used = used.union(&ExtentMap::from_ranges(ranges));
-    Ok(super::Usage {
+    Ok(super::info::Usage {
         used,
         from_fs: true,
         warnings: Vec::new(),

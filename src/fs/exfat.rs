@@ -4,7 +4,7 @@
 //! verified; a mismatch is reported as a warning because the main boot sector itself already
 //! passed every structural check.
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64};
@@ -177,7 +177,7 @@ const MAX_USED_ROOT_CLUSTERS: u64 = 1 << 16;
 ///
 /// The bitmap is then cross-checked against the directory tree (`cross_check` below): every
 /// cluster a directory entry references is kept even where the bitmap calls it free.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let corrupt = |d: String| crate::Error::corrupt("exFAT allocation bitmap", d);
     let bs = dev.read_vec(0, 512)?;
     if bs.get(3..11) != Some(b"EXFAT   ") {
@@ -208,7 +208,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     if heap > vol_bytes {
         return Err(corrupt("cluster heap starts past the volume".into()));
     }
-    let mut u = super::Usage {
+    let mut u = super::info::Usage {
         from_fs: true,
         ..Default::default()
     };
@@ -678,7 +678,7 @@ impl XWalk<'_> {
 
 /// Walks the directory tree from the root and adds back every cluster a directory entry
 /// references that the Allocation Bitmap calls free; fills `u.cross_check`.
-fn cross_check(dev: &dyn ReadAt, g: &Geo, heap: u64, root: &[u64], u: &mut super::Usage) {
+fn cross_check(dev: &dyn ReadAt, g: &Geo, heap: u64, root: &[u64], u: &mut super::info::Usage) {
     let words = (g.cluster_count + 2).div_ceil(64) as usize;
     let mut w = XWalk {
         dev,

@@ -1,6 +1,6 @@
 //! F2FS superblock probe (at byte 1024; a backup follows one block later).
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::checksum::crc32_raw;
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
@@ -120,7 +120,7 @@ fn checkpoint(dev: &dyn ReadAt, start: u64) -> Option<(Vec<u8>, u64, u64)> {
 /// Refused (the caller keeps everything) unless the newest valid checkpoint says the
 /// filesystem was cleanly unmounted: otherwise roll-forward recovery may resurrect blocks the
 /// SIT calls free.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
     if le32(&sb, 0) != Some(MAGIC) {
         return Err(crate::Error::Format("no F2FS superblock".into()));
@@ -262,7 +262,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         }
     }
     used.insert(main_end * BLOCK, dev.size());
-    Ok(super::Usage {
+    Ok(super::info::Usage {
         used,
         from_fs: true,
         warnings: Vec::new(),

@@ -8,8 +8,8 @@
 //! The label comes from the volume-label entry in the root directory, which is what DOS,
 //! Windows and `blkid` show; the copy in the boot sector is often stale.
 
+use super::info::{FsInfo, FsType};
 use super::xcheck::Unmapped;
-use super::{FsInfo, FsType};
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
@@ -302,7 +302,7 @@ const USED_CHUNK_ENTRIES: u64 = 1 << 20;
 ///
 /// The FAT is then cross-checked against the directory tree (`cross_check` below): a cluster a
 /// directory entry or a chain reaches that every FAT copy calls free is kept too, and reported.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let corrupt = |d: &str| crate::Error::corrupt("FAT boot sector", d.to_string());
     let bs = dev.read_vec(0, 512)?;
     let g = geometry(&bs).ok_or_else(|| corrupt("BIOS parameter block is not valid FAT"))?;
@@ -329,7 +329,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         .ok_or_else(|| corrupt("FAT size overflows"))?;
     let fat_start = g.reserved * ss;
 
-    let mut u = super::Usage {
+    let mut u = super::info::Usage {
         from_fs: true,
         ..Default::default()
     };
@@ -742,7 +742,7 @@ impl Walker<'_> {
 
 /// Walks the directory tree and adds back every cluster it references that the FAT calls free;
 /// fills `u.cross_check`.
-fn cross_check(dev: &dyn ReadAt, geo: &WalkGeo, cache: &mut FatCache, u: &mut super::Usage) {
+fn cross_check(dev: &dyn ReadAt, geo: &WalkGeo, cache: &mut FatCache, u: &mut super::info::Usage) {
     let words = (geo.with_entry + 2).div_ceil(64) as usize;
     let mut w = Walker {
         dev,

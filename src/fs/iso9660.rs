@@ -5,7 +5,7 @@
 //! of them; when the PVD's 32-byte identifier is the same name in d-characters, its tail is
 //! appended). UUID is the PVD modification (else creation) date as `YYYY-MM-DD-HH-MM-SS-CC`.
 
-use super::{BootEntry, FsInfo, FsType};
+use super::info::{BootEntry, FsInfo, FsType};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, le16, le32};
 
@@ -321,7 +321,7 @@ fn boot_entries(dev: &dyn ReadAt, lba: u32) -> Result<Vec<BootEntry>, String> {
 /// Every volume descriptor in the set (primary, supplementary such as Joliet, enhanced) also
 /// declares a volume space size; the largest is kept, so a hybrid whose descriptors disagree
 /// loses nothing.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     const FIRST: u64 = 16;
     // Real descriptor sets hold a handful; the bound stops a hostile image from making us read
     // forever.
@@ -362,7 +362,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     // The descriptors themselves sit in the first sectors; keep them even if the size is
     // absurdly small.
     let head = (FIRST + MAX_DESCRIPTORS) * SECTOR;
-    Ok(super::Usage {
+    Ok(super::info::Usage {
         used: crate::extent::ExtentMap::single(0, end.max(head).min(dev.size())),
         from_fs: true,
         warnings: Vec::new(),

@@ -5,7 +5,7 @@
 //! from it as blkid does. Cipher and payload offset go into `features`; LUKS2 keeps those in
 //! its JSON area, which is read with a hard size bound.
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64};
 

@@ -1,6 +1,6 @@
 //! LVM2 physical volume label ("LABELONE" in one of the first four sectors).
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::checksum::crc32_raw;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le32, le64};

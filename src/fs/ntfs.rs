@@ -5,7 +5,7 @@
 //! protected by an update sequence array whose fixups must be applied before the attributes can
 //! be trusted.
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, le64};
@@ -274,7 +274,7 @@ enum BitmapData {
 ///
 /// `$Bitmap` is then cross-checked against the MFT (`cross_check` below): every cluster a
 /// record in use references is kept even where `$Bitmap` calls it free.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let corrupt = |d: String| crate::Error::corrupt("NTFS $Bitmap", d);
     let bs = dev.read_vec(0, 512)?;
     let g = used_geo(&bs).ok_or_else(|| corrupt("boot sector is not valid NTFS".into()))?;
@@ -307,7 +307,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let need = clusters.div_ceil(8);
     let data = bitmap_attr(&rec, clusters).map_err(corrupt)?;
 
-    let mut u = super::Usage {
+    let mut u = super::info::Usage {
         from_fs: true,
         ..Default::default()
     };
@@ -841,7 +841,7 @@ impl MftWalk<'_> {
 
 /// Reads every MFT record and adds back every cluster a record in use references that $Bitmap
 /// calls free; fills `u.cross_check`.
-fn cross_check(dev: &dyn ReadAt, g: &UsedGeo, clusters: u64, u: &mut super::Usage) {
+fn cross_check(dev: &dyn ReadAt, g: &UsedGeo, clusters: u64, u: &mut super::info::Usage) {
     let mut w = MftWalk {
         used: &u.used,
         cluster: g.cluster,

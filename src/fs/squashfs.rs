@@ -3,7 +3,7 @@
 //! blkid calls version 4 "squashfs" and anything older "squashfs3"; neither has a label or UUID.
 //! The size is `bytes_used`, the end of the compressed image (everything after is padding).
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be16, be32, be64, le16, le32, le64};
 
@@ -113,7 +113,7 @@ const PAD: u64 = 4096;
 /// The bytes of a squashfs image that must be kept: `[0, bytes_used)` rounded up to the 4 KiB
 /// padding mksquashfs writes. A squashfs is packed front to back, so there is nothing free
 /// inside it.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let info =
         probe(dev)?.ok_or_else(|| crate::Error::Format("no squashfs superblock found".into()))?;
     let bytes_used = info
@@ -125,7 +125,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         .map(|e| e / PAD * PAD)
         .unwrap_or(u64::MAX)
         .min(dev.size());
-    Ok(super::Usage {
+    Ok(super::info::Usage {
         used: crate::extent::ExtentMap::single(0, end),
         from_fs: true,
         warnings: info.warnings,

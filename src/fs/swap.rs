@@ -5,7 +5,7 @@
 //! last page, UUID, label) in the byte order of the machine that made them. A hibernation
 //! image replaces the swap signature; `blkid` calls those "swsuspend".
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{be32, le32, uuid_be};
 
@@ -122,7 +122,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
 /// swapped-out memory that is dead once the system that wrote it is gone.
 ///
 /// Hibernation images are refused (the caller then keeps everything): they are live data.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let info = probe(dev)?.ok_or_else(|| crate::Error::Format("no swap signature found".into()))?;
     if info.fs_type != FsType::Swap {
         return Err(crate::Error::Unsupported(format!(
@@ -131,7 +131,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         )));
     }
     let page = u64::from(info.block_size.unwrap_or(4096));
-    Ok(super::Usage {
+    Ok(super::info::Usage {
         used: crate::extent::ExtentMap::single(0, page.min(dev.size())),
         from_fs: true,
         warnings: Vec::new(),

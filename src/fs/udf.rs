@@ -11,7 +11,7 @@
 //! larger location; the difference is the session start, and all further addresses are
 //! translated by it.
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::checksum::hex;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32};
@@ -264,8 +264,8 @@ fn uuid_from_volset(field: &[u8]) -> Option<String> {
 /// UDF keeps free space in per-partition bitmaps or tables that may be unallocated, virtual
 /// (VAT on write-once media) or metadata-partition indirected; reading them right for every
 /// profile is not worth the risk for formats that are almost always full optical images.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
-    Ok(super::Usage {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
+    Ok(super::info::Usage {
         used: crate::extent::ExtentMap::single(0, dev.size()),
         from_fs: true,
         warnings: Vec::new(),

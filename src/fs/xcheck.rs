@@ -4,7 +4,7 @@
 
 use crate::extent::ExtentMap;
 
-use super::{CrossCheck, Usage};
+use super::info::{CrossCheck, Usage};
 
 /// How a FAT, exFAT or NTFS cross-check ended, to be folded into the filesystem's usage.
 pub(crate) struct Outcome {

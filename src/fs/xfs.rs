@@ -1,7 +1,7 @@
 //! XFS superblock probe (big-endian, at byte 0 of the data device), plus recognition of an
 //! external XFS log device, which `blkid` reports as "xfs_external_log".
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::checksum::crc32c;
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt};
@@ -160,7 +160,7 @@ fn xfs_corrupt(what: &'static str, d: impl Into<String>) -> crate::Error {
 /// an unclean log that would still be replayed, an external log that cannot be checked, a
 /// realtime device, `needsrepair`, unknown incompatible features, or any structure that fails
 /// its checks.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let sb = dev.read_vec(0, 512)?;
     if !sb.starts_with(SB_MAGIC) {
         return Err(crate::Error::Format("no XFS superblock".into()));
@@ -282,7 +282,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         }
         headers.insert(hdr.0, hdr.1);
     }
-    Ok(super::Usage {
+    Ok(super::info::Usage {
         used: used.union(&headers),
         from_fs: true,
         warnings: Vec::new(),

@@ -5,7 +5,7 @@
 //! journal and only ext3's features it is "ext3"; anything newer is "ext4" ("ext4dev" when
 //! the test-filesystem flag is set).
 
-use super::{FsInfo, FsType};
+use super::info::{FsInfo, FsType};
 use crate::checksum::crc32c_raw;
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::{le16, le32, uuid_be};
@@ -288,7 +288,7 @@ impl Warn {
 /// what makes groups flagged BLOCK_UNINIT (no bitmap on disk) safe. Whenever a group's
 /// descriptor or bitmap is unreadable, misplaced or fails its checksum, the whole group is
 /// kept; an unreplayed journal, unknown features or an unclean state keep the whole volume.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
     if le16(&sb, 0x38) != Some(MAGIC) {
         return Err(crate::Error::corrupt(
@@ -298,7 +298,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     }
     let geo = match parse_geometry(&sb)? {
         Ok(g) => g,
-        Err(why) => return Ok(super::Usage::everything(dev.size(), why)),
+        Err(why) => return Ok(super::info::Usage::everything(dev.size(), why)),
     };
     let mut warn = Warn {
         list: Vec::new(),
@@ -454,7 +454,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         )
     }));
     let added = refs.subtract(&kept);
-    let mut check = super::CrossCheck {
+    let mut check = super::info::CrossCheck {
         against: format!(
             "its inodes ({} in use, {} tree blocks, {} read)",
             walked.inodes,
@@ -493,7 +493,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
         to_bytes(&kept.union(&added))
     };
     used = used.union(&ExtentMap::single(0, 2048.min(fs_bytes)));
-    Ok(super::Usage {
+    Ok(super::info::Usage {
         used,
         from_fs: true,
         warnings: warn.finish(),
