@@ -2,7 +2,8 @@
 
 use crate::io::{ReadAt, ReadAtExt};
 
-use super::MAX_BATCH;
+/// Largest single read when batching adjacent bitmap or descriptor blocks.
+const MAX_BATCH: u64 = 4 << 20;
 
 /// Reads one block for each `(block, key)` item, coalescing runs of adjacent blocks into
 /// single reads (flex_bg packs bitmaps and descriptor blocks together), and hands each block

@@ -1,8 +1,14 @@
 //! The superblock's geometry, validated once so that every later computation on it (group
 //! starts, descriptor and superblock-copy locations) cannot overflow.
 
-use super::*;
+use super::superblock::{
+    u32_at, COMPAT_EXCLUDE_BITMAP, COMPAT_RESIZE_INODE, COMPAT_SPARSE_SUPER2, INCOMPAT_64BIT,
+    INCOMPAT_CSUM_SEED, INCOMPAT_JOURNAL_DEV, INCOMPAT_META_BG, INCOMPAT_RECOVER, MAX_GROUPS,
+    MAX_LOG_BLOCK_SIZE, RO_COMPAT_BIGALLOC, RO_COMPAT_GDT_CSUM, RO_COMPAT_METADATA_CSUM,
+    RO_COMPAT_SPARSE_SUPER, STATE_ERROR, STATE_VALID, USED_INCOMPAT_KNOWN, USED_RO_COMPAT_KNOWN,
+};
 use crate::checksum::crc32c_raw;
+use crate::util::le16;
 
 /// How group descriptors are checksummed.
 #[derive(Clone, Copy)]

@@ -3,7 +3,8 @@
 
 use super::bitmap::read_batched;
 use super::geometry::{DescCsum, Geo};
-use super::{u32_at, Warn};
+use super::superblock::u32_at;
+use super::warn::Warn;
 use crate::checksum::{crc16_modbus, crc32c_raw};
 use crate::io::ReadAt;
 use crate::util::le16;

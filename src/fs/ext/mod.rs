@@ -14,50 +14,20 @@ mod bitmap;
 mod geometry;
 mod group;
 mod inode;
+mod superblock;
 mod tree;
+mod warn;
 mod xcheck;
 
 use bitmap::{bitmap_runs, read_batched};
 use geometry::parse_geometry;
 use group::read_descriptors;
+use superblock::*;
+use warn::Warn;
 
 const SB_OFFSET: u64 = 1024;
 const SB_LEN: usize = 1024;
 const MAGIC: u16 = 0xEF53;
-
-const COMPAT_HAS_JOURNAL: u32 = 0x0004;
-const COMPAT_RESIZE_INODE: u32 = 0x0010;
-const COMPAT_DIR_INDEX: u32 = 0x0020;
-
-const INCOMPAT_FILETYPE: u32 = 0x0002;
-const INCOMPAT_RECOVER: u32 = 0x0004;
-const INCOMPAT_JOURNAL_DEV: u32 = 0x0008;
-const INCOMPAT_META_BG: u32 = 0x0010;
-const INCOMPAT_EXTENTS: u32 = 0x0040;
-const INCOMPAT_64BIT: u32 = 0x0080;
-const INCOMPAT_FLEX_BG: u32 = 0x0200;
-const INCOMPAT_INLINE_DATA: u32 = 0x8000;
-const INCOMPAT_ENCRYPT: u32 = 0x10000;
-const INCOMPAT_CASEFOLD: u32 = 0x20000;
-
-const RO_COMPAT_SPARSE_SUPER: u32 = 0x0001;
-const RO_COMPAT_LARGE_FILE: u32 = 0x0002;
-const RO_COMPAT_BTREE_DIR: u32 = 0x0004;
-const RO_COMPAT_HUGE_FILE: u32 = 0x0008;
-const RO_COMPAT_BIGALLOC: u32 = 0x0200;
-const RO_COMPAT_METADATA_CSUM: u32 = 0x0400;
-
-/// Features an ext2 driver understands; anything else makes the volume ext3/ext4 to blkid.
-const EXT2_RO_COMPAT_SUPP: u32 =
-    RO_COMPAT_SPARSE_SUPER | RO_COMPAT_LARGE_FILE | RO_COMPAT_BTREE_DIR;
-const EXT2_INCOMPAT_SUPP: u32 = INCOMPAT_FILETYPE | INCOMPAT_META_BG;
-const EXT3_RO_COMPAT_SUPP: u32 = EXT2_RO_COMPAT_SUPP;
-const EXT3_INCOMPAT_SUPP: u32 = INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG;
-
-const FLAGS_TEST_FILESYS: u32 = 0x0004;
-
-/// Largest block size ext4 supports (64 KiB, log 6 above 1 KiB).
-const MAX_LOG_BLOCK_SIZE: u32 = 6;
 
 /// Recognises ext2/3/4 or an external ext journal in `dev`.
 pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
@@ -191,94 +161,6 @@ fn label_utf8(b: &[u8]) -> Option<String> {
 
 use crate::extent::ExtentMap;
 use crate::util::le64;
-
-const COMPAT_EXCLUDE_BITMAP: u32 = 0x0100;
-const COMPAT_SPARSE_SUPER2: u32 = 0x0200;
-
-const INCOMPAT_MMP: u32 = 0x0100;
-const INCOMPAT_EA_INODE: u32 = 0x0400;
-const INCOMPAT_DIRDATA: u32 = 0x1000;
-const INCOMPAT_CSUM_SEED: u32 = 0x2000;
-const INCOMPAT_LARGEDIR: u32 = 0x4000;
-
-const RO_COMPAT_GDT_CSUM: u32 = 0x0010;
-const RO_COMPAT_DIR_NLINK: u32 = 0x0020;
-const RO_COMPAT_EXTRA_ISIZE: u32 = 0x0040;
-const RO_COMPAT_QUOTA: u32 = 0x0100;
-const RO_COMPAT_READONLY: u32 = 0x1000;
-const RO_COMPAT_PROJECT: u32 = 0x2000;
-const RO_COMPAT_VERITY: u32 = 0x8000;
-const RO_COMPAT_ORPHAN_PRESENT: u32 = 0x10000;
-
-/// Incompatible features whose meaning for block allocation we know. Anything else (e2compr,
-/// future formats) may give bitmap bits another meaning, so the whole volume is kept.
-const USED_INCOMPAT_KNOWN: u32 = INCOMPAT_FILETYPE
-    | INCOMPAT_RECOVER
-    | INCOMPAT_META_BG
-    | INCOMPAT_EXTENTS
-    | INCOMPAT_64BIT
-    | INCOMPAT_MMP
-    | INCOMPAT_FLEX_BG
-    | INCOMPAT_EA_INODE
-    | INCOMPAT_DIRDATA
-    | INCOMPAT_CSUM_SEED
-    | INCOMPAT_LARGEDIR
-    | INCOMPAT_INLINE_DATA
-    | INCOMPAT_ENCRYPT
-    | INCOMPAT_CASEFOLD;
-/// Read-only-compatible features we know. bigalloc was one of these once: an unknown one may
-/// change what a bitmap bit means, so it is refused too. (Snapshots, replicas and shared
-/// blocks are left out on purpose: their block ownership rules are not the plain bitmap's.)
-const USED_RO_COMPAT_KNOWN: u32 = RO_COMPAT_SPARSE_SUPER
-    | RO_COMPAT_LARGE_FILE
-    | RO_COMPAT_BTREE_DIR
-    | RO_COMPAT_HUGE_FILE
-    | RO_COMPAT_GDT_CSUM
-    | RO_COMPAT_DIR_NLINK
-    | RO_COMPAT_EXTRA_ISIZE
-    | RO_COMPAT_QUOTA
-    | RO_COMPAT_BIGALLOC
-    | RO_COMPAT_METADATA_CSUM
-    | RO_COMPAT_READONLY
-    | RO_COMPAT_PROJECT
-    | RO_COMPAT_VERITY
-    | RO_COMPAT_ORPHAN_PRESENT;
-
-const STATE_VALID: u16 = 0x0001;
-const STATE_ERROR: u16 = 0x0002;
-
-const BG_BLOCK_UNINIT: u16 = 0x0002;
-
-/// More groups than this (4 Mi groups = 512 TiB at 4 KiB blocks) is treated as corrupt: the
-/// per-group table would otherwise be an unbounded allocation.
-const MAX_GROUPS: u64 = 1 << 22;
-/// Largest single read when batching adjacent bitmap or descriptor blocks.
-const MAX_BATCH: u64 = 4 << 20;
-/// Warnings beyond this many are summarised in one line.
-const MAX_WARNINGS: usize = 32;
-
-/// Collects warnings, summarising instead of growing without limit.
-pub(super) struct Warn {
-    list: Vec<String>,
-    dropped: usize,
-}
-
-impl Warn {
-    pub(super) fn push(&mut self, w: String) {
-        if self.list.len() < MAX_WARNINGS {
-            self.list.push(w);
-        } else {
-            self.dropped += 1;
-        }
-    }
-    fn finish(mut self) -> Vec<String> {
-        if self.dropped > 0 {
-            self.list
-                .push(format!("... and {} more ext warnings", self.dropped));
-        }
-        self.list
-    }
-}
 
 /// The bytes of this ext2/3/4 filesystem that must be kept: every block except those the
 /// block bitmaps say are free.
@@ -500,8 +382,4 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         cross_check: Some(check),
         ..Default::default()
     })
-}
-
-pub(super) fn u32_at(b: &[u8], off: usize) -> u32 {
-    le32(b, off).unwrap_or(0)
 }

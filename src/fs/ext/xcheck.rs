@@ -25,8 +25,9 @@ use super::bitmap::read_batched;
 use super::geometry::Geo;
 use super::group::Desc;
 use super::inode::Inode;
+use super::superblock::u32_at;
 use super::tree::Walker;
-use super::{u32_at, Warn};
+use super::warn::Warn;
 
 const BG_INODE_UNINIT: u16 = 0x0001;
 const BG_INODE_ZEROED: u16 = 0x0004;
