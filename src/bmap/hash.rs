@@ -11,7 +11,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{ChecksumType, Progress};
+use super::model::{ChecksumType, Progress};
 use crate::io::{Access, ReadAt, ReadAtExt};
 use crate::pipeline::{Buf, Job, Pipeline, Sink};
 

@@ -8,7 +8,7 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 use sha2::{Digest, Sha256};
 
-use super::{Bmap, BmapRange, ChecksumType};
+use super::model::{Bmap, BmapRange, ChecksumType};
 use crate::Error;
 
 /// Largest bmap file accepted (a bmap of a 2 TiB image with a million ranges is ~100 MiB).
@@ -195,8 +195,8 @@ pub fn parse(data: &[u8]) -> crate::Result<Bmap> {
         let mut zeroed = data.to_vec();
         zeroed[at..at + want.len()].fill(b'0');
         let got = match t {
-            ChecksumType::Sha256 => super::hex(&Sha256::digest(&zeroed)),
-            ChecksumType::Sha1 => super::hex(&sha1::Sha1::digest(&zeroed)),
+            ChecksumType::Sha256 => crate::checksum::hex(&Sha256::digest(&zeroed)),
+            ChecksumType::Sha1 => crate::checksum::hex(&sha1::Sha1::digest(&zeroed)),
         };
         if got != want {
             return Err(bad(format!(

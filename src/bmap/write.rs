@@ -167,7 +167,7 @@ pub fn render(
     );
     overwrite(&mut out, pos2, &mapped.to_string());
     let digest = Sha256::digest(&out);
-    overwrite(&mut out, pos_ck, &super::hex(&digest));
+    overwrite(&mut out, pos_ck, &crate::checksum::hex(&digest));
     out
 }
 
