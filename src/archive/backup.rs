@@ -17,7 +17,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{ArchiveFormat, ArchiveWriter, CodecOptions, DataSegment, Encoded, Encoder, Segment};
+use super::codec::{ArchiveWriter, CodecOptions, Encoded, Encoder};
+use super::formats::ArchiveFormat;
+use super::plan::{DataSegment, Segment};
 use crate::bmap::{self, write::block_ranges, ChecksumType, RangeHasher};
 use crate::extent::ExtentMap;
 use crate::format::Opened;
@@ -239,7 +241,7 @@ impl Backup {
     }
 
     fn codec(&self) -> crate::Result<(Arc<dyn Encoder>, Box<dyn ArchiveWriter>)> {
-        super::make(
+        super::formats::make(
             self.opts.format,
             &CodecOptions {
                 level: self.level,

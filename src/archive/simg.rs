@@ -8,7 +8,8 @@
 
 use std::io;
 
-use super::{ArchiveWriter, DataSegment, Encoded};
+use super::codec::{ArchiveWriter, Encoded};
+use super::plan::DataSegment;
 use crate::io::WriteAt;
 
 const MAGIC: u32 = 0xED26_FF3A;

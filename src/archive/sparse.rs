@@ -5,7 +5,8 @@
 
 use std::io;
 
-use super::{ArchiveWriter, DataSegment, Encoded};
+use super::codec::{ArchiveWriter, Encoded};
+use super::plan::DataSegment;
 use crate::io::WriteAt;
 
 /// Granularity of the all-zero test (the usual filesystem block, so holes can be punched).

@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 
 use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
 
-use super::{ArchiveWriter, DataSegment, Encoded, Encoder};
+use super::codec::{ArchiveWriter, Encoded, Encoder};
+use super::plan::DataSegment;
 use crate::io::WriteAt;
 
 /// Largest zero run written as one xz block: readers that hold a block in memory stay bounded.
@@ -114,7 +115,7 @@ pub struct BlockEncoder {
 impl BlockEncoder {
     /// An encoder at xz preset `level` (0–9).
     pub fn new(level: i32) -> crate::Result<Self> {
-        super::check_level("xz", &LEVELS, level)?;
+        super::codec::check_level("xz", &LEVELS, level)?;
         Ok(BlockEncoder {
             preset: level as u32,
         })

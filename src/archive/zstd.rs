@@ -9,7 +9,8 @@
 use std::cell::RefCell;
 use std::io;
 
-use super::{ArchiveWriter, DataSegment, Encoded, Encoder};
+use super::codec::{ArchiveWriter, Encoded, Encoder};
+use super::plan::DataSegment;
 use crate::io::WriteAt;
 
 /// Largest zero run written as one frame: small enough that a reader holding a whole frame
@@ -32,7 +33,7 @@ pub struct FrameEncoder {
 impl FrameEncoder {
     /// An encoder at zstd `level` (1–22).
     pub fn new(level: i32) -> crate::Result<Self> {
-        super::check_level("zstd", &LEVELS, level)?;
+        super::codec::check_level("zstd", &LEVELS, level)?;
         Ok(FrameEncoder { level })
     }
 }
