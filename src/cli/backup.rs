@@ -11,7 +11,7 @@ use blockwise::io::atomic::AtomicFile;
 use blockwise::scan::open_and_scan_with_reads;
 use blockwise::util::human_bytes;
 
-use super::exit;
+use super::common::exit;
 
 pub struct Args {
     pub src: PathBuf,
@@ -76,7 +76,7 @@ struct Summary {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
-    super::one_pass(&a.src, |opts| attempt(&a, opts))
+    super::common::one_pass(&a.src, |opts| attempt(&a, opts))
 }
 
 fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
@@ -120,7 +120,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
     let cancel = blockwise::io::sys::catch_interrupts();
     let mut tmp = AtomicFile::create(&a.dest)
         .with_context(|| format!("cannot create {}", a.dest.display()))?;
-    let bar = super::progress_bar("backing up", job.map().total(), a.json);
+    let bar = super::common::progress_bar("backing up", job.map().total(), a.json);
     let mut on_progress = |p: &archive::Progress| {
         if let Some(b) = &bar {
             b.set_position(p.mapped_done);
@@ -267,9 +267,13 @@ fn explain_failure(e: blockwise::Error, src: &Path, dest: &Path) -> anyhow::Erro
             format!("the destination filesystem is full ({io}); {state}")
         }
         blockwise::Error::Read { .. } => {
-            format!("reading {}: {}; {state}", src.display(), super::chain(&e))
+            format!(
+                "reading {}: {}; {state}",
+                src.display(),
+                super::common::chain(&e)
+            )
         }
         _ => format!("{e}; {state}"),
     };
-    anyhow::Error::new(super::Explained { message, code })
+    anyhow::Error::new(super::common::Explained { message, code })
 }

@@ -12,7 +12,7 @@ use blockwise::format::OpenOptions;
 use blockwise::scan::open_and_scan;
 use blockwise::util::human_bytes;
 
-use super::{exit, MapFrom};
+use super::common::{exit, MapFrom};
 
 pub struct Args {
     pub image: PathBuf,
@@ -34,7 +34,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
         // Nothing is read after the scan, so the image is sized while opening.
         return attempt(&a, &OpenOptions::default(), t0);
     }
-    super::one_pass(&a.image, |open| attempt(&a, open, t0))
+    super::common::one_pass(&a.image, |open| attempt(&a, open, t0))
 }
 
 fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
@@ -77,7 +77,7 @@ fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
     let opts = BmapWriteOptions {
         block_size: a.block_size,
     };
-    let bar = super::progress_bar("hashing", map.total(), a.no_checksum);
+    let bar = super::common::progress_bar("hashing", map.total(), a.no_checksum);
     let on_progress = |n: u64| {
         if let Some(b) = &bar {
             b.inc(n);

@@ -77,7 +77,7 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
         output: Some(bm.clone()),
         block_size: 4096,
         no_checksum: false,
-        from: super::MapFrom::Fs,
+        from: super::common::MapFrom::Fs,
     })?;
     let parsed = blockwise::bmap::parse(&fs::read(&bm)?)?;
     let mapped = parsed.mapped_blocks * parsed.block_size;
@@ -96,7 +96,7 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
     )?;
     o.flush()?;
     let code = super::verify::run(xz.clone(), Some(bm), false)?;
-    if code != super::exit::OK {
+    if code != super::common::exit::OK {
         return Ok(code);
     }
 

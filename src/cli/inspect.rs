@@ -11,7 +11,7 @@ use blockwise::layout::{PartKind, TableKind};
 use blockwise::report::{inspect_path, Report};
 use blockwise::util::human_bytes;
 
-use super::exit;
+use super::common::exit;
 
 pub fn run(image: &Path, json: bool) -> anyhow::Result<u8> {
     let report =

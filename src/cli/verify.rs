@@ -8,7 +8,7 @@ use blockwise::bmap;
 use blockwise::format::{self, OpenOptions};
 use blockwise::util::human_bytes;
 
-use super::exit;
+use super::common::exit;
 
 pub fn run(image: PathBuf, bmap_path: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
     let bmap_path = match bmap_path {

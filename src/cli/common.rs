@@ -1,0 +1,127 @@
+//! What every command shares: exit codes ([`exit`]), [`Explained`] failures and their
+//! [`chain`] on one line, the [`one_pass`] retry of a single-pass read, the [`progress_bar`],
+//! and [`MapFrom`].
+//!
+//! Apart from the cli façade (`cli/mod.rs`, which parses the command line and calls each
+//! command's module) so that the commands take these from here and they and the façade never
+//! import each other.
+
+use blockwise::format::OpenOptions;
+
+/// Exit codes (see spec/exit-codes.md).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// The operation failed (I/O error, unreadable or corrupt input).
+    pub const FAILURE: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// Verification found data that does not match.
+    pub const MISMATCH: u8 = 3;
+    /// Refused for safety before writing anything (source mounted read-write, output exists).
+    pub const REFUSED: u8 = 4;
+    /// Stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
+
+    /// The exit code a library error stands for.
+    pub fn of(e: &blockwise::Error) -> u8 {
+        match e {
+            blockwise::Error::Refused { .. } => REFUSED,
+            blockwise::Error::Interrupted => INTERRUPTED,
+            _ => FAILURE,
+        }
+    }
+
+    /// The exit code of a command's error: that of the first library error or explained
+    /// failure in its chain, else [`FAILURE`].
+    pub fn of_chain(e: &anyhow::Error) -> u8 {
+        e.chain()
+            .find_map(|c| {
+                c.downcast_ref::<super::Explained>()
+                    .map(|x| x.code)
+                    .or_else(|| c.downcast_ref::<blockwise::Error>().map(of))
+            })
+            .unwrap_or(FAILURE)
+    }
+}
+
+/// A failure a command has put in its own words (what happened and what state the outputs are
+/// in), keeping the exit code of the library error it came from.
+#[derive(Debug)]
+pub(super) struct Explained {
+    pub(super) message: String,
+    pub(super) code: u8,
+}
+
+impl std::fmt::Display for Explained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Explained {}
+
+/// Runs a command that reads the image once, in order (backup, bmap): first with the image
+/// opened to learn a stream's end while reading it ([`OpenOptions::deferred`]: one decode
+/// instead of one to size the stream and one to read it), and once more, opened to learn the
+/// end first, if that pass found its plan wrong ([`blockwise::Error::Replan`]: the stream
+/// ends elsewhere than its headers suggested, or holds a container). Nothing was committed by
+/// the first attempt.
+pub(super) fn one_pass<T>(
+    image: &std::path::Path,
+    mut attempt: impl FnMut(&OpenOptions) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    match attempt(&OpenOptions::deferred()) {
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<blockwise::Error>()) {
+            Some(blockwise::Error::Replan { reason, .. }) => {
+                eprintln!(
+                    "blockwise: note: {}: {reason}; reading it again, sized first",
+                    image.display()
+                );
+                attempt(&OpenOptions::default())
+            }
+            _ => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+/// An error and its causes on one line, each said once (`anyhow`'s `{:#}`).
+pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A progress bar over `total` mapped bytes on stderr, labelled `what` ("hashing"); `None`
+/// when stderr is not a terminal or `quiet` (JSON output, nothing to show).
+pub(super) fn progress_bar(what: &str, total: u64, quiet: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(total);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{binary_bytes}}/{{binary_total_bytes}} mapped, \
+             {{binary_bytes_per_sec}}, ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    Some(b)
+}
+
+/// Source of a block map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MapFrom {
+    /// The filesystems' own allocation maps (and the partition layout).
+    Fs,
+    /// The image file's holes (SEEK_DATA/SEEK_HOLE), as `bmaptool create` maps.
+    Holes,
+}
