@@ -5,8 +5,9 @@ use std::io;
 /// Everything that can go wrong while reading an image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The underlying source failed.
-    #[error("I/O error: {0}")]
+    /// The underlying source failed. Shown as the I/O error itself: whoever adds context
+    /// (the file, the operation) says it once, and the cause is not repeated as a source.
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// An on-disk structure is present but inconsistent (bad sizes, offsets, counts, checksums).
     #[error("corrupt {what}: {detail}")]
@@ -54,10 +55,31 @@ pub enum Error {
     },
 }
 
+/// `e` and its causes on one line, joined by ": " (what `anyhow` prints for `{:#}`). Each
+/// error says only its own part and leaves its cause to [`source`](std::error::Error::source),
+/// so every cause is said once: this is how an error becomes a warning's text, or the CLI's
+/// message.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// This error with its causes on one line ([`chain`]): what a warning that reports it
+    /// says.
+    pub fn chain(&self) -> String {
+        chain(self)
+    }
+
     /// Shorthand for [`Error::Corrupt`].
     pub fn corrupt(what: &'static str, detail: impl Into<String>) -> Self {
         Error::Corrupt {
