@@ -34,6 +34,19 @@ pub enum Error {
         /// What the source said.
         source: io::Error,
     },
+    /// A structure was looked for where the source has ended: `len` bytes at `offset` reach
+    /// past its last byte. The volume is too small to hold it, so a probe takes this as "not
+    /// this format" (see [`crate::io::ReadAtExt::read_struct`]); a source that ends early
+    /// inside its own size is an [`Error::Read`] instead.
+    #[error("{len} bytes at byte {offset} lie past the end of the volume ({size} bytes)")]
+    TooSmall {
+        /// Where the structure starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// Size of the source it was looked for in.
+        size: u64,
+    },
     /// Refused for safety before anything was written (an existing output without `--force`,
     /// a source mounted read-write): the caller asked for something that could lose data.
     #[error("{reason}")]
@@ -78,6 +91,29 @@ impl Error {
     /// says.
     pub fn chain(&self) -> String {
         chain(self)
+    }
+
+    /// The same error with its offsets moved by `by` bytes: a volume's reader speaks in the
+    /// volume's offsets, and whoever cut the volume out of an image ([`crate::scan`]) names
+    /// them in the image's.
+    pub fn shifted(self, by: u64) -> Self {
+        match self {
+            Error::Read {
+                offset,
+                len,
+                source,
+            } => Error::Read {
+                offset: offset.saturating_add(by),
+                len,
+                source,
+            },
+            Error::TooSmall { offset, len, size } => Error::TooSmall {
+                offset: offset.saturating_add(by),
+                len,
+                size,
+            },
+            e => e,
+        }
     }
 
     /// Shorthand for [`Error::Corrupt`].

@@ -190,7 +190,8 @@ pub fn scan_source(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Res
                     (Some(f), None, Some(u))
                 }
                 Ok(None) => (None, None, None),
-                Err(e) => (None, Some(e.to_string()), None),
+                // Offsets named in the image's terms, as the decoders' own messages are.
+                Err(e) => (None, Some(e.shifted(start).chain()), None),
             }
         };
         if let Some(e) = &probe_error {
@@ -261,15 +262,15 @@ fn probe_logged(src: &dyn ReadAt, what: &str, warnings: &mut Vec<String>) -> Opt
     match fs::probe_all(src) {
         Ok(f) => f,
         Err(e) => {
-            warnings.push(format!("{what}: {e}"));
+            warnings.push(format!("{what}: {}", e.chain()));
             None
         }
     }
 }
 
 /// The ISO9660/UDF volume of an isohybrid image (one that starts at byte 0 under a partition
-/// table). A read error is reported rather than taken for "no such volume"; a short read only
-/// means the image is too small to hold one.
+/// table). A read error is reported rather than taken for "no such volume"; a volume that
+/// ends before the descriptors only means the image is too small to hold one.
 fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo> {
     type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
     const PROBES: [(&str, Probe); 2] = [("UDF", fs::udf::probe), ("ISO9660", fs::iso9660::probe)];
@@ -277,9 +278,10 @@ fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo
         match probe(src) {
             Ok(Some(f)) => return Some(f),
             Ok(None) => {}
-            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(crate::Error::TooSmall { .. }) => {}
             Err(e) => warnings.push(format!(
-                "whole image: could not check for an {name} volume (isohybrid image): {e}"
+                "whole image: could not check for an {name} volume (isohybrid image): {}",
+                e.chain()
             )),
         }
     }
@@ -302,8 +304,8 @@ fn beside_table_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInf
                 return Some(f);
             }
             Ok(None) => {}
-            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-            Err(e) => warnings.push(format!("whole image: {e}")),
+            Err(crate::Error::TooSmall { .. }) => {}
+            Err(e) => warnings.push(format!("whole image: {}", e.chain())),
         }
     }
     None
