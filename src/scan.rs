@@ -51,7 +51,9 @@ pub struct Volume {
     /// The filesystem found in it; `None` for containers (extended, protective), partitions
     /// past the end of the image, unrecognised contents and failed probes.
     pub fs: Option<FsInfo>,
-    /// Why probing failed, if it did (I/O error, corrupt superblock).
+    /// Why probing failed, if it did: a read that failed or a source that ended inside its
+    /// size (naming the byte offset in the image), a corrupt superblock. A partition too
+    /// small for any superblock is no filesystem, not an error.
     pub probe_error: Option<String>,
     /// The bytes the filesystem needs, relative to `start`: present exactly when `fs` is.
     pub usage: Option<fs::Usage>,
