@@ -93,14 +93,7 @@ fn one_pass<T>(
 
 /// An error and its causes on one line, each said once (`anyhow`'s `{:#}`).
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    blockwise::error::chain(e)
 }
 
 /// A progress bar over `total` mapped bytes on stderr, labelled `what` ("hashing"); `None`

@@ -64,7 +64,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if dev.size() < SB_OFFSET + SB_LEN as u64 {
         return Ok(None);
     }
-    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    let sb = dev.read_struct(SB_OFFSET, SB_LEN)?;
     if le16(&sb, 0x38) != Some(MAGIC) {
         return Ok(None);
     }
@@ -289,7 +289,7 @@ impl Warn {
 /// descriptor or bitmap is unreadable, misplaced or fails its checksum, the whole group is
 /// kept; an unreplayed journal, unknown features or an unclean state keep the whole volume.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
-    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    let sb = dev.read_struct(SB_OFFSET, SB_LEN)?;
     if le16(&sb, 0x38) != Some(MAGIC) {
         return Err(crate::Error::corrupt(
             "ext superblock",
