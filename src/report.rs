@@ -82,7 +82,9 @@ pub struct PartitionReport {
     pub type_name: String,
     /// The filesystem found in it, if any.
     pub filesystem: Option<FsInfo>,
-    /// Why probing failed, if it did (I/O error, corrupt superblock).
+    /// Why probing failed, if it did: a read that failed or a source that ended inside its
+    /// size (naming the byte offset in the image), a corrupt superblock. A partition too
+    /// small for any superblock is no filesystem, not an error.
     pub probe_error: Option<String>,
 }
 

@@ -51,7 +51,9 @@ pub struct Volume {
     /// The filesystem found in it; `None` for containers (extended, protective), partitions
     /// past the end of the image, unrecognised contents and failed probes.
     pub fs: Option<FsInfo>,
-    /// Why probing failed, if it did (I/O error, corrupt superblock).
+    /// Why probing failed, if it did: a read that failed or a source that ended inside its
+    /// size (naming the byte offset in the image), a corrupt superblock. A partition too
+    /// small for any superblock is no filesystem, not an error.
     pub probe_error: Option<String>,
     /// The bytes the filesystem needs, relative to `start`: present exactly when `fs` is.
     pub usage: Option<fs::Usage>,
@@ -238,7 +240,8 @@ fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Sc
                     (Some(f), None, Some(u))
                 }
                 Ok(None) => (None, None, None),
-                Err(e) => (None, Some(e.to_string()), None),
+                // Offsets named in the image's terms, as the decoders' own messages are.
+                Err(e) => (None, Some(e.shifted(start).chain()), None),
             }
         };
         if let Some(e) = &probe_error {
@@ -309,15 +312,15 @@ fn probe_logged(src: &dyn ReadAt, what: &str, warnings: &mut Vec<String>) -> Opt
     match fs::probe_all(src) {
         Ok(f) => f,
         Err(e) => {
-            warnings.push(format!("{what}: {e}"));
+            warnings.push(format!("{what}: {}", e.chain()));
             None
         }
     }
 }
 
 /// The ISO9660/UDF volume of an isohybrid image (one that starts at byte 0 under a partition
-/// table). A read error is reported rather than taken for "no such volume"; a short read only
-/// means the image is too small to hold one.
+/// table). A read error is reported rather than taken for "no such volume"; a volume that
+/// ends before the descriptors only means the image is too small to hold one.
 fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo> {
     type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
     const PROBES: [(&str, Probe); 2] = [("UDF", fs::udf::probe), ("ISO9660", fs::iso9660::probe)];
@@ -325,9 +328,10 @@ fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo
         match probe(src) {
             Ok(Some(f)) => return Some(f),
             Ok(None) => {}
-            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(crate::Error::TooSmall { .. }) => {}
             Err(e) => warnings.push(format!(
-                "whole image: could not check for an {name} volume (isohybrid image): {e}"
+                "whole image: could not check for an {name} volume (isohybrid image): {}",
+                e.chain()
             )),
         }
     }
@@ -350,8 +354,8 @@ fn beside_table_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInf
                 return Some(f);
             }
             Ok(None) => {}
-            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-            Err(e) => warnings.push(format!("whole image: {e}")),
+            Err(crate::Error::TooSmall { .. }) => {}
+            Err(e) => warnings.push(format!("whole image: {}", e.chain())),
         }
     }
     None

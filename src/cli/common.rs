@@ -37,7 +37,7 @@ pub mod exit {
     pub fn of_chain(e: &anyhow::Error) -> u8 {
         e.chain()
             .find_map(|c| {
-                c.downcast_ref::<super::Explained>()
+                c.downcast_ref::<crate::cli::common::Explained>()
                     .map(|x| x.code)
                     .or_else(|| c.downcast_ref::<blockwise::Error>().map(of))
             })
@@ -88,14 +88,7 @@ pub(super) fn one_pass<T>(
 
 /// An error and its causes on one line, each said once (`anyhow`'s `{:#}`).
 pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    blockwise::error::chain(e)
 }
 
 /// A progress bar over `total` mapped bytes on stderr, labelled `what` ("hashing"); `None`

@@ -276,7 +276,10 @@ impl<'a> OpenCtx<'a> {
                 path = dir.join(base);
             }
         }
-        Ok(Arc::new(FileSource::open(&path)?))
+        // The path as resolved: the caller only knows the name as the sheet wrote it.
+        let f = FileSource::open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(Arc::new(f))
     }
 
     /// Tells the user something they should know about this layer.

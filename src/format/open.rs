@@ -59,9 +59,12 @@ impl Opened {
 
 /// Opens `path`, recognising its format by content. Block devices are opened read-only and
 /// sized by ioctl; everything else is read with `pread`.
+///
+/// Errors about `path` itself (missing, unreadable) do not repeat the path: the caller names
+/// the file it was asked to open ("cannot inspect PATH: ..."). Files that `path` names in turn
+/// (a CUE sheet's BIN) are named in their errors.
 pub fn open(path: &Path, opts: &OpenOptions) -> crate::Result<Opened> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path)?;
     if meta.file_type().is_block_device() {
         let dev = BlockDevice::open(path)?;
         let ss = dev.sector_size();
@@ -71,7 +74,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> crate::Result<Opened> {
         return Ok(o);
     }
     if meta.is_dir() {
-        return Err(Error::Format(format!("{} is a directory", path.display())));
+        return Err(Error::Format("a directory, not an image or device".into()));
     }
     let f = FileSource::open(path)?;
     let dir = match path.parent() {

@@ -20,7 +20,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if dev.size() < SB_OFFSET + SB_LEN as u64 {
         return Ok(None);
     }
-    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    let sb = dev.read_struct(SB_OFFSET, SB_LEN)?;
     if sb.get(0x40..0x48) != Some(MAGIC) {
         return Ok(None);
     }
@@ -180,7 +180,7 @@ fn map_logical(sys: &[Chunk], logical: u64, len: u64) -> crate::Result<u64> {
 /// Refused (the caller keeps everything) for multi-device and zoned filesystems, non-crc32c
 /// checksums, and any chunk-tree node that fails its checks.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
-    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    let sb = dev.read_struct(SB_OFFSET, SB_LEN)?;
     if sb.get(0x40..0x48) != Some(MAGIC) {
         return Err(crate::Error::Format("no btrfs superblock".into()));
     }
@@ -258,7 +258,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
             )));
         }
         let phys = map_logical(&sys, logical, nodesize)?;
-        let node = dev.read_vec(phys, nodesize as usize)?;
+        let node = dev.read_struct(phys, nodesize as usize)?;
         let stored = le32(&node, 0).unwrap_or(0);
         if stored != crc32c(&node[0x20..]) {
             return Err(btrfs_corrupt(format!("node {logical}: checksum mismatch")));

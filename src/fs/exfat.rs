@@ -21,7 +21,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if dev.size() < 512 {
         return Ok(None);
     }
-    let bs = dev.read_vec(0, 512)?;
+    let bs = dev.read_struct(0, 512)?;
     if bs.get(3..11) != Some(b"EXFAT   ") {
         return Ok(None);
     }
@@ -85,7 +85,8 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     match find_label(dev, &geo, root_cluster) {
         Ok(l) => info.label = l,
         Err(e) => info.warnings.push(format!(
-            "could not read the root directory for the label: {e}"
+            "could not read the root directory for the label: {}",
+            e.chain()
         )),
     }
     Ok(Some(info))
@@ -102,7 +103,7 @@ struct Geo {
 /// Verifies the boot region checksum; returns a warning text on mismatch.
 fn check_boot_checksum(dev: &dyn ReadAt, sector: u64) -> crate::Result<Option<String>> {
     let len = (sector * 12) as usize;
-    let region = dev.read_upto(0, len)?;
+    let region = dev.read_struct_upto(0, len)?;
     if region.len() < len {
         return Ok(Some("boot region is truncated".into()));
     }
@@ -131,7 +132,7 @@ fn find_label(dev: &dyn ReadAt, g: &Geo, mut c: u64) -> crate::Result<Option<Str
             .checked_mul(g.cluster)
             .and_then(|x| x.checked_add(g.heap_offset.checked_mul(g.sector)?));
         let Some(off) = off else { break };
-        let buf = dev.read_upto(off, g.cluster.min(MAX_ROOT_BYTES) as usize)?;
+        let buf = dev.read_struct_upto(off, g.cluster.min(MAX_ROOT_BYTES) as usize)?;
         read += g.cluster;
         for e in buf.chunks_exact(32) {
             match e[0] {
@@ -153,7 +154,7 @@ fn find_label(dev: &dyn ReadAt, g: &Geo, mut c: u64) -> crate::Result<Option<Str
             .and_then(|x| x.checked_add(g.fat_offset.checked_mul(g.sector)?));
         let Some(pos) = pos else { break };
         let mut ent = [0u8; 4];
-        dev.read_exact_at(pos, &mut ent)?;
+        dev.read_struct_into(pos, &mut ent)?;
         c = u64::from(u32::from_le_bytes(ent));
     }
     Ok(None)
@@ -179,7 +180,7 @@ const MAX_USED_ROOT_CLUSTERS: u64 = 1 << 16;
 /// cluster a directory entry references is kept even where the bitmap calls it free.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let corrupt = |d: String| crate::Error::corrupt("exFAT allocation bitmap", d);
-    let bs = dev.read_vec(0, 512)?;
+    let bs = dev.read_struct(0, 512)?;
     if bs.get(3..11) != Some(b"EXFAT   ") {
         return Err(corrupt("no exFAT boot sector".into()));
     }
@@ -234,7 +235,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let mut bitmaps: Vec<(u64, u64)> = Vec::new();
     let mut upcase = None;
     'scan: for &c in &root {
-        let buf = dev.read_vec(heap + (c - 2) * cluster, cluster as usize)?;
+        let buf = dev.read_struct(heap + (c - 2) * cluster, cluster as usize)?;
         for e in buf.chunks_exact(32) {
             let first = u64::from(le32(e, 20).unwrap_or(0));
             let len = le64(e, 24).unwrap_or(0);
@@ -288,7 +289,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         merged.clear();
         merged.resize(n as usize, 0u8);
         for &(first, _) in &bitmaps {
-            let buf = dev.read_vec(heap + (first - 2) * cluster + lo, n as usize)?;
+            let buf = dev.read_struct(heap + (first - 2) * cluster + lo, n as usize)?;
             merged.iter_mut().zip(&buf).for_each(|(m, b)| *m |= b);
         }
         for (i, &byte) in merged.iter().enumerate() {
@@ -363,7 +364,7 @@ fn root_chain(dev: &dyn ReadAt, g: &Geo, first: u64) -> crate::Result<Vec<u64>> 
             .and_then(|x| x.checked_add(g.fat_offset.checked_mul(g.sector)?))
             .ok_or_else(|| corrupt("FAT offset overflows".into()))?;
         let mut ent = [0u8; 4];
-        dev.read_exact_at(pos, &mut ent)?;
+        dev.read_struct_into(pos, &mut ent)?;
         c = u64::from(u32::from_le_bytes(ent));
         if c == 0xFFFF_FFFF {
             return Ok(out);
@@ -476,7 +477,9 @@ impl XWalk<'_> {
             if self.pages.len() >= FAT_PAGES {
                 self.pages.clear();
             }
-            let buf = self.dev.read_upto(page * FAT_PAGE, FAT_PAGE as usize)?;
+            let buf = self
+                .dev
+                .read_struct_upto(page * FAT_PAGE, FAT_PAGE as usize)?;
             self.pages.insert(page, buf);
         }
         let rel = (pos % FAT_PAGE) as usize;
@@ -549,7 +552,10 @@ impl XWalk<'_> {
                 Ok(0xFFFF_FFFF) | Ok(0xFFFF_FFF7) => break,
                 Ok(v) => c = u64::from(v),
                 Err(e) => {
-                    self.fail(format!("FAT entry of cluster {c} unreadable: {e}"));
+                    self.fail(format!(
+                        "FAT entry of cluster {c} unreadable: {}",
+                        e.chain()
+                    ));
                     break;
                 }
             }
@@ -645,14 +651,21 @@ impl XWalk<'_> {
                 j += 1;
             }
             let len = (j - i) as u64 * self.g.cluster;
-            match self.dev.read_upto(self.offset(clusters[i]), len as usize) {
+            match self
+                .dev
+                .read_struct_upto(self.offset(clusters[i]), len as usize)
+            {
                 Ok(buf) => {
                     if !self.scan(&buf) {
                         break;
                     }
                 }
                 Err(e) => {
-                    self.fail(format!("directory cluster {} unreadable: {e}", clusters[i]));
+                    self.fail(format!(
+                        "directory cluster {} unreadable: {}",
+                        clusters[i],
+                        e.chain()
+                    ));
                     break;
                 }
             }

@@ -15,7 +15,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if dev.size() < SB_OFFSET + SB_LEN as u64 {
         return Ok(None);
     }
-    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    let sb = dev.read_struct(SB_OFFSET, SB_LEN)?;
     if le32(&sb, 0) != Some(MAGIC) {
         return Ok(None);
     }
@@ -95,7 +95,7 @@ fn bit(map: &[u8], nr: u64) -> bool {
 
 /// A checkpoint pack that checks out: its header block, its start and its version.
 fn checkpoint(dev: &dyn ReadAt, start: u64) -> Option<(Vec<u8>, u64, u64)> {
-    let cp = dev.read_vec(start * BLOCK, BLOCK as usize).ok()?;
+    let cp = dev.read_struct(start * BLOCK, BLOCK as usize).ok()?;
     let off = le32(&cp, 164)? as usize;
     if !(192..=4092).contains(&off) || le32(&cp, off)? != f2fs_crc(&cp[..off]) {
         return None;
@@ -107,7 +107,7 @@ fn checkpoint(dev: &dyn ReadAt, start: u64) -> Option<(Vec<u8>, u64, u64)> {
     }
     // The pack ends with a copy of its header; a torn pack has a stale or missing copy.
     let tail = dev
-        .read_vec((start + total - 1) * BLOCK, BLOCK as usize)
+        .read_struct((start + total - 1) * BLOCK, BLOCK as usize)
         .ok()?;
     (le64(&tail, 0)? == version).then_some((cp, start, version))
 }
@@ -121,7 +121,7 @@ fn checkpoint(dev: &dyn ReadAt, start: u64) -> Option<(Vec<u8>, u64, u64)> {
 /// filesystem was cleanly unmounted: otherwise roll-forward recovery may resurrect blocks the
 /// SIT calls free.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
-    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    let sb = dev.read_struct(SB_OFFSET, SB_LEN)?;
     if le32(&sb, 0) != Some(MAGIC) {
         return Err(crate::Error::Format("no F2FS superblock".into()));
     }
@@ -174,7 +174,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let sit_bm_len = c32(156) as usize;
     let payload = g(1664);
     let sit_bitmap = if payload > 0 {
-        dev.read_vec((cp_start + 1) * BLOCK, sit_bm_len.min(BLOCK as usize))?
+        dev.read_struct((cp_start + 1) * BLOCK, sit_bm_len.min(BLOCK as usize))?
     } else {
         cp.get(192..192 + sit_bm_len)
             .ok_or_else(|| f2fs_corrupt("SIT bitmap outside the checkpoint"))?
@@ -193,7 +193,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     } else {
         (sum_start + COLD_DATA, SUM_ENTRIES_BYTES)
     };
-    let jb = dev.read_vec(jblk * BLOCK, BLOCK as usize)?;
+    let jb = dev.read_struct(jblk * BLOCK, BLOCK as usize)?;
     let n_sits = usize::from(le16(&jb, joff).unwrap_or(0));
     if n_sits > SIT_JOURNAL_MAX {
         return Err(f2fs_corrupt(format!("SIT journal claims {n_sits} entries")));
@@ -228,7 +228,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
                 if sit_block.as_ref().is_none_or(|(i, _)| *i != idx) {
                     let copy = if bit(&sit_bitmap, idx) { sit_blocks } else { 0 };
                     let addr = sit_addr + copy + idx;
-                    sit_block = Some((idx, dev.read_vec(addr * BLOCK, BLOCK as usize)?));
+                    sit_block = Some((idx, dev.read_struct(addr * BLOCK, BLOCK as usize)?));
                 }
                 let b = &sit_block
                     .as_ref()

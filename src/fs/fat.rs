@@ -132,7 +132,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if dev.size() < 512 {
         return Ok(None);
     }
-    let bs = dev.read_vec(0, 512)?;
+    let bs = dev.read_struct(0, 512)?;
     if !has_magic(&bs) {
         return Ok(None);
     }
@@ -169,7 +169,8 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     let root_label = find_root_label(dev, &g);
     if let Err(e) = &root_label {
         info.warnings.push(format!(
-            "could not read the root directory for the label: {e}"
+            "could not read the root directory for the label: {}",
+            e.chain()
         ));
     }
     // Like blkid (and Windows), only the root-directory entry is the label; the boot sector
@@ -230,10 +231,10 @@ fn find_root_label(dev: &dyn ReadAt, g: &Geometry) -> crate::Result<Option<Vec<u
             .and_then(|s| s.checked_mul(ss));
         let Some(start) = start else { return Ok(None) };
         let len = (g.root_entries * 32).min(MAX_ROOT_BYTES) as usize;
-        let buf = dev.read_upto(start, len)?;
+        let buf = dev.read_struct_upto(start, len)?;
         return Ok(scan_dir(&buf).unwrap_or(None));
     }
-    let bs = dev.read_vec(0, 512)?;
+    let bs = dev.read_struct(0, 512)?;
     let mut c = u64::from(le32(&bs, 0x2C).unwrap_or(0) & 0x0FFF_FFFF);
     let cbytes = u64::from(g.cluster_bytes());
     let fat_start = g.reserved * ss;
@@ -245,7 +246,7 @@ fn find_root_label(dev: &dyn ReadAt, g: &Geometry) -> crate::Result<Option<Vec<u
         let Some(off) = g.cluster_offset(c) else {
             break;
         };
-        let buf = dev.read_upto(off, cbytes as usize)?;
+        let buf = dev.read_struct_upto(off, cbytes as usize)?;
         read += cbytes;
         match scan_dir(&buf) {
             Ok(Some(l)) => return Ok(Some(l)),
@@ -256,7 +257,7 @@ fn find_root_label(dev: &dyn ReadAt, g: &Geometry) -> crate::Result<Option<Vec<u
         let Some(pos) = c.checked_mul(4).and_then(|x| x.checked_add(fat_start)) else {
             break;
         };
-        dev.read_exact_at(pos, &mut ent)?;
+        dev.read_struct_into(pos, &mut ent)?;
         c = u64::from(u32::from_le_bytes(ent) & 0x0FFF_FFFF);
     }
     Ok(None)
@@ -304,7 +305,7 @@ const USED_CHUNK_ENTRIES: u64 = 1 << 20;
 /// directory entry or a chain reaches that every FAT copy calls free is kept too, and reported.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let corrupt = |d: &str| crate::Error::corrupt("FAT boot sector", d.to_string());
-    let bs = dev.read_vec(0, 512)?;
+    let bs = dev.read_struct(0, 512)?;
     let g = geometry(&bs).ok_or_else(|| corrupt("BIOS parameter block is not valid FAT"))?;
     let ss = u64::from(g.sector_size);
     let cbytes = u64::from(g.cluster_bytes());
@@ -367,7 +368,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
                 .and_then(|o| o.checked_add(fat_start))
                 .and_then(|o| o.checked_add(byte_lo))
                 .ok_or_else(|| corrupt("FAT offset overflows"))?;
-            copies.push(dev.read_upto(off, (byte_hi - byte_lo) as usize)?);
+            copies.push(dev.read_struct_upto(off, (byte_hi - byte_lo) as usize)?);
         }
         let mut run: Option<(u64, u64)> = None;
         for n in lo.max(2)..hi {
@@ -487,7 +488,7 @@ impl FatCache {
             let hi = lo.saturating_add(USED_CHUNK_ENTRIES).min(self.end_entry);
             let byte_lo = lo * self.bits / 8;
             let byte_hi = (hi * self.bits).div_ceil(8);
-            let buf = dev.read_upto(fat_start + byte_lo, (byte_hi - byte_lo) as usize)?;
+            let buf = dev.read_struct_upto(fat_start + byte_lo, (byte_hi - byte_lo) as usize)?;
             self.last = Some((k, buf));
         }
         Ok(self
@@ -615,7 +616,12 @@ impl Walker<'_> {
             let v = match self.cache.get(self.dev, g.fat_start, c) {
                 Ok(Some(v)) => v,
                 Ok(None) => return,
-                Err(e) => return self.fail(format!("FAT entry of cluster {c} unreadable: {e}")),
+                Err(e) => {
+                    return self.fail(format!(
+                        "FAT entry of cluster {c} unreadable: {}",
+                        e.chain()
+                    ))
+                }
             };
             match classify(v, g.bits) {
                 Next::Cluster(n) => c = n,
@@ -696,14 +702,18 @@ impl Walker<'_> {
             }
             let off = g.offset(clusters[i]);
             let len = (j - i) as u64 * g.cbytes;
-            match self.dev.read_upto(off, len as usize) {
+            match self.dev.read_struct_upto(off, len as usize) {
                 Ok(buf) => {
                     if !self.scan(&buf) {
                         return;
                     }
                 }
                 Err(e) => {
-                    return self.fail(format!("directory cluster {} unreadable: {e}", clusters[i]))
+                    return self.fail(format!(
+                        "directory cluster {} unreadable: {}",
+                        clusters[i],
+                        e.chain()
+                    ))
                 }
             }
             i = j;
@@ -724,11 +734,14 @@ impl Walker<'_> {
         } else {
             let ss = u64::from(g.g.sector_size);
             let start = g.fat_start + g.g.fats * g.g.fat_length * ss;
-            match self.dev.read_upto(start, (g.g.root_entries * 32) as usize) {
+            match self
+                .dev
+                .read_struct_upto(start, (g.g.root_entries * 32) as usize)
+            {
                 Ok(buf) => {
                     self.scan(&buf);
                 }
-                Err(e) => return self.fail(format!("root directory unreadable: {e}")),
+                Err(e) => return self.fail(format!("root directory unreadable: {}", e.chain())),
             }
         }
         while let Some(d) = self.queue.pop() {

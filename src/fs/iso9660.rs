@@ -31,11 +31,11 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
 
     for i in 0..MAX_VDS {
         let off = (VD_START + i) * SECTOR;
-        let vd = match dev.read_vec(off, SECTOR as usize) {
+        let vd = match dev.read_struct(off, SECTOR as usize) {
             Ok(v) => v,
             // A set cut short by the end of the image: use what was found so far.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && pvd.is_some() => break,
-            Err(e) => return Err(e.into()),
+            Err(crate::Error::TooSmall { .. }) if pvd.is_some() => break,
+            Err(e) => return Err(e),
         };
         if vd.get(1..6) != Some(b"CD001".as_slice()) {
             if i == 0 {
@@ -175,7 +175,7 @@ fn has_rock_ridge(dev: &dyn ReadAt, pvd: &[u8]) -> bool {
     let Some(root_lba) = le32(pvd, 156 + 2) else {
         return false;
     };
-    let Ok(dir) = dev.read_vec(u64::from(root_lba) * SECTOR, SECTOR as usize) else {
+    let Ok(dir) = dev.read_struct(u64::from(root_lba) * SECTOR, SECTOR as usize) else {
         return false;
     };
     let rec_len = usize::from(dir[0]);
@@ -198,7 +198,7 @@ fn has_rock_ridge(dev: &dyn ReadAt, pvd: &[u8]) -> bool {
     if let Some((block, off, len)) = ce {
         let len = (len as usize).min(SECTOR as usize);
         let pos = u64::from(block) * SECTOR + u64::from(off);
-        if let Ok(area) = dev.read_vec(pos, len) {
+        if let Ok(area) = dev.read_struct(pos, len) {
             return scan_susp(&area).0;
         }
     }
@@ -265,9 +265,12 @@ fn entry(e: &[u8], platform: u8) -> Option<BootEntry> {
 /// Parses the El Torito boot catalog at ISO block `lba`. Errors are warnings for the caller.
 fn boot_entries(dev: &dyn ReadAt, lba: u32) -> Result<Vec<BootEntry>, String> {
     let pos = u64::from(lba) * SECTOR;
-    let cat = dev
-        .read_upto(pos, MAX_CATALOG_BYTES)
-        .map_err(|e| format!("El Torito boot catalog at block {lba} unreadable: {e}"))?;
+    let cat = dev.read_struct_upto(pos, MAX_CATALOG_BYTES).map_err(|e| {
+        format!(
+            "El Torito boot catalog at block {lba} unreadable: {}",
+            e.chain()
+        )
+    })?;
     if cat.len() < 64 {
         return Err(format!(
             "El Torito boot catalog at block {lba} lies outside the image"
@@ -330,7 +333,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let mut found = false;
     for i in 0..MAX_DESCRIPTORS {
         let off = (FIRST + i) * SECTOR;
-        let Ok(vd) = dev.read_vec(off, SECTOR as usize) else {
+        let Ok(vd) = dev.read_struct(off, SECTOR as usize) else {
             break;
         };
         if vd.get(1..6) != Some(b"CD001") {

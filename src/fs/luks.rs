@@ -28,7 +28,7 @@ fn cstr(b: &[u8]) -> String {
 
 /// Recognises a LUKS volume by its primary header only (what `probe_all` tries first).
 pub fn probe_primary(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
-    let hdr = dev.read_upto(0, 512)?;
+    let hdr = dev.read_struct_upto(0, 512)?;
     if hdr.len() == 512 && hdr.get(0..6) == Some(MAGIC1) {
         match be16(&hdr, 6) {
             Some(1) => return Ok(Some(luks1(&hdr))),
@@ -46,7 +46,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         return Ok(Some(info));
     }
     for off in SECONDARY_OFFSETS {
-        let Ok(h) = dev.read_vec(off, 512) else {
+        let Ok(h) = dev.read_struct(off, 512) else {
             break;
         };
         if h.get(0..6) == Some(MAGIC2) && be16(&h, 6) == Some(2) && be64(&h, 256) == Some(off) {
@@ -104,11 +104,11 @@ fn luks2(dev: &dyn ReadAt, h: &[u8], at: u64) -> FsInfo {
         return info;
     }
     let json_len = (hdr_size - BIN_HDR) as usize;
-    let json = match dev.read_vec(at + BIN_HDR, json_len) {
+    let json = match dev.read_struct(at + BIN_HDR, json_len) {
         Ok(j) => j,
         Err(e) => {
             info.warnings
-                .push(format!("LUKS2 JSON area unreadable: {e}"));
+                .push(format!("LUKS2 JSON area unreadable: {}", e.chain()));
             return info;
         }
     };

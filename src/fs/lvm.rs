@@ -15,7 +15,7 @@ fn lvm_crc(b: &[u8]) -> u32 {
 
 /// Recognises an LVM2 physical volume in `dev`.
 pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
-    let head = dev.read_upto(0, 4 * 512)?;
+    let head = dev.read_struct_upto(0, 4 * 512)?;
     for (sector, label) in head.chunks_exact(512).enumerate() {
         if label.get(0..8) != Some(b"LABELONE".as_slice()) {
             continue;

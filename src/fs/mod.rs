@@ -150,8 +150,9 @@ pub fn probe_all(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
                 return Ok(Some(info));
             }
             Ok(None) => {}
-            // A short read means the volume is too small for this format's superblock.
-            Err(crate::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            // The volume is too small for this format's superblock. (A source that fails, or
+            // ends early inside its size, is an error: not "no filesystem".)
+            Err(crate::Error::TooSmall { .. }) => {}
             Err(e) => return Err(e),
         }
     }
@@ -196,8 +197,9 @@ pub fn usage(dev: &dyn ReadAt, info: &FsInfo) -> Usage {
             return Usage::everything(
                 size,
                 format!(
-                    "{}: allocation map unreadable ({e}); every block is kept",
-                    info.fs_type
+                    "{}: allocation map unreadable ({}); every block is kept",
+                    info.fs_type,
+                    e.chain()
                 ),
             )
         }

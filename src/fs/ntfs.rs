@@ -25,7 +25,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if dev.size() < 512 {
         return Ok(None);
     }
-    let bs = dev.read_vec(0, 512)?;
+    let bs = dev.read_struct(0, 512)?;
     if bs.get(3..11) != Some(b"NTFS    ") {
         return Ok(None);
     }
@@ -103,8 +103,8 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
         .and_then(|o| o.checked_add(MFT_RECORD_VOLUME.checked_mul(record_size)?));
     let record = match rec_off {
         Some(off) => dev
-            .read_vec(off, record_size as usize)
-            .map_err(|e| e.to_string())
+            .read_struct(off, record_size as usize)
+            .map_err(|e| e.chain())
             .and_then(|mut r| apply_fixups(&mut r).map(|()| r)),
         None => Err("MFT location overflows".to_string()),
     };
@@ -276,7 +276,7 @@ enum BitmapData {
 /// record in use references is kept even where `$Bitmap` calls it free.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     let corrupt = |d: String| crate::Error::corrupt("NTFS $Bitmap", d);
-    let bs = dev.read_vec(0, 512)?;
+    let bs = dev.read_struct(0, 512)?;
     let g = used_geo(&bs).ok_or_else(|| corrupt("boot sector is not valid NTFS".into()))?;
     let vol_bytes = g
         .total_sectors
@@ -295,7 +295,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         .checked_mul(g.cluster)
         .and_then(|o| o.checked_add(MFT_RECORD_BITMAP * g.record))
         .ok_or_else(|| corrupt("MFT offset overflows".into()))?;
-    let mut rec = dev.read_vec(rec_off, g.record as usize)?;
+    let mut rec = dev.read_struct(rec_off, g.record as usize)?;
     apply_fixups(&mut rec).map_err(|e| corrupt(format!("MFT record 6: {e}")))?;
     if le16(&rec, 0x16).unwrap_or(0) & 1 == 0 {
         return Err(corrupt("MFT record 6 is not in use".into()));
@@ -329,7 +329,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
                 let mut pos = lcn * g.cluster; // checked against the volume by `bitmap_attr`
                 while run_left > 0 && done < valid {
                     let n = run_left.min(valid - done).min(BITMAP_CHUNK);
-                    let buf = dev.read_vec(pos, n as usize)?;
+                    let buf = dev.read_struct(pos, n as usize)?;
                     b.bytes(done, &buf, clusters);
                     done += n;
                     pos += n;
@@ -654,7 +654,7 @@ fn attr_value(dev: &dyn ReadAt, g: &UsedGeo, attr: &[u8], max: u64) -> Result<Ve
             None => out.resize(out.len() + n as usize, 0),
             Some(l) => {
                 let off = l.checked_mul(g.cluster).ok_or("run offset overflows")?;
-                out.extend(dev.read_vec(off, n as usize).map_err(|e| e.to_string())?);
+                out.extend(dev.read_struct(off, n as usize).map_err(|e| e.chain())?);
             }
         }
     }
@@ -682,8 +682,8 @@ fn locate(runs: &[Run], pos: u64, cluster: u64) -> Option<u64> {
 
 fn read_record(dev: &dyn ReadAt, g: &UsedGeo, off: u64) -> Result<Vec<u8>, String> {
     let mut r = dev
-        .read_vec(off, g.record as usize)
-        .map_err(|e| e.to_string())?;
+        .read_struct(off, g.record as usize)
+        .map_err(|e| e.chain())?;
     apply_fixups(&mut r)?;
     Ok(r)
 }
@@ -882,10 +882,10 @@ fn cross_check(dev: &dyn ReadAt, g: &UsedGeo, clusters: u64, u: &mut super::info
                         w.outside += 1;
                         break;
                     };
-                    let mut buf = match dev.read_vec(off, n as usize) {
+                    let mut buf = match dev.read_struct(off, n as usize) {
                         Ok(b) => b,
                         Err(e) => {
-                            incomplete = Some(format!("MFT unreadable at byte {off}: {e}"));
+                            incomplete = Some(format!("MFT unreadable: {}", e.chain()));
                             break 'runs;
                         }
                     };

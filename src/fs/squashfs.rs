@@ -9,7 +9,7 @@ use crate::util::{be16, be32, be64, le16, le32, le64};
 
 /// Recognises a squashfs filesystem in `dev`.
 pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
-    let sb = dev.read_upto(0, 96)?;
+    let sb = dev.read_struct_upto(0, 96)?;
     let big_endian = match sb.get(0..4) {
         Some(b"hsqs") => false,
         Some(b"sqsh") => true,

@@ -28,7 +28,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if dev.size() < 4096 {
         return Ok(None);
     }
-    let head = dev.read_vec(0, 4096)?;
+    let head = dev.read_struct(0, 4096)?;
     let mut found = None;
     if head.starts_with(TUXONICE_MAGIC) {
         found = Some((Kind::TuxOnIce, 4096));
@@ -38,7 +38,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
             break;
         }
         let mut tail = [0u8; 10];
-        dev.read_exact_at(ps - 10, &mut tail)?;
+        dev.read_struct_into(ps - 10, &mut tail)?;
         if &tail == b"SWAPSPACE2" {
             found = Some((Kind::V1, ps));
         } else if &tail == b"SWAP-SPACE" {

@@ -83,8 +83,8 @@ fn scan_vrs(dev: &dyn ReadAt, step: u64) -> crate::Result<Option<&'static str>> 
     let mut nsr = None;
     let mut in_extended = false;
     for i in 0..MAX_VRS {
-        let mut id = [0u8; 7];
-        if dev.read_at(VRS_START + i * step, &mut id)? < id.len() {
+        let id = dev.read_struct_upto(VRS_START + i * step, 7)?;
+        if id.len() < 7 {
             break;
         }
         match &id[1..6] {
@@ -126,7 +126,7 @@ fn find_anchor(dev: &dyn ReadAt, candidates: &[u64]) -> Option<(u64, u64, Extent
             spots.push(blocks - 257);
         }
         for blk in spots {
-            let Ok(b) = dev.read_vec(blk.checked_mul(bs)?, 512) else {
+            let Ok(b) = dev.read_struct(blk.checked_mul(bs)?, 512) else {
                 continue;
             };
             let Some(loc) = tag(&b, TAG_AVDP) else {
@@ -171,7 +171,7 @@ fn walk_vds(dev: &dyn ReadAt, bs: u64, shift: u64, (len, start): Extent) -> Vds 
         let Some(pos) = blk.checked_mul(bs) else {
             break;
         };
-        let Ok(b) = dev.read_vec(pos, read_len) else {
+        let Ok(b) = dev.read_struct(pos, read_len) else {
             break;
         };
         let Some(id) = le16(&b, 0) else { break };

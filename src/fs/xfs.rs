@@ -16,7 +16,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if dev.size() < 512 {
         return Ok(None);
     }
-    let sb = dev.read_vec(0, 512)?;
+    let sb = dev.read_struct(0, 512)?;
     if sb.starts_with(SB_MAGIC) {
         return superblock(dev, &sb).map(Some);
     }
@@ -103,7 +103,7 @@ fn superblock(dev: &dyn ReadAt, sb: &[u8]) -> crate::Result<FsInfo> {
         info.features.push("crc".into());
         let stored = be32(sb, 224).map(u32::swap_bytes).unwrap_or(0);
         // The CRC covers the superblock's whole sector with the crc field itself zeroed.
-        let mut copy = dev.read_upto(0, usize::from(sect_size))?;
+        let mut copy = dev.read_struct_upto(0, usize::from(sect_size))?;
         if let Some(f) = copy.get_mut(224..228) {
             f.fill(0);
         }
@@ -161,7 +161,7 @@ fn xfs_corrupt(what: &'static str, d: impl Into<String>) -> crate::Error {
 /// realtime device, `needsrepair`, unknown incompatible features, or any structure that fails
 /// its checks.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
-    let sb = dev.read_vec(0, 512)?;
+    let sb = dev.read_struct(0, 512)?;
     if !sb.starts_with(SB_MAGIC) {
         return Err(crate::Error::Format("no XFS superblock".into()));
     }
@@ -294,7 +294,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
 /// AGF's by-block-number B+tree and cross-checked against the AGF's free block count.
 fn ag_free(dev: &dyn ReadAt, geo: &Geo, ag: u64, ag_len: u64) -> crate::Result<Vec<(u64, u64)>> {
     let ag_off = ag * geo.agblocks * geo.block_size;
-    let agf = dev.read_vec(ag_off + geo.sect_size, geo.sect_size as usize)?;
+    let agf = dev.read_struct(ag_off + geo.sect_size, geo.sect_size as usize)?;
     let c = |d: String| xfs_corrupt("XFS AGF", format!("AG {ag}: {d}"));
     let a32 = |o| u64::from(be32(&agf, o).unwrap_or(0));
     if !agf.starts_with(AGF_MAGIC) || a32(4) != 1 {
@@ -325,7 +325,7 @@ fn ag_free(dev: &dyn ReadAt, geo: &Geo, ag: u64, ag_len: u64) -> crate::Result<V
                 "free-space tree block {bno} out of range or repeated"
             )));
         }
-        let blk = dev.read_vec(ag_off + bno * geo.block_size, bs)?;
+        let blk = dev.read_struct(ag_off + bno * geo.block_size, bs)?;
         let b32 = |o| be32(&blk, o).unwrap_or(0);
         let magic = b32(0);
         if magic != if geo.crc { AB3B } else { ABTB } {
@@ -418,7 +418,7 @@ fn check_log_clean(dev: &dyn ReadAt, log_off: u64, nbb: u64) -> crate::Result<()
     if nbb < 2 {
         return Err(xfs_corrupt("XFS log", "empty"));
     }
-    let read_bb = |i: u64| dev.read_vec(log_off + i * BB, BB as usize);
+    let read_bb = |i: u64| dev.read_struct(log_off + i * BB, BB as usize);
     let cyc = |i: u64| read_bb(i).map(|b| cycle_of(&b).0);
     let first = cyc(0)?;
     let last = cyc(nbb - 1)?;
@@ -448,7 +448,7 @@ fn check_log_clean(dev: &dyn ReadAt, log_off: u64, nbb: u64) -> crate::Result<()
     // Window before the head: all `first`; window after it (if not wrapped): all `last`.
     let w = LOG_WINDOW_BB.min(nbb);
     let before_start = head.saturating_sub(w);
-    let before = dev.read_vec(
+    let before = dev.read_struct(
         log_off + before_start * BB,
         ((head - before_start) * BB) as usize,
     )?;
@@ -464,7 +464,7 @@ fn check_log_clean(dev: &dyn ReadAt, log_off: u64, nbb: u64) -> crate::Result<()
     }
     if head < nbb {
         let after_end = (head + w).min(nbb);
-        let after = dev.read_vec(log_off + head * BB, ((after_end - head) * BB) as usize)?;
+        let after = dev.read_struct(log_off + head * BB, ((after_end - head) * BB) as usize)?;
         if after.chunks(BB as usize).any(|bb| cycle_of(bb).0 != last) {
             return Err(dirty("mixed cycle numbers after the head"));
         }

@@ -17,12 +17,10 @@ pub struct BlockDevice {
 }
 
 impl BlockDevice {
-    /// Opens the block device at `path` read-only and queries its geometry.
+    /// Opens the block device at `path` read-only and queries its geometry. The error is the
+    /// system's, without the path: the caller names the device.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = File::open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        Self::from_file(file)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        Self::from_file(File::open(path)?)
     }
 
     /// Wraps an open block-device file. Fails (ENOTTY) if it is not a block device.
@@ -58,14 +56,14 @@ pub struct DirectBlockDevice {
 const DIRECT_BUF_ALIGN: usize = 4096;
 
 impl DirectBlockDevice {
-    /// Opens `path` read-only with `O_DIRECT`.
+    /// Opens `path` read-only with `O_DIRECT`. The error is the system's, without the path:
+    /// the caller names the device.
     pub fn open(path: &Path) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            .open(path)?;
         let size = crate::io::sys::blk_size64(file.as_fd())?;
         let sector_size = crate::io::sys::blk_sector_size(file.as_fd())?;
         Ok(DirectBlockDevice {

@@ -16,11 +16,10 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// Opens `path` read-only.
+    /// Opens `path` read-only. The error is the system's, without the path: the caller, who
+    /// knows what the file is for, names it.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = File::open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        Self::from_file(file)
+        Self::from_file(File::open(path)?)
     }
 
     /// Wraps an already opened file; its current length is the source size.

@@ -227,6 +227,7 @@ impl<S: ReadAt> ReadAt for Recording<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use std::sync::Arc;
 
     #[test]
@@ -295,5 +296,66 @@ mod tests {
         let mut v = Vec::new();
         io::Read::read_to_end(&mut c.sequential(4000).unwrap(), &mut v).unwrap();
         assert_eq!(c.bytes_read(), 512 + 96);
+    }
+
+    /// A source of declared size 100 whose bytes end at 60 (a stream cut short).
+    struct EndsEarly(MemSource);
+    impl ReadAt for EndsEarly {
+        fn size(&self) -> u64 {
+            100
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read_at(offset, buf)
+        }
+    }
+
+    #[test]
+    fn struct_reads_tell_a_small_volume_from_a_broken_read() {
+        let m = MemSource(vec![1; 60]);
+        assert_eq!(m.read_struct(50, 10).unwrap(), [1; 10]);
+        let e = m.read_struct(50, 20).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::TooSmall {
+                    offset: 50,
+                    len: 20,
+                    size: 60
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(matches!(
+            m.read_struct(u64::MAX, 1),
+            Err(Error::TooSmall { .. })
+        ));
+        assert_eq!(m.read_struct_upto(50, 20).unwrap().len(), 10);
+
+        let cut = EndsEarly(MemSource(vec![1; 60]));
+        let e = cut.read_struct(50, 20).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Read {
+                    offset: 50,
+                    len: 20,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.chain(),
+            "read error at byte 50 (reading 20 bytes): the source ends at byte 60, inside its \
+             size of 100"
+        );
+        assert!(matches!(
+            cut.read_struct_upto(50, 100),
+            Err(Error::Read { .. })
+        ));
+        assert!(matches!(
+            m.read_struct(0, MAX_READ_VEC + 1),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

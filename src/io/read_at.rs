@@ -9,6 +9,8 @@
 use std::io;
 use std::sync::Arc;
 
+use crate::Error;
+
 /// How a source is best read. Consumers (the pipeline, verify, the probes) adapt to it instead
 /// of being told by whoever opened the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,9 +209,101 @@ pub trait ReadAtExt: ReadAt {
         let avail = self.size().saturating_sub(offset).min(len as u64) as usize;
         self.read_vec(offset, avail)
     }
+
+    /// Reads the on-disk structure of `buf.len()` bytes at `offset` (a superblock, a table, a
+    /// bitmap), telling apart the two ways that can fail, for the readers of partition tables
+    /// and filesystems:
+    ///
+    /// - [`Error::TooSmall`]: the source ends at its size before the structure does: the
+    ///   volume is too small to hold it (for a probe: not this format);
+    /// - [`Error::Read`], naming `offset`: the source failed, or ended early inside its own
+    ///   size (a truncated or corrupt compressed stream, a bad sector).
+    ///
+    /// A source whose size is a hint ([`SizeKnown::Hint`]) is read on to its real end, as by
+    /// [`read_exact_at`](Self::read_exact_at); where it ended is asked after the read.
+    fn read_struct_into(&self, offset: u64, buf: &mut [u8]) -> crate::Result<()> {
+        let got = read_struct_part(self, offset, buf)?;
+        if got < buf.len() {
+            return Err(Error::TooSmall {
+                offset,
+                len: buf.len() as u64,
+                size: self.size(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Like [`read_struct_into`](Self::read_struct_into), into a new vector. `len` is bounded
+    /// by [`MAX_READ_VEC`] (a larger one is a corrupt size field).
+    fn read_struct(&self, offset: u64, len: usize) -> crate::Result<Vec<u8>> {
+        let mut v = struct_buf(offset, len)?;
+        self.read_struct_into(offset, &mut v)?;
+        Ok(v)
+    }
+
+    /// Like [`read_struct`](Self::read_struct) but returns what exists: short (possibly
+    /// empty) where the source ends at its size. Failing reads and a source that ends early
+    /// inside its size are still [`Error::Read`].
+    fn read_struct_upto(&self, offset: u64, len: usize) -> crate::Result<Vec<u8>> {
+        let want = self.size().saturating_sub(offset).min(len as u64) as usize;
+        let mut v = struct_buf(offset, want)?;
+        let got = read_struct_part(self, offset, &mut v)?;
+        v.truncate(got);
+        Ok(v)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAtExt for T {}
+
+/// Fills `buf` from `offset` until it is full or the source ends at its size; returns the
+/// bytes read. A failing read, or an end before [`size`](ReadAt::size), is
+/// [`Error::Read`] for the whole request.
+fn read_struct_part<S: ReadAt + ?Sized>(
+    src: &S,
+    offset: u64,
+    buf: &mut [u8],
+) -> crate::Result<usize> {
+    let len = buf.len() as u64;
+    let failed = |source| Error::Read {
+        offset,
+        len,
+        source,
+    };
+    let mut done = 0;
+    while done < buf.len() {
+        let Some(pos) = offset.checked_add(done as u64) else {
+            break; // nothing lies past u64::MAX: the source has ended
+        };
+        match src.read_at(pos, &mut buf[done..]) {
+            Ok(0) => {
+                // Asked after the read: a hinted size has become exact at the real end.
+                let size = src.size();
+                if pos < size {
+                    return Err(failed(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the source ends at byte {pos}, inside its size of {size}"),
+                    )));
+                }
+                break;
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    Ok(done)
+}
+
+/// A zeroed buffer for a structure of `len` bytes at `offset`, refused above [`MAX_READ_VEC`].
+fn struct_buf(offset: u64, len: usize) -> crate::Result<Vec<u8>> {
+    if len > MAX_READ_VEC {
+        return Err(Error::corrupt(
+            "size field",
+            format!("{len} bytes at byte {offset} asked for in one read (limit {MAX_READ_VEC})"),
+        ));
+    }
+    Ok(vec![0u8; len])
+}
 
 /// Largest single buffer [`ReadAtExt::read_vec`] will allocate (64 MiB).
 pub const MAX_READ_VEC: usize = 64 << 20;

@@ -143,11 +143,11 @@ pub fn parse_header(buf: &[u8], ss: u32, lba: u64) -> Result<Header, Failure> {
 }
 
 /// Reads the `ss`-byte sector at `lba`, or `None` when it is not (entirely) in the image.
-fn read_sector(src: &dyn ReadAt, lba: u64, ss: u32) -> std::io::Result<Option<Vec<u8>>> {
+fn read_sector(src: &dyn ReadAt, lba: u64, ss: u32) -> crate::Result<Option<Vec<u8>>> {
     let Some(off) = lba.checked_mul(u64::from(ss)) else {
         return Ok(None);
     };
-    let v = src.read_upto(off, ss as usize)?;
+    let v = src.read_struct_upto(off, ss as usize)?;
     Ok((v.len() == ss as usize).then_some(v))
 }
 
@@ -156,7 +156,7 @@ pub fn read_copy(
     src: &dyn ReadAt,
     ss: u32,
     lba: u64,
-) -> std::io::Result<Result<(Header, Vec<u8>), Failure>> {
+) -> crate::Result<Result<(Header, Vec<u8>), Failure>> {
     let Some(buf) = read_sector(src, lba, ss)? else {
         return Ok(Err(Failure::Missing));
     };
@@ -169,7 +169,7 @@ pub fn read_copy(
     let Some(off) = h.entries_lba.checked_mul(u64::from(ss)) else {
         return Ok(Err(Failure::Corrupt("entry array offset overflows".into())));
     };
-    let arr = src.read_upto(off, len)?;
+    let arr = src.read_struct_upto(off, len)?;
     if arr.len() < len {
         return Ok(Err(Failure::Corrupt(format!(
             "partition entry array at LBA {} lies past the end of the image",
@@ -215,7 +215,7 @@ pub struct Found {
 /// when the primary is valid (to detect truncation) and, if the primary is damaged or
 /// missing, as a replacement; a missing primary is only replaced when `search_backup` (the
 /// MBR has a 0xEE entry), so plain MBR images never cost a read at their far end.
-pub fn read_gpt(src: &dyn ReadAt, ss: u32, search_backup: bool) -> std::io::Result<Outcome> {
+pub fn read_gpt(src: &dyn ReadAt, ss: u32, search_backup: bool) -> crate::Result<Outcome> {
     let total = src.size() / u64::from(ss);
     let last = total.checked_sub(1);
     let mut warnings = Vec::new();

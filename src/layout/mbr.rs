@@ -199,7 +199,7 @@ pub fn read_partitions(
     s0: &[u8],
     ss: u32,
     warnings: &mut Vec<String>,
-) -> std::io::Result<Vec<Partition>> {
+) -> crate::Result<Vec<Partition>> {
     let entries = raw_entries(s0);
     let mut parts = Vec::new();
     for e in entries.iter().filter(|e| e.type_code != 0) {
@@ -244,7 +244,7 @@ impl Chain {
         ss: u32,
         parts: &mut Vec<Partition>,
         warnings: &mut Vec<String>,
-    ) -> std::io::Result<()> {
+    ) -> crate::Result<()> {
         let ext_start = u64::from(ext.start_lba);
         let ext_end = ext_start + u64::from(ext.sectors);
         let mut cur = ext_start;
@@ -267,7 +267,7 @@ impl Chain {
             let Some(off) = bytes(cur, ss) else {
                 return Ok(());
             };
-            let ebr = src.read_upto(off, MBR_SIZE)?;
+            let ebr = src.read_struct_upto(off, MBR_SIZE)?;
             if ebr.len() < MBR_SIZE {
                 warnings.push(format!(
                     "EBR at LBA {cur} lies past the end of the image: image truncated?"

@@ -29,7 +29,7 @@ pub fn read_layout(src: &dyn ReadAt, sector_hint: Option<u32>) -> crate::Result<
     let mut sizes: Vec<u32> = hint.into_iter().collect();
     sizes.extend(DEFAULT_SECTOR_SIZES.iter().filter(|s| Some(**s) != hint));
 
-    let s0 = src.read_upto(0, mbr::MBR_SIZE)?;
+    let s0 = src.read_struct_upto(0, mbr::MBR_SIZE)?;
     let mut warnings = Vec::new();
     let has_sig = mbr::has_signature(&s0);
     let has_ee = has_sig

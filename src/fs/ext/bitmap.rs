@@ -31,7 +31,7 @@ pub(super) fn read_batched(
         let nblocks = items[j - 1].0 - start + 1;
         let data = start
             .checked_mul(bs)
-            .and_then(|off| dev.read_vec(off, (nblocks * bs) as usize).ok());
+            .and_then(|off| dev.read_struct(off, (nblocks * bs) as usize).ok());
         for &(b, key) in &items[i..j] {
             let piece = data.as_ref().map(|d| {
                 let o = ((b - start) * bs) as usize;
@@ -44,7 +44,7 @@ pub(super) fn read_batched(
                     // block alone so one bad block does not condemn its neighbours.
                     let one = b
                         .checked_mul(bs)
-                        .and_then(|off| dev.read_vec(off, bs as usize).ok());
+                        .and_then(|off| dev.read_struct(off, bs as usize).ok());
                     f(key, one.as_deref());
                 }
             }

@@ -34,7 +34,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
     if dev.size() < SB_OFFSET + SB_LEN as u64 {
         return Ok(None);
     }
-    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    let sb = dev.read_struct(SB_OFFSET, SB_LEN)?;
     if le16(&sb, 0x38) != Some(MAGIC) {
         return Ok(None);
     }
@@ -171,7 +171,7 @@ use crate::util::le64;
 /// descriptor or bitmap is unreadable, misplaced or fails its checksum, the whole group is
 /// kept; an unreplayed journal, unknown features or an unclean state keep the whole volume.
 pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
-    let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
+    let sb = dev.read_struct(SB_OFFSET, SB_LEN)?;
     if le16(&sb, 0x38) != Some(MAGIC) {
         return Err(crate::Error::corrupt(
             "ext superblock",

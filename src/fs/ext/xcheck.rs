@@ -348,7 +348,7 @@ fn read_inode(
     let (g, idx) = ((ino - 1) / geo.ipg, (ino - 1) % geo.ipg);
     let d = descs.get(g as usize).filter(|d| table_ok(d))?;
     let off = (d.inode_table * geo.bs).checked_add(idx * geo.inode_size)?;
-    let raw = dev.read_vec(off, geo.inode_size as usize).ok()?;
+    let raw = dev.read_struct(off, geo.inode_size as usize).ok()?;
     Inode::parse(&raw, geo.is64)
 }
 
