@@ -17,7 +17,9 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use super::{catch, Buf, Done, End, Job, Next, Shared, MAX_JOB, TAIL};
+use super::buf::Buf;
+use super::job::{Done, End, Job, MAX_JOB, TAIL};
+use super::stage::{catch, Next, Shared};
 use crate::io::{Access, ReadAt, ReadAtExt};
 use crate::Error;
 

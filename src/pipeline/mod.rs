@@ -38,11 +38,9 @@
 //! not where the plan put it. Its last bytes are in [`Stats::tail`], for a trailer check.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::io::{Access, ReadAt, SizeKnown};
@@ -50,78 +48,13 @@ use crate::Error;
 
 mod buf;
 mod decode;
+mod job;
+mod stage;
 
 pub use buf::Buf;
-
-/// One unit of work, in image order: the bytes to read (if any) and what the stages need to
-/// know about them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Job<M> {
-    /// Source bytes the job needs, or `None` for a job that carries no data (a run of zeros
-    /// an archive records without reading). At most [`MAX_JOB`] bytes. A sequential source is
-    /// read once, front to back, so its jobs' reads must be ascending and disjoint; a
-    /// random-access source's may come in any order (pieces of a unit best one after another,
-    /// so that the unit is decoded once).
-    pub read: Option<Range<u64>>,
-    /// The caller's description of the job (an archive segment, a piece of a bmap range).
-    pub meta: M,
-    /// The one sink this job is for (sinks sharing the work as lanes, such as the hashers of
-    /// different ranges), or `None` for every sink. A lane's queue then holds only its own
-    /// jobs, so a busy lane does not stall the others.
-    pub to: Option<usize>,
-}
-
-impl<M> Job<M> {
-    /// Bytes the job reads.
-    pub fn read_len(&self) -> u64 {
-        self.read.as_ref().map_or(0, |r| r.end - r.start)
-    }
-}
-
-/// Largest read of one job: the buffers in flight are bounded by this times the window.
-pub const MAX_JOB: u64 = crate::io::MAX_READ_VEC as u64;
-
-/// A consumer of the transformed jobs, in job order (an archive writer, a hasher, a device).
-pub trait Sink<M, T>: Send {
-    /// Takes job `job`'s result. Called once per job, in job order.
-    fn put(&mut self, job: &Job<M>, item: &T) -> crate::Result<()>;
-    /// Called once after the last job, and only if every job was delivered.
-    fn finish(&mut self) -> crate::Result<()>;
-}
-
-/// What a transform does with a job: its bytes (`None` for a job without a read) in, the item
-/// every sink receives out.
-pub type Transform<'a, M, T> = dyn Fn(&Job<M>, Option<Buf>) -> crate::Result<T> + Sync + 'a;
-
-/// A job's bytes on their way from a decoder to the transforms.
-type Work = (usize, Option<Buf>);
-
-/// A job's result on its way to the orderer.
-type Done<T> = (usize, crate::Result<T>);
-
-/// What a finished run did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Bytes handed out by the decoders (the jobs' reads; bytes a sequential source decodes
-    /// only to skip them are not counted).
-    pub bytes_read: u64,
-    /// With [`Pipeline::to_end`] over a source whose size was a hint: its last bytes (up to
-    /// [`TAIL`]), read at its real end, which was where the plan put it.
-    pub tail: Option<Vec<u8>>,
-}
-
-/// Where a hinted stream must end: what [`Pipeline::to_end`] and [`Pipeline::at_least`] set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum End {
-    /// At exactly this size.
-    Exact(u64),
-    /// At this size or later.
-    AtLeast(u64),
-}
-
-/// How many of a hinted stream's last bytes [`Stats::tail`] keeps: a sector, where trailers
-/// (a fixed VHD's footer, a DMG's `koly`) sit.
-pub const TAIL: usize = 512;
+use job::{Done, End, Work};
+pub use job::{Job, Sink, Stats, Transform, MAX_JOB, TAIL};
+use stage::{apply, catch, panicked, Next, Shared, Window};
 
 /// A configured pipeline over one source.
 pub struct Pipeline<'a> {
@@ -297,84 +230,6 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// State every stage shares.
-struct Shared {
-    window: Window,
-    /// Jobs after this one are not needed: an earlier job failed (usize::MAX while none has).
-    limit: AtomicUsize,
-    bytes_read: AtomicU64,
-    /// For a source whose size is a hint: `Some`, holding where it must end, if set.
-    hinted: Option<Option<End>>,
-    /// What the decoder saw at a hinted stream's end ([`Stats::tail`]).
-    tail: Mutex<Option<Vec<u8>>>,
-    pool: Arc<buf::Pool>,
-}
-
-impl Shared {
-    /// Records that job `i` failed, so later jobs are not started.
-    fn fail_at(&self, i: usize) {
-        self.limit.fetch_min(i, Ordering::SeqCst);
-    }
-
-    /// True if job `i` is still wanted.
-    fn wanted(&self, i: usize) -> bool {
-        i <= self.limit.load(Ordering::SeqCst)
-    }
-}
-
-/// The bound on memory: job `i` may be read once `i < delivered + size`.
-struct Window {
-    size: usize,
-    delivered: Mutex<usize>,
-    moved: Condvar,
-    stopped: AtomicBool,
-}
-
-impl Window {
-    fn new(size: usize) -> Self {
-        Window {
-            size: size.max(1),
-            delivered: Mutex::new(0),
-            moved: Condvar::new(),
-            stopped: AtomicBool::new(false),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, usize> {
-        self.delivered.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits until job `i` may be read; false once the pipeline is stopping.
-    fn wait(&self, i: usize) -> bool {
-        let mut d = self.lock();
-        loop {
-            if self.stopped.load(Ordering::SeqCst) {
-                return false;
-            }
-            if i < d.saturating_add(self.size) {
-                return true;
-            }
-            d = self.moved.wait(d).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-
-    fn advance(&self, delivered: usize) {
-        *self.lock() = delivered;
-        self.moved.notify_all();
-    }
-
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        // Taken so that no waiter is between its check and its wait.
-        let _d = self.lock();
-        self.moved.notify_all();
-    }
-
-    fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
-    }
-}
-
 /// What the orderer sends a sink.
 enum Msg<T> {
     Put(usize, Arc<T>),
@@ -389,64 +244,6 @@ enum Stop {
     SinkGone,
     /// Every worker ended with job `.0` still missing: a stage died outside its guard.
     WorkersGone(usize),
-}
-
-/// Where a decoder hands a job's bytes.
-enum Next<'a, M, T> {
-    /// To the transform pool.
-    Queue(mpsc::Sender<Work>),
-    /// Through the transform on the decoder's own thread, then to the orderer.
-    Inline {
-        jobs: &'a [Job<M>],
-        transform: &'a Transform<'a, M, T>,
-        done: mpsc::Sender<Done<T>>,
-    },
-}
-
-impl<M, T> Clone for Next<'_, M, T> {
-    fn clone(&self) -> Self {
-        match self {
-            Next::Queue(q) => Next::Queue(q.clone()),
-            Next::Inline {
-                jobs,
-                transform,
-                done,
-            } => Next::Inline {
-                jobs,
-                transform: *transform,
-                done: done.clone(),
-            },
-        }
-    }
-}
-
-impl<M, T> Next<'_, M, T> {
-    /// Hands on job `i`'s bytes; false once nobody is listening (the run is over).
-    fn pass(&self, shared: &Shared, i: usize, data: Option<Buf>) -> bool {
-        match self {
-            Next::Queue(q) => q.send((i, data)).is_ok(),
-            Next::Inline {
-                jobs,
-                transform,
-                done,
-            } => done.send(apply(jobs, *transform, shared, i, data)).is_ok(),
-        }
-    }
-}
-
-/// Runs the transform on job `i`, a panic included.
-fn apply<M, T>(
-    jobs: &[Job<M>],
-    transform: &Transform<'_, M, T>,
-    shared: &Shared,
-    i: usize,
-    data: Option<Buf>,
-) -> Done<T> {
-    let r = catch("transform", || transform(&jobs[i], data));
-    if r.is_err() {
-        shared.fail_at(i);
-    }
-    (i, r)
 }
 
 fn transform_loop<M, T>(
@@ -532,20 +329,6 @@ fn deliver<M, T>(
         q.send(Msg::Finish).map_err(|_| Stop::SinkGone)?;
     }
     Ok(())
-}
-
-/// Runs `f`, turning a panic into [`Error::Panicked`] for `stage`.
-fn catch<R>(stage: &'static str, f: impl FnOnce() -> crate::Result<R>) -> crate::Result<R> {
-    panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panicked(stage, p)))
-}
-
-fn panicked(stage: &'static str, payload: Box<dyn std::any::Any + Send>) -> Error {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".to_string());
-    Error::Panicked { stage, message }
 }
 
 fn internal(what: String) -> Error {
