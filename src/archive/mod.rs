@@ -1,14 +1,13 @@
 //! Archive writers: the sinks of `blockwise backup`.
 //!
-//! A backup is planned as a list of [`Segment`]s covering the whole image in order: data
+//! A backup is planned as a list of `Segment`s covering the whole image in order: data
 //! segments (mapped bytes, with unmapped holes inside them zeroed) and zero runs (unmapped).
-//! [`backup`] runs them through the [`pipeline`](crate::pipeline): the data segments are read
-//! as the source prefers, an [`Encoder`] turns each into output bytes on every core, and the
-//! format's [`ArchiveWriter`] receives them in image order and writes them through
-//! [`WriteAt`], while the bmap ranges are hashed from the same bytes. One file per output
-//! format: seekable zstd ([`zstd`]), multi-block xz ([`xz`]), Android sparse ([`simg`]) and
-//! sparse raw ([`sparse`]). [`truncate`] ends an image at its last partition (rewriting a GPT
-//! backup).
+//! [`Backup`] runs them through the crate's pipeline: the data segments are read as the
+//! source prefers, an `Encoder` turns each into output bytes on every core, and the format's
+//! `ArchiveWriter` receives them in image order and writes them through [`WriteAt`], while
+//! the bmap ranges are hashed from the same bytes. One file per output format: seekable zstd
+//! (`zstd`), multi-block xz (`xz`), Android sparse (`simg`) and sparse raw (`sparse`).
+//! [`truncate`] ends an image at its last partition (rewriting a GPT backup).
 
 use std::io;
 use std::path::Path;
@@ -16,16 +15,16 @@ use std::sync::Arc;
 
 use crate::io::WriteAt;
 
-pub mod backup;
-pub mod plan;
-pub mod simg;
-pub mod sparse;
+pub(crate) mod backup;
+pub(crate) mod plan;
+pub(crate) mod simg;
+pub(crate) mod sparse;
 pub mod truncate;
-pub mod xz;
-pub mod zstd;
+pub(crate) mod xz;
+pub(crate) mod zstd;
 
 pub use backup::{bmap_path, check_destination, Backup, BackupOptions, BackupStats, Progress};
-pub use plan::{plan, DataSegment, PlanOptions, Segment};
+pub(crate) use plan::{DataSegment, PlanOptions, Segment};
 
 /// Output format of a backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -65,18 +64,8 @@ impl ArchiveFormat {
         }
     }
 
-    /// The usual file-name extension (without the dot).
-    pub fn extension(self) -> &'static str {
-        match self {
-            ArchiveFormat::Zstd => "zst",
-            ArchiveFormat::Xz => "xz",
-            ArchiveFormat::SparseRaw => "img",
-            ArchiveFormat::AndroidSparse => "simg",
-        }
-    }
-
     /// Default compression level (ignored by the uncompressed formats).
-    pub fn default_level(self) -> i32 {
+    pub(crate) fn default_level(self) -> i32 {
         match self {
             ArchiveFormat::Zstd => 3,
             ArchiveFormat::Xz => 6,
@@ -85,7 +74,7 @@ impl ArchiveFormat {
     }
 
     /// How this format wants the image cut into segments.
-    pub fn plan_options(self) -> PlanOptions {
+    pub(crate) fn plan_options(self) -> PlanOptions {
         match self {
             // Frames of 2 MiB: about zstd -3's window, so the ratio barely suffers, and a
             // random read decodes at most 2 MiB.
@@ -112,23 +101,23 @@ impl ArchiveFormat {
 /// What an [`Encoder`] made of one data segment: the bytes to write, and one number the
 /// format's writer needs about them (xz: the block's unpadded size; others: unused).
 #[derive(Debug, Default)]
-pub struct Encoded {
+pub(crate) struct Encoded {
     /// Bytes to append to the archive.
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// Format-defined extra (see each format).
-    pub aux: u64,
+    pub(crate) aux: u64,
 }
 
 /// Turns one data segment into output bytes. Runs on worker threads, one segment at a time
 /// each, so it must not depend on the order segments arrive in.
-pub trait Encoder: Send + Sync {
+pub(crate) trait Encoder: Send + Sync {
     /// Encodes `data`, the image bytes of `seg` (unmapped parts already zeroed).
     fn encode(&self, seg: &DataSegment, data: &[u8]) -> io::Result<Encoded>;
 }
 
 /// The sequential side of a format: receives every segment in image order and writes the
 /// archive through a [`WriteAt`] (a file, a device, memory).
-pub trait ArchiveWriter: Send {
+pub(crate) trait ArchiveWriter: Send {
     /// Appends a data segment (and its encoding) to `out`.
     fn data(
         &mut self,
@@ -146,15 +135,15 @@ pub trait ArchiveWriter: Send {
 
 /// Compression settings shared by the formats.
 #[derive(Clone, Copy, Debug)]
-pub struct CodecOptions {
+pub(crate) struct CodecOptions {
     /// Compression level (format-specific range, checked by [`make`]).
-    pub level: i32,
+    pub(crate) level: i32,
     /// Size of the image being archived (after any truncation).
-    pub image_size: u64,
+    pub(crate) image_size: u64,
 }
 
 /// The encoder and writer for `format`.
-pub fn make(
+pub(crate) fn make(
     format: ArchiveFormat,
     o: &CodecOptions,
 ) -> crate::Result<(Arc<dyn Encoder>, Box<dyn ArchiveWriter>)> {
@@ -192,7 +181,7 @@ pub(crate) fn check_level(
 }
 
 /// Encoder of the uncompressed formats: their writers use the segment's bytes directly.
-pub struct Passthrough;
+pub(crate) struct Passthrough;
 
 impl Encoder for Passthrough {
     fn encode(&self, _seg: &DataSegment, _data: &[u8]) -> io::Result<Encoded> {
