@@ -5,13 +5,12 @@
 use std::io;
 
 use serde::Serialize;
-use sha2::Sha256;
 
 use crate::extent::ExtentMap;
-use crate::io::{ReadAt, ReadAtExt};
+use crate::io::ReadAt;
 
 mod hash;
-pub mod read;
+pub(crate) mod read;
 pub mod write;
 
 pub(crate) use hash::RangeHasher;
@@ -31,14 +30,14 @@ pub enum ChecksumType {
 
 impl ChecksumType {
     /// Length of the hex digest.
-    pub fn hex_len(self) -> usize {
+    pub(crate) fn hex_len(self) -> usize {
         match self {
             ChecksumType::Sha1 => 40,
             ChecksumType::Sha256 => 64,
         }
     }
     /// Name as written in `ChecksumType`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             ChecksumType::Sha1 => "sha1",
             ChecksumType::Sha256 => "sha256",
@@ -104,34 +103,10 @@ pub fn range_bytes(first: u64, last: u64, block_size: u64, image_size: u64) -> (
 }
 
 /// Called with the number of bytes just hashed.
-pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
-
-/// Hashes `[start, end)` of `src` with `D`, reading 4 MiB at a time.
-fn digest_range<D: sha2::Digest>(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8>> {
-    let mut h = D::new();
-    let mut buf = vec![
-        0u8;
-        (4usize << 20)
-            .min(end.saturating_sub(start) as usize)
-            .max(1)
-    ];
-    let mut pos = start;
-    while pos < end {
-        let n = (end - pos).min(buf.len() as u64) as usize;
-        src.read_exact_at(pos, &mut buf[..n])?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(h.finalize().to_vec())
-}
-
-/// Hashes `[start, end)` of `src` with SHA-256.
-pub fn sha256_range(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8>> {
-    digest_range::<Sha256>(src, start, end)
-}
+pub(crate) type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
 /// SHA-256 (hex) of every block range `first..=last`, each cut at `image_size`; decoded and
-/// hashed on all cores through the [`pipeline`](crate::pipeline).
+/// hashed on all cores through the crate's pipeline.
 pub fn range_checksums(
     src: &dyn ReadAt,
     ranges: &[(u64, u64)],
@@ -177,18 +152,9 @@ pub fn file_data_ranges(file: &std::fs::File) -> io::Result<ExtentMap> {
     Ok(m)
 }
 
-/// Digest of `[start, end)` of `src` with the given hash, as lowercase hex.
-pub fn range_digest(src: &dyn ReadAt, start: u64, end: u64, t: ChecksumType) -> io::Result<String> {
-    let d = match t {
-        ChecksumType::Sha256 => digest_range::<Sha256>(src, start, end)?,
-        ChecksumType::Sha1 => digest_range::<sha1::Sha1>(src, start, end)?,
-    };
-    Ok(hex(&d))
-}
-
 /// Builds a complete bmap 2.0 file for `src` whose bytes that matter are `map`.
 ///
-/// The ranges are read through the [`pipeline`](crate::pipeline), as the source prefers:
+/// The ranges are read through the crate's pipeline, as the source prefers:
 /// frames of a seekable archive decode on every core, a stream is decoded once, in order.
 pub fn generate(
     src: &dyn ReadAt,
@@ -272,7 +238,7 @@ pub struct VerifyResult {
 }
 
 /// Checks every range of `bmap` that carries a checksum against `src`, reading through the
-/// [`pipeline`](crate::pipeline) as [`generate`] does.
+/// pipeline as [`generate`] does.
 pub fn verify(src: &dyn ReadAt, bmap: &Bmap) -> crate::Result<VerifyResult> {
     let Some(t) = bmap.checksum_type else {
         return Err(crate::Error::Format(
