@@ -21,7 +21,7 @@ pub mod fs;
 pub mod io;
 pub mod layout;
 pub mod map;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub mod report;
 pub mod scan;
 pub mod util;

@@ -51,38 +51,38 @@ use crate::Error;
 mod buf;
 mod decode;
 
-pub use buf::Buf;
+pub(crate) use buf::Buf;
 
 /// One unit of work, in image order: the bytes to read (if any) and what the stages need to
 /// know about them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Job<M> {
+pub(crate) struct Job<M> {
     /// Source bytes the job needs, or `None` for a job that carries no data (a run of zeros
     /// an archive records without reading). At most [`MAX_JOB`] bytes. A sequential source is
     /// read once, front to back, so its jobs' reads must be ascending and disjoint; a
     /// random-access source's may come in any order (pieces of a unit best one after another,
     /// so that the unit is decoded once).
-    pub read: Option<Range<u64>>,
+    pub(crate) read: Option<Range<u64>>,
     /// The caller's description of the job (an archive segment, a piece of a bmap range).
-    pub meta: M,
+    pub(crate) meta: M,
     /// The one sink this job is for (sinks sharing the work as lanes, such as the hashers of
     /// different ranges), or `None` for every sink. A lane's queue then holds only its own
     /// jobs, so a busy lane does not stall the others.
-    pub to: Option<usize>,
+    pub(crate) to: Option<usize>,
 }
 
 impl<M> Job<M> {
     /// Bytes the job reads.
-    pub fn read_len(&self) -> u64 {
+    pub(crate) fn read_len(&self) -> u64 {
         self.read.as_ref().map_or(0, |r| r.end - r.start)
     }
 }
 
 /// Largest read of one job: the buffers in flight are bounded by this times the window.
-pub const MAX_JOB: u64 = crate::io::MAX_READ_VEC as u64;
+pub(crate) const MAX_JOB: u64 = crate::io::MAX_READ_VEC as u64;
 
 /// A consumer of the transformed jobs, in job order (an archive writer, a hasher, a device).
-pub trait Sink<M, T>: Send {
+pub(crate) trait Sink<M, T>: Send {
     /// Takes job `job`'s result. Called once per job, in job order.
     fn put(&mut self, job: &Job<M>, item: &T) -> crate::Result<()>;
     /// Called once after the last job, and only if every job was delivered.
@@ -91,7 +91,7 @@ pub trait Sink<M, T>: Send {
 
 /// What a transform does with a job: its bytes (`None` for a job without a read) in, the item
 /// every sink receives out.
-pub type Transform<'a, M, T> = dyn Fn(&Job<M>, Option<Buf>) -> crate::Result<T> + Sync + 'a;
+pub(crate) type Transform<'a, M, T> = dyn Fn(&Job<M>, Option<Buf>) -> crate::Result<T> + Sync + 'a;
 
 /// A job's bytes on their way from a decoder to the transforms.
 type Work = (usize, Option<Buf>);
@@ -101,13 +101,13 @@ type Done<T> = (usize, crate::Result<T>);
 
 /// What a finished run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Bytes handed out by the decoders (the jobs' reads; bytes a sequential source decodes
     /// only to skip them are not counted).
-    pub bytes_read: u64,
+    pub(crate) bytes_read: u64,
     /// With [`Pipeline::to_end`] over a source whose size was a hint: its last bytes (up to
     /// [`TAIL`]), read at its real end, which was where the plan put it.
-    pub tail: Option<Vec<u8>>,
+    pub(crate) tail: Option<Vec<u8>>,
 }
 
 /// Where a hinted stream must end: what [`Pipeline::to_end`] and [`Pipeline::at_least`] set.
@@ -121,10 +121,10 @@ enum End {
 
 /// How many of a hinted stream's last bytes [`Stats::tail`] keeps: a sector, where trailers
 /// (a fixed VHD's footer, a DMG's `koly`) sit.
-pub const TAIL: usize = 512;
+pub(crate) const TAIL: usize = 512;
 
 /// A configured pipeline over one source.
-pub struct Pipeline<'a> {
+pub(crate) struct Pipeline<'a> {
     src: &'a dyn ReadAt,
     threads: usize,
     window: Option<usize>,
@@ -140,7 +140,7 @@ const SINK_QUEUE: usize = 2;
 
 impl<'a> Pipeline<'a> {
     /// A pipeline reading `src` with one thread per core.
-    pub fn new(src: &'a dyn ReadAt) -> Self {
+    pub(crate) fn new(src: &'a dyn ReadAt) -> Self {
         Pipeline {
             src,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -151,20 +151,21 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Decoder and transform threads (each pool; at least 1).
-    pub fn threads(mut self, n: usize) -> Self {
+    pub(crate) fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
         self
     }
 
     /// Jobs that may be read ahead of the last one delivered (default: three per thread and
     /// two more, enough to keep every core busy while the sinks work).
-    pub fn window(mut self, jobs: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn window(mut self, jobs: usize) -> Self {
         self.window = Some(jobs.max(1));
         self
     }
 
     /// Stops with [`Error::Interrupted`] once `flag` is set (from a signal handler).
-    pub fn cancel(mut self, flag: &'a AtomicBool) -> Self {
+    pub(crate) fn cancel(mut self, flag: &'a AtomicBool) -> Self {
         self.cancel = Some(flag);
         self
     }
@@ -174,7 +175,8 @@ impl<'a> Pipeline<'a> {
     /// the run fails with [`Error::Replan`] unless the stream ends at `planned`; its last
     /// bytes are in [`Stats::tail`]. No effect on sources of exact size, nor on a run without
     /// jobs.
-    pub fn to_end(mut self, planned: u64) -> Self {
+    #[allow(clippy::wrong_self_convention)] // a builder setting ("read to the end"), not a conversion
+    pub(crate) fn to_end(mut self, planned: u64) -> Self {
         self.to_end = Some(End::Exact(planned));
         self
     }
@@ -183,14 +185,14 @@ impl<'a> Pipeline<'a> {
     /// `size` bytes and nothing past them (verify: a device is larger than the image written
     /// to it): the decoder reads on from the last job to `size` only, and the run fails with
     /// [`Error::Replan`] if the stream ends before. No tail is kept.
-    pub fn at_least(mut self, size: u64) -> Self {
+    pub(crate) fn at_least(mut self, size: u64) -> Self {
         self.to_end = Some(End::AtLeast(size));
         self
     }
 
     /// Runs `jobs` through `transform` into every sink, calling `progress` on this thread
     /// after each job is handed to the sinks. Sinks are finished only if everything succeeded.
-    pub fn run<M: Sync, T: Send + Sync>(
+    pub(crate) fn run<M: Sync, T: Send + Sync>(
         &self,
         jobs: &[Job<M>],
         transform: &Transform<'_, M, T>,
