@@ -120,7 +120,7 @@ fn checkpoint(dev: &dyn ReadAt, start: u64) -> Option<(Vec<u8>, u64, u64)> {
 /// Refused (the caller keeps everything) unless the newest valid checkpoint says the
 /// filesystem was cleanly unmounted: otherwise roll-forward recovery may resurrect blocks the
 /// SIT calls free.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub(crate) fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let sb = dev.read_vec(SB_OFFSET, SB_LEN)?;
     if le32(&sb, 0) != Some(MAGIC) {
         return Err(crate::Error::Format("no F2FS superblock".into()));

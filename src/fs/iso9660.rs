@@ -321,7 +321,7 @@ fn boot_entries(dev: &dyn ReadAt, lba: u32) -> Result<Vec<BootEntry>, String> {
 /// Every volume descriptor in the set (primary, supplementary such as Joliet, enhanced) also
 /// declares a volume space size; the largest is kept, so a hybrid whose descriptors disagree
 /// loses nothing.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub(crate) fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     const FIRST: u64 = 16;
     // Real descriptor sets hold a handful; the bound stops a hostile image from making us read
     // forever.

@@ -46,7 +46,8 @@ macro_rules! fs_types {
 
         impl FsType {
             /// Every type, for tables and tests that must cover them all.
-            pub const ALL: &'static [FsType] = &[$(FsType::$variant,)*];
+            #[cfg(test)]
+            pub(crate) const ALL: &'static [FsType] = &[$(FsType::$variant,)*];
 
             /// The name `blkid` gives the type (its `TYPE=`), which the JSON output carries.
             pub const fn name(self) -> &'static str {
@@ -104,7 +105,7 @@ fs_types! {
 impl FsType {
     /// How this type's allocation map is read; `None` when its contents are opaque to
     /// blockwise (every byte is then kept).
-    pub fn used_fn(self) -> Option<UsedFn> {
+    pub(crate) fn used_fn(self) -> Option<UsedFn> {
         DRIVERS
             .iter()
             .flat_map(|d| d.types)
@@ -126,10 +127,10 @@ impl Serialize for FsType {
 }
 
 /// A probe: recognises its format in a volume (`Ok(None)`: not this format).
-pub type ProbeFn = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
+pub(crate) type ProbeFn = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
 
 /// An allocation-map reader: the bytes of a volume its filesystem needs.
-pub type UsedFn = fn(&dyn ReadAt) -> crate::Result<Usage>;
+pub(crate) type UsedFn = fn(&dyn ReadAt) -> crate::Result<Usage>;
 
 /// One row of the driver table.
 #[derive(Clone, Copy, Debug)]
@@ -244,7 +245,7 @@ pub struct FsInfo {
 
 impl FsInfo {
     /// A filesystem of type `fs_type` about which nothing else is known yet.
-    pub fn new(fs_type: FsType) -> FsInfo {
+    pub(crate) fn new(fs_type: FsType) -> FsInfo {
         FsInfo {
             fs_type,
             label: None,
@@ -327,7 +328,7 @@ pub struct Usage {
     pub cross_check: Option<CrossCheck>,
     /// Bytes of the volume past the filesystem's declared end, kept because nothing says they
     /// are free (included in `used`, but not the filesystem's own use).
-    pub beyond_fs: u64,
+    pub(crate) beyond_fs: u64,
 }
 
 /// The result of checking a filesystem's allocation map against its file metadata (the
@@ -349,7 +350,7 @@ pub struct CrossCheck {
 
 impl Usage {
     /// Every byte of a volume of `size` bytes is needed, for the reason given.
-    pub fn everything(size: u64, why: impl Into<String>) -> Usage {
+    pub(crate) fn everything(size: u64, why: impl Into<String>) -> Usage {
         Usage {
             used: ExtentMap::single(0, size),
             from_fs: false,

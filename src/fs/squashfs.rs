@@ -113,7 +113,7 @@ const PAD: u64 = 4096;
 /// The bytes of a squashfs image that must be kept: `[0, bytes_used)` rounded up to the 4 KiB
 /// padding mksquashfs writes. A squashfs is packed front to back, so there is nothing free
 /// inside it.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub(crate) fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let info =
         probe(dev)?.ok_or_else(|| crate::Error::Format("no squashfs superblock found".into()))?;
     let bytes_used = info

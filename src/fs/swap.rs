@@ -122,7 +122,7 @@ pub fn probe(dev: &dyn ReadAt) -> crate::Result<Option<FsInfo>> {
 /// swapped-out memory that is dead once the system that wrote it is gone.
 ///
 /// Hibernation images are refused (the caller then keeps everything): they are live data.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub(crate) fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     let info = probe(dev)?.ok_or_else(|| crate::Error::Format("no swap signature found".into()))?;
     if info.fs_type != FsType::Swap {
         return Err(crate::Error::Unsupported(format!(

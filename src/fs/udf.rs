@@ -264,7 +264,7 @@ fn uuid_from_volset(field: &[u8]) -> Option<String> {
 /// UDF keeps free space in per-partition bitmaps or tables that may be unallocated, virtual
 /// (VAT on write-once media) or metadata-partition indirected; reading them right for every
 /// profile is not worth the risk for formats that are almost always full optical images.
-pub fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
+pub(crate) fn used(dev: &dyn ReadAt) -> crate::Result<super::Usage> {
     Ok(super::Usage {
         used: crate::extent::ExtentMap::single(0, dev.size()),
         from_fs: true,
