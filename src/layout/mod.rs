@@ -5,9 +5,9 @@ use serde::Serialize;
 
 use crate::io::{ReadAt, ReadAtExt};
 
-pub mod gpt;
-pub mod mbr;
-pub mod types;
+pub(crate) mod gpt;
+pub(crate) mod mbr;
+pub(crate) mod types;
 
 /// Which kind of table was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -68,9 +68,9 @@ pub enum PartKind {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MbrInfo {
     /// 32-bit disk signature at offset 440, as 8 hex digits.
-    pub disk_signature: String,
+    pub(crate) disk_signature: String,
     /// Non-zero bytes in the boot code area (0..440): something boots from this disk.
-    pub boot_code: bool,
+    pub(crate) boot_code: bool,
     /// Index (1-4) of the entry flagged active, if any.
     pub active: Option<u32>,
     /// The MBR only protects a GPT (one 0xEE entry).
@@ -86,11 +86,11 @@ pub struct MbrInfo {
 #[derive(Clone, Debug, Serialize)]
 pub struct MbrEntry {
     /// Slot number 1-4.
-    pub slot: u32,
+    pub(crate) slot: u32,
     /// System ID byte.
     pub type_code: u8,
     /// Active flag.
-    pub bootable: bool,
+    pub(crate) bootable: bool,
     /// Start in bytes.
     pub start: u64,
     /// Size in bytes.
@@ -101,19 +101,19 @@ pub struct MbrEntry {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct GptInfo {
     /// Disk GUID, lowercase.
-    pub disk_guid: String,
+    pub(crate) disk_guid: String,
     /// First usable LBA.
     pub first_usable_lba: u64,
     /// Last usable LBA.
     pub last_usable_lba: u64,
     /// LBA of the primary header (normally 1).
-    pub primary_lba: u64,
+    pub(crate) primary_lba: u64,
     /// LBA the primary header says the backup lives at.
-    pub backup_lba: u64,
+    pub(crate) backup_lba: u64,
     /// Number of entries in the array and their size.
-    pub entry_count: u32,
+    pub(crate) entry_count: u32,
     /// Size of one entry in bytes.
-    pub entry_size: u32,
+    pub(crate) entry_size: u32,
     /// Primary header and its entry array passed their CRC checks.
     pub primary_ok: bool,
     /// Backup header found at the end and valid.
@@ -155,14 +155,14 @@ pub struct Layout {
 
 impl Layout {
     /// Partitions that hold data, leaving out extended containers and 0xEE entries.
-    pub fn data_partitions(&self) -> impl Iterator<Item = &Partition> {
+    pub(crate) fn data_partitions(&self) -> impl Iterator<Item = &Partition> {
         self.partitions.iter().filter(|p| !p.is_container())
     }
 
     /// How far into the disk the table reaches: the end of its furthest partition, MBR entry
     /// or GPT header (the backup sits in the disk's last sector). For an image whose size is
     /// only a hint (a stream read in one pass), a better guess at its size when larger.
-    pub fn extent(&self) -> u64 {
+    pub(crate) fn extent(&self) -> u64 {
         let ss = u64::from(self.sector_size);
         let parts = self
             .partitions
@@ -185,7 +185,7 @@ impl Layout {
 impl Partition {
     /// An extended-partition container or a GPT-protective entry: a range that holds other
     /// partitions (or a GPT), not data of its own. Never probed, never counted as data.
-    pub fn is_container(&self) -> bool {
+    pub(crate) fn is_container(&self) -> bool {
         self.kind.is_container()
     }
 }
@@ -211,7 +211,7 @@ impl PartKind {
 
     /// Typed as an EFI System Partition (the GPT type GUID, or MBR type 0xEF): where UEFI
     /// firmware looks for boot loaders.
-    pub fn is_esp(&self) -> bool {
+    pub(crate) fn is_esp(&self) -> bool {
         match self {
             PartKind::Gpt { type_guid, .. } => type_guid.eq_ignore_ascii_case(types::ESP_GUID),
             PartKind::Mbr { type_code, .. } => *type_code == types::MBR_ESP,
