@@ -11,15 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub mod atomic;
-pub mod blockdev;
-pub mod device;
+pub(crate) mod blockdev;
+pub(crate) mod device;
 pub mod file;
-pub mod overlay;
+pub(crate) mod overlay;
 #[allow(unsafe_code)] // the one module allowed to: ioctls and lseek, each wrapped once
 pub mod sys;
-pub mod write;
+pub(crate) mod write;
 
-pub use blockdev::{BlockDevice, DirectBlockDevice};
+pub(crate) use blockdev::DirectBlockDevice;
 pub use file::FileSource;
 pub use overlay::Overlay;
 pub use write::WriteAt;
@@ -27,7 +27,7 @@ pub use write::WriteAt;
 /// How a source is best read. Consumers (the pipeline, verify, the probes) adapt to it instead
 /// of being told by whoever opened the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Any offset is cheap to read: files, devices, indexed archives (seekable zstd, xz with
     /// several blocks), Android sparse, stored zip members.
     Random,
@@ -53,17 +53,17 @@ pub enum SizeKnown {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caps {
     /// Random or sequential-only.
-    pub access: Access,
+    pub(crate) access: Access,
     /// Preferred size of one read in bytes (a frame or block of an indexed archive; large
     /// sequential requests for files and devices). Always a power of two, at least 4 KiB.
-    pub chunk: u64,
+    pub(crate) chunk: u64,
     /// Whether the size is exact or a hint.
     pub size: SizeKnown,
 }
 
 impl Caps {
     /// A random-access source of exact size, read in 4 MiB requests (files, devices, memory).
-    pub const RANDOM: Caps = Caps {
+    pub(crate) const RANDOM: Caps = Caps {
         access: Access::Random,
         chunk: DEFAULT_CHUNK,
         size: SizeKnown::Exact,
@@ -73,7 +73,7 @@ impl Caps {
 impl Caps {
     /// The caps of a decoder over `inner` that is itself random-access: random only if
     /// `inner` is (a sparse image inside a gzip stream is still read front to back).
-    pub fn over(self, inner: Caps) -> Caps {
+    pub(crate) fn over(self, inner: Caps) -> Caps {
         Caps {
             access: if inner.access == Access::Sequential {
                 Access::Sequential
@@ -86,11 +86,11 @@ impl Caps {
 }
 
 /// Preferred read size of sources that have no structure of their own (files, devices).
-pub const DEFAULT_CHUNK: u64 = 4 << 20;
+pub(crate) const DEFAULT_CHUNK: u64 = 4 << 20;
 
 /// Rounds a unit size (a frame, an xz block) to the power-of-two chunk size [`Caps::chunk`]
 /// promises, between 4 KiB and 64 MiB.
-pub fn chunk_for(unit: u64) -> u64 {
+pub(crate) fn chunk_for(unit: u64) -> u64 {
     unit.clamp(4096, 64 << 20).next_power_of_two().min(64 << 20)
 }
 
@@ -139,7 +139,7 @@ pub trait ReadAt: Send + Sync {
 
     /// An in-order reader of the bytes from `offset` to the end. Sequential sources return a
     /// fresh decoder that bypasses their random-access cache (one decode, no restarts); the
-    /// default reads through [`read_at`](Self::read_at) in [`Caps::chunk`] pieces.
+    /// default reads through [`read_at`](Self::read_at) in `Caps::chunk` pieces.
     fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
         Ok(Box::new(AtReader {
             src: self,
@@ -163,7 +163,7 @@ impl<T: ReadAt + ?Sized> io::Read for AtReader<'_, T> {
 }
 
 /// Skips `n` bytes of an in-order reader (for sources whose decoder can only start at 0).
-pub fn skip_reader(r: &mut dyn io::Read, n: u64) -> io::Result<()> {
+pub(crate) fn skip_reader(r: &mut dyn io::Read, n: u64) -> io::Result<()> {
     let got = io::copy(&mut io::Read::take(r, n), &mut io::sink())?;
     if got < n {
         return Err(io::Error::new(
@@ -310,10 +310,6 @@ impl<S: ReadAt> Slice<S> {
     pub fn new(inner: S, offset: u64, len: u64) -> Self {
         Slice { inner, offset, len }
     }
-    /// Where the window starts in the inner source.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
 }
 
 impl<S: ReadAt> ReadAt for Slice<S> {
@@ -428,7 +424,7 @@ impl<S> io::Read for CountingReader<'_, S> {
 /// Wraps a source and remembers which byte ranges were read (up to a bound), so a backup can
 /// give the metadata that `inspect` reads frames of its own: reading it back from the archive
 /// then decodes only small, well-compressed frames.
-pub struct Recording<S> {
+pub(crate) struct Recording<S> {
     inner: S,
     reads: std::sync::Mutex<Vec<(u64, u64)>>,
 }
@@ -438,14 +434,14 @@ const MAX_RECORDED_READS: usize = 1 << 20;
 
 impl<S: ReadAt> Recording<S> {
     /// Wraps `inner` with an empty record.
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Recording {
             inner,
             reads: std::sync::Mutex::new(Vec::new()),
         }
     }
     /// The byte ranges read so far.
-    pub fn reads(&self) -> crate::ExtentMap {
+    pub(crate) fn reads(&self) -> crate::ExtentMap {
         let r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
         crate::ExtentMap::from_ranges(r.iter().copied())
     }
