@@ -27,13 +27,13 @@ pub fn crc32c_raw(register: u32, data: &[u8]) -> u32 {
 }
 
 /// CRC-32 (IEEE 802.3, as zlib and GPT use it) of `data`.
-pub fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     crc32fast::hash(data)
 }
 
 /// Feeds `data` into a CRC-32 (IEEE) `register` without the initial and final inversions: LVM
 /// and F2FS seed the register with a magic number and store it as it ends.
-pub fn crc32_raw(register: u32, data: &[u8]) -> u32 {
+pub(crate) fn crc32_raw(register: u32, data: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new_with_initial(!register);
     h.update(data);
     !h.finalize()
@@ -42,7 +42,7 @@ pub fn crc32_raw(register: u32, data: &[u8]) -> u32 {
 /// CRC-16 over the concatenation of `parts`, as ext's `gdt_csum` descriptors carry it:
 /// reflected polynomial 0x8005, seed 0xFFFF, no final inversion (the catalogue's
 /// CRC-16/MODBUS).
-pub fn crc16_modbus(parts: &[&[u8]]) -> u16 {
+pub(crate) fn crc16_modbus(parts: &[&[u8]]) -> u16 {
     const CRC16: Crc<u16> = Crc::<u16>::new(&CRC_16_MODBUS);
     let mut d = CRC16.digest();
     for p in parts {
@@ -53,7 +53,7 @@ pub fn crc16_modbus(parts: &[&[u8]]) -> u16 {
 
 /// CRC-64 of `data` as xz's block check defines it (ECMA-182 polynomial, reflected; the
 /// catalogue's CRC-64/XZ).
-pub fn crc64_xz(data: &[u8]) -> u64 {
+pub(crate) fn crc64_xz(data: &[u8]) -> u64 {
     // Slice-by-16: every decoded byte of an xz block with a CRC-64 check passes through here.
     const CRC64: Crc<u64, Table<16>> = Crc::<u64, Table<16>>::new(&CRC_64_XZ);
     CRC64.checksum(data)

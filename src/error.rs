@@ -55,7 +55,7 @@ pub enum Error {
         reason: String,
     },
     /// One pass over a stream whose end was not known beforehand (opened
-    /// [`StreamEnd::Deferred`](crate::format::StreamEnd)) found that the plan made from its
+    /// [`deferred`](crate::format::OpenOptions::deferred)) found that the plan made from its
     /// headers was wrong: it ends elsewhere, or its last sector is a container's trailer.
     /// Nothing was committed; the caller reads the image again, opened to learn its end first.
     #[error("{reason}")]
@@ -128,7 +128,7 @@ impl Error {
     }
 
     /// Shorthand for [`Error::Corrupt`].
-    pub fn corrupt(what: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(what: &'static str, detail: impl Into<String>) -> Self {
         Error::Corrupt {
             what,
             detail: detail.into(),

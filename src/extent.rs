@@ -15,17 +15,6 @@ pub struct Extent {
 }
 
 impl Extent {
-    /// `[start, end)`; `None` if `end < start`.
-    pub fn new(start: u64, end: u64) -> Option<Self> {
-        (end >= start).then_some(Extent { start, end })
-    }
-    /// `len` bytes from `start`; `None` on overflow.
-    pub fn at(start: u64, len: u64) -> Option<Self> {
-        Some(Extent {
-            start,
-            end: start.checked_add(len)?,
-        })
-    }
     /// Length in bytes.
     pub fn len(&self) -> u64 {
         self.end - self.start
@@ -253,13 +242,13 @@ impl ExtentMap {
     }
 
     /// Clips the map to `[0, size)`.
-    pub fn clip(&self, size: u64) -> ExtentMap {
+    pub(crate) fn clip(&self, size: u64) -> ExtentMap {
         self.intersect(&ExtentMap::single(0, size))
     }
 
     /// Moves every range by `delta` bytes (a partition's map into image coordinates).
     /// Ranges that would overflow are cut at `u64::MAX`.
-    pub fn shifted(&self, delta: u64) -> ExtentMap {
+    pub(crate) fn shifted(&self, delta: u64) -> ExtentMap {
         let ranges = self
             .ranges
             .iter()

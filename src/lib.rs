@@ -10,18 +10,20 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
+// A type in a public signature must be nameable, so it can be documented and used.
+#![deny(unnameable_types)]
 
 pub mod archive;
 pub mod bmap;
 pub mod checksum;
-pub mod error;
+pub(crate) mod error;
 pub mod extent;
 pub mod format;
 pub mod fs;
 pub mod io;
 pub mod layout;
 pub mod map;
-pub mod pipeline;
+pub(crate) mod pipeline;
 pub mod report;
 pub mod scan;
 pub mod util;

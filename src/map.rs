@@ -21,11 +21,11 @@ pub struct PartUsage {
     /// Partition number (0 for a whole-disk filesystem).
     pub index: u32,
     /// First byte in the image.
-    pub start: u64,
+    pub(crate) start: u64,
     /// Length in bytes (clipped to the image).
     pub size: u64,
     /// Filesystem type, if one was recognised.
-    pub fs_type: Option<fs::FsType>,
+    pub(crate) fs_type: Option<fs::FsType>,
     /// Bytes the map keeps for it.
     pub used: u64,
     /// True when `used` comes from the filesystem's allocation metadata.
@@ -52,7 +52,7 @@ pub struct ImageMap {
     /// Per partition (or whole-disk filesystem) totals.
     pub parts: Vec<PartUsage>,
     /// Why more was kept than might be necessary.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// Applies the skip rule to a scanned image; `None` when its contents were not decoded (then

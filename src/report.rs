@@ -21,13 +21,13 @@ use crate::map::{image_map, ImageMap};
 use crate::scan::{self, Scan};
 
 /// Version of the JSON report layout; bumped on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// The full inspection report.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     /// Layout version of this report (see [`SCHEMA_VERSION`]).
-    pub schema_version: u32,
+    pub(crate) schema_version: u32,
     /// The path inspected.
     pub path: String,
     /// Layers from the stored bytes down to the disk image, outermost first.
@@ -42,7 +42,7 @@ pub struct Report {
     /// dynamic VHD, VHDX, VMDK, VDI, DMG, 7z): then nothing below the chain was probed.
     pub contents_decoded: bool,
     /// Header facts of an undecoded container.
-    pub container: Option<ContainerInfo>,
+    pub(crate) container: Option<ContainerInfo>,
     /// Tracks of a CD image (from its CUE sheet, or guessed for a lone BIN).
     pub cd_tracks: Vec<Track>,
     /// The partition table.
@@ -92,7 +92,7 @@ pub struct PartitionReport {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct BootFacts {
     /// The MBR carries boot code.
-    pub mbr_boot_code: bool,
+    pub(crate) mbr_boot_code: bool,
     /// The MBR partition marked active.
     pub active_partition: Option<u32>,
     /// Partitions that are EFI System Partitions.
@@ -143,7 +143,7 @@ fn collect_warnings(opening: &[String], scan: &Scan, map: Option<&ImageMap>) -> 
 
 impl Report {
     /// The report of an opened image, from its scan and the map of that scan.
-    pub fn new(opened: &Opened, scan: &Scan, map: Option<&ImageMap>) -> Report {
+    pub(crate) fn new(opened: &Opened, scan: &Scan, map: Option<&ImageMap>) -> Report {
         let mut r = Report::build(
             opened.path.display().to_string(),
             scan,
@@ -160,7 +160,7 @@ impl Report {
     }
 
     /// The report of a bare decoded disk image named `name` (see [`inspect_source`]).
-    pub fn for_source(name: &str, scan: &Scan, map: Option<&ImageMap>) -> Report {
+    pub(crate) fn for_source(name: &str, scan: &Scan, map: Option<&ImageMap>) -> Report {
         Report::build(name.to_string(), scan, map, &[])
     }
 

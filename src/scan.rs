@@ -23,7 +23,7 @@ use crate::layout::{self, Layout, TableKind};
 pub struct Scan {
     /// Size of the decoded image in bytes; for an undecoded container, the virtual size its
     /// header declares (0 when unknown).
-    pub image_size: u64,
+    pub(crate) image_size: u64,
     /// False when the payload is a container or archive this version cannot decode (qcow2,
     /// dynamic VHD, VHDX, VMDK, VDI, DMG, 7z): then nothing below the wrapper chain was read,
     /// the layout is empty and there are no volumes.
@@ -31,23 +31,25 @@ pub struct Scan {
     /// The partition table.
     pub layout: Layout,
     /// One volume per entry of `layout.partitions`, in the same (table) order.
-    pub volumes: Vec<Volume>,
+    pub(crate) volumes: Vec<Volume>,
     /// A filesystem that owns bytes of the whole disk, besides or instead of the partitions.
-    pub whole_disk: Option<WholeDisk>,
+    pub(crate) whole_disk: Option<WholeDisk>,
     /// Problems found while scanning: the table's own warnings, probe failures, the
     /// filesystems' warnings and boot partitions that cannot boot, in the order found.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// One partition and the filesystem in it.
 #[derive(Clone, Debug)]
-pub struct Volume {
+pub(crate) struct Volume {
     /// Index of the partition in [`Scan::layout`]'s `partitions`.
-    pub partition: usize,
+    pub(crate) partition: usize,
     /// First byte in the image.
-    pub start: u64,
+    #[cfg_attr(not(test), allow(dead_code))] // the scan's tests check where a volume lies
+    pub(crate) start: u64,
     /// Length in bytes, clipped to the image (0 for a partition that starts past its end).
-    pub len: u64,
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) len: u64,
     /// The filesystem found in it; `None` for containers (extended, protective), partitions
     /// past the end of the image, unrecognised contents and failed probes.
     pub fs: Option<FsInfo>,
@@ -56,33 +58,16 @@ pub struct Volume {
     /// small for any superblock is no filesystem, not an error.
     pub probe_error: Option<String>,
     /// The bytes the filesystem needs, relative to `start`: present exactly when `fs` is.
-    pub usage: Option<fs::Usage>,
-}
-
-/// Why a filesystem is taken to own bytes of the whole disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WholeDiskOwner {
-    /// No partition table, one that lists no partition, or one that cannot be trusted: the
-    /// filesystem spanning the image is the whole story.
-    NoUsableTable,
-    /// An ISO9660/UDF volume from byte 0 under a usable table (an isohybrid image): its
-    /// extent spans the partitions.
-    Isohybrid,
-    /// A filesystem whose superblock lies clear of the table in front of it (ext and F2FS at
-    /// byte 1024, btrfs at 64 KiB): a disk formatted whole after it was partitioned, or the
-    /// reverse, carries both, and the filesystem's blocks past the last partition are not free.
-    BesideTable,
+    pub(crate) usage: Option<fs::Usage>,
 }
 
 /// A filesystem on the whole disk.
 #[derive(Clone, Debug)]
-pub struct WholeDisk {
+pub(crate) struct WholeDisk {
     /// The filesystem.
-    pub fs: FsInfo,
-    /// Why it counts as an owner.
-    pub owner: WholeDiskOwner,
+    pub(crate) fs: FsInfo,
     /// The bytes of the image it needs.
-    pub usage: fs::Usage,
+    pub(crate) usage: fs::Usage,
 }
 
 /// Opens `path` and scans it.
@@ -113,7 +98,7 @@ pub fn scan(opened: &Opened) -> crate::Result<Scan> {
 }
 
 /// Like [`scan`], and also returns the byte ranges of the image that scanning read.
-pub fn scan_with_reads(opened: &Opened) -> crate::Result<(Scan, ExtentMap)> {
+pub(crate) fn scan_with_reads(opened: &Opened) -> crate::Result<(Scan, ExtentMap)> {
     if let Some(s) = undecoded(opened) {
         return Ok((s, ExtentMap::new()));
     }
@@ -210,15 +195,10 @@ fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Sc
         || layout.unusable.is_some()
     {
         probe_logged(&*src, "whole image", &mut warnings)
-            .map(|f| (f, WholeDiskOwner::NoUsableTable))
     } else {
-        hybrid_disc_fs(&*src, &mut warnings)
-            .map(|f| (f, WholeDiskOwner::Isohybrid))
-            .or_else(|| {
-                beside_table_fs(&*src, &mut warnings).map(|f| (f, WholeDiskOwner::BesideTable))
-            })
+        hybrid_disc_fs(&*src, &mut warnings).or_else(|| beside_table_fs(&*src, &mut warnings))
     };
-    if let Some(fs_end) = whole.as_ref().and_then(|(f, _)| f.size).filter(|_| hinted) {
+    if let Some(fs_end) = whole.as_ref().and_then(|f| f.size).filter(|_| hinted) {
         src.refine_size_hint(fs_end);
         image_size = image_size.max(src.size());
     }
@@ -262,7 +242,7 @@ fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Sc
         });
     }
     let volumes: Vec<Volume> = volumes.into_iter().flatten().collect();
-    if let Some((f, _)) = &whole {
+    if let Some(f) = &whole {
         for w in &f.warnings {
             warnings.push(format!("{}: {w}", f.fs_type));
         }
@@ -271,10 +251,9 @@ fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Sc
 
     // Read last: the whole-disk map spans the image, so a streaming decoder that has just
     // walked the partitions forward only restarts once for it.
-    let whole_disk = whole.map(|(fs, owner)| WholeDisk {
+    let whole_disk = whole.map(|fs| WholeDisk {
         usage: fs::usage(&*src, &fs),
         fs,
-        owner,
     });
     Ok(Scan {
         image_size,
@@ -339,7 +318,9 @@ fn hybrid_disc_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo
 }
 
 /// A filesystem on the whole disk whose superblock does not collide with the partition table
-/// in front of it (see [`WholeDiskOwner::BesideTable`]).
+/// in front of it (ext and F2FS at byte 1024, btrfs at 64 KiB): a disk formatted whole after it
+/// was partitioned, or the reverse, carries both, and the filesystem's blocks past the last
+/// partition are not free.
 fn beside_table_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInfo> {
     type Probe = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
     const PROBES: [Probe; 3] = [fs::ext::probe, fs::f2fs::probe, fs::btrfs::probe];

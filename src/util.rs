@@ -6,44 +6,44 @@
 use crate::checksum::hex;
 
 /// Little-endian u16 at `off`, or `None` if the buffer is too short.
-pub fn le16(b: &[u8], off: usize) -> Option<u16> {
+pub(crate) fn le16(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_le_bytes(
         b.get(off..off.checked_add(2)?)?.try_into().ok()?,
     ))
 }
 /// Little-endian u32 at `off`, or `None` if the buffer is too short.
-pub fn le32(b: &[u8], off: usize) -> Option<u32> {
+pub(crate) fn le32(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_le_bytes(
         b.get(off..off.checked_add(4)?)?.try_into().ok()?,
     ))
 }
 /// Little-endian u64 at `off`, or `None` if the buffer is too short.
-pub fn le64(b: &[u8], off: usize) -> Option<u64> {
+pub(crate) fn le64(b: &[u8], off: usize) -> Option<u64> {
     Some(u64::from_le_bytes(
         b.get(off..off.checked_add(8)?)?.try_into().ok()?,
     ))
 }
 /// Big-endian u16 at `off`, or `None` if the buffer is too short.
-pub fn be16(b: &[u8], off: usize) -> Option<u16> {
+pub(crate) fn be16(b: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_be_bytes(
         b.get(off..off.checked_add(2)?)?.try_into().ok()?,
     ))
 }
 /// Big-endian u32 at `off`, or `None` if the buffer is too short.
-pub fn be32(b: &[u8], off: usize) -> Option<u32> {
+pub(crate) fn be32(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_be_bytes(
         b.get(off..off.checked_add(4)?)?.try_into().ok()?,
     ))
 }
 /// Big-endian u64 at `off`, or `None` if the buffer is too short.
-pub fn be64(b: &[u8], off: usize) -> Option<u64> {
+pub(crate) fn be64(b: &[u8], off: usize) -> Option<u64> {
     Some(u64::from_be_bytes(
         b.get(off..off.checked_add(8)?)?.try_into().ok()?,
     ))
 }
 
 /// Formats 16 bytes as a lowercase RFC 4122 UUID string, in the byte order given.
-pub fn uuid_be(b: &[u8; 16]) -> String {
+pub(crate) fn uuid_be(b: &[u8; 16]) -> String {
     format!(
         "{}-{}-{}-{}-{}",
         hex(&b[..4]),
@@ -55,7 +55,7 @@ pub fn uuid_be(b: &[u8; 16]) -> String {
 }
 
 /// Formats a mixed-endian (Microsoft/GPT style) GUID as lowercase text.
-pub fn guid_le(b: &[u8; 16]) -> String {
+pub(crate) fn guid_le(b: &[u8; 16]) -> String {
     let mut x = *b;
     x[0..4].reverse();
     x[4..6].reverse();
@@ -80,7 +80,7 @@ pub fn human_bytes(n: u64) -> String {
 
 /// Decodes a space/NUL padded 8-bit label, trimming trailing padding. Non-ASCII bytes are
 /// mapped through Latin-1 so the result is always valid UTF-8.
-pub fn latin1_trim(b: &[u8]) -> String {
+pub(crate) fn latin1_trim(b: &[u8]) -> String {
     let end = b
         .iter()
         .rposition(|&c| c != 0 && c != b' ')
@@ -89,7 +89,7 @@ pub fn latin1_trim(b: &[u8]) -> String {
 }
 
 /// Decodes UTF-16LE up to the first NUL, replacing invalid sequences.
-pub fn utf16le_z(b: &[u8]) -> String {
+pub(crate) fn utf16le_z(b: &[u8]) -> String {
     let units: Vec<u16> = b
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))

@@ -74,8 +74,6 @@ impl Default for BackupOptions {
 pub struct Progress {
     /// Mapped bytes read and written so far.
     pub mapped_done: u64,
-    /// Mapped bytes in all.
-    pub mapped_total: u64,
 }
 
 /// What a finished backup did.
@@ -87,18 +85,14 @@ pub struct BackupStats {
     pub map: ExtentMap,
     /// Bytes read from the source.
     pub bytes_read: u64,
-    /// Data segments written.
-    pub data_segments: u64,
-    /// Zero runs written.
-    pub zero_segments: u64,
     /// Inclusive block ranges of the bmap, and their SHA-256 (hex) when asked for.
     pub bmap_ranges: Vec<(u64, u64)>,
     /// One hex SHA-256 per entry of `bmap_ranges`, or empty without checksums.
-    pub checksums: Vec<String>,
+    pub(crate) checksums: Vec<String>,
     /// Wall time in seconds.
     pub seconds: f64,
     /// Block size of the bmap ranges.
-    pub bmap_block_size: u64,
+    pub(crate) bmap_block_size: u64,
 }
 
 impl BackupStats {
@@ -225,11 +219,6 @@ impl Backup {
         self.level
     }
 
-    /// Output format.
-    pub fn format(&self) -> ArchiveFormat {
-        self.opts.format
-    }
-
     /// Things the user should know (reading through the page cache).
     pub fn warnings(&self) -> &[String] {
         &self.warnings
@@ -303,10 +292,7 @@ impl Backup {
             flushed: 0,
         };
         let mut hasher = HashSink(RangeHasher::new(&byte_ranges, ChecksumType::Sha256));
-        let mut p = Progress {
-            mapped_done: 0,
-            mapped_total: map.total(),
-        };
+        let mut p = Progress { mapped_done: 0 };
         let stats = {
             let mut sinks: Vec<&mut dyn Sink<Segment, Chunk>> = vec![&mut archive];
             if self.opts.checksums {
@@ -329,13 +315,10 @@ impl Backup {
         } else {
             Vec::new()
         };
-        let data_segments = jobs.iter().filter(|j| j.read.is_some()).count() as u64;
         Ok(BackupStats {
             image_size: size,
             map,
             bytes_read: stats.bytes_read,
-            data_segments,
-            zero_segments: jobs.len() as u64 - data_segments,
             bmap_ranges: ranges,
             checksums,
             seconds: t0.elapsed().as_secs_f64(),

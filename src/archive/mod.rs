@@ -1,6 +1,6 @@
 //! Archive writers: the sinks of `blockwise backup`.
 //!
-//! A backup is planned as a list of [`Segment`]s covering the whole image in order: data
+//! A backup is planned as a list of `Segment`s covering the whole image in order: data
 //! segments (mapped bytes, with unmapped holes inside them zeroed) and zero runs (unmapped).
 //! [`backup`] runs them through the [`pipeline`](crate::pipeline): the data segments are read
 //! as the source prefers, an [`Encoder`] turns each into output bytes on every core, and the
@@ -17,8 +17,8 @@ pub mod plan;
 pub mod simg;
 pub mod sparse;
 pub mod truncate;
-pub mod xz;
-pub mod zstd;
+pub(crate) mod xz;
+pub(crate) mod zstd;
 
 pub use backup::{bmap_path, check_destination, Backup, BackupOptions, BackupStats, Progress};
 pub use codec::{ArchiveWriter, CodecOptions, Encoded, Encoder};

@@ -9,37 +9,37 @@ use crate::extent::{Extent, ExtentMap};
 
 /// How to cut the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlanOptions {
+pub(crate) struct PlanOptions {
     /// Largest data segment, in bytes.
-    pub frame_size: usize,
+    pub(crate) frame_size: usize,
     /// Unmapped gaps shorter than this are kept inside a data segment.
-    pub merge_gap: u64,
+    pub(crate) merge_gap: u64,
     /// Largest zero run, in bytes.
-    pub max_zero: u64,
+    pub(crate) max_zero: u64,
 }
 
 /// A stretch of the image holding mapped bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DataSegment {
+pub(crate) struct DataSegment {
     /// Image offset of the first byte.
-    pub offset: u64,
+    pub(crate) offset: u64,
     /// Length in bytes (at most the plan's `frame_size`).
-    pub len: usize,
+    pub(crate) len: usize,
     /// The mapped byte ranges inside it, absolute, sorted, disjoint; the first starts at
     /// `offset` and the last ends at `offset + len`. Everything else in the segment is zero.
-    pub mapped: Vec<Extent>,
+    pub(crate) mapped: Vec<Extent>,
 }
 
 impl DataSegment {
     /// End offset (exclusive).
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.offset + self.len as u64
     }
 }
 
 /// One piece of the image, in image order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// Mapped bytes to read and store.
     Data(DataSegment),
     /// Unmapped bytes, stored as zeros or holes.
@@ -53,7 +53,8 @@ pub enum Segment {
 
 impl Segment {
     /// Image offset of the segment.
-    pub fn offset(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn offset(&self) -> u64 {
         match self {
             Segment::Data(d) => d.offset,
             Segment::Zero { offset, .. } => *offset,
@@ -61,7 +62,8 @@ impl Segment {
     }
 
     /// Length in bytes.
-    pub fn len(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> u64 {
         match self {
             Segment::Data(d) => d.len as u64,
             Segment::Zero { len, .. } => *len,
@@ -69,21 +71,28 @@ impl Segment {
     }
 
     /// True for an empty segment (never produced by [`plan`]).
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
 /// Cuts `[0, size)` into segments: every byte of `map` (clipped to `size`) lies in a data
 /// segment, and the segments tile the image exactly, in order.
-pub fn plan(size: u64, map: &ExtentMap, o: &PlanOptions) -> Vec<Segment> {
+#[cfg(test)]
+pub(crate) fn plan(size: u64, map: &ExtentMap, o: &PlanOptions) -> Vec<Segment> {
     plan_with_cuts(size, map, &[], o)
 }
 
 /// Like [`plan`], and no data segment spans one of `cuts` (sorted offsets): a new segment
 /// starts there. Backups cut around the metadata inspect reads, so reading it back from an
 /// archive decodes small frames of metadata rather than frames mostly of file data.
-pub fn plan_with_cuts(size: u64, map: &ExtentMap, cuts: &[u64], o: &PlanOptions) -> Vec<Segment> {
+pub(crate) fn plan_with_cuts(
+    size: u64,
+    map: &ExtentMap,
+    cuts: &[u64],
+    o: &PlanOptions,
+) -> Vec<Segment> {
     let frame = (o.frame_size.max(1)) as u64;
     let max_zero = o.max_zero.max(1);
     let map = map.clip(size);

@@ -38,7 +38,7 @@ struct Run {
 }
 
 /// Writes RAW/FILL chunks for mapped data and DONT_CARE for unmapped space.
-pub struct SimgWriter {
+pub(crate) struct SimgWriter {
     bs: u64,
     total_blocks: u32,
     /// Next write position in the output.
@@ -55,7 +55,7 @@ pub struct SimgWriter {
 impl SimgWriter {
     /// A writer for an image of `image_size` bytes, with the largest block size of 4096,
     /// 2048, 1024 and 512 that divides it (the format cannot describe a partial last block).
-    pub fn new(image_size: u64) -> crate::Result<Self> {
+    pub(crate) fn new(image_size: u64) -> crate::Result<Self> {
         let bs = [4096u64, 2048, 1024, 512]
             .into_iter()
             .find(|b| image_size % b == 0)
@@ -82,7 +82,8 @@ impl SimgWriter {
     }
 
     /// Block size chosen for this image.
-    pub fn block_size(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn block_size(&self) -> u64 {
         self.bs
     }
 

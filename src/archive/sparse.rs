@@ -14,11 +14,11 @@ const BLOCK: usize = 4096;
 
 /// Writes mapped data at its offset and leaves unmapped space as holes.
 #[derive(Default)]
-pub struct SparseWriter;
+pub(crate) struct SparseWriter;
 
 impl SparseWriter {
     /// A writer for one sparse raw image.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SparseWriter
     }
 }

@@ -19,14 +19,14 @@ pub struct Truncation {
     /// Bytes to replace in the truncated image: (offset, new bytes), sorted, disjoint.
     pub patches: Vec<(u64, Vec<u8>)>,
     /// What was changed, for the summary.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Truncation {
     /// Refuses a cut that would drop bytes the image map keeps: only the old GPT backup
     /// (rewritten at the new end) may lie past it. A whole-disk filesystem beside the table,
     /// or a table that cannot be trusted, keeps bytes there, and then nothing is cut.
-    pub fn check_against_map(
+    pub(crate) fn check_against_map(
         &self,
         layout: &Layout,
         map: &crate::ExtentMap,

@@ -21,7 +21,7 @@ use super::plan::DataSegment;
 use crate::io::WriteAt;
 
 /// Largest zero run written as one xz block: readers that hold a block in memory stay bounded.
-pub const MAX_ZERO_BLOCK: u64 = 64 << 20;
+pub(crate) const MAX_ZERO_BLOCK: u64 = 64 << 20;
 
 const HEADER_MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0];
 /// Stream flags: check type CRC32.
@@ -35,7 +35,7 @@ const ZERO_CHUNK: usize = 1 << 20;
 const ZERO_DICT: u32 = 2 << 20;
 
 /// Valid xz presets.
-pub const LEVELS: std::ops::RangeInclusive<i32> = 0..=9;
+pub(crate) const LEVELS: std::ops::RangeInclusive<i32> = 0..=9;
 
 /// Dictionary size encoded by LZMA2 properties byte `p` (0..=40).
 fn dict_of_prop(p: u8) -> u64 {
@@ -108,7 +108,7 @@ fn block(compressed: &[u8], uncompressed: u64, prop: u8, check: u32) -> (Vec<u8>
 }
 
 /// Compresses one data segment into one independent xz block.
-pub struct BlockEncoder {
+pub(crate) struct BlockEncoder {
     preset: u32,
 }
 
@@ -221,7 +221,7 @@ fn zero_block(len: u64) -> io::Result<(Vec<u8>, u64)> {
 
 /// Writes blocks in order, then the index and stream footer.
 #[derive(Default)]
-pub struct XzWriter {
+pub(crate) struct XzWriter {
     started: bool,
     /// (unpadded size, uncompressed size) per block.
     records: Vec<(u64, u64)>,
@@ -231,7 +231,7 @@ pub struct XzWriter {
 
 impl XzWriter {
     /// A writer for one xz stream.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         XzWriter::default()
     }
 

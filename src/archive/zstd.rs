@@ -15,7 +15,7 @@ use crate::io::WriteAt;
 
 /// Largest zero run written as one frame: small enough that a reader holding a whole frame
 /// in memory (ours, or another tool's) stays bounded.
-pub const MAX_ZERO_FRAME: u64 = 64 << 20;
+pub(crate) const MAX_ZERO_FRAME: u64 = 64 << 20;
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 /// zstd's Block_Maximum_Size: an RLE block regenerates at most this many bytes.
@@ -23,10 +23,10 @@ const MAX_BLOCK: u64 = 128 << 10;
 
 /// Valid compression levels (zstd's own range, without the negative "fast" levels, which
 /// cost ratio for speed we do not need: the frames compress on every core).
-pub const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+pub(crate) const LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
 
 /// Compresses one data segment into one zstd frame.
-pub struct FrameEncoder {
+pub(crate) struct FrameEncoder {
     level: i32,
 }
 
@@ -63,7 +63,7 @@ impl Encoder for FrameEncoder {
 
 /// A zstd frame that decodes to `len` zero bytes (`len` at most [`MAX_ZERO_FRAME`]): a frame
 /// header with a 128 KiB window and the content size, then RLE blocks of zeros.
-pub fn zero_frame(len: u64) -> Vec<u8> {
+pub(crate) fn zero_frame(len: u64) -> Vec<u8> {
     debug_assert!(len <= u64::from(u32::MAX));
     let blocks = len.div_ceil(MAX_BLOCK).max(1);
     let mut f = Vec::with_capacity(10 + blocks as usize * 4);
@@ -93,7 +93,7 @@ pub fn zero_frame(len: u64) -> Vec<u8> {
 
 /// Appends frames in order and ends the file with the seek table.
 #[derive(Default)]
-pub struct SeekableWriter {
+pub(crate) struct SeekableWriter {
     /// (compressed size, decompressed size) per frame.
     frames: Vec<(u32, u32)>,
     /// Where the next frame goes.
@@ -102,7 +102,7 @@ pub struct SeekableWriter {
 
 impl SeekableWriter {
     /// A writer for one seekable zstd file.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         SeekableWriter::default()
     }
 

@@ -5,10 +5,9 @@
 use std::io;
 
 use serde::Serialize;
-use sha2::Sha256;
 
 use crate::extent::ExtentMap;
-use crate::io::{ReadAt, ReadAtExt};
+use crate::io::ReadAt;
 
 mod hash;
 mod model;
@@ -56,7 +55,7 @@ pub fn sha256_range(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8
 }
 
 /// SHA-256 (hex) of every block range `first..=last`, each cut at `image_size`; decoded and
-/// hashed on all cores through the [`pipeline`](crate::pipeline).
+/// hashed on all cores through the crate's pipeline.
 pub fn range_checksums(
     src: &dyn ReadAt,
     ranges: &[(u64, u64)],
@@ -102,18 +101,9 @@ pub fn file_data_ranges(file: &std::fs::File) -> io::Result<ExtentMap> {
     Ok(m)
 }
 
-/// Digest of `[start, end)` of `src` with the given hash, as lowercase hex.
-pub fn range_digest(src: &dyn ReadAt, start: u64, end: u64, t: ChecksumType) -> io::Result<String> {
-    let d = match t {
-        ChecksumType::Sha256 => digest_range::<Sha256>(src, start, end)?,
-        ChecksumType::Sha1 => digest_range::<sha1::Sha1>(src, start, end)?,
-    };
-    Ok(hex(&d))
-}
-
 /// Builds a complete bmap 2.0 file for `src` whose bytes that matter are `map`.
 ///
-/// The ranges are read through the [`pipeline`](crate::pipeline), as the source prefers:
+/// The ranges are read through the crate's pipeline, as the source prefers:
 /// frames of a seekable archive decode on every core, a stream is decoded once, in order.
 pub fn generate(
     src: &dyn ReadAt,
@@ -197,7 +187,7 @@ pub struct VerifyResult {
 }
 
 /// Checks every range of `bmap` that carries a checksum against `src`, reading through the
-/// [`pipeline`](crate::pipeline) as [`generate`] does.
+/// pipeline as [`generate`] does.
 pub fn verify(src: &dyn ReadAt, bmap: &Bmap) -> crate::Result<VerifyResult> {
     let Some(t) = bmap.checksum_type else {
         return Err(crate::Error::Format(

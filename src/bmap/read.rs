@@ -12,7 +12,7 @@ use super::model::{Bmap, BmapRange, ChecksumType};
 use crate::Error;
 
 /// Largest bmap file accepted (a bmap of a 2 TiB image with a million ranges is ~100 MiB).
-pub const MAX_BMAP_BYTES: usize = 256 << 20;
+pub(crate) const MAX_BMAP_BYTES: usize = 256 << 20;
 
 fn bad(detail: impl Into<String>) -> Error {
     Error::corrupt("bmap file", detail)

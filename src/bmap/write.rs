@@ -23,7 +23,7 @@ impl Default for BmapWriteOptions {
 }
 
 /// bmaptool's `human_size`, including its rounding and units.
-pub fn human_size(size: u64) -> String {
+pub(crate) fn human_size(size: u64) -> String {
     if size == 1 {
         return "1 byte".into();
     }

@@ -15,15 +15,15 @@ use super::Format;
 use crate::io::file::FileSource;
 use crate::io::{Access, ReadAt, ReadAtExt, SizeKnown};
 
-/// How [`open`](super::open) treats wrappers. Defined here, below `open`, so that drivers
+/// How [`open`](fn@super::open) treats wrappers. Defined here, below `open`, so that drivers
 /// read the options without importing the loop that calls them.
 #[derive(Clone, Debug)]
 pub struct OpenOptions {
     /// Decode compression wrappers (gz, xz, zst, bz2, lz4, zip members) transparently.
-    pub decompress: bool,
+    pub(crate) decompress: bool,
     /// When a stream's exact size and trailer are learnt: at open (the default, what
     /// `inspect` needs) or while reading (for a single in-order pass over the image).
-    pub stream_end: StreamEnd,
+    pub(crate) stream_end: StreamEnd,
 }
 
 impl Default for OpenOptions {
@@ -36,7 +36,8 @@ impl Default for OpenOptions {
 }
 
 impl OpenOptions {
-    /// Options for commands that read the image once, in order ([`StreamEnd::Deferred`]).
+    /// Options for commands that read the image once, in order (a stream's end is learnt by
+    /// reading to it, `StreamEnd::Deferred`).
     pub fn deferred() -> Self {
         OpenOptions {
             stream_end: StreamEnd::Deferred,
@@ -78,11 +79,11 @@ pub trait FormatDriver: Sync {
 
 /// Bytes read from the head of a source for recognition: enough for the ISO9660 descriptor at
 /// 32769 and the second raw CD sector's sync at 2352.
-pub const HEAD_LEN: usize = 36 * 1024;
+pub(crate) const HEAD_LEN: usize = 36 * 1024;
 
 /// Bytes read from the end of a source when that is cheap: one sector, where VHD footers and
 /// DMG trailers live.
-pub const TAIL_LEN: usize = 512;
+pub(crate) const TAIL_LEN: usize = 512;
 
 /// What a driver sees of a source to recognise it.
 pub struct Probe<'a> {
@@ -96,7 +97,7 @@ impl<'a> Probe<'a> {
     ///
     /// A stream whose decoding breaks before its end gives no tail rather than an error: it
     /// opens as it would without the trailer look, and its reads report the break.
-    pub fn read(src: &'a dyn ReadAt, with_tail: bool) -> io::Result<Self> {
+    pub(crate) fn read(src: &'a dyn ReadAt, with_tail: bool) -> io::Result<Self> {
         let head = src.read_upto(0, HEAD_LEN)?;
         let tail = if with_tail {
             let at = src.size().saturating_sub(TAIL_LEN as u64);
@@ -112,25 +113,25 @@ impl<'a> Probe<'a> {
     }
 
     /// The first bytes (up to [`HEAD_LEN`]; fewer when the source is shorter).
-    pub fn head(&self) -> &[u8] {
+    pub(crate) fn head(&self) -> &[u8] {
         &self.head
     }
 
     /// The last bytes (up to [`TAIL_LEN`]), or `None` when reading them was not free: a stream
     /// not decoded to its end while opening (opened [`super::StreamEnd::Deferred`], or whose
     /// size its headers give).
-    pub fn tail(&self) -> Option<&[u8]> {
+    pub(crate) fn tail(&self) -> Option<&[u8]> {
         self.tail.as_deref()
     }
 
     /// The size of the source (a hint when the source says so).
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.src.size()
     }
 
     /// The source itself, for a format that must look a little further than the tail (a seek
     /// table's header): `None` unless its end was cheap to read, like [`tail`](Self::tail).
-    pub fn source(&self) -> Option<&dyn ReadAt> {
+    pub(crate) fn source(&self) -> Option<&dyn ReadAt> {
         self.tail.is_some().then_some(self.src)
     }
 }
@@ -141,14 +142,14 @@ pub struct Layer {
     /// What this layer is.
     pub format: Format,
     /// Stored size of this layer in bytes, if known.
-    pub size: Option<u64>,
+    pub(crate) size: Option<u64>,
     /// Facts worth showing (e.g. "member disk.img", "virtual size 8 GiB, dynamic").
     pub detail: Option<String>,
 }
 
 impl Layer {
     /// A layer of `format` stored in `src`: its size is `src`'s when that is exact.
-    pub fn stored(format: Format, src: &dyn ReadAt, detail: Option<String>) -> Layer {
+    pub(crate) fn stored(format: Format, src: &dyn ReadAt, detail: Option<String>) -> Layer {
         Layer {
             format,
             size: (src.caps().size == SizeKnown::Exact).then(|| src.size()),
@@ -161,18 +162,18 @@ impl Layer {
 pub struct Step {
     /// The layers, outermost first: one, or two when a CUE sheet also names the raw sectors of
     /// its data track.
-    pub layers: Vec<Layer>,
+    pub(crate) layers: Vec<Layer>,
     /// The decoded bytes to recognise next, or `None` when the chain ends here (an image, or a
     /// container this version does not decode).
     pub inner: Option<Arc<dyn ReadAt>>,
     /// True if `inner` is a stream already decoded to its end while opening (to learn its
     /// size), with its last sector still cached: looking there for a trailer costs nothing.
-    pub tail_is_free: bool,
+    pub(crate) tail_is_free: bool,
 }
 
 impl Step {
     /// A layer that decodes to `inner`.
-    pub fn inner(layer: Layer, inner: Arc<dyn ReadAt>) -> Step {
+    pub(crate) fn inner(layer: Layer, inner: Arc<dyn ReadAt>) -> Step {
         Step {
             layers: vec![layer],
             inner: Some(inner),
@@ -181,7 +182,7 @@ impl Step {
     }
 
     /// The last layer of the chain.
-    pub fn end(layer: Layer) -> Step {
+    pub(crate) fn end(layer: Layer) -> Step {
         Step {
             layers: vec![layer],
             inner: None,
@@ -191,7 +192,7 @@ impl Step {
 
     /// Says whether the inner stream's last sector is already decoded (see
     /// [`tail_is_free`](Self::tail_is_free)).
-    pub fn with_free_tail(mut self, free: bool) -> Step {
+    pub(crate) fn with_free_tail(mut self, free: bool) -> Step {
         self.tail_is_free = free;
         self
     }
@@ -228,24 +229,24 @@ impl<'a> OpenCtx<'a> {
     }
 
     /// How the caller asked for the image to be opened.
-    pub fn options(&self) -> &OpenOptions {
+    pub(crate) fn options(&self) -> &OpenOptions {
         self.opts
     }
 
     /// The path given to [`super::open()`] (only a hint for messages).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.path
     }
 
     /// How many layers were peeled before this one (0: the bytes of the file itself).
-    pub fn depth(&self) -> usize {
+    pub(crate) fn depth(&self) -> usize {
         self.depth
     }
 
     /// False once [`super::MAX_DEPTH`] layers are open: the guard that keeps nested wrappers,
     /// and files that name other files, from going on forever. Nothing may be opened inside a
     /// layer then.
-    pub fn may_descend(&self) -> bool {
+    pub(crate) fn may_descend(&self) -> bool {
         self.depth < super::MAX_DEPTH
     }
 
@@ -256,14 +257,14 @@ impl<'a> OpenCtx<'a> {
 
     /// The directory whose files the opened file may name, if the bytes being opened are that
     /// file's own (not a layer decoded from it, not a device, not memory).
-    pub fn sibling_dir(&self) -> Option<&Path> {
+    pub(crate) fn sibling_dir(&self) -> Option<&Path> {
         self.dir.as_deref().filter(|_| self.depth == 0)
     }
 
     /// Opens a file the opened file names (a CUE sheet's BIN): `name` as written, relative to
     /// the file's directory, or else its last component beside the file, since sheets often
     /// keep the path a file had where it was made (even with Windows separators).
-    pub fn sibling(&self, name: &str) -> io::Result<Arc<dyn ReadAt>> {
+    pub(crate) fn sibling(&self, name: &str) -> io::Result<Arc<dyn ReadAt>> {
         let dir = self.sibling_dir().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
@@ -283,12 +284,12 @@ impl<'a> OpenCtx<'a> {
     }
 
     /// Tells the user something they should know about this layer.
-    pub fn warn(&mut self, w: impl Into<String>) {
+    pub(crate) fn warn(&mut self, w: impl Into<String>) {
         self.warnings.push(w.into());
     }
 
     /// Records a fact worth a line that is not a problem.
-    pub fn note(&mut self, n: impl Into<String>) {
+    pub(crate) fn note(&mut self, n: impl Into<String>) {
         let n = n.into();
         if !self.notes.contains(&n) {
             self.notes.push(n);
@@ -296,12 +297,12 @@ impl<'a> OpenCtx<'a> {
     }
 
     /// Records the tracks of a CD image.
-    pub fn set_cd_tracks(&mut self, tracks: Vec<Track>) {
+    pub(crate) fn set_cd_tracks(&mut self, tracks: Vec<Track>) {
         self.cd_tracks = tracks;
     }
 
     /// Records the header facts of a container whose contents are not decoded.
-    pub fn set_container(&mut self, info: ContainerInfo) {
+    pub(crate) fn set_container(&mut self, info: ContainerInfo) {
         self.container = Some(info);
     }
 }

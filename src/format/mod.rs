@@ -7,14 +7,15 @@
 //! | folder | formats |
 //! |---|---|
 //! | [`compress`] | gzip, xz (streamed, or block by block from its index), zstd, seekable zstd (its seek table read and written in one place), bzip2, lz4 |
-//! | [`archive`] | zip (the image member is opened), 7z (identified) |
+//! | `archive` | zip (the image member is opened), 7z (identified) |
 //! | [`container`] | Android sparse, qcow/qcow2, VHD, VHDX, VMDK, VDI, DMG |
 //! | [`cd`] | CUE sheets, raw 2352-byte sectors (BIN), ISO9660 |
-//! | [`raw`] | everything else: the disk image itself |
+//! | `raw` | everything else: the disk image itself |
 //!
 //! Beside them: [`stream`] decodes any streaming codec with random access on top, `frames`
-//! serves reads from independently decodable frames, [`driver`] holds the one trait every
-//! format implements, [`registry`] lists the drivers and [`open()`] loops over them.
+//! serves reads from independently decodable frames, `driver` holds the one trait every
+//! format implements ([`FormatDriver`]), `registry` lists the drivers ([`DRIVERS`]) and
+//! [`open()`] loops over them.
 //!
 //! # One driver per format
 //!
@@ -23,7 +24,7 @@
 //! reading that costs no decoding; never the file name; a format known by its last sector also
 //! answers [`trailer_format`]), how it is opened (header facts, the decoded bytes inside) and
 //! what its header says. [`open()`] is a loop: read a [`Probe`], ask the
-//! [`registry`]'s drivers in order which one recognises it, let that driver open one layer,
+//! [`DRIVERS`] in order which one recognises it, let that driver open one layer,
 //! and go on with the bytes inside, at most [`MAX_DEPTH`] layers deep. An [`OpenCtx`] gives
 //! drivers what lies outside the bytes: the files beside the image (a CUE sheet's BIN) and the
 //! nesting depth.
@@ -78,28 +79,26 @@
 
 use serde::Serialize;
 
-pub mod archive;
+pub(crate) mod archive;
 pub mod cd;
 pub mod compress;
 pub mod container;
-pub mod driver;
+pub(crate) mod driver;
 mod frames;
 pub mod open;
-pub mod raw;
-pub mod registry;
+pub(crate) mod raw;
+pub(crate) mod registry;
 pub mod stream;
 
-pub use compress::seekable_zstd::SeekableZstd;
-pub use compress::xz_blocks::XzBlocks;
 pub use driver::OpenOptions;
 pub use driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
 pub use open::{open, open_source, Opened, MAX_DEPTH};
-pub use registry::{check_tail, sniff, trailer_format, DRIVERS};
-pub use stream::{StreamEnd, StreamSource};
+pub(crate) use registry::check_tail;
+pub use registry::{sniff, trailer_format, DRIVERS};
 
 /// What kind of layer a format is, which decides how [`open()`] treats it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A compression wrapper that decodes to exactly one byte stream.
     Compression,
     /// An archive of files, one of which is the image.
@@ -131,7 +130,8 @@ impl Format {
     }
 
     /// Identifier used in JSON ("seekable-zstd").
-    pub fn id(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn id(self) -> &'static str {
         self.id
     }
 
@@ -141,7 +141,7 @@ impl Format {
     }
 
     /// What kind of layer it is.
-    pub fn kind(self) -> Kind {
+    pub(crate) fn kind(self) -> Kind {
         self.kind
     }
 
@@ -151,7 +151,8 @@ impl Format {
     }
 
     /// The driver that recognises and opens this format.
-    pub fn driver(self) -> &'static dyn FormatDriver {
+    #[cfg(test)]
+    pub(crate) fn driver(self) -> &'static dyn FormatDriver {
         registry::driver(self)
     }
 }

@@ -25,7 +25,7 @@ const STREAMED_NOTE: &str =
 /// An opened image: the decoded bytes plus how they were reached.
 pub struct Opened {
     /// The path given.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The layers from the file's own bytes down to the payload (last element).
     pub chain: Vec<Layer>,
     /// The innermost bytes (normally a disk or filesystem image).

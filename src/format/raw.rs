@@ -12,7 +12,7 @@ impl Format {
 }
 
 /// Takes anything: last in the registry.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

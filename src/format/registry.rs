@@ -37,7 +37,7 @@ pub static DRIVERS: &[&dyn FormatDriver] = &[
 ];
 
 /// The driver that recognises the probed bytes (raw, if no other does).
-pub fn detect(probe: &Probe<'_>) -> &'static dyn FormatDriver {
+pub(crate) fn detect(probe: &Probe<'_>) -> &'static dyn FormatDriver {
     DRIVERS
         .iter()
         .copied()
@@ -53,7 +53,7 @@ pub fn sniff(src: &dyn ReadAt) -> std::io::Result<Format> {
 
 /// The format whose trailer ends `last`, the last bytes (at least 512 when the image is that
 /// long) of a decoded image, if any: a fixed VHD or a DMG. For readers that learn the end of a
-/// stream only when they get there (a stream opened with [`super::StreamEnd::Deferred`]), so
+/// stream only when they get there (a stream opened with `StreamEnd::Deferred`), so
 /// they can still tell the image was not raw.
 pub fn trailer_format(last: &[u8]) -> Option<Format> {
     DRIVERS.iter().find(|d| d.trailer(last)).map(|d| d.format())
@@ -62,7 +62,7 @@ pub fn trailer_format(last: &[u8]) -> Option<Format> {
 /// Fails with [`crate::Error::Replan`] if `tail`, the last bytes of a stream of hinted size
 /// that a pass read to its end ([`crate::pipeline::Stats::tail`]), is a container's trailer:
 /// the pass took for a raw disk what is a fixed VHD or a DMG.
-pub fn check_tail(tail: Option<&[u8]>) -> crate::Result<()> {
+pub(crate) fn check_tail(tail: Option<&[u8]>) -> crate::Result<()> {
     match tail.and_then(trailer_format) {
         None => Ok(()),
         Some(f) => Err(crate::Error::Replan {
@@ -77,6 +77,7 @@ pub fn check_tail(tail: Option<&[u8]>) -> crate::Result<()> {
 }
 
 /// The driver of `format`.
+#[cfg(test)]
 pub(crate) fn driver(format: Format) -> &'static dyn FormatDriver {
     DRIVERS
         .iter()

@@ -35,7 +35,7 @@ pub use info::{BootEntry, CrossCheck, FsInfo, FsType, Usage};
 impl FsType {
     /// How this type's allocation map is read; `None` when its contents are opaque to
     /// blockwise (every byte is then kept).
-    pub fn used_fn(self) -> Option<UsedFn> {
+    pub(crate) fn used_fn(self) -> Option<UsedFn> {
         DRIVERS
             .iter()
             .flat_map(|d| d.types)
@@ -45,10 +45,10 @@ impl FsType {
 }
 
 /// A probe: recognises its format in a volume (`Ok(None)`: not this format).
-pub type ProbeFn = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
+pub(crate) type ProbeFn = fn(&dyn ReadAt) -> crate::Result<Option<FsInfo>>;
 
 /// An allocation-map reader: the bytes of a volume its filesystem needs.
-pub type UsedFn = fn(&dyn ReadAt) -> crate::Result<Usage>;
+pub(crate) type UsedFn = fn(&dyn ReadAt) -> crate::Result<Usage>;
 
 /// One row of the driver table.
 #[derive(Clone, Copy, Debug)]

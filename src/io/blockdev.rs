@@ -10,7 +10,7 @@ use super::read_at::ReadAt;
 
 /// A block device as a [`ReadAt`] source.
 #[derive(Debug)]
-pub struct BlockDevice {
+pub(crate) struct BlockDevice {
     file: File,
     size: u64,
     sector_size: u32,
@@ -24,7 +24,7 @@ impl BlockDevice {
     }
 
     /// Wraps an open block-device file. Fails (ENOTTY) if it is not a block device.
-    pub fn from_file(file: File) -> io::Result<Self> {
+    pub(crate) fn from_file(file: File) -> io::Result<Self> {
         let size = crate::io::sys::blk_size64(file.as_fd())?;
         let sector_size = crate::io::sys::blk_sector_size(file.as_fd())?;
         Ok(BlockDevice {
@@ -35,7 +35,7 @@ impl BlockDevice {
     }
 
     /// Logical sector size in bytes (512 or 4096 normally).
-    pub fn sector_size(&self) -> u32 {
+    pub(crate) fn sector_size(&self) -> u32 {
         self.sector_size
     }
 }
@@ -45,7 +45,7 @@ impl BlockDevice {
 /// data comes from the device, not from a cache that may be stale after the card was rewritten
 /// elsewhere. Reads are widened to whole logical sectors through an aligned bounce buffer.
 #[derive(Debug)]
-pub struct DirectBlockDevice {
+pub(crate) struct DirectBlockDevice {
     direct: File,
     size: u64,
     sector_size: u32,

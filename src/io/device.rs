@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 
 /// One way a device (or something on it) is in use.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InUse {
+pub(crate) struct InUse {
     /// The kernel name of the device in use (`sdb1`, `dm-0`).
-    pub device: String,
+    pub(crate) device: String,
     /// Where it is mounted, or `[swap]`.
-    pub mount_point: String,
+    pub(crate) mount_point: String,
     /// Mounted read-only.
-    pub read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 /// `major:minor` of a device number, as the kernel prints it.
@@ -69,7 +69,7 @@ fn family(dev: &str) -> Vec<(String, String)> {
 
 /// Everything that uses the block device at `path`: mounts of it, its partitions or devices
 /// stacked on them, and swap. Empty for a regular file.
-pub fn in_use(path: &Path) -> io::Result<Vec<InUse>> {
+pub(crate) fn in_use(path: &Path) -> io::Result<Vec<InUse>> {
     let md = fs::metadata(path)?;
     if !md.file_type().is_block_device() {
         return Ok(Vec::new());

@@ -23,14 +23,9 @@ impl FileSource {
     }
 
     /// Wraps an already opened file; its current length is the source size.
-    pub fn from_file(file: File) -> io::Result<Self> {
+    pub(crate) fn from_file(file: File) -> io::Result<Self> {
         let size = file.metadata()?.len();
         Ok(FileSource { file, size })
-    }
-
-    /// The underlying file.
-    pub fn file(&self) -> &File {
-        &self.file
     }
 }
 

@@ -13,15 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 mod read_at;
 
 pub mod atomic;
-pub mod blockdev;
-pub mod device;
+pub(crate) mod blockdev;
+pub(crate) mod device;
 pub mod file;
-pub mod overlay;
+pub(crate) mod overlay;
 #[allow(unsafe_code)] // the one module allowed to: ioctls and lseek, each wrapped once
 pub mod sys;
-pub mod write;
+pub(crate) mod write;
 
-pub use blockdev::{BlockDevice, DirectBlockDevice};
+pub(crate) use blockdev::DirectBlockDevice;
 pub use file::FileSource;
 pub use overlay::Overlay;
 pub use read_at::{
@@ -64,10 +64,6 @@ impl<S: ReadAt> Slice<S> {
     /// (a truncated image); reads then come back short, exactly as from a short file.
     pub fn new(inner: S, offset: u64, len: u64) -> Self {
         Slice { inner, offset, len }
-    }
-    /// Where the window starts in the inner source.
-    pub fn offset(&self) -> u64 {
-        self.offset
     }
 }
 
@@ -183,7 +179,7 @@ impl<S> io::Read for CountingReader<'_, S> {
 /// Wraps a source and remembers which byte ranges were read (up to a bound), so a backup can
 /// give the metadata that `inspect` reads frames of its own: reading it back from the archive
 /// then decodes only small, well-compressed frames.
-pub struct Recording<S> {
+pub(crate) struct Recording<S> {
     inner: S,
     reads: std::sync::Mutex<Vec<(u64, u64)>>,
 }
@@ -193,14 +189,14 @@ const MAX_RECORDED_READS: usize = 1 << 20;
 
 impl<S: ReadAt> Recording<S> {
     /// Wraps `inner` with an empty record.
-    pub fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S) -> Self {
         Recording {
             inner,
             reads: std::sync::Mutex::new(Vec::new()),
         }
     }
     /// The byte ranges read so far.
-    pub fn reads(&self) -> crate::ExtentMap {
+    pub(crate) fn reads(&self) -> crate::ExtentMap {
         let r = self.reads.lock().unwrap_or_else(|p| p.into_inner());
         crate::ExtentMap::from_ranges(r.iter().copied())
     }

@@ -15,7 +15,7 @@ const BLKGETSIZE64: libc::c_ulong = 0x8004_1272;
 const BLKSSZGET: libc::c_ulong = 0x1268;
 
 /// Size in bytes of the block device open on `fd` (`BLKGETSIZE64`).
-pub fn blk_size64(fd: BorrowedFd<'_>) -> io::Result<u64> {
+pub(crate) fn blk_size64(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let mut size: u64 = 0;
     // SAFETY: `fd` is a valid open descriptor for the lifetime of the borrow, and BLKGETSIZE64
     // writes exactly one u64 through the pointer, which points at a live, aligned u64.
@@ -27,7 +27,7 @@ pub fn blk_size64(fd: BorrowedFd<'_>) -> io::Result<u64> {
 }
 
 /// Logical sector size in bytes of the block device open on `fd` (`BLKSSZGET`).
-pub fn blk_sector_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
+pub(crate) fn blk_sector_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
     let mut size: libc::c_int = 0;
     // SAFETY: `fd` is valid for the borrow; BLKSSZGET writes one C int through the pointer,
     // which points at a live, aligned c_int.
@@ -53,12 +53,12 @@ pub fn blk_sector_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
 }
 
 /// Next offset at or after `from` that holds data (`SEEK_DATA`), or `None` past the last data.
-pub fn seek_data(fd: BorrowedFd<'_>, from: u64) -> io::Result<Option<u64>> {
+pub(crate) fn seek_data(fd: BorrowedFd<'_>, from: u64) -> io::Result<Option<u64>> {
     seek_whence(fd, from, libc::SEEK_DATA)
 }
 
 /// Next hole at or after `from` (`SEEK_HOLE`); the end of the file counts as a hole.
-pub fn seek_hole(fd: BorrowedFd<'_>, from: u64) -> io::Result<Option<u64>> {
+pub(crate) fn seek_hole(fd: BorrowedFd<'_>, from: u64) -> io::Result<Option<u64>> {
     seek_whence(fd, from, libc::SEEK_HOLE)
 }
 
@@ -106,7 +106,7 @@ pub fn catch_interrupts() -> &'static std::sync::atomic::AtomicBool {
 /// `SYNC_FILE_RANGE_WRITE` over the whole file). A long write that ends in `fsync` calls this
 /// now and then so the disk works while we compress, instead of all at once at the end.
 /// Errors are ignored by callers: the final `fsync` is what guarantees durability.
-pub fn start_writeback(fd: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn start_writeback(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: sync_file_range takes a descriptor we borrow and plain integers.
     let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
     if r < 0 {

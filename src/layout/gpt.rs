@@ -16,43 +16,43 @@ use crate::io::{ReadAt, ReadAtExt, SizeKnown};
 use crate::util::{guid_le, le32, le64, utf16le_z};
 
 /// Header signature at offset 0 of the header sector.
-pub const SIGNATURE: &[u8; 8] = b"EFI PART";
+pub(crate) const SIGNATURE: &[u8; 8] = b"EFI PART";
 
 /// Largest entry array we read (count × size). Real tables are 16 KiB; 1 MiB leaves room for
 /// odd tools while keeping a hostile header from making us allocate or read much.
-pub const MAX_ARRAY_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_ARRAY_BYTES: u64 = 1 << 20;
 
 /// Smallest header size the spec allows.
 const MIN_HEADER_SIZE: u32 = 92;
 
 /// A GPT header whose CRC and fields have been checked.
 #[derive(Clone, Debug)]
-pub struct Header {
+pub(crate) struct Header {
     /// Revision field (0x00010000 for 1.0).
-    pub revision: u32,
+    pub(crate) revision: u32,
     /// Where this header says it lives.
-    pub my_lba: u64,
+    pub(crate) my_lba: u64,
     /// Where this header says the other copy lives.
-    pub alternate_lba: u64,
+    pub(crate) alternate_lba: u64,
     /// First usable LBA.
-    pub first_usable: u64,
+    pub(crate) first_usable: u64,
     /// Last usable LBA.
-    pub last_usable: u64,
+    pub(crate) last_usable: u64,
     /// Disk GUID bytes (mixed endian as on disk).
-    pub disk_guid: [u8; 16],
+    pub(crate) disk_guid: [u8; 16],
     /// LBA of the entry array.
-    pub entries_lba: u64,
+    pub(crate) entries_lba: u64,
     /// Number of entries.
-    pub entry_count: u32,
+    pub(crate) entry_count: u32,
     /// Size of one entry.
-    pub entry_size: u32,
+    pub(crate) entry_size: u32,
     /// CRC32 of the entry array.
-    pub entries_crc: u32,
+    pub(crate) entries_crc: u32,
 }
 
 /// Why a header copy could not be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The sector is not in the image at all.
     Missing,
     /// The sector is there but holds no "EFI PART" signature.
@@ -73,7 +73,7 @@ impl Failure {
 
 /// Parses and checks a header sector read from `lba`. Everything is validated here, before
 /// the entry array is read, so that no later step allocates on an unchecked number.
-pub fn parse_header(buf: &[u8], ss: u32, lba: u64) -> Result<Header, Failure> {
+pub(crate) fn parse_header(buf: &[u8], ss: u32, lba: u64) -> Result<Header, Failure> {
     if buf.get(0..8) != Some(&SIGNATURE[..]) {
         return Err(Failure::NoSignature);
     }
@@ -152,7 +152,7 @@ fn read_sector(src: &dyn ReadAt, lba: u64, ss: u32) -> crate::Result<Option<Vec<
 }
 
 /// Reads and checks the header at `lba` and its entry array.
-pub fn read_copy(
+pub(crate) fn read_copy(
     src: &dyn ReadAt,
     ss: u32,
     lba: u64,
@@ -188,7 +188,7 @@ pub fn read_copy(
 
 /// Result of looking for a GPT with one sector size.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// No GPT signature anywhere we looked.
     Absent,
     /// A GPT is there but neither copy is usable; the text says why.
@@ -199,16 +199,16 @@ pub enum Outcome {
 
 /// A usable GPT with its partitions and the warnings collected while reading it.
 #[derive(Debug)]
-pub struct Found {
+pub(crate) struct Found {
     /// Header facts.
-    pub info: GptInfo,
+    pub(crate) info: GptInfo,
     /// Used entries in table order, numbered entry index + 1.
-    pub partitions: Vec<Partition>,
+    pub(crate) partitions: Vec<Partition>,
     /// Problems found on the way.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// Entries that make the table untrustworthy as a map of the disk (ending before they
     /// start, outside the usable range, not addressable): a subset of the warnings.
-    pub defects: Vec<String>,
+    pub(crate) defects: Vec<String>,
 }
 
 /// Looks for a GPT using `ss`-byte sectors. The backup at the end of the image is consulted

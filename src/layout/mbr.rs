@@ -18,39 +18,39 @@ use crate::util::{le16, le32};
 
 /// Size of the MBR/EBR structure: always the first 512 bytes of a sector, whatever the
 /// logical sector size.
-pub const MBR_SIZE: usize = 512;
+pub(crate) const MBR_SIZE: usize = 512;
 
 /// Most logical partitions we follow before giving up on an EBR chain. Linux itself stops
 /// long before a real table gets close; a chain this long is damage or an attack.
-pub const MAX_LOGICALS: u32 = 128;
+pub(crate) const MAX_LOGICALS: u32 = 128;
 
 /// Offset of the first partition entry in an MBR/EBR.
 const TABLE_OFFSET: usize = 446;
 
 /// One raw 16-byte slot of an MBR or EBR, LBAs relative to whatever the slot is relative to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RawEntry {
+pub(crate) struct RawEntry {
     /// Slot number 1-4.
-    pub slot: u32,
+    pub(crate) slot: u32,
     /// Boot indicator byte (0x00 or 0x80 in a valid table).
-    pub boot: u8,
+    pub(crate) boot: u8,
     /// System ID.
-    pub type_code: u8,
+    pub(crate) type_code: u8,
     /// Starting LBA.
-    pub start_lba: u32,
+    pub(crate) start_lba: u32,
     /// Number of sectors.
-    pub sectors: u32,
+    pub(crate) sectors: u32,
     /// Any byte of the slot is non-zero.
-    pub nonzero: bool,
+    pub(crate) nonzero: bool,
 }
 
 /// True when the 512-byte sector ends with the 0x55AA boot signature.
-pub fn has_signature(sector: &[u8]) -> bool {
+pub(crate) fn has_signature(sector: &[u8]) -> bool {
     sector.get(510..512) == Some(&[0x55, 0xaa][..])
 }
 
 /// The four slots of an MBR/EBR sector. A short buffer yields empty slots.
-pub fn raw_entries(sector: &[u8]) -> [RawEntry; 4] {
+pub(crate) fn raw_entries(sector: &[u8]) -> [RawEntry; 4] {
     let mut out = [RawEntry::default(); 4];
     for (i, e) in out.iter_mut().enumerate() {
         let off = TABLE_OFFSET + i * 16;
@@ -70,7 +70,7 @@ pub fn raw_entries(sector: &[u8]) -> [RawEntry; 4] {
 /// True when sector 0 looks like the boot sector of a filesystem (FAT, NTFS, exFAT) rather
 /// than an MBR: an x86 jump followed by a plausible BIOS parameter block. A whole-disk FAT
 /// also ends in 0x55AA, so the signature alone proves nothing.
-pub fn looks_like_vbr(s: &[u8]) -> bool {
+pub(crate) fn looks_like_vbr(s: &[u8]) -> bool {
     let jump = matches!(
         (s.first(), s.get(2)),
         (Some(0xeb), Some(0x90)) | (Some(0xe9), _)
@@ -98,7 +98,7 @@ pub fn looks_like_vbr(s: &[u8]) -> bool {
 /// boot flags are 0x00/0x80, at least one slot is used, and every used slot has a size and
 /// starts inside the image. Used only to decide whether a boot-sector-looking sector 0 is
 /// nevertheless an MBR.
-pub fn entries_sane(entries: &[RawEntry; 4], total_sectors: u64) -> bool {
+pub(crate) fn entries_sane(entries: &[RawEntry; 4], total_sectors: u64) -> bool {
     let flags_ok = entries.iter().all(|e| e.boot == 0 || e.boot == 0x80);
     let used: Vec<_> = entries.iter().filter(|e| e.type_code != 0).collect();
     flags_ok
@@ -110,7 +110,7 @@ pub fn entries_sane(entries: &[RawEntry; 4], total_sectors: u64) -> bool {
 
 /// What sector 0 holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sector0 {
+pub(crate) enum Sector0 {
     /// An MBR (possibly protective/hybrid, possibly with no used slots).
     Mbr,
     /// A filesystem boot sector with no believable partition entries.
@@ -123,7 +123,7 @@ pub enum Sector0 {
 }
 
 /// Classifies sector 0 (its first 512 bytes) of an image of `total_sectors`.
-pub fn classify(s0: &[u8], total_sectors: u64) -> Sector0 {
+pub(crate) fn classify(s0: &[u8], total_sectors: u64) -> Sector0 {
     if !has_signature(s0) {
         return Sector0::NoSignature;
     }
@@ -143,7 +143,7 @@ fn bytes(lba: u64, ss: u32) -> Option<u64> {
 }
 
 /// The MBR facts of sector 0, with LBAs converted to bytes using sector size `ss`.
-pub fn mbr_info(s0: &[u8], ss: u32) -> MbrInfo {
+pub(crate) fn mbr_info(s0: &[u8], ss: u32) -> MbrInfo {
     let entries = raw_entries(s0);
     let used: Vec<&RawEntry> = entries.iter().filter(|e| e.type_code != 0).collect();
     let ee = used
@@ -194,7 +194,7 @@ fn mbr_partition(
 /// Partitions of the MBR in sector 0: used primaries in slot order (including extended
 /// containers and 0xEE entries), then the logical partitions of every extended partition,
 /// numbered from 5 as Linux does. Problems in the EBR chain become warnings.
-pub fn read_partitions(
+pub(crate) fn read_partitions(
     src: &dyn ReadAt,
     s0: &[u8],
     ss: u32,

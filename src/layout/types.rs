@@ -4,24 +4,24 @@
 //! tools they already know. Unknown codes get a generic name, never an error.
 
 /// MBR system IDs of extended (container) partitions whose EBR chain Linux follows.
-pub const MBR_EXTENDED: [u8; 3] = [0x05, 0x0f, 0x85];
+pub(crate) const MBR_EXTENDED: [u8; 3] = [0x05, 0x0f, 0x85];
 
 /// MBR system ID of the GPT protective entry.
-pub const MBR_GPT_PROTECTIVE: u8 = 0xee;
+pub(crate) const MBR_GPT_PROTECTIVE: u8 = 0xee;
 
 /// MBR system ID of an EFI System Partition.
-pub const MBR_ESP: u8 = 0xef;
+pub(crate) const MBR_ESP: u8 = 0xef;
 
 /// GPT type GUID of an EFI System Partition.
-pub const ESP_GUID: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
+pub(crate) const ESP_GUID: &str = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b";
 
 /// True for the MBR system IDs that mark an extended partition.
-pub fn is_mbr_extended(code: u8) -> bool {
+pub(crate) fn is_mbr_extended(code: u8) -> bool {
     MBR_EXTENDED.contains(&code)
 }
 
 /// Name of an MBR system ID ("W95 FAT32 (LBA)"); "Unknown" for codes not in the table.
-pub fn mbr_type_name(code: u8) -> &'static str {
+pub(crate) fn mbr_type_name(code: u8) -> &'static str {
     match code {
         0x00 => "Empty",
         0x01 => "FAT12",
@@ -250,7 +250,7 @@ const GPT_TYPES: &[(&str, &str)] = &[
 ];
 
 /// Name of a GPT partition type GUID given in lowercase text form; "Unknown" otherwise.
-pub fn gpt_type_name(guid: &str) -> &'static str {
+pub(crate) fn gpt_type_name(guid: &str) -> &'static str {
     GPT_TYPES
         .iter()
         .find(|(g, _)| g.eq_ignore_ascii_case(guid))

@@ -24,7 +24,7 @@ const MAX_KEPT: usize = 16 << 20;
 const ALIGN: usize = 64;
 
 /// A job's bytes. Derefs to the bytes; goes back to its pool when dropped.
-pub struct Buf {
+pub(crate) struct Buf {
     /// The memory; the bytes are `start..start + len` of it.
     bytes: Vec<u8>,
     start: usize,
@@ -35,7 +35,7 @@ pub struct Buf {
 impl Buf {
     /// `len` zero bytes starting on a cache line, of no pool: for a stage that reads a source
     /// itself.
-    pub fn zeroed(len: usize) -> Buf {
+    pub(crate) fn zeroed(len: usize) -> Buf {
         Buf::within(Vec::new(), len, None)
     }
 
@@ -53,7 +53,8 @@ impl Buf {
     }
 
     /// The bytes as a plain vector, leaving the pool.
-    pub fn into_vec(mut self) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn into_vec(mut self) -> Vec<u8> {
         self.pool = None;
         let mut v = std::mem::take(&mut self.bytes);
         v.truncate(self.start + self.len);

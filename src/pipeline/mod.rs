@@ -57,7 +57,7 @@ pub use job::{Job, Sink, Stats, Transform, MAX_JOB, TAIL};
 use stage::{apply, catch, panicked, Next, Shared, Window};
 
 /// A configured pipeline over one source.
-pub struct Pipeline<'a> {
+pub(crate) struct Pipeline<'a> {
     src: &'a dyn ReadAt,
     threads: usize,
     window: Option<usize>,
@@ -73,7 +73,7 @@ const SINK_QUEUE: usize = 2;
 
 impl<'a> Pipeline<'a> {
     /// A pipeline reading `src` with one thread per core.
-    pub fn new(src: &'a dyn ReadAt) -> Self {
+    pub(crate) fn new(src: &'a dyn ReadAt) -> Self {
         Pipeline {
             src,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -84,20 +84,21 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Decoder and transform threads (each pool; at least 1).
-    pub fn threads(mut self, n: usize) -> Self {
+    pub(crate) fn threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
         self
     }
 
     /// Jobs that may be read ahead of the last one delivered (default: three per thread and
     /// two more, enough to keep every core busy while the sinks work).
-    pub fn window(mut self, jobs: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn window(mut self, jobs: usize) -> Self {
         self.window = Some(jobs.max(1));
         self
     }
 
     /// Stops with [`Error::Interrupted`] once `flag` is set (from a signal handler).
-    pub fn cancel(mut self, flag: &'a AtomicBool) -> Self {
+    pub(crate) fn cancel(mut self, flag: &'a AtomicBool) -> Self {
         self.cancel = Some(flag);
         self
     }
@@ -107,7 +108,8 @@ impl<'a> Pipeline<'a> {
     /// the run fails with [`Error::Replan`] unless the stream ends at `planned`; its last
     /// bytes are in [`Stats::tail`]. No effect on sources of exact size, nor on a run without
     /// jobs.
-    pub fn to_end(mut self, planned: u64) -> Self {
+    #[allow(clippy::wrong_self_convention)] // a builder setting ("read to the end"), not a conversion
+    pub(crate) fn to_end(mut self, planned: u64) -> Self {
         self.to_end = Some(End::Exact(planned));
         self
     }
@@ -116,14 +118,14 @@ impl<'a> Pipeline<'a> {
     /// `size` bytes and nothing past them (verify: a device is larger than the image written
     /// to it): the decoder reads on from the last job to `size` only, and the run fails with
     /// [`Error::Replan`] if the stream ends before. No tail is kept.
-    pub fn at_least(mut self, size: u64) -> Self {
+    pub(crate) fn at_least(mut self, size: u64) -> Self {
         self.to_end = Some(End::AtLeast(size));
         self
     }
 
     /// Runs `jobs` through `transform` into every sink, calling `progress` on this thread
     /// after each job is handed to the sinks. Sinks are finished only if everything succeeded.
-    pub fn run<M: Sync, T: Send + Sync>(
+    pub(crate) fn run<M: Sync, T: Send + Sync>(
         &self,
         jobs: &[Job<M>],
         transform: &Transform<'_, M, T>,

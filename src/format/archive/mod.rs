@@ -1,5 +1,5 @@
 //! Archives of files, one of which is the image: zip (the image member is opened) and 7z
 //! (identified only).
 
-pub mod sevenzip;
-pub mod zip;
+pub(crate) mod sevenzip;
+pub(crate) mod zip;

@@ -12,7 +12,7 @@ impl Format {
 }
 
 /// Recognises the 7z signature.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

@@ -20,7 +20,8 @@ impl Format {
 impl Codec {
     /// Raw deflate (a zip member).
     #[allow(non_upper_case_globals)]
-    pub const Deflate: Codec = Codec::new("deflate", deflate_decoder, |_| Ok(SizeFact::Unknown));
+    pub(crate) const Deflate: Codec =
+        Codec::new("deflate", deflate_decoder, |_| Ok(SizeFact::Unknown));
 }
 
 fn deflate_decoder(r: BufReader<ReadAtReader>) -> io::Result<Box<dyn Read + Send>> {
@@ -29,7 +30,7 @@ fn deflate_decoder(r: BufReader<ReadAtReader>) -> io::Result<Box<dyn Read + Send
 
 /// Recognises a ZIP archive by its first local header (or the end record of an empty one) and
 /// opens the image member.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {
@@ -60,18 +61,18 @@ impl FormatDriver for Driver {
 }
 
 /// Most entries we look at (the central directory is hostile too).
-pub const MAX_ENTRIES: usize = 100_000;
+pub(crate) const MAX_ENTRIES: usize = 100_000;
 
 /// The chosen member of a ZIP archive.
-pub struct ZipMember {
+pub(crate) struct ZipMember {
     /// Name of the member inside the archive.
-    pub name: String,
+    pub(crate) name: String,
     /// Its bytes, decoded.
-    pub source: Arc<dyn ReadAt>,
+    pub(crate) source: Arc<dyn ReadAt>,
     /// True if stored uncompressed (so `source` has random access).
-    pub stored: bool,
+    pub(crate) stored: bool,
     /// Entries in the archive.
-    pub entries: usize,
+    pub(crate) entries: usize,
 }
 
 /// `Read + Seek` over a [`ReadAt`], for the zip crate's directory parser.
@@ -136,7 +137,7 @@ fn choose(za: &mut zip::ZipArchive<Cursor>) -> Option<usize> {
 
 /// Opens the image member of the ZIP archive in `src`: the largest file whose name looks like
 /// a disk image, or else the largest file.
-pub fn open_member(src: Arc<dyn ReadAt>) -> crate::Result<ZipMember> {
+pub(crate) fn open_member(src: Arc<dyn ReadAt>) -> crate::Result<ZipMember> {
     let zerr = |e: zip::result::ZipError| Error::corrupt("zip archive", e.to_string());
     let mut za = zip::ZipArchive::new(Cursor {
         src: src.clone(),

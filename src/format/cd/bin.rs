@@ -14,7 +14,7 @@ impl Format {
 }
 
 /// Recognises raw CD sectors by the sync pattern of the first two.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

@@ -19,7 +19,7 @@ impl Format {
 
 /// Largest CUE sheet we parse, and largest file we would consider to be one (real ones are a
 /// few KiB).
-pub const MAX_CUE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_CUE_BYTES: usize = 1 << 20;
 
 /// CUE keywords a sheet's lines may start with.
 const CUE_KEYWORDS: &[&str] = &[
@@ -40,31 +40,31 @@ const CUE_KEYWORDS: &[&str] = &[
 
 /// A FILE line.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CueFile {
+pub(crate) struct CueFile {
     /// File name as written (relative to the sheet's directory).
-    pub name: String,
+    pub(crate) name: String,
     /// BINARY, MOTOROLA, WAVE, ...
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 /// A parsed CUE sheet.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CueSheet {
     /// FILE entries in order.
-    pub files: Vec<CueFile>,
+    pub(crate) files: Vec<CueFile>,
     /// Tracks in order.
-    pub tracks: Vec<Track>,
+    pub(crate) tracks: Vec<Track>,
 }
 
 impl CueSheet {
     /// The first data track, if any.
-    pub fn first_data_track(&self) -> Option<&Track> {
+    pub(crate) fn first_data_track(&self) -> Option<&Track> {
         self.tracks.iter().find(|t| t.mode.is_data())
     }
 }
 
 /// Parses `mm:ss:ff` (75 frames per second) into a sector count.
-pub fn msf(s: &str) -> Option<u32> {
+pub(crate) fn msf(s: &str) -> Option<u32> {
     let mut it = s.split(':');
     let m: u32 = it.next()?.trim().parse().ok()?;
     let sec: u32 = it.next()?.trim().parse().ok()?;
@@ -200,7 +200,7 @@ impl CueSheet {
 }
 
 /// Recognises CUE sheets and opens the first data track of the BIN they name.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {
@@ -330,7 +330,7 @@ fn looks_like_cue_lines(s: &str) -> bool {
 }
 
 /// True if a CUE sheet in `dir` names the file `name` in a FILE line.
-pub fn sheet_names(dir: &Path, name: &str) -> bool {
+pub(crate) fn sheet_names(dir: &Path, name: &str) -> bool {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return false;
     };

@@ -13,7 +13,7 @@ impl Format {
 }
 
 /// Recognises the primary volume descriptor's `CD001` at sector 16.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

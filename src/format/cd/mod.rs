@@ -1,5 +1,5 @@
-//! CD images: CUE sheets ([`cue`]), raw 2352-byte sector files ([`bin`]) and ISO9660 images
-//! ([`iso`]).
+//! CD images: CUE sheets ([`cue`]), raw 2352-byte sector files (`bin`) and ISO9660 images
+//! (`iso`).
 //!
 //! A data track stored as raw sectors carries 2048 user bytes per 2352-byte sector, after a
 //! sync pattern and header (offset 16 for MODE1, 24 for MODE2 form 1). [`CdUserData`] exposes
@@ -13,19 +13,19 @@ use serde::Serialize;
 use crate::io::{Caps, ReadAt, SizeKnown};
 use crate::Error;
 
-pub mod bin;
+pub(crate) mod bin;
 pub mod cue;
-pub mod iso;
+pub(crate) mod iso;
 
 /// Raw CD sector size.
-pub const RAW_SECTOR: u64 = 2352;
+pub(crate) const RAW_SECTOR: u64 = 2352;
 /// User data per data sector.
-pub const USER_SECTOR: u64 = 2048;
+pub(crate) const USER_SECTOR: u64 = 2048;
 /// Most tracks a CD can have.
-pub const MAX_TRACKS: usize = 99;
+pub(crate) const MAX_TRACKS: usize = 99;
 
 /// The 12-byte sync pattern that opens every raw CD data sector.
-pub const CD_SYNC: [u8; 12] = [
+pub(crate) const CD_SYNC: [u8; 12] = [
     0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0,
 ];
 
@@ -62,7 +62,7 @@ impl TrackMode {
     }
 
     /// Bytes per sector in the track file, when known.
-    pub fn sector_size(&self) -> Option<u64> {
+    pub(crate) fn sector_size(&self) -> Option<u64> {
         match self {
             TrackMode::Audio | TrackMode::Mode1_2352 | TrackMode::Mode2_2352 => Some(2352),
             TrackMode::Mode1_2048 | TrackMode::Mode2_2048 => Some(2048),
@@ -72,7 +72,7 @@ impl TrackMode {
     }
 
     /// Where the 2048 user bytes start inside a stored sector, for data tracks.
-    pub fn user_data_offset(&self) -> Option<u64> {
+    pub(crate) fn user_data_offset(&self) -> Option<u64> {
         match self {
             TrackMode::Mode1_2352 => Some(16),
             TrackMode::Mode2_2352 => Some(24),
@@ -83,7 +83,7 @@ impl TrackMode {
     }
 
     /// True for data tracks.
-    pub fn is_data(&self) -> bool {
+    pub(crate) fn is_data(&self) -> bool {
         self.user_data_offset().is_some()
     }
 }
@@ -96,13 +96,13 @@ pub struct Track {
     /// Storage mode.
     pub mode: TrackMode,
     /// Index into [`cue::CueSheet::files`].
-    pub file: usize,
+    pub(crate) file: usize,
     /// INDEX 00 in sectors from the start of the file, if given.
-    pub index0: Option<u32>,
+    pub(crate) index0: Option<u32>,
     /// INDEX 01 (track start) in sectors from the start of the file.
     pub start: u32,
     /// PREGAP length in sectors (not stored in the file).
-    pub pregap: u32,
+    pub(crate) pregap: u32,
 }
 
 /// Guesses a raw data sector's mode from its header byte (offset 15): `Some(1)` or `Some(2)`.
@@ -120,7 +120,7 @@ pub fn raw_sector_mode(sector: &[u8]) -> Option<u8> {
 /// The 2048-byte user data of a track stored as larger raw sectors.
 ///
 /// Its length follows the track file's: when that is only a hint (a BIN inside a stream opened
-/// [`crate::format::StreamEnd::Deferred`]) so is this one, and reads go on to the file's real
+/// [`deferred`](crate::format::OpenOptions::deferred)) so is this one, and reads go on to the file's real
 /// end. Only whole sectors are read: a cut-off last sector is not part of the track.
 pub struct CdUserData {
     src: Arc<dyn ReadAt>,
@@ -136,7 +136,7 @@ impl CdUserData {
     /// Maps the track whose first sector is at byte `start` of `src`, stored in `sector`-byte
     /// sectors with user data at `user_offset`, running to the end of the file (or `sectors`
     /// sectors, if given).
-    pub fn new(
+    pub(crate) fn new(
         src: Arc<dyn ReadAt>,
         start: u64,
         sector: u64,
@@ -170,7 +170,7 @@ impl CdUserData {
     }
 
     /// Number of sectors mapped (a hint when the track file's size is).
-    pub fn sectors(&self) -> u64 {
+    pub(crate) fn sectors(&self) -> u64 {
         let avail = self.src.size().saturating_sub(self.start) / self.sector;
         self.limit.map_or(avail, |l| l.min(avail))
     }

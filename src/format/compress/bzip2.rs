@@ -16,7 +16,7 @@ impl Format {
 impl Codec {
     /// bzip2, all streams.
     #[allow(non_upper_case_globals)]
-    pub const Bzip2: Codec = Codec::new("bzip2", decoder, |_| Ok(SizeFact::Unknown));
+    pub(crate) const Bzip2: Codec = Codec::new("bzip2", decoder, |_| Ok(SizeFact::Unknown));
 }
 
 fn decoder(r: Compressed) -> io::Result<Box<dyn Read + Send>> {
@@ -24,7 +24,7 @@ fn decoder(r: Compressed) -> io::Result<Box<dyn Read + Send>> {
 }
 
 /// Recognises `BZh` with a block size digit and the first block's magic.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

@@ -43,7 +43,7 @@ fn size(src: &dyn ReadAt) -> io::Result<SizeFact> {
 }
 
 /// Recognises the gzip magic with the deflate method.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

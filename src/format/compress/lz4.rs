@@ -17,7 +17,7 @@ impl Format {
 impl Codec {
     /// lz4 frame format.
     #[allow(non_upper_case_globals)]
-    pub const Lz4: Codec = Codec::new("lz4", decoder, size);
+    pub(crate) const Lz4: Codec = Codec::new("lz4", decoder, size);
 }
 
 const MAGIC: u32 = 0x184D_2204;
@@ -42,7 +42,7 @@ fn size(src: &dyn ReadAt) -> io::Result<SizeFact> {
 }
 
 /// Recognises the LZ4 frame magic.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

@@ -32,7 +32,7 @@ const FOOTER_LEN: u64 = 9;
 
 /// Largest single frame [`SeekableZstd`] decodes into memory; larger frames make it decline
 /// (the caller then falls back to streaming).
-pub const MAX_SEEKABLE_FRAME: u64 = 64 << 20;
+pub(crate) const MAX_SEEKABLE_FRAME: u64 = 64 << 20;
 /// Decoded frames kept by [`SeekableZstd`].
 const SEEKABLE_CACHED_FRAMES: usize = 16;
 /// Most bytes one RLE block of a zero frame stands for (zstd's block maximum).
@@ -76,7 +76,7 @@ fn locate(src: &dyn ReadAt) -> io::Result<Option<(u64, u32, bool)>> {
 
 /// A seek table: the compressed and decompressed size of every frame, in file order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SeekTable {
+pub(crate) struct SeekTable {
     frames: Vec<(u32, u32)>,
 }
 
@@ -85,7 +85,7 @@ impl SeekTable {
     /// large to read in one piece); an `InvalidData` error if its frames do not exactly fill
     /// the file before it: then it is only an index gone wrong, and the frames are still plain
     /// zstd.
-    pub fn read(src: &dyn ReadAt) -> io::Result<Option<SeekTable>> {
+    pub(crate) fn read(src: &dyn ReadAt) -> io::Result<Option<SeekTable>> {
         let Some((start, count, checks)) = locate(src)? else {
             return Ok(None);
         };
@@ -115,19 +115,20 @@ impl SeekTable {
     }
 
     /// `(compressed, decompressed)` size of every frame, in file order.
-    pub fn frames(&self) -> &[(u32, u32)] {
+    #[cfg(test)]
+    pub(crate) fn frames(&self) -> &[(u32, u32)] {
         &self.frames
     }
 
     /// Total decoded size.
-    pub fn decoded_size(&self) -> u64 {
+    pub(crate) fn decoded_size(&self) -> u64 {
         self.frames.iter().map(|&(_, d)| u64::from(d)).sum()
     }
 
     /// The skippable frame holding the seek table for `frames` (`(compressed, decompressed)`
     /// sizes in file order), to append after them. No per-frame checksums: our data frames
     /// carry zstd's own content checksum.
-    pub fn encode(frames: &[(u32, u32)]) -> io::Result<Vec<u8>> {
+    pub(crate) fn encode(frames: &[(u32, u32)]) -> io::Result<Vec<u8>> {
         let count = u32::try_from(frames.len())
             .map_err(|_| io::Error::other("too many frames for a seek table"))?;
         let body = frames
@@ -151,7 +152,7 @@ impl SeekTable {
 }
 
 /// Recognises zstd frames ending in a seek table.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {
@@ -212,7 +213,7 @@ struct SeekFrame {
 
 /// Random access to a seekable-zstd file: the seek table maps every decoded offset to an
 /// independent frame, so a read decodes only the frames it touches.
-pub struct SeekableZstd {
+pub(crate) struct SeekableZstd {
     src: Arc<dyn ReadAt>,
     frames: Vec<SeekFrame>,
     size: u64,
@@ -227,13 +228,14 @@ impl SeekableZstd {
     /// Reads the seek table of `src`. `Ok(None)` if there is none, or if a frame is too large
     /// to decode in memory (then stream it instead); an `InvalidData` error if the table does
     /// not match the frames.
-    pub fn open(src: Arc<dyn ReadAt>) -> io::Result<Option<Self>> {
+    #[cfg(test)]
+    pub(crate) fn open(src: Arc<dyn ReadAt>) -> io::Result<Option<Self>> {
         Ok(SeekTable::read(&*src)?.and_then(|t| Self::from_table(src, t)))
     }
 
     /// Random access to `src` through its seek table `t`; `None` if a frame is too large to
     /// decode in memory.
-    pub fn from_table(src: Arc<dyn ReadAt>, t: SeekTable) -> Option<Self> {
+    pub(crate) fn from_table(src: Arc<dyn ReadAt>, t: SeekTable) -> Option<Self> {
         let mut fr = Vec::with_capacity(t.frames.len());
         let (mut comp, mut out) = (0u64, 0u64);
         for &(c, d) in &t.frames {
@@ -283,7 +285,7 @@ impl SeekableZstd {
     }
 
     /// Number of (non-empty) frames.
-    pub fn frame_count(&self) -> usize {
+    pub(crate) fn frame_count(&self) -> usize {
         self.frames.len()
     }
 

@@ -1,5 +1,5 @@
 //! xz: every stream of a concatenated file. A file whose index lists blocks small enough is
-//! read block by block with random access ([`super::xz_blocks`]); any other is decoded front to
+//! read block by block with random access (`xz_blocks`); any other is decoded front to
 //! back with liblzma's multi-threaded decoder, its size taken from the index.
 
 use std::io::{self, BufRead, Read};
@@ -47,7 +47,7 @@ pub fn size_from_index(src: &dyn ReadAt) -> io::Result<Option<u64>> {
 }
 
 /// Recognises the xz stream header magic.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

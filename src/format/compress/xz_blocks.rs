@@ -17,7 +17,7 @@ use crate::io::{Caps, ReadAt, ReadAtExt};
 use crate::util::le32;
 
 /// Largest block decoded into memory; files with larger blocks are streamed.
-pub const MAX_BLOCK: u64 = 64 << 20;
+pub(crate) const MAX_BLOCK: u64 = 64 << 20;
 /// Decoded blocks kept.
 const CACHED_BLOCKS: usize = 8;
 /// Largest index read (each record is a few bytes).
@@ -27,17 +27,17 @@ const MAX_STREAMS: usize = 100_000;
 
 /// One block as the index describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Block {
+pub(crate) struct Block {
     /// Offset of the block header in the file.
-    pub comp_off: u64,
+    pub(crate) comp_off: u64,
     /// Header + compressed data + check, without padding.
-    pub unpadded: u64,
+    pub(crate) unpadded: u64,
     /// Decoded offset.
-    pub out_off: u64,
+    pub(crate) out_off: u64,
     /// Decoded size.
-    pub out_len: u64,
+    pub(crate) out_len: u64,
     /// Check type of its stream (0 none, 1 CRC32, 4 CRC64, 10 SHA-256).
-    pub check: u8,
+    pub(crate) check: u8,
 }
 
 fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
@@ -68,7 +68,7 @@ fn check_size(check: u8) -> Option<u64> {
 
 /// The block table of an xz file from its stream footers and indexes (reading a few KiB at
 /// the end of each stream). `None` if the structure does not add up.
-pub fn block_table(src: &dyn ReadAt) -> io::Result<Option<Vec<Block>>> {
+pub(crate) fn block_table(src: &dyn ReadAt) -> io::Result<Option<Vec<Block>>> {
     let mut end = src.size();
     let mut streams: Vec<Vec<Block>> = Vec::new();
     while end > 0 {
@@ -200,7 +200,7 @@ fn index_records(idx: &[u8], check: u8) -> Option<(Vec<Record>, u64)> {
 }
 
 /// A multi-block xz file as a random-access source.
-pub struct XzBlocks {
+pub(crate) struct XzBlocks {
     src: Arc<dyn ReadAt>,
     blocks: Vec<Block>,
     size: u64,
@@ -262,7 +262,8 @@ fn parse_header(h: &[u8], b: &Block) -> Result<(u8, u64), String> {
 impl XzBlocks {
     /// Reads the block table of `src`. `Ok(None)` if it is not a usable multi-block file
     /// (then stream it).
-    pub fn open(src: Arc<dyn ReadAt>) -> io::Result<Option<Self>> {
+    #[cfg(test)]
+    pub(crate) fn open(src: Arc<dyn ReadAt>) -> io::Result<Option<Self>> {
         match block_table(&*src)? {
             Some(blocks) => Self::from_table(src, blocks),
             None => Ok(None),
@@ -270,7 +271,7 @@ impl XzBlocks {
     }
 
     /// Like [`open`](Self::open), with the block table already read by [`block_table`].
-    pub fn from_table(src: Arc<dyn ReadAt>, blocks: Vec<Block>) -> io::Result<Option<Self>> {
+    pub(crate) fn from_table(src: Arc<dyn ReadAt>, blocks: Vec<Block>) -> io::Result<Option<Self>> {
         if blocks.iter().any(|b| {
             b.out_len > MAX_BLOCK || b.unpadded > 2 * MAX_BLOCK || check_size(b.check).is_none()
         }) {
@@ -299,7 +300,7 @@ impl XzBlocks {
     }
 
     /// Number of blocks.
-    pub fn block_count(&self) -> usize {
+    pub(crate) fn block_count(&self) -> usize {
         self.blocks.len()
     }
 

@@ -1,7 +1,7 @@
 //! zstd: frames (and skippable frames) decoded front to back, long windows allowed. Frame and
 //! block headers are parsed here, once, for everything that looks inside a zstd file: the
 //! decoded size (the sum of the frames' content sizes, no decompression) and our own backups'
-//! zero frames ([`super::seekable_zstd`]).
+//! zero frames (`seekable_zstd`).
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ impl Codec {
 }
 
 /// Magic number of a zstd frame.
-pub const FRAME_MAGIC: u32 = 0xFD2F_B528;
+pub(crate) const FRAME_MAGIC: u32 = 0xFD2F_B528;
 /// Most frames walked to add up a file's size.
 const MAX_FRAMES: u32 = 10_000_000;
 
@@ -36,12 +36,12 @@ fn decoder(r: Compressed) -> io::Result<Box<dyn Read + Send>> {
 }
 
 /// True for the magic numbers of skippable frames (0x184D2A50..5F).
-pub fn is_skippable(magic: u32) -> bool {
+pub(crate) fn is_skippable(magic: u32) -> bool {
     magic & 0xFFFF_FFF0 == 0x184D_2A50
 }
 
 /// True if `head` opens with a zstd frame, possibly after one skippable frame.
-pub fn starts_with_frame(head: &[u8]) -> bool {
+pub(crate) fn starts_with_frame(head: &[u8]) -> bool {
     match le32(head, 0) {
         Some(FRAME_MAGIC) => true,
         Some(m) if is_skippable(m) => {
@@ -55,22 +55,22 @@ pub fn starts_with_frame(head: &[u8]) -> bool {
 
 /// A zstd frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameHeader {
+pub(crate) struct FrameHeader {
     /// Bytes from the magic number to the first block header.
-    pub len: usize,
+    pub(crate) len: usize,
     /// The frame's decoded size, when the header records it.
-    pub content_size: Option<u64>,
+    pub(crate) content_size: Option<u64>,
     /// True if a 4-byte content checksum follows the last block.
-    pub checksum: bool,
+    pub(crate) checksum: bool,
 }
 
 /// Longest frame header: magic, descriptor, window, 4-byte dictionary id, 8-byte size.
-pub const MAX_FRAME_HEADER: usize = 18;
+pub(crate) const MAX_FRAME_HEADER: usize = 18;
 
 impl FrameHeader {
     /// Parses the frame header at the start of `b`; `None` if `b` does not start with a zstd
     /// frame or is too short to hold its header.
-    pub fn parse(b: &[u8]) -> Option<FrameHeader> {
+    pub(crate) fn parse(b: &[u8]) -> Option<FrameHeader> {
         if le32(b, 0)? != FRAME_MAGIC {
             return None;
         }
@@ -106,21 +106,21 @@ impl FrameHeader {
 
 /// A zstd block header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockHeader {
+pub(crate) struct BlockHeader {
     /// True for the frame's last block.
-    pub last: bool,
+    pub(crate) last: bool,
     /// 0 raw, 1 RLE, 2 compressed, 3 reserved.
-    pub kind: u8,
+    pub(crate) kind: u8,
     /// Block_Size: the decoded size of raw and RLE blocks, the stored size of compressed ones.
-    pub size: u32,
+    pub(crate) size: u32,
 }
 
 impl BlockHeader {
     /// Length of a block header.
-    pub const LEN: usize = 3;
+    pub(crate) const LEN: usize = 3;
 
     /// Parses the 3-byte block header at the start of `b`.
-    pub fn parse(b: &[u8]) -> Option<BlockHeader> {
+    pub(crate) fn parse(b: &[u8]) -> Option<BlockHeader> {
         let h = b.get(..3)?;
         let h = u32::from(h[0]) | u32::from(h[1]) << 8 | u32::from(h[2]) << 16;
         Some(BlockHeader {
@@ -131,7 +131,7 @@ impl BlockHeader {
     }
 
     /// Bytes stored after the header (one for an RLE block); `None` for the reserved type.
-    pub fn stored_len(self) -> Option<u64> {
+    pub(crate) fn stored_len(self) -> Option<u64> {
         match self.kind {
             0 | 2 => Some(u64::from(self.size)),
             1 => Some(1),
@@ -229,7 +229,7 @@ pub fn size_from_frames(src: &dyn ReadAt) -> io::Result<Option<u64>> {
 }
 
 /// Recognises a zstd frame (possibly after a skippable frame).
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

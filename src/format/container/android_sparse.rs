@@ -20,22 +20,22 @@ impl Format {
 }
 
 /// Magic number at offset 0 (little-endian 0xED26FF3A).
-pub const MAGIC: u32 = 0xED26_FF3A;
+pub(crate) const MAGIC: u32 = 0xED26_FF3A;
 const CHUNK_RAW: u16 = 0xCAC1;
 const CHUNK_FILL: u16 = 0xCAC2;
 const CHUNK_DONT_CARE: u16 = 0xCAC3;
 const CHUNK_CRC32: u16 = 0xCAC4;
 
 /// Upper bound on chunks we index (real images have thousands; this caps the index memory).
-pub const MAX_CHUNKS: u32 = 1 << 22;
+pub(crate) const MAX_CHUNKS: u32 = 1 << 22;
 /// Upper bound on the block size (real images use 4096).
-pub const MAX_BLOCK_SIZE: u32 = 1 << 26;
+pub(crate) const MAX_BLOCK_SIZE: u32 = 1 << 26;
 /// Upper bound on header sizes we skip over.
 const MAX_HEADER: u16 = 4096;
 
 /// What a run of output blocks holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChunkData {
+pub(crate) enum ChunkData {
     /// Bytes stored in the file at this offset.
     Raw(u64),
     /// A repeated 4-byte pattern (little-endian as stored).
@@ -46,17 +46,17 @@ pub enum ChunkData {
 
 /// One indexed chunk: output bytes `[start, start + len)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Chunk {
+pub(crate) struct Chunk {
     /// Output offset in bytes.
-    pub start: u64,
+    pub(crate) start: u64,
     /// Output length in bytes.
-    pub len: u64,
+    pub(crate) len: u64,
     /// Where the bytes come from.
-    pub data: ChunkData,
+    pub(crate) data: ChunkData,
 }
 
 /// Recognises the sparse magic and expands the image.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {
@@ -91,23 +91,23 @@ impl FormatDriver for Driver {
 
 /// Parsed header facts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// Format version (major, minor).
-    pub version: (u16, u16),
+    pub(crate) version: (u16, u16),
     /// Size of the file header (28 or more).
-    pub header_size: u16,
+    pub(crate) header_size: u16,
     /// Size of each chunk header (12 or more).
-    pub chunk_header_size: u16,
+    pub(crate) chunk_header_size: u16,
     /// Output block size in bytes.
-    pub block_size: u32,
+    pub(crate) block_size: u32,
     /// Output blocks.
-    pub total_blocks: u32,
+    pub(crate) total_blocks: u32,
     /// Chunks in the file.
-    pub total_chunks: u32,
+    pub(crate) total_chunks: u32,
 }
 
 /// Parses and validates the 28-byte (or longer) file header.
-pub fn parse_header(b: &[u8]) -> crate::Result<Header> {
+pub(crate) fn parse_header(b: &[u8]) -> crate::Result<Header> {
     let bad = |d: String| Error::corrupt("android sparse header", d);
     if le32(b, 0) != Some(MAGIC) {
         return Err(Error::Format(
@@ -149,7 +149,7 @@ pub fn parse_header(b: &[u8]) -> crate::Result<Header> {
 }
 
 /// Builds the chunk index of the sparse image in `src`.
-pub fn index(src: &dyn ReadAt) -> crate::Result<(Header, Vec<Chunk>)> {
+pub(crate) fn index(src: &dyn ReadAt) -> crate::Result<(Header, Vec<Chunk>)> {
     let head = src.read_upto(0, 28)?;
     let h = parse_header(&head)?;
     // A file whose length is only a hint (inside a stream opened Deferred) is checked by its
@@ -296,13 +296,8 @@ impl AndroidSparse {
     }
 
     /// The file header.
-    pub fn header(&self) -> &Header {
+    pub(crate) fn header(&self) -> &Header {
         &self.header
-    }
-
-    /// The chunk index (DONT_CARE included, CRC32 chunks omitted).
-    pub fn chunks(&self) -> &[Chunk] {
-        &self.chunks
     }
 }
 

@@ -17,7 +17,7 @@ impl Format {
 }
 
 /// Recognises a DMG by its trailer.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {
@@ -46,7 +46,7 @@ impl FormatDriver for Driver {
 }
 
 /// Header facts of a DMG, from its `koly` trailer.
-pub fn info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
+pub(crate) fn info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
     let size = src.size();
     let at = size
         .checked_sub(512)

@@ -10,18 +10,18 @@ use crate::format::{Format, Layer, OpenCtx, Step};
 use crate::io::{ReadAt, Slice};
 
 pub mod android_sparse;
-pub mod dmg;
-pub mod qcow;
-pub mod vdi;
+pub(crate) mod dmg;
+pub(crate) mod qcow;
+pub(crate) mod vdi;
 pub mod vhd;
-pub mod vhdx;
-pub mod vmdk;
+pub(crate) mod vhdx;
+pub(crate) mod vmdk;
 
 /// What a container header says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ContainerInfo {
     /// The container format.
-    pub format: Format,
+    pub(crate) format: Format,
     /// Size of the disk it describes, if the header says.
     pub virtual_size: Option<u64>,
     /// Human-readable facts ("version 3, cluster 64 KiB, backing file").

@@ -12,7 +12,7 @@ use crate::Error;
 impl Format {
     /// QEMU qcow version 1.
     #[allow(non_upper_case_globals)]
-    pub const Qcow: Format = Format::new("qcow", "qcow", Kind::Container);
+    pub(crate) const Qcow: Format = Format::new("qcow", "qcow", Kind::Container);
     /// QEMU qcow2 (version 2 or 3).
     #[allow(non_upper_case_globals)]
     pub const Qcow2: Format = Format::new("qcow2", "qcow2", Kind::Container);
@@ -26,7 +26,7 @@ fn version(head: &[u8]) -> Option<u32> {
 }
 
 /// Recognises qcow version 1.
-pub struct DriverV1;
+pub(crate) struct DriverV1;
 
 impl FormatDriver for DriverV1 {
     fn format(&self) -> Format {
@@ -47,7 +47,7 @@ impl FormatDriver for DriverV1 {
 }
 
 /// Recognises qcow2 (versions 2 and 3).
-pub struct DriverV2;
+pub(crate) struct DriverV2;
 
 impl FormatDriver for DriverV2 {
     fn format(&self) -> Format {
@@ -68,7 +68,7 @@ impl FormatDriver for DriverV2 {
 }
 
 /// Header facts of a qcow or qcow2 image.
-pub fn info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
+pub(crate) fn info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
     let h = src.read_upto(0, 104)?;
     let bad = || Error::corrupt("qcow header", "too short");
     let version = be32(&h, 4).ok_or_else(bad)?;

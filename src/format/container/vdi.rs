@@ -15,7 +15,7 @@ impl Format {
 }
 
 /// Recognises the `<<< ` text banner with the image signature at 0x40.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {
@@ -36,7 +36,7 @@ impl FormatDriver for Driver {
 }
 
 /// Header facts of a VDI image.
-pub fn info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
+pub(crate) fn info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
     let h = src.read_upto(0, 0x190)?;
     let bad = || Error::corrupt("vdi header", "too short");
     let version = le32(&h, 0x44).ok_or_else(bad)?;

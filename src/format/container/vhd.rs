@@ -19,7 +19,7 @@ impl Format {
 const COOKIE: &[u8; 8] = b"conectix";
 
 /// Recognises a VHD by its footer, or by the footer copy that opens a dynamic disk.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {

@@ -15,7 +15,7 @@ impl Format {
 }
 
 /// Recognises the `vhdxfile` file type identifier.
-pub struct Driver;
+pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
     fn format(&self) -> Format {
@@ -45,7 +45,7 @@ fn guid_at(b: &[u8], off: usize) -> Option<String> {
 }
 
 /// Header facts of a VHDX: virtual size and file parameters from its metadata region.
-pub fn info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
+pub(crate) fn info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
     let mut i = ContainerInfo::new(Format::Vhdx, None, String::new());
     // Region table (primary) at 192 KiB: "regi", checksum, entry count, then 32-byte entries.
     let rt = src.read_upto(192 << 10, 64 << 10)?;

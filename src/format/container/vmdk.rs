@@ -23,7 +23,7 @@ impl Format {
 const MAX_DESCRIPTOR: usize = 64 << 10;
 
 /// Recognises VMDK sparse extents.
-pub struct SparseDriver;
+pub(crate) struct SparseDriver;
 
 impl FormatDriver for SparseDriver {
     fn format(&self) -> Format {
@@ -44,7 +44,7 @@ impl FormatDriver for SparseDriver {
 }
 
 /// Recognises VMDK text descriptors.
-pub struct DescriptorDriver;
+pub(crate) struct DescriptorDriver;
 
 impl FormatDriver for DescriptorDriver {
     fn format(&self) -> Format {
@@ -67,7 +67,7 @@ impl FormatDriver for DescriptorDriver {
 }
 
 /// Header facts of a VMDK sparse extent (and of the descriptor embedded in it).
-pub fn sparse_info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
+pub(crate) fn sparse_info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
     let h = src.read_upto(0, 512)?;
     let bad = || Error::corrupt("vmdk header", "too short");
     if h.starts_with(b"COWD") {
@@ -107,7 +107,7 @@ pub fn sparse_info(src: &dyn ReadAt) -> crate::Result<ContainerInfo> {
 }
 
 /// Facts from a VMDK text descriptor: createType, extents and their total size.
-pub fn descriptor(text: &str, format: Format) -> ContainerInfo {
+pub(crate) fn descriptor(text: &str, format: Format) -> ContainerInfo {
     let mut create = None;
     let mut extents = Vec::new();
     let mut sectors: u64 = 0;

@@ -7,7 +7,7 @@
 //! partition starts read again and again) does not restart the decoder.
 //!
 //! The decoded size is taken from the codec's headers when they give it exactly (xz index,
-//! zstd frame headers, a zip directory entry). Otherwise [`StreamEnd`] decides: learnt at open
+//! zstd frame headers, a zip directory entry). Otherwise `StreamEnd` decides: learnt at open
 //! by decoding once to the end with bounded memory, or reported as a hint (gzip's size field,
 //! lz4's content size, the compressed size) that becomes exact when a reader reaches the end.
 //! Each codec ([`Codec`]) is defined in its format's file.
@@ -26,14 +26,14 @@ pub use source::StreamSource;
 /// Size of a cached decoded chunk.
 pub const CHUNK: usize = 1 << 20;
 /// Maximum number of cached chunks (64 MiB in total).
-pub const MAX_CACHED_CHUNKS: usize = 64;
+pub(crate) const MAX_CACHED_CHUNKS: usize = 64;
 /// Buffer between the compressed source and the decoder.
 const IN_BUF: usize = 256 << 10;
 
 /// When opening learns what only the end of a stream says: its exact decoded size, and whether
 /// its last sector is a trailer (a fixed VHD's footer, a DMG's `koly`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum StreamEnd {
+pub(crate) enum StreamEnd {
     /// At open (what `inspect` wants), as far as it costs no decoding beyond what the size
     /// needs. A stream whose size its headers do not give exactly is decoded once to its end;
     /// its first and last chunks stay cached, so its last sector is looked at for a trailer
@@ -54,7 +54,7 @@ pub enum StreamEnd {
 
 /// True if the end of `src` can be read without decoding all of it: a random-access source of
 /// exact size.
-pub fn end_is_cheap(src: &dyn ReadAt) -> bool {
+pub(crate) fn end_is_cheap(src: &dyn ReadAt) -> bool {
     let c = src.caps();
     c.access == Access::Random && c.size == SizeKnown::Exact
 }
@@ -70,7 +70,7 @@ pub struct Codec {
 }
 
 /// The compressed bytes as a decoder reads them.
-pub type Compressed = BufReader<ReadAtReader>;
+pub(crate) type Compressed = BufReader<ReadAtReader>;
 
 impl Codec {
     /// A codec called `name` (in messages), started by `decoder`, whose headers give `size`.
@@ -87,17 +87,17 @@ impl Codec {
     }
 
     /// Name used in messages.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         self.name
     }
 
     /// What the headers of `compressed` say about its decoded size.
-    pub fn size_fact(self, compressed: &dyn ReadAt) -> io::Result<SizeFact> {
+    pub(crate) fn size_fact(self, compressed: &dyn ReadAt) -> io::Result<SizeFact> {
         (self.size)(compressed)
     }
 
     /// A fresh decoder over `compressed`, from its first byte.
-    pub fn decoder(self, compressed: Arc<dyn ReadAt>) -> io::Result<Box<dyn Read + Send>> {
+    pub(crate) fn decoder(self, compressed: Arc<dyn ReadAt>) -> io::Result<Box<dyn Read + Send>> {
         (self.decoder)(BufReader::with_capacity(
             IN_BUF,
             ReadAtReader::new(compressed),
@@ -113,7 +113,7 @@ impl std::fmt::Debug for Codec {
 
 /// What a compressed stream's own fields say about its decoded size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SizeFact {
+pub(crate) enum SizeFact {
     /// The exact size, and where it was read ("xz index").
     Exact {
         /// Decoded bytes.
@@ -136,20 +136,20 @@ pub enum SizeFact {
 
 impl SizeFact {
     /// An exact size from `origin`.
-    pub fn exact(size: u64, origin: &'static str) -> SizeFact {
+    pub(crate) fn exact(size: u64, origin: &'static str) -> SizeFact {
         SizeFact::Exact { size, origin }
     }
 }
 
 /// Sequential `Read` over a [`ReadAt`], starting at offset 0.
-pub struct ReadAtReader {
+pub(crate) struct ReadAtReader {
     src: Arc<dyn ReadAt>,
     pos: u64,
 }
 
 impl ReadAtReader {
     /// A reader positioned at the start of `src`.
-    pub fn new(src: Arc<dyn ReadAt>) -> Self {
+    pub(crate) fn new(src: Arc<dyn ReadAt>) -> Self {
         ReadAtReader { src, pos: 0 }
     }
 }

@@ -64,7 +64,7 @@ impl State {
 /// A [`ReadAt`] over a streaming decompressor. Reads are serialised by an internal mutex;
 /// [`sequential`](ReadAt::sequential) readers each run their own decoder.
 ///
-/// Its size is exact, or a hint (opened with [`StreamEnd::Deferred`] and no exact size in the
+/// Its size is exact, or a hint (opened with `StreamEnd::Deferred` and no exact size in the
 /// headers): reads then go on past the hint to the real end, raise the hint as they pass it,
 /// and make it exact when they reach the end, whichever reader gets there.
 pub struct StreamSource {
@@ -79,7 +79,7 @@ pub struct StreamSource {
 }
 
 impl StreamSource {
-    /// Decodes `compressed` with `codec`, opened [`StreamEnd::Eager`]. `known_size` (e.g. from
+    /// Decodes `compressed` with `codec`, opened `StreamEnd::Eager`. `known_size` (e.g. from
     /// a zip directory) is trusted as the decoded size; otherwise it is read from the codec's
     /// headers when they give it exactly, or learnt by decoding once to the end.
     pub fn new(
@@ -99,7 +99,7 @@ impl StreamSource {
     /// once to the end ([`StreamEnd::Eager`]) or becomes a hint ([`StreamEnd::Deferred`]:
     /// the hint the headers give, or else the compressed size, since a stream that records no
     /// size says nothing better and a disk image is rarely smaller than its compressed form).
-    pub fn open(
+    pub(crate) fn open(
         codec: Codec,
         compressed: Arc<dyn ReadAt>,
         fact: SizeFact,
@@ -138,11 +138,6 @@ impl StreamSource {
         Ok(s)
     }
 
-    /// The codec.
-    pub fn codec(&self) -> Codec {
-        self.codec
-    }
-
     /// Where the size comes from ("xz index", "decoded once to the end"; for a hint, the
     /// field it was read from).
     pub fn size_origin(&self) -> &'static str {
@@ -156,12 +151,13 @@ impl StreamSource {
 
     /// True if the stream was decoded to its end when opened (to learn its size) and its last
     /// chunks are cached: reading its last sector costs nothing.
-    pub fn tail_cached(&self) -> bool {
+    pub(crate) fn tail_cached(&self) -> bool {
         self.tail_cached
     }
 
     /// Decoded bytes produced so far by every decoder of this source, cached or in order.
-    pub fn decoded_bytes(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn decoded_bytes(&self) -> u64 {
         self.decoded.load(Ordering::Relaxed)
     }
 
