@@ -16,7 +16,7 @@
 pub mod archive;
 pub mod bmap;
 pub mod checksum;
-pub(crate) mod error;
+pub mod error;
 pub mod extent;
 pub mod format;
 pub mod fs;

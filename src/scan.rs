@@ -31,7 +31,7 @@ pub struct Scan {
     /// The partition table.
     pub layout: Layout,
     /// One volume per entry of `layout.partitions`, in the same (table) order.
-    pub(crate) volumes: Vec<Volume>,
+    pub volumes: Vec<Volume>,
     /// A filesystem that owns bytes of the whole disk, besides or instead of the partitions.
     pub(crate) whole_disk: Option<WholeDisk>,
     /// Problems found while scanning: the table's own warnings, probe failures, the
@@ -41,7 +41,7 @@ pub struct Scan {
 
 /// One partition and the filesystem in it.
 #[derive(Clone, Debug)]
-pub(crate) struct Volume {
+pub struct Volume {
     /// Index of the partition in [`Scan::layout`]'s `partitions`.
     pub(crate) partition: usize,
     /// First byte in the image.

@@ -14,7 +14,7 @@ use crate::io::WriteAt;
 /// What an [`Encoder`] made of one data segment: the bytes to write, and one number the
 /// format's writer needs about them (xz: the block's unpadded size; others: unused).
 #[derive(Debug, Default)]
-pub struct Encoded {
+pub(crate) struct Encoded {
     /// Bytes to append to the archive.
     pub bytes: Vec<u8>,
     /// Format-defined extra (see each format).
@@ -23,14 +23,14 @@ pub struct Encoded {
 
 /// Turns one data segment into output bytes. Runs on worker threads, one segment at a time
 /// each, so it must not depend on the order segments arrive in.
-pub trait Encoder: Send + Sync {
+pub(crate) trait Encoder: Send + Sync {
     /// Encodes `data`, the image bytes of `seg` (unmapped parts already zeroed).
     fn encode(&self, seg: &DataSegment, data: &[u8]) -> io::Result<Encoded>;
 }
 
 /// The sequential side of a format: receives every segment in image order and writes the
 /// archive through a [`WriteAt`] (a file, a device, memory).
-pub trait ArchiveWriter: Send {
+pub(crate) trait ArchiveWriter: Send {
     /// Appends a data segment (and its encoding) to `out`.
     fn data(
         &mut self,
@@ -48,7 +48,7 @@ pub trait ArchiveWriter: Send {
 
 /// Compression settings shared by the formats.
 #[derive(Clone, Copy, Debug)]
-pub struct CodecOptions {
+pub(crate) struct CodecOptions {
     /// Compression level (format-specific range, checked by [`make`]).
     pub level: i32,
     /// Size of the image being archived (after any truncation).

@@ -72,7 +72,7 @@ impl ArchiveFormat {
     }
 
     /// How this format wants the image cut into segments.
-    pub fn plan_options(self) -> PlanOptions {
+    pub(crate) fn plan_options(self) -> PlanOptions {
         match self {
             // Frames of 2 MiB: about zstd -3's window, so the ratio barely suffers, and a
             // random read decodes at most 2 MiB.
@@ -97,7 +97,7 @@ impl ArchiveFormat {
 }
 
 /// The encoder and writer for `format`.
-pub fn make(
+pub(crate) fn make(
     format: ArchiveFormat,
     o: &CodecOptions,
 ) -> crate::Result<(Arc<dyn Encoder>, Box<dyn ArchiveWriter>)> {
@@ -119,7 +119,7 @@ pub fn make(
 }
 
 /// Encoder of the uncompressed formats: their writers use the segment's bytes directly.
-pub struct Passthrough;
+pub(crate) struct Passthrough;
 
 impl Encoder for Passthrough {
     fn encode(&self, _seg: &DataSegment, _data: &[u8]) -> io::Result<Encoded> {

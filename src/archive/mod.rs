@@ -21,6 +21,4 @@ pub(crate) mod xz;
 pub(crate) mod zstd;
 
 pub use backup::{bmap_path, check_destination, Backup, BackupOptions, BackupStats, Progress};
-pub use codec::{ArchiveWriter, CodecOptions, Encoded, Encoder};
-pub use formats::{make, ArchiveFormat, Passthrough};
-pub use plan::{plan, DataSegment, PlanOptions, Segment};
+pub use formats::ArchiveFormat;

@@ -16,7 +16,8 @@ pub mod write;
 
 pub(crate) use hash::RangeHasher;
 
-pub use model::{Bmap, BmapRange, ChecksumType, Progress};
+pub(crate) use model::Progress;
+pub use model::{Bmap, BmapRange, ChecksumType};
 pub use read::parse;
 pub use write::{render, BmapWriteOptions};
 
@@ -28,30 +29,6 @@ pub fn range_bytes(first: u64, last: u64, block_size: u64, image_size: u64) -> (
         .saturating_mul(block_size)
         .min(image_size);
     (s, e)
-}
-
-/// Hashes `[start, end)` of `src` with `D`, reading 4 MiB at a time.
-fn digest_range<D: sha2::Digest>(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8>> {
-    let mut h = D::new();
-    let mut buf = vec![
-        0u8;
-        (4usize << 20)
-            .min(end.saturating_sub(start) as usize)
-            .max(1)
-    ];
-    let mut pos = start;
-    while pos < end {
-        let n = (end - pos).min(buf.len() as u64) as usize;
-        src.read_exact_at(pos, &mut buf[..n])?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(h.finalize().to_vec())
-}
-
-/// Hashes `[start, end)` of `src` with SHA-256.
-pub fn sha256_range(src: &dyn ReadAt, start: u64, end: u64) -> io::Result<Vec<u8>> {
-    digest_range::<Sha256>(src, start, end)
 }
 
 /// SHA-256 (hex) of every block range `first..=last`, each cut at `image_size`; decoded and

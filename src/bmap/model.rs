@@ -84,4 +84,4 @@ impl Bmap {
 }
 
 /// Called with the number of bytes just hashed.
-pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+pub(crate) type Progress<'a> = &'a (dyn Fn(u64) + Sync);

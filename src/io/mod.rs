@@ -24,9 +24,8 @@ pub(crate) mod write;
 pub(crate) use blockdev::DirectBlockDevice;
 pub use file::FileSource;
 pub use overlay::Overlay;
-pub use read_at::{
-    chunk_for, skip_reader, Access, Caps, ReadAt, ReadAtExt, SizeKnown, DEFAULT_CHUNK, MAX_READ_VEC,
-};
+pub(crate) use read_at::{chunk_for, skip_reader, Access, DEFAULT_CHUNK};
+pub use read_at::{Caps, ReadAt, ReadAtExt, SizeKnown, MAX_READ_VEC};
 pub use write::WriteAt;
 
 /// An in-memory source (tests, small decoded images, fuzzing).

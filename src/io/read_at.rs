@@ -14,7 +14,7 @@ use crate::Error;
 /// How a source is best read. Consumers (the pipeline, verify, the probes) adapt to it instead
 /// of being told by whoever opened the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Any offset is cheap to read: files, devices, indexed archives (seekable zstd, xz with
     /// several blocks), Android sparse, stored zip members.
     Random,
@@ -40,7 +40,7 @@ pub enum SizeKnown {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caps {
     /// Random or sequential-only.
-    pub access: Access,
+    pub(crate) access: Access,
     /// Preferred size of one read in bytes (a frame or block of an indexed archive; large
     /// sequential requests for files and devices). Always a power of two, at least 4 KiB.
     pub chunk: u64,
@@ -73,11 +73,11 @@ impl Caps {
 }
 
 /// Preferred read size of sources that have no structure of their own (files, devices).
-pub const DEFAULT_CHUNK: u64 = 4 << 20;
+pub(crate) const DEFAULT_CHUNK: u64 = 4 << 20;
 
 /// Rounds a unit size (a frame, an xz block) to the power-of-two chunk size [`Caps::chunk`]
 /// promises, between 4 KiB and 64 MiB.
-pub fn chunk_for(unit: u64) -> u64 {
+pub(crate) fn chunk_for(unit: u64) -> u64 {
     unit.clamp(4096, 64 << 20).next_power_of_two().min(64 << 20)
 }
 
@@ -150,7 +150,7 @@ impl<T: ReadAt + ?Sized> io::Read for AtReader<'_, T> {
 }
 
 /// Skips `n` bytes of an in-order reader (for sources whose decoder can only start at 0).
-pub fn skip_reader(r: &mut dyn io::Read, n: u64) -> io::Result<()> {
+pub(crate) fn skip_reader(r: &mut dyn io::Read, n: u64) -> io::Result<()> {
     let got = io::copy(&mut io::Read::take(r, n), &mut io::sink())?;
     if got < n {
         return Err(io::Error::new(

@@ -215,7 +215,7 @@ pub(crate) struct Found {
 /// when the primary is valid (to detect truncation) and, if the primary is damaged or
 /// missing, as a replacement; a missing primary is only replaced when `search_backup` (the
 /// MBR has a 0xEE entry), so plain MBR images never cost a read at their far end.
-pub fn read_gpt(src: &dyn ReadAt, ss: u32, search_backup: bool) -> crate::Result<Outcome> {
+pub(crate) fn read_gpt(src: &dyn ReadAt, ss: u32, search_backup: bool) -> crate::Result<Outcome> {
     let total = src.size() / u64::from(ss);
     let last = total.checked_sub(1);
     let mut warnings = Vec::new();

@@ -9,7 +9,7 @@ use super::buf::Buf;
 /// One unit of work, in image order: the bytes to read (if any) and what the stages need to
 /// know about them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Job<M> {
+pub(crate) struct Job<M> {
     /// Source bytes the job needs, or `None` for a job that carries no data (a run of zeros
     /// an archive records without reading). At most [`MAX_JOB`] bytes. A sequential source is
     /// read once, front to back, so its jobs' reads must be ascending and disjoint; a
@@ -32,10 +32,10 @@ impl<M> Job<M> {
 }
 
 /// Largest read of one job: the buffers in flight are bounded by this times the window.
-pub const MAX_JOB: u64 = crate::io::MAX_READ_VEC as u64;
+pub(crate) const MAX_JOB: u64 = crate::io::MAX_READ_VEC as u64;
 
 /// A consumer of the transformed jobs, in job order (an archive writer, a hasher, a device).
-pub trait Sink<M, T>: Send {
+pub(crate) trait Sink<M, T>: Send {
     /// Takes job `job`'s result. Called once per job, in job order.
     fn put(&mut self, job: &Job<M>, item: &T) -> crate::Result<()>;
     /// Called once after the last job, and only if every job was delivered.
@@ -44,7 +44,7 @@ pub trait Sink<M, T>: Send {
 
 /// What a transform does with a job: its bytes (`None` for a job without a read) in, the item
 /// every sink receives out.
-pub type Transform<'a, M, T> = dyn Fn(&Job<M>, Option<Buf>) -> crate::Result<T> + Sync + 'a;
+pub(crate) type Transform<'a, M, T> = dyn Fn(&Job<M>, Option<Buf>) -> crate::Result<T> + Sync + 'a;
 
 /// A job's bytes on their way from a decoder to the transforms.
 pub(super) type Work = (usize, Option<Buf>);
@@ -54,7 +54,7 @@ pub(super) type Done<T> = (usize, crate::Result<T>);
 
 /// What a finished run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Bytes handed out by the decoders (the jobs' reads; bytes a sequential source decodes
     /// only to skip them are not counted).
     pub bytes_read: u64,
@@ -74,4 +74,4 @@ pub(super) enum End {
 
 /// How many of a hinted stream's last bytes [`Stats::tail`] keeps: a sector, where trailers
 /// (a fixed VHD's footer, a DMG's `koly`) sit.
-pub const TAIL: usize = 512;
+pub(crate) const TAIL: usize = 512;

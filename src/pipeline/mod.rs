@@ -51,9 +51,9 @@ mod decode;
 mod job;
 mod stage;
 
-pub use buf::Buf;
+pub(crate) use buf::Buf;
 use job::{Done, End, Work};
-pub use job::{Job, Sink, Stats, Transform, MAX_JOB, TAIL};
+pub(crate) use job::{Job, Sink, Stats, Transform};
 use stage::{apply, catch, panicked, Next, Shared, Window};
 
 /// A configured pipeline over one source.

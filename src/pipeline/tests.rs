@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread::ThreadId;
 
+use super::job::{MAX_JOB, TAIL};
 use super::*;
 use crate::io::{Access, Caps, MemSource, SizeKnown};
 
