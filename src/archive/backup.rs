@@ -1,5 +1,5 @@
 //! `backup`: a compact archive of the blocks that matter and the bmap beside it, as one use of
-//! the [`pipeline`](crate::pipeline).
+//! the crate's pipeline.
 //!
 //! [`Backup::prepare`] takes an opened image and the map of what matters in it: it refuses a
 //! device mounted read-write, and reopens a whole device with `O_DIRECT` so a long read neither
@@ -7,7 +7,7 @@
 //! partition (a view with the rewritten GPT laid over it; the source is never written).
 //! [`Backup::run`] cuts the image into segments, reads the data segments as the source prefers,
 //! compresses them on every core, and hands them in order to two sinks: the format's
-//! [`ArchiveWriter`] (through [`WriteAt`]) and the hasher of the bmap ranges. Where the archive
+//! `ArchiveWriter` (through [`WriteAt`]) and the hasher of the bmap ranges. Where the archive
 //! goes (an atomic temporary file, normally) is the caller's choice.
 
 use std::io;

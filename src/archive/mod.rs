@@ -2,13 +2,12 @@
 //!
 //! A backup is planned as a list of `Segment`s covering the whole image in order: data
 //! segments (mapped bytes, with unmapped holes inside them zeroed) and zero runs (unmapped).
-//! [`backup`] runs them through the [`pipeline`](crate::pipeline): the data segments are read
-//! as the source prefers, an [`Encoder`] turns each into output bytes on every core, and the
-//! format's [`ArchiveWriter`] receives them in image order and writes them through
-//! [`WriteAt`](crate::io::WriteAt), while the bmap ranges are hashed from the same bytes. One
-//! file per output format: seekable zstd ([`zstd`]), multi-block xz ([`xz`]), Android sparse
-//! ([`simg`]) and sparse raw ([`sparse`]). [`truncate`] ends an image at its last partition
-//! (rewriting a GPT backup).
+//! [`Backup`] runs them through the crate's pipeline: the data segments are read as the
+//! source prefers, an `Encoder` turns each into output bytes on every core, and the format's
+//! `ArchiveWriter` receives them in image order and writes them through [`WriteAt`](crate::io::WriteAt), while
+//! the bmap ranges are hashed from the same bytes. One file per output format: seekable zstd
+//! (`zstd`), multi-block xz (`xz`), Android sparse (`simg`) and sparse raw (`sparse`).
+//! [`truncate`] ends an image at its last partition (rewriting a GPT backup).
 
 pub mod backup;
 mod codec;

@@ -9,11 +9,15 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::cd::Track;
-use super::container::ContainerInfo;
-use super::stream::StreamEnd;
-use super::Format;
+use super::container::info::ContainerInfo;
+use super::stream::codec::StreamEnd;
+use crate::format::kind::Format;
 use crate::io::file::FileSource;
 use crate::io::{Access, ReadAt, ReadAtExt, SizeKnown};
+
+/// Most layers peeled before the payload (e.g. zip → xz → sparse → raw): also the bound on
+/// files that name other files.
+pub const MAX_DEPTH: usize = 4;
 
 /// How [`open`](fn@super::open) treats wrappers. Defined here, below `open`, so that drivers
 /// read the options without importing the loop that calls them.
@@ -243,11 +247,11 @@ impl<'a> OpenCtx<'a> {
         self.depth
     }
 
-    /// False once [`super::MAX_DEPTH`] layers are open: the guard that keeps nested wrappers,
+    /// False once [`MAX_DEPTH`] layers are open: the guard that keeps nested wrappers,
     /// and files that name other files, from going on forever. Nothing may be opened inside a
     /// layer then.
     pub(crate) fn may_descend(&self) -> bool {
-        self.depth < super::MAX_DEPTH
+        self.depth < MAX_DEPTH
     }
 
     /// Goes one layer deeper.

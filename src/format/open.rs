@@ -5,18 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::cd::Track;
-use super::container::ContainerInfo;
-use super::driver::{Layer, OpenCtx, OpenOptions, Probe};
-use super::stream::end_is_cheap;
-use super::{registry, Format, Kind};
+use super::container::info::ContainerInfo;
+use super::driver::{Layer, OpenCtx, OpenOptions, Probe, MAX_DEPTH};
+use super::registry;
+use super::stream::codec::end_is_cheap;
+use crate::format::kind::{Format, Kind};
 use crate::io::blockdev::BlockDevice;
 use crate::io::file::FileSource;
 use crate::io::{Access, ReadAt};
 use crate::Error;
-
-/// Most layers peeled before the payload (e.g. zip → xz → sparse → raw): also the bound on
-/// files that name other files.
-pub const MAX_DEPTH: usize = 4;
 
 /// Said once when a compressed input has to be decoded front to back.
 const STREAMED_NOTE: &str =

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
+use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
+use crate::format::kind::{Format, Kind};
 use crate::io::ReadAt;
 
 impl Format {

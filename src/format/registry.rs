@@ -1,7 +1,9 @@
 //! The list of format drivers, in the order they are asked, and what is answered by asking
 //! them all.
 
-use super::{archive, cd, compress, container, raw, Format, FormatDriver, Probe};
+use super::{archive, cd, compress, container, raw};
+use crate::format::driver::{FormatDriver, Probe};
+use crate::format::kind::Format;
 use crate::io::ReadAt;
 
 /// Every format driver, in order of precedence: the first whose
@@ -76,6 +78,14 @@ pub(crate) fn check_tail(tail: Option<&[u8]>) -> crate::Result<()> {
     }
 }
 
+#[cfg(test)]
+impl Format {
+    /// The driver that recognises and opens this format.
+    pub(crate) fn driver(self) -> &'static dyn FormatDriver {
+        driver(self)
+    }
+}
+
 /// The driver of `format`.
 #[cfg(test)]
 pub(crate) fn driver(format: Format) -> &'static dyn FormatDriver {
@@ -90,7 +100,7 @@ pub(crate) fn driver(format: Format) -> &'static dyn FormatDriver {
 mod tests {
     use super::*;
     use crate::format::cd::CD_SYNC;
-    use crate::format::{OpenCtx, OpenOptions};
+    use crate::format::driver::{OpenCtx, OpenOptions};
     use crate::io::MemSource;
     use std::sync::Arc;
 

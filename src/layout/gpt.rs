@@ -6,7 +6,7 @@
 //! allocation that aborts the process), multiplies LBAs and sizes without overflow checks,
 //! asserts (panics) when the entry size is not 128 bytes although the spec allows larger
 //! entries, and rejects header sizes other than 92. We validate the header and bound the
-//! entry array (at most [`MAX_ARRAY_BYTES`]) before allocating anything, and keep going with
+//! entry array (at most `MAX_ARRAY_BYTES`) before allocating anything, and keep going with
 //! warnings where the data still makes sense.
 
 use super::table::{GptInfo, PartKind, Partition};

@@ -6,8 +6,9 @@
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
+use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
+use crate::format::kind::{Format, Kind};
 use crate::format::stream::{Codec, ReadAtReader, SizeFact, StreamEnd, StreamSource};
-use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
 use crate::io::{ReadAt, Slice};
 use crate::Error;
 

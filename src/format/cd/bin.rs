@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use super::{cue, raw_sector_mode, CdUserData, Track, TrackMode, CD_SYNC, RAW_SECTOR};
-use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
+use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
+use crate::format::kind::{Format, Kind};
 use crate::io::{ReadAt, ReadAtExt};
 
 impl Format {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{CdUserData, Track, TrackMode, MAX_TRACKS, RAW_SECTOR};
-use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
+use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
+use crate::format::kind::{Format, Kind};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::Error;
 

@@ -3,8 +3,9 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
+use crate::format::driver::{FormatDriver, OpenCtx, Probe, Step};
+use crate::format::kind::{Format, Kind};
 use crate::format::stream::{size_fact, stream_step, Codec, Compressed, SizeFact};
-use crate::format::{Format, FormatDriver, Kind, OpenCtx, Probe, Step};
 use crate::io::ReadAt;
 
 impl Format {

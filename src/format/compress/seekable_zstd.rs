@@ -9,9 +9,10 @@ use std::io;
 use std::sync::{Arc, OnceLock};
 
 use super::zstd::{starts_with_frame, BlockHeader, FrameHeader, MAX_FRAME_HEADER};
+use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
 use crate::format::frames;
+use crate::format::kind::{Format, Kind};
 use crate::format::stream::{Codec, SizeFact, StreamSource};
-use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
 use crate::io::{Caps, ReadAt, ReadAtExt};
 use crate::util::le32;
 use crate::ExtentMap;

@@ -6,8 +6,9 @@ use std::io::{self, BufRead, Read};
 use std::sync::Arc;
 
 use super::xz_blocks::{block_table, Block, XzBlocks};
+use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
+use crate::format::kind::{Format, Kind};
 use crate::format::stream::{end_is_cheap, stream_step, Codec, Compressed, SizeFact, StreamEnd};
-use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
 use crate::io::ReadAt;
 
 impl Format {

@@ -7,7 +7,8 @@
 use std::io;
 use std::sync::Arc;
 
-use crate::format::{Format, FormatDriver, Kind, Layer, OpenCtx, Probe, Step};
+use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
+use crate::format::kind::{Format, Kind};
 use crate::io::{Caps, ReadAt, ReadAtExt, SizeKnown};
 use crate::util::{le16, le32};
 use crate::{Error, ExtentMap};

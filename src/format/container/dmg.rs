@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use super::ContainerInfo;
-use crate::format::{Format, FormatDriver, Kind, OpenCtx, Probe, Step};
+use super::info::ContainerInfo;
+use crate::format::driver::{FormatDriver, OpenCtx, Probe, Step};
+use crate::format::kind::{Format, Kind};
 use crate::io::{ReadAt, ReadAtExt};
 use crate::util::be32;
 use crate::util::be64;

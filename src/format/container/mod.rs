@@ -4,43 +4,19 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use crate::format::{Format, Layer, OpenCtx, Step};
+use crate::format::driver::{Layer, OpenCtx, Step};
 use crate::io::{ReadAt, Slice};
 
 pub mod android_sparse;
 pub(crate) mod dmg;
+pub(crate) mod info;
 pub(crate) mod qcow;
 pub(crate) mod vdi;
 pub mod vhd;
 pub(crate) mod vhdx;
 pub(crate) mod vmdk;
 
-/// What a container header says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ContainerInfo {
-    /// The container format.
-    pub(crate) format: Format,
-    /// Size of the disk it describes, if the header says.
-    pub virtual_size: Option<u64>,
-    /// Human-readable facts ("version 3, cluster 64 KiB, backing file").
-    pub detail: String,
-    /// `(offset, len)` of raw disk bytes inside the file, when the container stores them as is.
-    pub payload: Option<(u64, u64)>,
-}
-
-impl ContainerInfo {
-    /// Facts without a payload window.
-    pub(crate) fn new(format: Format, virtual_size: Option<u64>, detail: String) -> Self {
-        ContainerInfo {
-            format,
-            virtual_size,
-            detail,
-            payload: None,
-        }
-    }
-}
+pub use info::ContainerInfo;
 
 /// The layer of a VM-disk container: its header facts, then its payload window when it has
 /// one, or the end of the chain with a warning that its contents are not decoded.

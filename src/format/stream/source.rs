@@ -6,8 +6,8 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::codec::{Codec, SizeFact, StreamEnd, CHUNK, MAX_CACHED_CHUNKS};
 use super::size::Size;
-use super::{Codec, SizeFact, StreamEnd, CHUNK, MAX_CACHED_CHUNKS};
 use crate::io::{Access, Caps, ReadAt, SizeKnown};
 
 /// Chunks cached while learning the size by a full decode pass: the first few MiB, where the
