@@ -31,7 +31,7 @@ loops=(); mnts=()
 cleanup() {
   for m in "${mnts[@]}"; do umount "$m" 2>/dev/null || true; done
   for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
-  [ -n "$own_work" ] && rm -rf "$WORK"
+  if [ -n "$own_work" ]; then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 card=${CARD:-$WORK/card.img}

@@ -20,7 +20,7 @@ command -v hyperfine >/dev/null || { echo "missing tool: hyperfine (apt-get inst
 bw=$repo/target/release/blockwise
 own_work=; if [ -z "${WORK:-}" ]; then WORK=$(mktemp -d /tmp/bw-verify-bench.XXXXXX); own_work=1; fi
 mkdir -p "$WORK"
-trap '[ -n "$own_work" ] && rm -rf "$WORK"' EXIT
+trap 'if [ -n "$own_work" ]; then rm -rf "$WORK"; fi' EXIT
 card=${CARD:-$WORK/card.img}
 [ -f "$card" ] || bash "$here/make-card.sh" "$card" 4G 400
 
