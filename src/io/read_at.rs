@@ -327,28 +327,22 @@ macro_rules! forward_caps {
     };
 }
 
-impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        (**self).read_at(offset, buf)
-    }
-    forward_caps!(self, (**self));
-    fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
-        (**self).sequential(offset)
-    }
+/// A pointer to a source is that source: everything forwarded, nothing clipped.
+macro_rules! forward_through_pointer {
+    ($($ptr:ty),*) => {$(
+        impl<T: ReadAt + ?Sized> ReadAt for $ptr {
+            fn size(&self) -> u64 {
+                (**self).size()
+            }
+            fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+                (**self).read_at(offset, buf)
+            }
+            forward_caps!(self, (**self));
+            fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
+                (**self).sequential(offset)
+            }
+        }
+    )*};
 }
 
-impl<T: ReadAt + ?Sized> ReadAt for &T {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        (**self).read_at(offset, buf)
-    }
-    forward_caps!(self, (**self));
-    fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
-        (**self).sequential(offset)
-    }
-}
+forward_through_pointer!(Arc<T>, &T);
