@@ -18,6 +18,7 @@ pub mod bmap;
 pub mod checksum;
 pub mod error;
 pub mod extent;
+pub mod flash;
 pub mod format;
 pub mod fs;
 pub mod io;

@@ -24,6 +24,13 @@ pub trait WriteAt: Send {
     fn start_writeback(&mut self) -> io::Result<()> {
         Ok(())
     }
+
+    /// Waits until everything written so far is on the medium (`fdatasync`): what a flash does
+    /// before it writes the image's head, and before it reports success. Destinations without
+    /// a medium (memory) have nothing to wait for.
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl WriteAt for File {
@@ -37,6 +44,10 @@ impl WriteAt for File {
 
     fn start_writeback(&mut self) -> io::Result<()> {
         super::sys::start_writeback(std::os::fd::AsFd::as_fd(self))
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_data()
     }
 }
 
@@ -76,6 +87,9 @@ impl<W: WriteAt + ?Sized> WriteAt for &mut W {
     fn start_writeback(&mut self) -> io::Result<()> {
         (**self).start_writeback()
     }
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
+    }
 }
 
 impl<W: WriteAt + ?Sized> WriteAt for Box<W> {
@@ -87,6 +101,9 @@ impl<W: WriteAt + ?Sized> WriteAt for Box<W> {
     }
     fn start_writeback(&mut self) -> io::Result<()> {
         (**self).start_writeback()
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        (**self).sync()
     }
 }
 
