@@ -59,14 +59,10 @@ impl TargetSink<'_> {
         if self.outcome.error.is_none() {
             self.outcome.error = Some(format!("{what} at byte {at}: {e}"));
             if self.live.fetch_sub(1, Ordering::SeqCst) == 1 {
-                return Err(crate::Error::Read {
-                    offset: at,
-                    len: 0,
-                    source: io::Error::new(
-                        e.kind(),
-                        format!("every target failed; last: {what}: {e}"),
-                    ),
-                });
+                return Err(crate::Error::Io(io::Error::new(
+                    e.kind(),
+                    format!("every target failed; the last: {what} at byte {at}: {e}"),
+                )));
             }
         }
         Ok(())
