@@ -85,10 +85,12 @@ pub fn list(root: &SysRoot, check: &Check) -> Vec<Drive> {
 /// stacked device).
 pub fn find(root: &SysRoot, target: &Path, check: &Check) -> Option<Drive> {
     let host = Host::read(root);
-    let name = host.name_of_node(target).or_else(|| {
-        let base = target.file_name()?.to_str()?;
-        (target.parent() == Some(root.dev.as_path())).then(|| base.to_string())
-    })?;
+    // A path under the root's dev directory is named as if it were under `/dev`.
+    let as_dev = match target.strip_prefix(&root.dev) {
+        Ok(rest) if root.dev != Path::new("/dev") => Path::new("/dev").join(rest),
+        _ => target.to_path_buf(),
+    };
+    let name = host.name_of_node(&as_dev)?;
     if !is_listed(&name) {
         return None;
     }

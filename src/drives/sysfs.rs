@@ -190,18 +190,19 @@ impl Host {
     }
 
     /// The kernel name of the device a `/dev/...` path names, as a mount table or
-    /// `backing_file` gives it: by device number when the node exists, else by its name
-    /// (`/dev/sdb1`, `/dev/mapper/NAME` through each device-mapper device's `dm/name`).
+    /// `backing_file` gives it: by the device number of the node under [`SysRoot::dev`]
+    /// (symlinks such as `/dev/disk/by-id/...` followed), else by its name (`/dev/sdb1`, or
+    /// `/dev/mapper/NAME` through each device-mapper device's `dm/name`). `None` for a path
+    /// outside `/dev`.
     pub fn name_of_node(&self, path: &Path) -> Option<String> {
-        if let Ok(md) = fs::metadata(path) {
+        let rest = path.to_str()?.strip_prefix("/dev/")?;
+        if let Ok(md) = fs::metadata(self.root.dev.join(rest)) {
             if md.file_type().is_block_device() {
                 if let Some(n) = self.by_dev.get(&dev_string(md.rdev())) {
                     return Some(n.clone());
                 }
             }
         }
-        let s = path.to_str()?;
-        let rest = s.strip_prefix("/dev/")?;
         if let Some(dm) = rest.strip_prefix("mapper/") {
             return self
                 .nodes
