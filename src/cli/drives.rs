@@ -117,9 +117,18 @@ pub fn run(all: bool, json: bool) -> anyhow::Result<u8> {
         } else {
             offered.clone()
         };
+        // A struct, not `json!`, so the fields keep their documented order.
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            schema_version: u32,
+            drives: Vec<&'a Drive>,
+        }
         serde_json::to_writer_pretty(
             &mut out,
-            &serde_json::json!({ "schema_version": 1, "drives": shown }),
+            &Out {
+                schema_version: 1,
+                drives: shown,
+            },
         )?;
         writeln!(out)?;
     } else {
