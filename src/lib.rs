@@ -16,6 +16,7 @@
 pub mod archive;
 pub mod bmap;
 pub mod checksum;
+pub mod drives;
 pub mod error;
 pub mod extent;
 pub mod flash;

@@ -10,6 +10,7 @@ mod backup;
 mod bmap;
 mod common;
 mod demo;
+mod drives;
 mod inspect;
 mod verify;
 
@@ -33,7 +34,8 @@ Examples:
   blockwise demo                      Unpack the bundled sample card image and inspect it
   blockwise inspect raspios.img.xz    What is inside (decodes xz/gz/zst/bz2/lz4/zip on the fly)
   blockwise inspect /dev/sdb --json   Machine-readable report of a card in a reader
-  blockwise backup /dev/sdb pi.img.zst  Back up only the used blocks (zstd -d restores it)"
+  blockwise backup /dev/sdb pi.img.zst  Back up only the used blocks (zstd -d restores it)
+  blockwise drives                    Which disks are safe targets (and, with --all, why not others)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -148,6 +150,28 @@ SRC mounted read-write), 130 if interrupted (nothing left under DEST).")]
         #[arg(long)]
         json: bool,
     },
+    /// List the disks that are safe targets (removable, USB, SD, loop devices; not mounted,
+    /// not the system disk), and with --all every disk with the reasons it is not offered.
+    #[command(after_help = "\
+Examples:
+  blockwise drives                 candidate targets: size, transport, model, partitions, labels
+  blockwise drives --all           every disk, and why each refused one is not offered
+  blockwise drives --all --json | jq '.drives[] | select(.verdict.offered) | .path'
+
+Read from /sys and /proc (no udev, no lsblk). Refused: the system disk (/, /boot, /boot/efi,
+/efi, /usr or swap on it), mounted disks or partitions, disks under LVM/LUKS/RAID, read-only
+or empty devices (a reader without a card), optical drives, unused loop devices, and internal
+(non-removable) disks, which flash takes only with --force. Loop devices are offered: they
+write into their backing file.
+Exit status: 0, also when no disk is offered (said on stderr).")]
+    Drives {
+        /// Also list the disks that are not offered, each with its reasons.
+        #[arg(long)]
+        all: bool,
+        /// Print the list as JSON (schema: spec/json-output.md, "drives").
+        #[arg(long)]
+        json: bool,
+    },
     /// Unpack the small real SD-card image bundled with blockwise into a temporary directory
     /// and run the commands on it, showing what blockwise sees.
     #[command(after_help = "\
@@ -215,6 +239,7 @@ pub fn main() -> ExitCode {
             allow_mounted,
             json,
         }),
+        Command::Drives { all, json } => drives::run(all, json),
         Command::Demo { dir, keep } => demo::run(dir, keep),
     };
     match result {
