@@ -326,6 +326,22 @@ fn nvme_system_disk_is_refused_through_luks_and_swap() {
     assert!(!d.verdict.offered_with_force());
 }
 
+/// What `backup` asks before reading a device: every mount and swap on the disk, its
+/// partitions and what is stacked on them (here the LUKS mapping holding `/`).
+#[test]
+fn uses_cover_partitions_and_stacked_devices() {
+    let f = laptop();
+    let host = Host::read(&f.root());
+    let points =
+        |n: &str| -> Vec<String> { host.uses(n).into_iter().map(|m| m.point.clone()).collect() };
+    let mut nvme = points("nvme0n1");
+    nvme.sort();
+    assert_eq!(nvme, ["/", "/boot/efi", "[swap]"]);
+    assert_eq!(points("nvme0n1p2"), ["/"]);
+    assert_eq!(points("sdc"), ["/media/u/my disk"]);
+    assert!(points("sdb").is_empty());
+}
+
 #[test]
 fn a_mounted_disk_is_refused_naming_the_mount_point() {
     let f = laptop();

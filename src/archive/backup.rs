@@ -21,6 +21,7 @@ use super::codec::{ArchiveWriter, CodecOptions, Encoded, Encoder};
 use super::formats::ArchiveFormat;
 use super::plan::{DataSegment, Segment};
 use crate::bmap::{self, write::block_ranges, ChecksumType, RangeHasher};
+use crate::drives::{Host, SysRoot};
 use crate::extent::ExtentMap;
 use crate::format::Opened;
 use crate::io::{DirectBlockDevice, Overlay, ReadAt, WriteAt};
@@ -457,21 +458,33 @@ pub fn check_destination(src: &Path, dest: &Path, force: bool) -> crate::Result<
     Ok(())
 }
 
-/// Refuses a device with a filesystem mounted read-write on it, unless `allow`.
+/// Refuses a device with a filesystem mounted read-write on it (on the device, a partition,
+/// or a device stacked on them), unless `allow`. A regular file is never in use this way.
 fn check_not_mounted(dev: &Path, allow: bool) -> crate::Result<()> {
-    let uses = crate::io::device::in_use(dev).map_err(|e| {
+    let md = std::fs::metadata(dev).map_err(|e| {
         Error::Io(io::Error::new(
             e.kind(),
             format!("cannot tell whether {} is in use: {e}", dev.display()),
         ))
     })?;
-    let rw: Vec<_> = uses.iter().filter(|u| !u.read_only).collect();
-    if rw.is_empty() || allow {
+    if allow || !md.file_type().is_block_device() {
+        return Ok(());
+    }
+    let host = Host::read(&SysRoot::system());
+    let Some(name) = host.name_of_device(dev) else {
+        return Ok(());
+    };
+    let rw: Vec<_> = host
+        .uses(&name)
+        .into_iter()
+        .filter(|u| !u.read_only)
+        .collect();
+    if rw.is_empty() {
         return Ok(());
     }
     let list = rw
         .iter()
-        .map(|u| format!("/dev/{} on {}", u.device, u.mount_point))
+        .map(|u| format!("/dev/{} on {}", u.device, u.point))
         .collect::<Vec<_>>()
         .join(", ");
     Err(Error::Refused {

@@ -214,6 +214,29 @@ impl Host {
         self.nodes.contains_key(base).then(|| base.to_string())
     }
 
+    /// The kernel name of the block device node at `path`, wherever the node is (a path
+    /// outside `/dev` included), by its device number; `None` for anything else.
+    pub fn name_of_device(&self, path: &Path) -> Option<String> {
+        let md = fs::metadata(path).ok()?;
+        if !md.file_type().is_block_device() {
+            return None;
+        }
+        self.by_dev
+            .get(&dev_string(md.rdev()))
+            .cloned()
+            .or_else(|| self.name_of_node(path))
+    }
+
+    /// What uses the block device `name`: mounts and active swap of it, its partitions, and
+    /// every device stacked on them.
+    pub fn uses(&self, name: &str) -> Vec<&Mount> {
+        let family = self.family(name);
+        self.mounts
+            .iter()
+            .filter(|m| family.contains(&m.device))
+            .collect()
+    }
+
     /// Mounts (from `mountinfo`) and active swap (from `swaps`) of known block devices.
     fn read_mounts(&self) -> Vec<Mount> {
         let mut out = Vec::new();

@@ -14,7 +14,6 @@ mod read_at;
 
 pub mod atomic;
 pub(crate) mod blockdev;
-pub(crate) mod device;
 pub mod file;
 pub(crate) mod overlay;
 #[allow(unsafe_code)] // the one module allowed to: ioctls and lseek, each wrapped once
