@@ -310,7 +310,6 @@ impl Backup {
                     progress(&p);
                 })?
         };
-        crate::format::check_tail(stats.tail.as_deref())?;
         let checksums = if self.opts.checksums {
             hasher.0.finish()?.iter().map(|d| bmap::hex(d)).collect()
         } else {

@@ -379,7 +379,7 @@ fn in_order<M, T>(
             // The last job goes to the sinks only once the stream's end is where the plan put
             // it, so a wrong plan finishes no sink.
             if let (true, Some(Some(end))) = (last, shared.hinted) {
-                reader.read_to_end(end, shared)?;
+                reader.read_to_end(end)?;
             }
             Ok(data)
         });
@@ -486,8 +486,8 @@ impl<'a> InOrder<'a> {
     }
 
     /// Reads from the current position to the stream's end, which must be where `end` says;
-    /// for an exact end, the last bytes go to the run's [`Stats::tail`](super::Stats::tail).
-    fn read_to_end(&mut self, end: End, shared: &Shared) -> crate::Result<()> {
+    /// for an exact end, its last sector must be no container's trailer.
+    fn read_to_end(&mut self, end: End) -> crate::Result<()> {
         let mut scratch = vec![0u8; SKIP_BUF];
         loop {
             let want = match end {
@@ -511,14 +511,10 @@ impl<'a> InOrder<'a> {
             End::Exact(planned) if self.pos != planned => Err(replan(planned, self.pos)),
             End::AtLeast(n) if self.pos < n => Err(replan(n, self.pos)),
             End::AtLeast(_) => Ok(()),
+            // The last sector decides whether the stream was the raw disk it was taken for.
             End::Exact(_) => {
-                let tail = self.tail.take().map(|mut t| {
-                    let cut = t.len().saturating_sub(TAIL);
-                    t.drain(..cut);
-                    t
-                });
-                *shared.tail.lock().unwrap_or_else(|p| p.into_inner()) = tail;
-                Ok(())
+                let t = self.tail.take().unwrap_or_default();
+                crate::format::check_tail(Some(&t[t.len().saturating_sub(TAIL)..]))
             }
         }
     }

@@ -58,9 +58,6 @@ pub(crate) struct Stats {
     /// Bytes handed out by the decoders (the jobs' reads; bytes a sequential source decodes
     /// only to skip them are not counted).
     pub bytes_read: u64,
-    /// With [`Pipeline::to_end`](super::Pipeline::to_end) over a source whose size was a hint: its last bytes (up to
-    /// [`TAIL`]), read at its real end, which was where the plan put it.
-    pub tail: Option<Vec<u8>>,
 }
 
 /// Where a hinted stream must end: what [`Pipeline::to_end`](super::Pipeline::to_end) and [`Pipeline::at_least`](super::Pipeline::at_least) set.
@@ -72,6 +69,6 @@ pub(super) enum End {
     AtLeast(u64),
 }
 
-/// How many of a hinted stream's last bytes [`Stats::tail`] keeps: a sector, where trailers
+/// How many of a hinted stream's last bytes the decoder keeps: a sector, where trailers
 /// (a fixed VHD's footer, a DMG's `koly`) sit.
 pub(crate) const TAIL: usize = 512;

@@ -35,7 +35,8 @@
 //! suggest. Reading it shows whether that was right: a read the stream ends before fails with
 //! [`Error::Replan`], and with [`Pipeline::to_end`] the decoder reads on past the last job to
 //! the stream's real end, before that job reaches the sinks, and fails the same way if it is
-//! not where the plan put it. Its last bytes are in [`Stats::tail`], for a trailer check.
+//! not where the plan put it, or if its last sector is a container's trailer (a fixed VHD
+//! read as a raw disk): then no sink is finished, whatever the sink (an archive, a card).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -105,9 +106,9 @@ impl<'a> Pipeline<'a> {
 
     /// For a source whose size is a hint: the size the jobs were planned for. The decoder
     /// reads on from the last job to the stream's end before that job goes to the sinks, and
-    /// the run fails with [`Error::Replan`] unless the stream ends at `planned`; its last
-    /// bytes are in [`Stats::tail`]. No effect on sources of exact size, nor on a run without
-    /// jobs.
+    /// the run fails with [`Error::Replan`] unless the stream ends at `planned` and its last
+    /// sector is no container's trailer (`format::check_tail`). No effect on sources of exact
+    /// size, nor on a run without jobs.
     #[allow(clippy::wrong_self_convention)] // a builder setting ("read to the end"), not a conversion
     pub(crate) fn to_end(mut self, planned: u64) -> Self {
         self.to_end = Some(End::Exact(planned));
@@ -117,7 +118,7 @@ impl<'a> Pipeline<'a> {
     /// Like [`to_end`](Self::to_end), for a pass that needs the stream to hold at least
     /// `size` bytes and nothing past them (verify: a device is larger than the image written
     /// to it): the decoder reads on from the last job to `size` only, and the run fails with
-    /// [`Error::Replan`] if the stream ends before. No tail is kept.
+    /// [`Error::Replan`] if the stream ends before.
     pub(crate) fn at_least(mut self, size: u64) -> Self {
         self.to_end = Some(End::AtLeast(size));
         self
@@ -144,7 +145,6 @@ impl<'a> Pipeline<'a> {
             limit: AtomicUsize::new(usize::MAX),
             bytes_read: AtomicU64::new(0),
             hinted: (self.src.caps().size == SizeKnown::Hint).then_some(self.to_end),
-            tail: Mutex::new(None),
             // As many buffers as can be alive at once: the window, each sink's queue and the
             // one it holds, one per decoder.
             pool: buf::Pool::new(window + sinks.len() * (SINK_QUEUE + 1) + threads + 1),
@@ -218,7 +218,6 @@ impl<'a> Pipeline<'a> {
                     Some(e) => Err(e),
                     None => Ok(Stats {
                         bytes_read: shared.bytes_read.load(Ordering::Relaxed),
-                        tail: shared.tail.lock().unwrap_or_else(|p| p.into_inner()).take(),
                     }),
                 },
                 Err(Stop::Failed(e)) => Err(e),

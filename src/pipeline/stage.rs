@@ -20,8 +20,6 @@ pub(super) struct Shared {
     pub(super) bytes_read: AtomicU64,
     /// For a source whose size is a hint: `Some`, holding where it must end, if set.
     pub(super) hinted: Option<Option<End>>,
-    /// What the decoder saw at a hinted stream's end ([`Stats::tail`](super::Stats::tail)).
-    pub(super) tail: Mutex<Option<Vec<u8>>>,
     pub(super) pool: Arc<Pool>,
 }
 
