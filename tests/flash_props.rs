@@ -3,6 +3,8 @@
 //! other byte of the target is touched. The head is zeroed first and written last; a target
 //! that fails is dropped while the others finish; read-back finds a changed byte.
 
+mod common;
+
 use std::io;
 use std::sync::{Arc, Mutex};
 
@@ -17,15 +19,7 @@ fn old(i: usize) -> u8 {
 }
 
 fn image(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    common::seeded_bytes(len, seed)
 }
 
 /// A target that logs its operations.

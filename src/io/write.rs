@@ -77,35 +77,27 @@ fn too_large(at: u64) -> io::Error {
     )
 }
 
-impl<W: WriteAt + ?Sized> WriteAt for &mut W {
-    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        (**self).write_all_at(offset, buf)
-    }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        (**self).set_len(len)
-    }
-    fn start_writeback(&mut self) -> io::Result<()> {
-        (**self).start_writeback()
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        (**self).sync()
-    }
+/// A pointer to a destination is that destination.
+macro_rules! forward_through_pointer {
+    ($($ptr:ty),*) => {$(
+        impl<W: WriteAt + ?Sized> WriteAt for $ptr {
+            fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+                (**self).write_all_at(offset, buf)
+            }
+            fn set_len(&mut self, len: u64) -> io::Result<()> {
+                (**self).set_len(len)
+            }
+            fn start_writeback(&mut self) -> io::Result<()> {
+                (**self).start_writeback()
+            }
+            fn sync(&mut self) -> io::Result<()> {
+                (**self).sync()
+            }
+        }
+    )*};
 }
 
-impl<W: WriteAt + ?Sized> WriteAt for Box<W> {
-    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        (**self).write_all_at(offset, buf)
-    }
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        (**self).set_len(len)
-    }
-    fn start_writeback(&mut self) -> io::Result<()> {
-        (**self).start_writeback()
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        (**self).sync()
-    }
-}
+forward_through_pointer!(&mut W, Box<W>);
 
 #[cfg(test)]
 mod tests {
