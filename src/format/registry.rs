@@ -62,8 +62,8 @@ pub fn trailer_format(last: &[u8]) -> Option<Format> {
 }
 
 /// Fails with [`crate::Error::Replan`] if `tail`, the last bytes of a stream of hinted size
-/// that a pass read to its end (`Pipeline::to_end`, before its last job reaches the sinks), is a container's trailer:
-/// the pass took for a raw disk what is a fixed VHD or a DMG.
+/// that a pass read to its end (`Pipeline::to_end`, before its last job reaches the sinks),
+/// is a container's trailer: the pass took for a raw disk what is a fixed VHD or a DMG.
 pub(crate) fn check_tail(tail: Option<&[u8]>) -> crate::Result<()> {
     match tail.and_then(trailer_format) {
         None => Ok(()),
