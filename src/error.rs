@@ -65,6 +65,17 @@ pub enum Error {
         /// The stream's decoded size, when the pass reached its end.
         size: Option<u64>,
     },
+    /// Data does not match the checksum that vouches for it: a bmap range of the image
+    /// being flashed, or a target that does not read back what was written to it.
+    #[error("{detail}")]
+    Mismatch {
+        /// First byte of the range that does not match.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// What does not match what, in words.
+        detail: String,
+    },
     /// Stopped on request (SIGINT/SIGTERM) before finishing; outputs were not committed.
     #[error("interrupted")]
     Interrupted,

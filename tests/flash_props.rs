@@ -8,8 +8,8 @@ mod common;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use blockwise::flash::{self, FlashPlan, HEAD, TAIL};
-use blockwise::io::{MemSource, WriteAt};
+use blockwise::flash::{self, FlashOptions, FlashPlan, FlashTarget, Report, HEAD, TAIL};
+use blockwise::io::{MemSource, ReadAt, WriteAt};
 use blockwise::ExtentMap;
 use proptest::prelude::*;
 
@@ -56,6 +56,33 @@ impl WriteAt for Logged {
     }
 }
 
+impl FlashTarget for Logged {
+    fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.data.read_current(offset, buf)
+    }
+    fn medium(&self) -> io::Result<Box<dyn ReadAt + '_>> {
+        self.data.medium()
+    }
+}
+
+/// Runs `plan` onto `targets` with `opts`.
+fn run(
+    src: &MemSource,
+    plan: &FlashPlan,
+    targets: &mut [&mut dyn FlashTarget],
+    opts: &FlashOptions,
+) -> blockwise::Result<Report> {
+    flash::run(src, plan, targets, opts, &|_| {}, None)
+}
+
+/// Without read-back, so that the log shows the writes alone.
+fn plain() -> FlashOptions {
+    FlashOptions {
+        verify: false,
+        ..FlashOptions::default()
+    }
+}
+
 fn target(len: usize) -> Logged {
     Logged {
         data: (0..len).map(old).collect(),
@@ -80,7 +107,7 @@ proptest! {
         let plan = FlashPlan::new(len as u64, (len + extra) as u64, &map, 1 << block_shift);
         let mut t = target(len + extra);
         let src = MemSource(img.clone());
-        let w = flash::write(&src, &plan, &mut [&mut t], &mut |_| {}, None).unwrap();
+        let w = run(&src, &plan, &mut [&mut t], &FlashOptions::default()).unwrap();
         prop_assert_eq!(&w.targets[0].error, &None);
         prop_assert_eq!(w.targets[0].written, plan.mapped());
         for (i, &b) in t.data.iter().enumerate() {
@@ -110,7 +137,7 @@ fn the_head_is_zeroed_first_and_written_last() {
     let plan = FlashPlan::new(len as u64, 8 << 20, &map, 4096);
     let mut t = target(8 << 20);
     let log = t.log.clone();
-    flash::write(&MemSource(img), &plan, &mut [&mut t], &mut |_| {}, None).unwrap();
+    run(&MemSource(img), &plan, &mut [&mut t], &plain()).unwrap();
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log,
@@ -141,10 +168,16 @@ fn a_failing_target_is_dropped_and_the_others_finish() {
     let mut bad = target(len);
     bad.fail_after = Some(3 << 20);
     let src = MemSource(img.clone());
-    let w = flash::write(&src, &plan, &mut [&mut good, &mut bad], &mut |_| {}, None).unwrap();
+    let w = run(
+        &src,
+        &plan,
+        &mut [&mut good, &mut bad],
+        &FlashOptions::default(),
+    )
+    .unwrap();
     assert_eq!(w.targets[0].error, None);
     assert!(good.data == img);
-    let e = w.targets[1].error.clone().unwrap();
+    let e = w.targets[1].error.clone().unwrap().to_string();
     assert!(e.contains("no space left"), "{e}");
     // Its head was zeroed before anything else, and the image's head never came: no table.
     assert!(bad.data[..HEAD as usize].iter().all(|&b| b == 0));
@@ -153,7 +186,7 @@ fn a_failing_target_is_dropped_and_the_others_finish() {
     let mut b = target(len);
     a.fail_after = Some(1 << 20);
     b.fail_after = Some(2 << 20);
-    let r = flash::write(&src, &plan, &mut [&mut a, &mut b], &mut |_| {}, None);
+    let r = run(&src, &plan, &mut [&mut a, &mut b], &plain());
     assert!(r.is_err());
 }
 
@@ -168,7 +201,7 @@ fn read_back_finds_the_first_changed_piece() {
         4096,
     );
     let mut t = target(len);
-    let w = flash::write(&MemSource(img), &plan, &mut [&mut t], &mut |_| {}, None).unwrap();
+    let w = run(&MemSource(img), &plan, &mut [&mut t], &plain()).unwrap();
     let mut data = t.data.clone();
     data[(6 << 20) + 12345] ^= 1;
     let bad = flash::read_back(&MemSource(data), &w).unwrap().unwrap();
@@ -176,4 +209,228 @@ fn read_back_finds_the_first_changed_piece() {
         bad <= (6 << 20) + 12345 && (6 << 20) + 12345 - bad < 4 << 20,
         "{bad}"
     );
+}
+
+/// A target whose medium reads one byte wrong, `times` times.
+struct Flaky {
+    inner: Logged,
+    at: usize,
+    times: std::sync::atomic::AtomicUsize,
+}
+
+impl WriteAt for Flaky {
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all_at(offset, buf)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl FlashTarget for Flaky {
+    fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_current(offset, buf)
+    }
+    fn medium(&self) -> io::Result<Box<dyn ReadAt + '_>> {
+        let mut d = self.inner.data.clone();
+        let left = self.times.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.times
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            d[self.at] ^= 0x40;
+        }
+        Ok(Box::new(MemSource(d)))
+    }
+}
+
+#[test]
+fn a_range_that_reads_back_wrong_is_rewritten_once_then_reported() {
+    let len = 6 << 20;
+    let img = image(len, 11);
+    let map = ExtentMap::from_ranges([(2 << 20, 4 << 20)]);
+    let plan = FlashPlan::new(len as u64, len as u64, &map, 4096);
+    let src = MemSource(img.clone());
+    // Wrong once: rewritten, then good.
+    let mut t = Flaky {
+        inner: target(len),
+        at: (3 << 20) + 5,
+        times: 1.into(),
+    };
+    let w = run(&src, &plan, &mut [&mut t], &FlashOptions::default()).unwrap();
+    let r = &w.targets[0];
+    assert_eq!(r.error, None);
+    assert!(r.rewritten > 0 && r.rewritten <= 4 << 20, "{r:?}");
+    assert_eq!(r.verified, plan.mapped());
+    assert_eq!(
+        &t.inner.data[..len],
+        &img[..len]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                if plan.written().contains(i as u64) {
+                    b
+                } else {
+                    old(i)
+                }
+            })
+            .collect::<Vec<u8>>()[..]
+    );
+    // Wrong every time: the target fails with a mismatch, and its head is never written.
+    let mut t = Flaky {
+        inner: target(len),
+        at: (3 << 20) + 5,
+        times: 10.into(),
+    };
+    let w = run(&src, &plan, &mut [&mut t], &FlashOptions::default()).unwrap();
+    let e = w.targets[0].error.clone().unwrap();
+    assert!(e.mismatch, "{e:?}");
+    assert!(e.offset <= (3 << 20) + 5 && (3 << 20) + 5 - e.offset < 4 << 20);
+    assert!(
+        t.inner.data[..HEAD as usize].iter().all(|&b| b == 0),
+        "no table"
+    );
+}
+
+#[test]
+fn a_bmap_range_that_does_not_match_is_never_written() {
+    use blockwise::bmap;
+    let len = 8 << 20;
+    let img = image(len, 5);
+    let map = ExtentMap::from_ranges([(1 << 20, 2 << 20), (3 << 20, 5 << 20), (6 << 20, 7 << 20)]);
+    let blocks: Vec<(u64, u64)> = map.block_ranges(4096).collect();
+    let sums = bmap::range_checksums(&MemSource(img.clone()), &blocks, 4096, len as u64).unwrap();
+    let xml = bmap::render(
+        len as u64,
+        &map,
+        Some(&sums),
+        &bmap::BmapWriteOptions::default(),
+    );
+    let good = bmap::parse(&xml).unwrap();
+    // The image differs from what the bmap vouches for inside the second range.
+    let mut bad_img = img.clone();
+    bad_img[(4 << 20) + 77] ^= 1;
+    let plan = FlashPlan::new(len as u64, len as u64, &good.extent_map(), 4096).with_checks(&good);
+    assert_eq!(plan.checks.len(), 3);
+    let mut t = target(len);
+    let e = run(&MemSource(bad_img), &plan, &mut [&mut t], &plain()).unwrap_err();
+    assert!(
+        matches!(e, blockwise::Error::Mismatch { offset, .. } if offset == 3 << 20),
+        "{e}"
+    );
+    for i in (3 << 20)..(5 << 20) {
+        assert_eq!(t.data[i], old(i), "byte {i} of the bad range was written");
+    }
+    assert!(t.data[..HEAD as usize].iter().all(|&b| b == 0));
+    // The same plan over the right image writes everything.
+    let mut t = target(len);
+    let w = run(
+        &MemSource(img.clone()),
+        &plan,
+        &mut [&mut t],
+        &FlashOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(w.targets[0].error, None);
+    assert_eq!(&t.data[(3 << 20)..(5 << 20)], &img[(3 << 20)..(5 << 20)]);
+}
+
+#[test]
+fn delta_writes_only_what_differs_and_discard_covers_the_rest() {
+    let len = 8 << 20;
+    let mut img = image(len, 21);
+    let map = ExtentMap::from_ranges([(2 << 20, 4 << 20), (5 << 20, 6 << 20)]);
+    let plan = FlashPlan::new(len as u64, 10 << 20, &map, 4096);
+    let mut t = target(10 << 20);
+    run(&MemSource(img.clone()), &plan, &mut [&mut t], &plain()).unwrap();
+    let delta = FlashOptions {
+        delta: true,
+        ..FlashOptions::default()
+    };
+    let w = run(&MemSource(img.clone()), &plan, &mut [&mut t], &delta).unwrap();
+    let r = &w.targets[0];
+    assert_eq!(
+        r.written, HEAD,
+        "only the head, zeroed first, is written again: {r:?}"
+    );
+    assert_eq!(r.unchanged, plan.mapped() - HEAD);
+    assert_eq!(r.zeroed, HEAD, "the tail is zero already");
+    // One block changed: one block written.
+    img[(5 << 20) + 4096 * 3 + 9] ^= 0xff;
+    let w = run(&MemSource(img.clone()), &plan, &mut [&mut t], &delta).unwrap();
+    assert_eq!(w.targets[0].written, HEAD + 4096);
+    assert_eq!(
+        t.data[(5 << 20) + 4096 * 3 + 9],
+        img[(5 << 20) + 4096 * 3 + 9]
+    );
+}
+
+/// A target that records what it is told to discard.
+struct Discarding {
+    inner: Logged,
+    discarded: ExtentMap,
+}
+
+impl WriteAt for Discarding {
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all_at(offset, buf)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl FlashTarget for Discarding {
+    fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.inner.read_current(offset, buf)
+    }
+    fn medium(&self) -> io::Result<Box<dyn ReadAt + '_>> {
+        self.inner.medium()
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<u64> {
+        self.discarded.insert(offset, offset + len);
+        Ok(len)
+    }
+}
+
+#[test]
+fn discard_covers_exactly_what_the_plan_leaves_alone() {
+    let len = 8 << 20;
+    let img = image(len, 2);
+    let map = ExtentMap::from_ranges([(2 << 20, 3 << 20), (5 << 20, 6 << 20)]);
+    let plan = FlashPlan::new(len as u64, 12 << 20, &map, 4096);
+    let mut t = Discarding {
+        inner: target(12 << 20),
+        discarded: ExtentMap::new(),
+    };
+    let opts = FlashOptions {
+        discard: true,
+        ..FlashOptions::default()
+    };
+    let w = run(&MemSource(img), &plan, &mut [&mut t], &opts).unwrap();
+    let mut expect = ExtentMap::single(0, 12 << 20).subtract(plan.written());
+    expect = expect.subtract(&ExtentMap::single(plan.zero_tail.start, plan.zero_tail.end));
+    assert_eq!(t.discarded, expect);
+    assert_eq!(w.targets[0].discarded, expect.total());
+}
+
+#[test]
+fn patches_past_the_image_are_written_with_the_head_and_read_back() {
+    let len = 4 << 20;
+    let img = image(len, 8);
+    let mut plan = FlashPlan::new(len as u64, 8 << 20, &ExtentMap::new(), 4096);
+    plan.patches = vec![(512, vec![0xAB; 512]), ((8 << 20) - 1024, vec![0xCD; 1024])];
+    let mut t = target(8 << 20);
+    let w = run(
+        &MemSource(img.clone()),
+        &plan,
+        &mut [&mut t],
+        &FlashOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(w.targets[0].error, None);
+    assert_eq!(&t.data[..512], &img[..512]);
+    assert_eq!(&t.data[512..1024], &[0xAB; 512][..]);
+    assert_eq!(&t.data[1024..HEAD as usize], &img[1024..HEAD as usize]);
+    assert_eq!(&t.data[(8 << 20) - 1024..], &[0xCD; 1024][..]);
+    assert_eq!(w.targets[0].verified, HEAD + 1024);
 }

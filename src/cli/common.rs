@@ -28,6 +28,7 @@ pub mod exit {
         match e {
             blockwise::Error::Refused { .. } => REFUSED,
             blockwise::Error::Interrupted => INTERRUPTED,
+            blockwise::Error::Mismatch { .. } => MISMATCH,
             _ => FAILURE,
         }
     }

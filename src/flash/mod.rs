@@ -1,11 +1,16 @@
 //! Flashing: writing an image's mapped blocks to one or more targets, head last, and reading
 //! them back (issue 10). The [`FlashPlan`] says what is written and in which order
-//! (`plan.rs`); [`write()`] runs it on the pipeline with every target as a sink and [`read_back`]
-//! checks a target against the digests taken while writing (`write.rs`). Choosing and checking
-//! the targets (mounted, system disk, too small) comes before, in the caller.
+//! (`plan.rs`); [`run`] runs it on the pipeline with every target as a sink, reads each
+//! target back and writes its head last (`write.rs`); a [`Target`] is a block device or a
+//! regular file opened for it (`target.rs`). Choosing and checking the targets (mounted, system
+//! disk, too small: [`crate::drives`]) comes before, in the caller.
 
 mod plan;
+mod target;
 mod write;
 
-pub use plan::{FlashPlan, HEAD, TAIL};
-pub use write::{read_back, write, TargetOutcome, Written};
+pub use plan::{FlashPlan, RangeCheck, HEAD, TAIL};
+pub use target::{Identity, Target, TargetKind, TargetReader};
+pub use write::{
+    read_back, run, FlashOptions, FlashTarget, Progress, Report, Stage, TargetError, TargetReport,
+};

@@ -10,6 +10,7 @@
 
 use std::ops::Range;
 
+use crate::bmap::{Bmap, ChecksumType};
 use crate::extent::ExtentMap;
 
 /// The region written last and zeroed first: where tables and boot sectors live.
@@ -46,6 +47,27 @@ pub struct FlashPlan {
     /// The target's last bytes zeroed because the image does not reach them (empty when it
     /// does).
     pub zero_tail: Range<u64>,
+    /// Checksums the decoded image must match before any byte of their range is written
+    /// (a bmap's ranges), ascending and disjoint.
+    pub checks: Vec<RangeCheck>,
+    /// Bytes written in place of the image's (inside it: in its head) or besides it (past its
+    /// end: a GPT's backup moved to the end of a larger target), sorted, disjoint. Written
+    /// with the head, after everything else, and read back like the rest.
+    pub patches: Vec<(u64, Vec<u8>)>,
+    /// True when the map is not known beforehand (a stream without a bmap): every byte is
+    /// read, and which parts of each piece are written is decided as the stream goes by.
+    pub streaming: bool,
+}
+
+/// A range of the image and the digest its decoded bytes must have.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeCheck {
+    /// The bytes.
+    pub range: Range<u64>,
+    /// Their digest, as the bmap gives it (lowercase hex).
+    pub digest: String,
+    /// The digest's kind.
+    pub kind: ChecksumType,
 }
 
 impl FlashPlan {
@@ -67,7 +89,55 @@ impl FlashPlan {
             map,
             head,
             zero_tail,
+            checks: Vec::new(),
+            patches: Vec::new(),
+            streaming: false,
         }
+    }
+
+    /// The plan for writing an image whose map is decided as it streams by
+    /// ([`FlashPlan::streaming`]): every byte is read; none is known free yet.
+    pub fn streaming(image_size: u64, target_size: u64) -> FlashPlan {
+        let mut p = FlashPlan::new(
+            image_size,
+            target_size,
+            &ExtentMap::single(0, image_size),
+            1,
+        );
+        p.streaming = true;
+        p
+    }
+
+    /// Adds `bmap`'s range checksums: a range is written only once its decoded bytes match.
+    /// Ranges without a checksum are written unchecked.
+    pub fn with_checks(mut self, bmap: &Bmap) -> FlashPlan {
+        if let Some(kind) = bmap.checksum_type {
+            self.checks = bmap
+                .ranges
+                .iter()
+                .filter_map(|r| {
+                    let (s, e) =
+                        crate::bmap::range_bytes(r.first, r.last, bmap.block_size, bmap.image_size);
+                    Some(RangeCheck {
+                        range: s..e,
+                        digest: r.checksum.clone()?.to_ascii_lowercase(),
+                        kind,
+                    })
+                })
+                .filter(|c| !c.range.is_empty() && c.range.end <= self.image_size)
+                .collect();
+        }
+        self
+    }
+
+    /// Bytes of the image each target holds once written: the map, the patches past the
+    /// image's end included.
+    pub fn target_map(&self) -> ExtentMap {
+        let mut m = self.map.clone();
+        for (at, b) in &self.patches {
+            m.insert(*at, at.saturating_add(b.len() as u64));
+        }
+        m
     }
 
     /// Bytes of the image written to each target.
@@ -83,8 +153,16 @@ impl FlashPlan {
             out.push((0..self.head, Piece::Head));
         }
         let body = self.map.subtract(&ExtentMap::single(0, self.head));
+        // Pieces end where a checked range ends, so that a range's last piece completes it.
+        let cuts: Vec<u64> = self.checks.iter().map(|c| c.range.end).collect();
         for e in body.chunks(PIECE) {
-            out.push((e.start..e.end, Piece::Body));
+            let mut at = e.start;
+            let first = cuts.partition_point(|&c| c <= at);
+            for &c in cuts[first..].iter().take_while(|&&c| c < e.end) {
+                out.push((at..c, Piece::Body));
+                at = c;
+            }
+            out.push((at..e.end, Piece::Body));
         }
         out
     }

@@ -1,96 +1,327 @@
-//! Writing a [`FlashPlan`] to its targets on the pipeline, and reading them back.
+//! Running a [`FlashPlan`]: writing its targets on the pipeline, reading them back, and
+//! writing their heads last.
 //!
 //! The image is decoded once; every target is a sink on its own thread, so one slow card holds
 //! the others back only through the bounded queues. A target whose writes fail is dropped
 //! (its error kept for the report) while the others finish; the run fails only when none is
-//! left. Each piece's SHA-256 is taken from the decoded bytes as they go by, so the read-back
-//! compares what the target holds with what was meant to be written.
+//! left, or when the image itself fails (a read error, a bmap range whose checksum does not
+//! match: that range is never written). Each piece's SHA-256 is taken from the decoded bytes as
+//! they go by, so the read-back compares what the medium holds with what was meant to be
+//! written. The order per target (spec/safety.md, *Writing a target*): head and tail zeroed,
+//! body written, synced, read back (a bad piece rewritten and read once more), then the head
+//! and any patch past the image, synced and read back.
 
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
-use super::plan::{FlashPlan, Piece, HEAD};
+use super::plan::{FlashPlan, Piece, RangeCheck, HEAD};
+use super::target::Target;
 use crate::bmap::{hash_ranges, ChecksumType, Reach};
-use crate::io::{ReadAt, WriteAt};
+use crate::checksum::hex;
+use crate::extent::ExtentMap;
+use crate::io::{ReadAt, ReadAtExt, WriteAt};
 use crate::pipeline::{Buf, Job, Pipeline, Sink};
 
+/// Pieces of one checked range held back, at most, before they are written: a range longer
+/// than this is written as it comes and its checksum compared at its end (the card's head is
+/// still zeroed then, so a mismatch leaves no table).
+const HOLD: u64 = 256 << 20;
+
+/// Granularity of `--delta`'s comparison: a block that differs is written whole.
+const DELTA_BLOCK: usize = 4096;
+
+/// What a flash needs of a target besides writing: reading what it holds now (`--delta`),
+/// reading its medium (the read-back), and discarding ranges (`--discard`).
+pub trait FlashTarget: WriteAt {
+    /// Reads `buf.len()` bytes at `offset` as the target holds them now.
+    fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// A reader of the medium, past any cache (called after a sync).
+    fn medium(&self) -> io::Result<Box<dyn ReadAt + '_>>;
+    /// Declares `len` bytes at `offset` unused; returns the bytes discarded (0 when the
+    /// target cannot).
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<u64> {
+        let _ = (offset, len);
+        Ok(0)
+    }
+}
+
+impl FlashTarget for Target {
+    fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        // A device reads its medium (O_DIRECT); a file reads through its cache, which is
+        // what it holds.
+        self.current().read_exact_at(offset, buf)
+    }
+    fn medium(&self) -> io::Result<Box<dyn ReadAt + '_>> {
+        Ok(Box::new(self.reader()?))
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<u64> {
+        Target::discard(self, offset, len)
+    }
+}
+
+/// Memory as a target (tests, examples).
+impl FlashTarget for Vec<u8> {
+    fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        Bytes(self).read_exact_at(offset, buf)
+    }
+    fn medium(&self) -> io::Result<Box<dyn ReadAt + '_>> {
+        Ok(Box::new(Bytes(self)))
+    }
+}
+
+/// Borrowed bytes as a source.
+struct Bytes<'a>(&'a [u8]);
+
+impl ReadAt for Bytes<'_> {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let Ok(start) = usize::try_from(offset) else {
+            return Ok(0);
+        };
+        let src = self.0.get(start..).unwrap_or(&[]);
+        let n = src.len().min(buf.len());
+        buf[..n].copy_from_slice(&src[..n]);
+        Ok(n)
+    }
+}
+
+/// How a plan is run.
+#[derive(Clone, Debug)]
+pub struct FlashOptions {
+    /// Read every written range back from the medium and compare (default on).
+    pub verify: bool,
+    /// Read each mapped range of the target first and write only the blocks that differ.
+    pub delta: bool,
+    /// Discard the ranges of the target the image does not map (`BLKDISCARD`, holes).
+    pub discard: bool,
+}
+
+impl Default for FlashOptions {
+    fn default() -> Self {
+        FlashOptions {
+            verify: true,
+            delta: false,
+            discard: false,
+        }
+    }
+}
+
+/// Where a flash is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Decoding the image and writing every target.
+    Write,
+    /// Reading a target back.
+    Verify,
+}
+
+/// A progress report: `done` of `total` bytes of `stage`, for one target (`Some(i)`) or all
+/// of them (the write stage, which feeds every target at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The stage.
+    pub stage: Stage,
+    /// Which target, when the stage is per target.
+    pub target: Option<usize>,
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// Why a target was dropped.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TargetError {
+    /// What was being done: "zeroing the head", "writing", "syncing", "verifying", "writing
+    /// the head".
+    pub doing: String,
+    /// The byte where it failed.
+    pub offset: u64,
+    /// The error.
+    pub message: String,
+    /// True when the target read back different bytes than were written (twice).
+    pub mismatch: bool,
+}
+
+impl std::fmt::Display for TargetError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at byte {}: {}",
+            self.doing, self.offset, self.message
+        )
+    }
+}
+
 /// What happened to one target.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TargetOutcome {
-    /// Image bytes written to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TargetReport {
+    /// Image bytes written to it (with `--delta`, only those that differed).
     pub written: u64,
     /// Bytes of zeros written (its head before the image's, and its tail past the image).
     pub zeroed: u64,
-    /// Why it was dropped, if it was: the first write or sync that failed, with its offset.
-    pub error: Option<String>,
+    /// Bytes discarded.
+    pub discarded: u64,
+    /// With `--delta`: bytes read from the target to compare.
+    pub delta_read: u64,
+    /// With `--delta`: bytes not written because the target held them already.
+    pub unchanged: u64,
+    /// Bytes read back and found equal to what was written.
+    pub verified: u64,
+    /// Bytes that read back wrong once and were written again.
+    pub rewritten: u64,
+    /// Why it was dropped, if it was; then its head is zeroed or partly written: no table.
+    pub error: Option<TargetError>,
 }
 
-/// A finished write of every target.
+/// A finished run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Written {
+pub struct Report {
     /// Per target, in the order given.
-    pub targets: Vec<TargetOutcome>,
-    /// The byte ranges written, in order, and the SHA-256 of each as decoded: what
-    /// [`read_back`] checks a target against.
+    pub targets: Vec<TargetReport>,
+    /// The byte ranges each target holds from the image, in order, and the SHA-256 of each:
+    /// what [`read_back`] checks a target against.
     pub pieces: Vec<((u64, u64), Vec<u8>)>,
+    /// Bytes of the image found free as it streamed by, and not written.
+    pub skipped: u64,
+    /// Bytes read from the image.
+    pub bytes_read: u64,
 }
 
 /// A piece's bytes and their digest, shared by every target.
 struct Chunk {
     data: Buf,
+    /// The bytes with the plan's patches applied, when one falls in the piece.
+    patched: Option<Vec<u8>>,
+    /// SHA-256 of what is written (`patched`, else `data`).
     digest: Vec<u8>,
+    /// Parts of the piece found free as the stream went by: not written. Set by the gate
+    /// before any sink sees the piece.
+    free: OnceLock<ExtentMap>,
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        self.patched.as_deref().unwrap_or(&self.data)
+    }
 }
 
 /// One target: zeroes its head and tail at the first piece, writes the body where it is read,
-/// keeps the image's head and writes it at the end, after a sync.
+/// keeps the image's head for the end.
 struct TargetSink<'a> {
-    out: &'a mut dyn WriteAt,
+    out: &'a mut dyn FlashTarget,
     plan: &'a FlashPlan,
+    opts: &'a FlashOptions,
     head: Option<Vec<u8>>,
     started: bool,
-    outcome: TargetOutcome,
+    /// End of the image bytes handled so far (for `--discard` of what lies between).
+    cursor: u64,
+    report: TargetReport,
     /// Targets still being written; the run stops when it reaches zero.
     live: &'a AtomicUsize,
 }
 
 impl TargetSink<'_> {
     /// Records the target's failure; an error only when it was the last one left.
-    fn fail(&mut self, what: &str, at: u64, e: io::Error) -> crate::Result<()> {
-        if self.outcome.error.is_none() {
-            self.outcome.error = Some(format!("{what} at byte {at}: {e}"));
+    fn fail(&mut self, doing: &str, at: u64, e: io::Error) -> crate::Result<()> {
+        if self.report.error.is_none() {
+            let err = TargetError {
+                doing: doing.to_string(),
+                offset: at,
+                message: e.to_string(),
+                mismatch: false,
+            };
+            self.report.error = Some(err.clone());
             if self.live.fetch_sub(1, Ordering::SeqCst) == 1 {
                 return Err(crate::Error::Io(io::Error::new(
                     e.kind(),
-                    format!("every target failed; the last: {what} at byte {at}: {e}"),
+                    format!("every target failed; the last: {err}"),
                 )));
             }
         }
         Ok(())
     }
 
-    /// Zeros `range` of the target in pieces of at most the head's size.
-    fn zero(&mut self, range: std::ops::Range<u64>) -> io::Result<()> {
+    /// Zeros `range` of the target (with `--delta`, only where it is not zero already).
+    fn zero(&mut self, range: Range<u64>, always: bool) -> io::Result<()> {
         let zeros = vec![0u8; HEAD.min(range.end - range.start) as usize];
         let mut at = range.start;
         while at < range.end {
             let n = (range.end - at).min(zeros.len() as u64) as usize;
+            if !always && self.opts.delta {
+                let mut cur = vec![0u8; n];
+                self.out.read_current(at, &mut cur)?;
+                self.report.delta_read += n as u64;
+                if cur.iter().all(|&b| b == 0) {
+                    at += n as u64;
+                    continue;
+                }
+            }
             self.out.write_all_at(at, &zeros[..n])?;
-            self.outcome.zeroed += n as u64;
+            self.report.zeroed += n as u64;
             at += n as u64;
         }
         Ok(())
     }
 
     fn start(&mut self) -> io::Result<()> {
-        self.zero(0..HEAD.min(self.plan.target_size))?;
-        self.zero(self.plan.zero_tail.clone())?;
+        self.zero(0..HEAD.min(self.plan.target_size), true)?;
+        self.zero(self.plan.zero_tail.clone(), false)?;
         self.out.sync()
+    }
+
+    /// Writes `data` at `at`; with `--delta`, only the blocks the target does not hold yet.
+    fn put_bytes(&mut self, at: u64, data: &[u8]) -> io::Result<()> {
+        if !self.opts.delta {
+            self.out.write_all_at(at, data)?;
+            self.report.written += data.len() as u64;
+            return Ok(());
+        }
+        let mut cur = vec![0u8; data.len()];
+        self.out.read_current(at, &mut cur)?;
+        self.report.delta_read += data.len() as u64;
+        let mut i = 0;
+        while i < data.len() {
+            let end = (i + DELTA_BLOCK).min(data.len());
+            if data[i..end] == cur[i..end] {
+                self.report.unchanged += (end - i) as u64;
+                i = end;
+                continue;
+            }
+            // A run of differing blocks, written at once.
+            let mut j = end;
+            while j < data.len() {
+                let e = (j + DELTA_BLOCK).min(data.len());
+                if data[j..e] == cur[j..e] {
+                    break;
+                }
+                j = e;
+            }
+            self.out.write_all_at(at + i as u64, &data[i..j])?;
+            self.report.written += (j - i) as u64;
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Discards `range` when asked to; failures to discard are not failures of the flash.
+    fn discard(&mut self, range: Range<u64>) {
+        if self.opts.discard && range.start < range.end {
+            if let Ok(n) = self.out.discard(range.start, range.end - range.start) {
+                self.report.discarded += n;
+            }
+        }
     }
 }
 
 impl Sink<Piece, Chunk> for TargetSink<'_> {
     fn put(&mut self, job: &Job<Piece>, item: &Chunk) -> crate::Result<()> {
-        if self.outcome.error.is_some() {
+        if self.report.error.is_some() {
             return Ok(());
         }
         if !self.started {
@@ -98,53 +329,153 @@ impl Sink<Piece, Chunk> for TargetSink<'_> {
             if let Err(e) = self.start() {
                 return self.fail("zeroing the head", 0, e);
             }
+            self.cursor = self.plan.head;
         }
-        let at = job.read.as_ref().map_or(0, |r| r.start);
+        let r = job.read.clone().unwrap_or(0..0);
         match job.meta {
-            Piece::Head => self.head = Some(item.data.to_vec()),
+            Piece::Head => self.head = Some(item.bytes().to_vec()),
             Piece::Body => {
-                if let Err(e) = self.out.write_all_at(at, &item.data) {
-                    return self.fail("writing", at, e);
+                self.discard(self.cursor..r.start);
+                let free = item.free.get().cloned().unwrap_or_default();
+                let keep = ExtentMap::single(r.start, r.end).subtract(&free);
+                for e in free.iter() {
+                    self.discard(e.start..e.end);
                 }
-                self.outcome.written += item.data.len() as u64;
+                let bytes = item.bytes();
+                for e in keep.iter() {
+                    let part = &bytes[(e.start - r.start) as usize..(e.end - r.start) as usize];
+                    if let Err(err) = self.put_bytes(e.start, part) {
+                        return self.fail("writing", e.start, err);
+                    }
+                }
+                self.cursor = r.end;
             }
         }
         Ok(())
     }
 
     fn finish(&mut self) -> crate::Result<()> {
-        if self.outcome.error.is_some() {
+        if self.report.error.is_some() {
             return Ok(());
         }
+        let end = self
+            .plan
+            .zero_tail
+            .start
+            .min(self.plan.target_size)
+            .max(self.cursor);
+        self.discard(self.cursor..end);
         if let Err(e) = self.out.sync() {
             return self.fail("syncing", 0, e);
-        }
-        if let Some(head) = self.head.take() {
-            if let Err(e) = self.out.write_all_at(0, &head) {
-                return self.fail("writing the head", 0, e);
-            }
-            self.outcome.written += head.len() as u64;
-            if let Err(e) = self.out.sync() {
-                return self.fail("syncing the head", 0, e);
-            }
         }
         Ok(())
     }
 }
 
-/// Writes `plan` from `src` (the decoded image) to every target, decoding once. `progress`
-/// gets the image bytes handed to the targets; `cancel` stops the run with
-/// [`crate::Error::Interrupted`] (the targets then hold zeroed heads: no table).
+/// Holds back the pieces of a checked range until its decoded bytes match, in job order.
+struct Checker<'a> {
+    checks: &'a [RangeCheck],
+    /// Index of the first check not yet complete.
+    next: usize,
+    hasher: Option<crate::bmap::Hasher>,
+}
+
+impl Checker<'_> {
+    /// Feeds the piece `r` holding `data`; true when what is held may be written.
+    fn feed(&mut self, r: &Range<u64>, data: &[u8]) -> crate::Result<bool> {
+        while let Some(c) = self.checks.get(self.next) {
+            if c.range.start >= r.end {
+                break;
+            }
+            let from = c.range.start.max(r.start);
+            let to = c.range.end.min(r.end);
+            if from < to {
+                self.hasher
+                    .get_or_insert_with(|| crate::bmap::Hasher::new(c.kind))
+                    .update(&data[(from - r.start) as usize..(to - r.start) as usize]);
+            }
+            if c.range.end > r.end {
+                // The range goes on in later pieces: hold, unless it is too long to hold.
+                return Ok(c.range.end - c.range.start > HOLD);
+            }
+            let got = hex(&self
+                .hasher
+                .take()
+                .map(|mut h| h.finalize_reset())
+                .unwrap_or_default());
+            if got != c.digest {
+                return Err(crate::Error::Mismatch {
+                    offset: c.range.start,
+                    len: c.range.end - c.range.start,
+                    detail: format!(
+                        "the image does not match its bmap at bytes {}..{} (checksum {}, \
+                         the bmap says {}); that range was not written",
+                        c.range.start, c.range.end, got, c.digest
+                    ),
+                });
+            }
+            self.next += 1;
+        }
+        Ok(true)
+    }
+}
+
+/// Keeps every written range's digest, in order.
+struct Recorder<'a>(&'a Mutex<Vec<((u64, u64), Vec<u8>)>>);
+
+impl Sink<Piece, Chunk> for Recorder<'_> {
+    fn put(&mut self, job: &Job<Piece>, item: &Chunk) -> crate::Result<()> {
+        use sha2::Digest;
+        let r = job.read.clone().unwrap_or(0..0);
+        let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match item.free.get().filter(|f| !f.is_empty()) {
+            None => out.push(((r.start, r.end), item.digest.clone())),
+            Some(free) => {
+                for e in ExtentMap::single(r.start, r.end).subtract(free).iter() {
+                    let b = &item.bytes()[(e.start - r.start) as usize..(e.end - r.start) as usize];
+                    out.push(((e.start, e.end), sha2::Sha256::digest(b).to_vec()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+/// `data` (the image's bytes at `at`) with the patches that fall in it applied, if any does.
+fn patched(patches: &[(u64, Vec<u8>)], at: u64, data: &[u8]) -> Option<Vec<u8>> {
+    let end = at + data.len() as u64;
+    let mut out: Option<Vec<u8>> = None;
+    for (p, bytes) in patches {
+        let pend = p.saturating_add(bytes.len() as u64);
+        let (from, to) = ((*p).max(at), pend.min(end));
+        if from < to {
+            let o = out.get_or_insert_with(|| data.to_vec());
+            o[(from - at) as usize..(to - at) as usize]
+                .copy_from_slice(&bytes[(from - p) as usize..(to - p) as usize]);
+        }
+    }
+    out
+}
+
+/// Runs `plan` from `src` (the decoded image) onto every target, decoding once, and returns
+/// what happened to each. `progress` is called from several threads; `cancel` stops the run
+/// with [`crate::Error::Interrupted`] (the targets then hold zeroed heads: no table).
 ///
-/// Fails only when reading the image fails, or when every target has failed; a target that
-/// fails while others go on is reported in its [`TargetOutcome`].
-pub fn write(
+/// Fails when reading the image fails, when a bmap range does not match (nothing of it
+/// written), or when every target has failed; a target that fails while others go on is
+/// reported in its [`TargetReport`], a target that reads back wrong too (`mismatch`).
+pub fn run(
     src: &dyn ReadAt,
     plan: &FlashPlan,
-    targets: &mut [&mut dyn WriteAt],
-    progress: &mut dyn FnMut(u64),
+    targets: &mut [&mut dyn FlashTarget],
+    opts: &FlashOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
     cancel: Option<&AtomicBool>,
-) -> crate::Result<Written> {
+) -> crate::Result<Report> {
     let reads = plan.reads();
     let jobs: Vec<Job<Piece>> = reads
         .iter()
@@ -154,11 +485,18 @@ pub fn write(
             to: None,
         })
         .collect();
-    let transform = |_: &Job<Piece>, data: Option<Buf>| {
+    let transform = |job: &Job<Piece>, data: Option<Buf>| {
         use sha2::Digest;
         let data = data.unwrap_or_else(|| Buf::from(Vec::new()));
-        let digest = sha2::Sha256::digest(&data[..]).to_vec();
-        Ok(Chunk { data, digest })
+        let at = job.read.as_ref().map_or(0, |r| r.start);
+        let patched = patched(&plan.patches, at, &data);
+        let digest = sha2::Sha256::digest(patched.as_deref().unwrap_or(&data)).to_vec();
+        Ok(Chunk {
+            data,
+            patched,
+            digest,
+            free: OnceLock::new(),
+        })
     };
     let live = AtomicUsize::new(targets.len());
     let mut sinks: Vec<TargetSink> = targets
@@ -166,61 +504,282 @@ pub fn write(
         .map(|out| TargetSink {
             out: &mut **out,
             plan,
+            opts,
             head: None,
             started: false,
-            outcome: TargetOutcome::default(),
+            cursor: 0,
+            report: TargetReport::default(),
             live: &live,
         })
         .collect();
-    let digests = std::sync::Mutex::new(Vec::with_capacity(jobs.len()));
-    {
+    let pieces = Mutex::new(Vec::with_capacity(jobs.len()));
+    let mut checker = Checker {
+        checks: &plan.checks,
+        next: 0,
+        hasher: None,
+    };
+    let total = plan.mapped();
+    let mut done = 0u64;
+    let stats = {
         let mut refs: Vec<&mut dyn Sink<Piece, Chunk>> = sinks
             .iter_mut()
             .map(|s| s as &mut dyn Sink<Piece, Chunk>)
             .collect();
-        let mut record = Recorder(&digests);
+        let mut record = Recorder(&pieces);
         refs.push(&mut record);
         let mut pipeline = Pipeline::new(src).to_end(plan.image_size);
         if let Some(c) = cancel {
             pipeline = pipeline.cancel(c);
         }
-        pipeline.run(&jobs, &transform, &mut refs, &mut |j| {
-            progress(j.read_len())
-        })?;
+        pipeline.run_gated(
+            &jobs,
+            &transform,
+            &mut refs,
+            &mut |j| {
+                done += j.read_len();
+                progress(&Progress {
+                    stage: Stage::Write,
+                    target: None,
+                    done,
+                    total,
+                });
+            },
+            &mut |j, c: &Chunk| {
+                let r = j.read.clone().unwrap_or(0..0);
+                checker.feed(&r, &c.data)
+            },
+        )?
+    };
+    let pieces = pieces.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (head, body): (Vec<_>, Vec<_>) = pieces
+        .iter()
+        .cloned()
+        .partition(|((s, _), _)| *s < plan.head);
+    // The patches past the image, written with the head.
+    let extra: Vec<((u64, u64), Vec<u8>)> = plan
+        .patches
+        .iter()
+        .filter(|(at, _)| *at >= plan.image_size)
+        .map(|(at, b)| {
+            use sha2::Digest;
+            ((*at, at + b.len() as u64), sha2::Sha256::digest(b).to_vec())
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = sinks
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, t)| t.report.error.is_none())
+            .map(|(i, t)| {
+                let (body, head, extra) = (&body, &head, &extra);
+                s.spawn(move || finish_target(i, t, src, body, head, extra, progress, cancel))
+            })
+            .collect();
+        for h in handles {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+    });
+    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(crate::Error::Interrupted);
     }
-    let digests = digests.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok(Written {
-        targets: sinks.into_iter().map(|s| s.outcome).collect(),
-        pieces: reads
-            .iter()
-            .map(|(r, _)| (r.start, r.end))
-            .zip(digests)
-            .collect(),
+    let mut all = body;
+    all.splice(0..0, head);
+    all.extend(extra);
+    Ok(Report {
+        targets: sinks.into_iter().map(|s| s.report).collect(),
+        pieces: all,
+        skipped: 0,
+        bytes_read: stats.bytes_read,
     })
 }
 
-/// Keeps every piece's digest, in order.
-struct Recorder<'a>(&'a std::sync::Mutex<Vec<Vec<u8>>>);
-
-impl Sink<Piece, Chunk> for Recorder<'_> {
-    fn put(&mut self, _job: &Job<Piece>, item: &Chunk) -> crate::Result<()> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(item.digest.clone());
-        Ok(())
+/// After the pipeline: reads the body back (rewriting a bad piece once), then writes the
+/// head and the patches past the image, and reads those back.
+#[allow(clippy::too_many_arguments)] // one target's share of the run, each part used once
+fn finish_target(
+    index: usize,
+    t: &mut TargetSink<'_>,
+    src: &dyn ReadAt,
+    body: &[((u64, u64), Vec<u8>)],
+    head_pieces: &[((u64, u64), Vec<u8>)],
+    extra: &[((u64, u64), Vec<u8>)],
+    progress: &(dyn Fn(&Progress) + Sync),
+    cancel: Option<&AtomicBool>,
+) {
+    let plan = t.plan;
+    let verify_total: u64 = [body, head_pieces, extra]
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|((s, e), _)| e - s)
+        .sum();
+    let mut verified = 0u64;
+    if t.opts.verify {
+        if let Err(e) = check(index, t, src, body, &mut verified, verify_total, progress) {
+            t.report.error = Some(e);
+            return;
+        }
     }
-
-    fn finish(&mut self) -> crate::Result<()> {
-        Ok(())
+    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return;
+    }
+    let head = t.head.take().unwrap_or_default();
+    for (at, bytes) in plan.patches.iter().filter(|(at, _)| *at >= plan.image_size) {
+        if let Err(e) = t.out.write_all_at(*at, bytes) {
+            t.report.error = Some(io_error("writing the moved GPT backup", *at, e));
+            return;
+        }
+        t.report.written += bytes.len() as u64;
+    }
+    let wrote = t.out.write_all_at(0, &head).and_then(|()| t.out.sync());
+    if let Err(e) = wrote {
+        t.report.error = Some(io_error("writing the head", 0, e));
+        return;
+    }
+    t.report.written += head.len() as u64;
+    if t.opts.verify {
+        let last: Vec<_> = head_pieces.iter().chain(extra).cloned().collect();
+        if let Err(e) = check(index, t, src, &last, &mut verified, verify_total, progress) {
+            t.report.error = Some(e);
+        }
     }
 }
 
-/// Reads every written piece back from `target` (open it so that reads reach the medium, not a
-/// cache: `O_DIRECT` for a device) and returns the offset of the first piece whose bytes differ
-/// from what was written, or `None` when all match.
-pub fn read_back(target: &dyn ReadAt, written: &Written) -> crate::Result<Option<u64>> {
-    let ranges: Vec<(u64, u64)> = written.pieces.iter().map(|(r, _)| *r).collect();
+fn io_error(doing: &str, offset: u64, e: io::Error) -> TargetError {
+    TargetError {
+        doing: doing.to_string(),
+        offset,
+        message: e.to_string(),
+        mismatch: false,
+    }
+}
+
+/// Reads `pieces` back from the target's medium; a piece that differs is written again from
+/// the image (the plan's patches applied) and read once more.
+fn check(
+    index: usize,
+    t: &mut TargetSink<'_>,
+    src: &dyn ReadAt,
+    pieces: &[((u64, u64), Vec<u8>)],
+    verified: &mut u64,
+    total: u64,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<(), TargetError> {
+    let bad = compare(t.out, pieces, verified, index, total, progress)?;
+    t.report.verified = *verified;
+    if bad.is_empty() {
+        return Ok(());
+    }
+    for &i in &bad {
+        let ((s, e), _) = &pieces[i];
+        let data = original(src, t.plan, *s, *e).map_err(|err| TargetError {
+            doing: "reading the image again to rewrite a bad range".into(),
+            offset: *s,
+            message: err.to_string(),
+            mismatch: false,
+        })?;
+        t.out
+            .write_all_at(*s, &data)
+            .map_err(|err| io_error("rewriting a range that read back wrong", *s, err))?;
+        t.report.rewritten += e - s;
+    }
+    t.out
+        .sync()
+        .map_err(|err| io_error("syncing the rewritten ranges", 0, err))?;
+    let again: Vec<_> = bad.iter().map(|&i| pieces[i].clone()).collect();
+    let mut ignore = 0;
+    let still = compare(t.out, &again, &mut ignore, index, total, &|_| {})?;
+    *verified += again.iter().map(|((s, e), _)| e - s).sum::<u64>();
+    t.report.verified = *verified;
+    match still.first() {
+        None => Ok(()),
+        Some(&i) => {
+            let ((s, e), _) = again[i];
+            Err(TargetError {
+                doing: "verifying".into(),
+                offset: s,
+                message: format!(
+                    "bytes {s}..{e} read back different from what was written, twice (the \
+                     card or its reader is failing)"
+                ),
+                mismatch: true,
+            })
+        }
+    }
+}
+
+/// The bytes a target should hold at `start..end`: the image's, with the plan's patches.
+fn original(src: &dyn ReadAt, plan: &FlashPlan, start: u64, end: u64) -> crate::Result<Vec<u8>> {
+    let mut data = vec![0u8; (end - start) as usize];
+    let in_image = end.min(plan.image_size).saturating_sub(start) as usize;
+    src.read_exact_at(start, &mut data[..in_image])
+        .map_err(|source| crate::Error::Read {
+            offset: start,
+            len: in_image as u64,
+            source,
+        })?;
+    Ok(patched(&plan.patches, start, &data).unwrap_or(data))
+}
+
+/// Indexes of the pieces whose bytes on the medium differ from their digests.
+fn compare(
+    out: &dyn FlashTarget,
+    pieces: &[((u64, u64), Vec<u8>)],
+    verified: &mut u64,
+    index: usize,
+    total: u64,
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Vec<usize>, TargetError> {
+    if pieces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let medium = out
+        .medium()
+        .map_err(|e| io_error("opening the target to read it back", 0, e))?;
+    let ranges: Vec<(u64, u64)> = pieces.iter().map(|(r, _)| *r).collect();
+    let base = *verified;
+    let done = AtomicUsize::new(0);
+    let report = |n: u64| {
+        let d = done.fetch_add(n as usize, Ordering::Relaxed) as u64 + n;
+        progress(&Progress {
+            stage: Stage::Verify,
+            target: Some(index),
+            done: base + d,
+            total,
+        });
+    };
+    let got = hash_ranges(
+        &*medium,
+        &ranges,
+        ChecksumType::Sha256,
+        &report,
+        Reach::AtLeast(0),
+    )
+    .map_err(|e| TargetError {
+        doing: "reading back".into(),
+        offset: match &e {
+            crate::Error::Read { offset, .. } => *offset,
+            _ => 0,
+        },
+        message: e.chain(),
+        mismatch: false,
+    })?;
+    let mut bad = Vec::new();
+    for (i, (((s, e), want), got)) in pieces.iter().zip(got).enumerate() {
+        if *want == got {
+            *verified += e - s;
+        } else {
+            bad.push(i);
+        }
+    }
+    Ok(bad)
+}
+
+/// Reads every written piece back from `target` and returns the offset of the first piece
+/// whose bytes differ from what was written, or `None` when all match.
+pub fn read_back(target: &dyn ReadAt, report: &Report) -> crate::Result<Option<u64>> {
+    let ranges: Vec<(u64, u64)> = report.pieces.iter().map(|(r, _)| *r).collect();
     let got = hash_ranges(
         target,
         &ranges,
@@ -228,7 +787,7 @@ pub fn read_back(target: &dyn ReadAt, written: &Written) -> crate::Result<Option
         &|_| {},
         Reach::AtLeast(0),
     )?;
-    Ok(written
+    Ok(report
         .pieces
         .iter()
         .zip(got)

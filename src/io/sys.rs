@@ -13,6 +13,9 @@ const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 #[cfg(target_pointer_width = "32")]
 const BLKGETSIZE64: libc::c_ulong = 0x8004_1272;
 const BLKSSZGET: libc::c_ulong = 0x1268;
+// `_IO(0x12, 95)` and `_IO(0x12, 119)`.
+const BLKRRPART: libc::c_ulong = 0x125f;
+const BLKDISCARD: libc::c_ulong = 0x1277;
 
 /// Size in bytes of the block device open on `fd` (`BLKGETSIZE64`).
 pub(crate) fn blk_size64(fd: BorrowedFd<'_>) -> io::Result<u64> {
@@ -111,6 +114,69 @@ pub(crate) fn start_writeback(fd: BorrowedFd<'_>) -> io::Result<()> {
     let r = unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
     if r < 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks the kernel to read the partition table of the whole disk open on `fd` again
+/// (`BLKRRPART`), so the partitions a flash wrote appear as devices. Fails with `EBUSY` while
+/// a partition of the disk is in use, and `EINVAL` on a device without partitions (a loop
+/// device attached without `-P`): callers report, never fail on it.
+pub(crate) fn blk_reread_partitions(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is valid for the borrow; BLKRRPART takes no argument.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), BLKRRPART as _, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Tells the block device open on `fd` that `len` bytes at `offset` are unused
+/// (`BLKDISCARD`): a card's controller may erase them ahead of time. What they read as
+/// afterwards is up to the device. Both must be multiples of the logical sector size.
+pub(crate) fn blk_discard(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let range: [u64; 2] = [offset, len];
+    // SAFETY: `fd` is valid for the borrow; BLKDISCARD reads two u64 through the pointer,
+    // which points at a live, aligned array of two u64.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), BLKDISCARD as _, range.as_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Frees the file space of `len` bytes at `offset`, which then reads as zeros, keeping the
+/// file's size (`fallocate` with `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`).
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "range too large to punch",
+        ));
+    };
+    // SAFETY: fallocate takes a descriptor we borrow and plain integers.
+    let r = unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            n,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Drops the file's clean cached pages (`posix_fadvise(POSIX_FADV_DONTNEED)` over the whole
+/// file), so that reading it next reads the medium: how a file target's read-back checks the
+/// disk rather than the cache it was written through. Dirty pages are not dropped: sync first.
+pub(crate) fn drop_cache(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: posix_fadvise takes a descriptor we borrow and plain integers.
+    let r = unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
     }
     Ok(())
 }

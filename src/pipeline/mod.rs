@@ -133,6 +133,22 @@ impl<'a> Pipeline<'a> {
         sinks: &mut [&mut dyn Sink<M, T>],
         progress: &mut dyn FnMut(&Job<M>),
     ) -> crate::Result<Stats> {
+        self.run_gated(jobs, transform, sinks, progress, &mut |_, _| Ok(true))
+    }
+
+    /// Like [`run`](Self::run), with a `gate` the orderer consults for each result, in job
+    /// order, before any sink sees it: `Ok(true)` hands it and every result held before it to
+    /// the sinks, `Ok(false)` holds it back, an error ends the run with nothing held reaching
+    /// a sink. A flash holds a bmap range's pieces until the range's checksum matches. The gate
+    /// bounds what it holds; results still held after the last job go to the sinks.
+    pub(crate) fn run_gated<M: Sync, T: Send + Sync>(
+        &self,
+        jobs: &[Job<M>],
+        transform: &Transform<'_, M, T>,
+        sinks: &mut [&mut dyn Sink<M, T>],
+        progress: &mut dyn FnMut(&Job<M>),
+        gate: &mut dyn FnMut(&Job<M>, &T) -> crate::Result<bool>,
+    ) -> crate::Result<Stats> {
         // A sequential source has one decoder, which must never wait for a transform: the
         // transforms get a pool of their own. A random-access source is decoded by a pool
         // already, and each decoder transforms what it read, while it is in its cache.
@@ -192,6 +208,7 @@ impl<'a> Pipeline<'a> {
                     &queues,
                     shared,
                     progress,
+                    gate,
                     self.cancel,
                 ))
             })
@@ -287,16 +304,36 @@ fn sink_loop<M, T>(
     Ok(())
 }
 
-/// The orderer: results in job order to every sink.
+/// Hands result `i` to every sink it is for.
+fn send<M, T>(
+    jobs: &[Job<M>],
+    sinks: &[SyncSender<Msg<T>>],
+    i: usize,
+    item: Arc<T>,
+) -> Result<(), Stop> {
+    let to = jobs[i].to;
+    for (k, q) in sinks.iter().enumerate() {
+        if to.is_none_or(|t| t == k) {
+            q.send(Msg::Put(i, item.clone()))
+                .map_err(|_| Stop::SinkGone)?;
+        }
+    }
+    Ok(())
+}
+
+/// The orderer: results in job order, through the gate, to every sink.
+#[allow(clippy::too_many_arguments)] // the run's parts, each used once
 fn deliver<M, T>(
     jobs: &[Job<M>],
     done: &Receiver<Done<T>>,
     sinks: &[SyncSender<Msg<T>>],
     shared: &Shared,
     progress: &mut dyn FnMut(&Job<M>),
+    gate: &mut dyn FnMut(&Job<M>, &T) -> crate::Result<bool>,
     cancel: Option<&AtomicBool>,
 ) -> Result<(), Stop> {
     let mut pending: BTreeMap<usize, crate::Result<T>> = BTreeMap::new();
+    let mut held: Vec<(usize, Arc<T>)> = Vec::new();
     let mut next = 0usize;
     while next < jobs.len() {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -311,11 +348,12 @@ fn deliver<M, T>(
         }
         while let Some(r) = pending.remove(&next) {
             let item = Arc::new(r.map_err(Stop::Failed)?);
-            let to = jobs[next].to;
-            for (k, q) in sinks.iter().enumerate() {
-                if to.is_none_or(|t| t == k) {
-                    q.send(Msg::Put(next, item.clone()))
-                        .map_err(|_| Stop::SinkGone)?;
+            held.push((next, item));
+            let release = catch("gate", || gate(&jobs[next], &held[held.len() - 1].1))
+                .map_err(Stop::Failed)?;
+            if release {
+                for (i, item) in held.drain(..) {
+                    send(jobs, sinks, i, item)?;
                 }
             }
             progress(&jobs[next]);
@@ -325,6 +363,9 @@ fn deliver<M, T>(
     }
     if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
         return Err(Stop::Failed(Error::Interrupted));
+    }
+    for (i, item) in held.drain(..) {
+        send(jobs, sinks, i, item)?;
     }
     for q in sinks {
         q.send(Msg::Finish).map_err(|_| Stop::SinkGone)?;
