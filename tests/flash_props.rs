@@ -57,6 +57,9 @@ impl WriteAt for Logged {
 }
 
 impl FlashTarget for Logged {
+    fn size(&self) -> u64 {
+        self.data.len() as u64
+    }
     fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.data.read_current(offset, buf)
     }
@@ -228,6 +231,9 @@ impl WriteAt for Flaky {
 }
 
 impl FlashTarget for Flaky {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
     fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.inner.read_current(offset, buf)
     }
@@ -380,6 +386,9 @@ impl WriteAt for Discarding {
 }
 
 impl FlashTarget for Discarding {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
     fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.inner.read_current(offset, buf)
     }

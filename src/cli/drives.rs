@@ -9,7 +9,7 @@ use blockwise::util::human_bytes;
 use super::common::exit;
 
 /// What is on a disk, one line per partition (or the whole-disk filesystem).
-fn contents(d: &Drive) -> Vec<String> {
+pub(super) fn contents(d: &Drive) -> Vec<String> {
     let fs = |t: &Option<String>, l: &Option<String>| match (t, l) {
         (Some(t), Some(l)) => format!("{t} \"{l}\""),
         (Some(t), None) => t.clone(),

@@ -11,6 +11,7 @@ mod bmap;
 mod common;
 mod demo;
 mod drives;
+mod flash;
 mod inspect;
 mod verify;
 
@@ -35,6 +36,7 @@ Examples:
   blockwise inspect raspios.img.xz    What is inside (decodes xz/gz/zst/bz2/lz4/zip on the fly)
   blockwise inspect /dev/sdb --json   Machine-readable report of a card in a reader
   blockwise backup /dev/sdb pi.img.zst  Back up only the used blocks (zstd -d restores it)
+  blockwise flash pi.img.zst /dev/sdb Write only the used blocks to a card, verified
   blockwise drives                    Which disks are safe targets (and, with --all, why not others)"
 )]
 struct Cli {
@@ -150,6 +152,64 @@ SRC mounted read-write), 130 if interrupted (nothing left under DEST).")]
         #[arg(long)]
         json: bool,
     },
+    /// Write an image to cards or files: only the blocks that matter, verified, the partition
+    /// table last, after refusing every disk that must not be written.
+    #[command(after_help = "\
+Examples:
+  blockwise flash pi.img.zst /dev/sdb           our backup archive: only its mapped frames are read
+  blockwise flash raspios.img.xz /dev/mmcblk0   uses raspios.img.xz.bmap (or raspios.img.bmap) if present
+  blockwise flash card.img /dev/sdb /dev/sdc    several cards at once, the image decoded once
+  blockwise flash new.img.zst /dev/sdb --delta  re-flash: write only the blocks that changed
+  blockwise flash card.img copy.img             a file target: created or extended, free space as holes
+
+Which blocks are written: those of --bmap FILE; else of a bmap found beside the image
+(IMG.bmap, then IMG with extensions stripped); else those the image's own partition table
+and filesystems use (the same map `blockwise bmap` writes); --no-bmap writes everything.
+A bmap range whose checksum does not match the image is never written.
+Order: the target's first MiB is zeroed first (and its last MiB when it is larger than the
+image), the image's blocks are written and read back from the medium (O_DIRECT), and the
+image's first MiB (partition table, boot sector) is written last: an interrupted flash
+leaves a card without a partition table, never one that looks good.
+Refused before writing a byte (exit 4): the system disk, a mounted disk or partition, a disk
+under LVM/LUKS/RAID, one too small for the image's last mapped byte, the disk holding the
+image, an internal disk without --force, and any device without --yes when stdin is not a
+terminal (`blockwise drives --all` shows the verdicts).
+Exit status: 0 when every target was written and verified, 1 on failure, 3 on a checksum
+mismatch, 4 if refused, 130 if interrupted (the cards are incomplete: flash them again).")]
+    Flash {
+        /// Image to write (any format inspect reads: raw, .xz/.gz/.zst/.bz2/.lz4/zip, our
+        /// archives, Android sparse, ISO).
+        image: PathBuf,
+        /// Block devices (whole disks) or files to write it to.
+        #[arg(required = true)]
+        targets: Vec<PathBuf>,
+        /// Follow this bmap (bmaptool format) instead of looking for one beside the image.
+        #[arg(long, conflicts_with = "no_bmap")]
+        bmap: Option<PathBuf>,
+        /// Write every byte of the image.
+        #[arg(long)]
+        no_bmap: bool,
+        /// Do not read the targets back after writing.
+        #[arg(long)]
+        no_verify: bool,
+        /// Discard (BLKDISCARD; holes in a file) the ranges the image does not map, so the
+        /// card knows they are free.
+        #[arg(long)]
+        discard: bool,
+        /// Read each mapped range of the target first and write only the blocks that differ
+        /// (re-flashing a card that holds an older build).
+        #[arg(long)]
+        delta: bool,
+        /// Do not ask before overwriting block devices.
+        #[arg(short, long)]
+        yes: bool,
+        /// Also write internal (non-removable) disks.
+        #[arg(long)]
+        force: bool,
+        /// Print the summary as JSON on stdout (schema: spec/json-output.md, "flash").
+        #[arg(long)]
+        json: bool,
+    },
     /// List the disks that are safe targets (removable, USB, SD, loop devices; not mounted,
     /// not the system disk), and with --all every disk with the reasons it is not offered.
     #[command(after_help = "\
@@ -237,6 +297,29 @@ pub fn main() -> ExitCode {
             truncate,
             force,
             allow_mounted,
+            json,
+        }),
+        Command::Flash {
+            image,
+            targets,
+            bmap,
+            no_bmap,
+            no_verify,
+            discard,
+            delta,
+            yes,
+            force,
+            json,
+        } => flash::run(flash::Args {
+            image,
+            targets,
+            bmap,
+            no_bmap,
+            no_verify,
+            discard,
+            delta,
+            yes,
+            force,
             json,
         }),
         Command::Drives { all, json } => drives::run(all, json),

@@ -13,4 +13,5 @@ pub use plan::{FlashPlan, RangeCheck, HEAD, TAIL};
 pub use target::{Identity, Target, TargetKind, TargetReader};
 pub use write::{
     read_back, run, FlashOptions, FlashTarget, Progress, Report, Stage, TargetError, TargetReport,
+    WrittenPiece,
 };

@@ -59,6 +59,14 @@ pub struct FlashPlan {
     pub streaming: bool,
 }
 
+fn tail(image_size: u64, target_size: u64) -> Range<u64> {
+    if target_size > image_size {
+        image_size.max(target_size.saturating_sub(TAIL))..target_size
+    } else {
+        target_size..target_size
+    }
+}
+
 /// A range of the image and the digest its decoded bytes must have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RangeCheck {
@@ -78,11 +86,7 @@ impl FlashPlan {
         let head = HEAD.min(image_size);
         let mut map = map.align_out(block.max(1)).clip(image_size);
         map.insert(0, head);
-        let zero_tail = if target_size > image_size {
-            image_size.max(target_size.saturating_sub(TAIL))..target_size
-        } else {
-            target_size..target_size
-        };
+        let zero_tail = tail(image_size, target_size);
         FlashPlan {
             image_size,
             target_size,
@@ -138,6 +142,12 @@ impl FlashPlan {
             m.insert(*at, at.saturating_add(b.len() as u64));
         }
         m
+    }
+
+    /// The bytes zeroed at the end of a target of `target_size` bytes (targets of one run
+    /// may differ in size): its last MiB, or what of it lies past the image.
+    pub fn tail_for(&self, target_size: u64) -> Range<u64> {
+        tail(self.image_size, target_size)
     }
 
     /// Bytes of the image written to each target.

@@ -35,6 +35,8 @@ const DELTA_BLOCK: usize = 4096;
 /// What a flash needs of a target besides writing: reading what it holds now (`--delta`),
 /// reading its medium (the read-back), and discarding ranges (`--discard`).
 pub trait FlashTarget: WriteAt {
+    /// Size in bytes (a file target: what it is now, at least the image size).
+    fn size(&self) -> u64;
     /// Reads `buf.len()` bytes at `offset` as the target holds them now.
     fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// A reader of the medium, past any cache (called after a sync).
@@ -48,6 +50,9 @@ pub trait FlashTarget: WriteAt {
 }
 
 impl FlashTarget for Target {
+    fn size(&self) -> u64 {
+        Target::size(self)
+    }
     fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         // A device reads its medium (O_DIRECT); a file reads through its cache, which is
         // what it holds.
@@ -63,6 +68,9 @@ impl FlashTarget for Target {
 
 /// Memory as a target (tests, examples).
 impl FlashTarget for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
     fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         Bytes(self).read_exact_at(offset, buf)
     }
@@ -88,6 +96,9 @@ impl ReadAt for Bytes<'_> {
         Ok(n)
     }
 }
+
+/// A byte range a target holds from the image, and the SHA-256 of what was written there.
+pub type WrittenPiece = ((u64, u64), Vec<u8>);
 
 /// How a plan is run.
 #[derive(Clone, Debug)]
@@ -186,7 +197,7 @@ pub struct Report {
     pub targets: Vec<TargetReport>,
     /// The byte ranges each target holds from the image, in order, and the SHA-256 of each:
     /// what [`read_back`] checks a target against.
-    pub pieces: Vec<((u64, u64), Vec<u8>)>,
+    pub pieces: Vec<WrittenPiece>,
     /// Bytes of the image found free as it streamed by, and not written.
     pub skipped: u64,
     /// Bytes read from the image.
@@ -211,14 +222,13 @@ impl Chunk {
     }
 }
 
-/// One target: zeroes its head and tail at the first piece, writes the body where it is read,
+/// One target: its head and tail zeroed before the run, writes the body where it is read,
 /// keeps the image's head for the end.
 struct TargetSink<'a> {
     out: &'a mut dyn FlashTarget,
     plan: &'a FlashPlan,
     opts: &'a FlashOptions,
     head: Option<Vec<u8>>,
-    started: bool,
     /// End of the image bytes handled so far (for `--discard` of what lies between).
     cursor: u64,
     report: TargetReport,
@@ -270,8 +280,9 @@ impl TargetSink<'_> {
     }
 
     fn start(&mut self) -> io::Result<()> {
-        self.zero(0..HEAD.min(self.plan.target_size), true)?;
-        self.zero(self.plan.zero_tail.clone(), false)?;
+        let size = self.out.size();
+        self.zero(0..HEAD.min(size), true)?;
+        self.zero(self.plan.tail_for(size), false)?;
         self.out.sync()
     }
 
@@ -324,13 +335,6 @@ impl Sink<Piece, Chunk> for TargetSink<'_> {
         if self.report.error.is_some() {
             return Ok(());
         }
-        if !self.started {
-            self.started = true;
-            if let Err(e) = self.start() {
-                return self.fail("zeroing the head", 0, e);
-            }
-            self.cursor = self.plan.head;
-        }
         let r = job.read.clone().unwrap_or(0..0);
         match job.meta {
             Piece::Head => self.head = Some(item.bytes().to_vec()),
@@ -358,12 +362,8 @@ impl Sink<Piece, Chunk> for TargetSink<'_> {
         if self.report.error.is_some() {
             return Ok(());
         }
-        let end = self
-            .plan
-            .zero_tail
-            .start
-            .min(self.plan.target_size)
-            .max(self.cursor);
+        let size = self.out.size();
+        let end = self.plan.tail_for(size).start.min(size).max(self.cursor);
         self.discard(self.cursor..end);
         if let Err(e) = self.out.sync() {
             return self.fail("syncing", 0, e);
@@ -421,7 +421,7 @@ impl Checker<'_> {
 }
 
 /// Keeps every written range's digest, in order.
-struct Recorder<'a>(&'a Mutex<Vec<((u64, u64), Vec<u8>)>>);
+struct Recorder<'a>(&'a Mutex<Vec<WrittenPiece>>);
 
 impl Sink<Piece, Chunk> for Recorder<'_> {
     fn put(&mut self, job: &Job<Piece>, item: &Chunk) -> crate::Result<()> {
@@ -506,12 +506,18 @@ pub fn run(
             plan,
             opts,
             head: None,
-            started: false,
-            cursor: 0,
+            cursor: plan.head,
             report: TargetReport::default(),
             live: &live,
         })
         .collect();
+    // Every target's head (and tail) is zeroed before the image is read at all: from here on,
+    // whatever happens, no target holds a table.
+    for t in sinks.iter_mut() {
+        if let Err(e) = t.start() {
+            t.fail("zeroing the head", 0, e)?;
+        }
+    }
     let pieces = Mutex::new(Vec::with_capacity(jobs.len()));
     let mut checker = Checker {
         checks: &plan.checks,
@@ -556,7 +562,7 @@ pub fn run(
         .cloned()
         .partition(|((s, _), _)| *s < plan.head);
     // The patches past the image, written with the head.
-    let extra: Vec<((u64, u64), Vec<u8>)> = plan
+    let extra: Vec<WrittenPiece> = plan
         .patches
         .iter()
         .filter(|(at, _)| *at >= plan.image_size)
@@ -602,9 +608,9 @@ fn finish_target(
     index: usize,
     t: &mut TargetSink<'_>,
     src: &dyn ReadAt,
-    body: &[((u64, u64), Vec<u8>)],
-    head_pieces: &[((u64, u64), Vec<u8>)],
-    extra: &[((u64, u64), Vec<u8>)],
+    body: &[WrittenPiece],
+    head_pieces: &[WrittenPiece],
+    extra: &[WrittenPiece],
     progress: &(dyn Fn(&Progress) + Sync),
     cancel: Option<&AtomicBool>,
 ) {
@@ -661,7 +667,7 @@ fn check(
     index: usize,
     t: &mut TargetSink<'_>,
     src: &dyn ReadAt,
-    pieces: &[((u64, u64), Vec<u8>)],
+    pieces: &[WrittenPiece],
     verified: &mut u64,
     total: u64,
     progress: &(dyn Fn(&Progress) + Sync),
@@ -725,7 +731,7 @@ fn original(src: &dyn ReadAt, plan: &FlashPlan, start: u64, end: u64) -> crate::
 /// Indexes of the pieces whose bytes on the medium differ from their digests.
 fn compare(
     out: &dyn FlashTarget,
-    pieces: &[((u64, u64), Vec<u8>)],
+    pieces: &[WrittenPiece],
     verified: &mut u64,
     index: usize,
     total: u64,

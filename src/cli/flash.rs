@@ -1,0 +1,547 @@
+//! `blockwise flash`: write an image's mapped blocks to cards or files, verified, head last,
+//! after the safety checks of `drives` refuse every disk that must not be written.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use blockwise::bmap::{self, Bmap};
+use blockwise::drives::{self, Check, Drive, SysRoot};
+use blockwise::flash::{self, FlashOptions, FlashPlan, FlashTarget, Identity, Stage, Target};
+use blockwise::format::{self, OpenOptions};
+use blockwise::util::human_bytes;
+use blockwise::ExtentMap;
+
+use super::common::{exit, Explained};
+
+pub struct Args {
+    pub image: PathBuf,
+    pub targets: Vec<PathBuf>,
+    pub bmap: Option<PathBuf>,
+    pub no_bmap: bool,
+    pub no_verify: bool,
+    pub discard: bool,
+    pub delta: bool,
+    pub yes: bool,
+    pub force: bool,
+    pub json: bool,
+}
+
+/// Where the map of blocks to write came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum MapSource {
+    /// A bmap file (`--bmap`, or found beside the image).
+    Bmap,
+    /// The image's own partition table and filesystems.
+    Scan,
+    /// Every byte (`--no-bmap`).
+    Everything,
+}
+
+/// A target as checked, before it is opened.
+struct Checked {
+    path: PathBuf,
+    /// The disk, for a block device.
+    drive: Option<Drive>,
+    pin: Option<Identity>,
+}
+
+/// The `--json` summary (spec/json-output.md, "flash").
+#[derive(serde::Serialize)]
+struct Summary {
+    schema_version: u32,
+    image: String,
+    bmap: Option<String>,
+    map_source: MapSource,
+    image_size: u64,
+    mapped_bytes: u64,
+    bytes_read: u64,
+    seconds: f64,
+    ok: bool,
+    targets: Vec<TargetSummary>,
+    warnings: Vec<String>,
+    notes: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct TargetSummary {
+    path: String,
+    kind: flash::TargetKind,
+    size: u64,
+    ok: bool,
+    #[serde(flatten)]
+    report: flash::TargetReport,
+    partitions_reread: Option<bool>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    if a.bmap.is_some() && a.no_bmap {
+        bail!("--bmap and --no-bmap exclude each other");
+    }
+    let cancel = blockwise::io::sys::catch_interrupts();
+    let bmap = choose_bmap(&a)?;
+    let mut confirmed = false;
+    super::common::one_pass(&a.image, |opts| {
+        attempt(&a, bmap.as_ref(), opts, &mut confirmed, cancel)
+    })
+}
+
+/// The bmap to follow: `--bmap`, else the first sidecar found beside the image (as bmaptool
+/// looks for one), else none. A bmap whose own checksum fails is an error, not a fallback.
+fn choose_bmap(a: &Args) -> anyhow::Result<Option<(PathBuf, Bmap)>> {
+    if a.no_bmap {
+        return Ok(None);
+    }
+    let path = match &a.bmap {
+        Some(p) => p.clone(),
+        None => match bmap::sidecar_candidates(&a.image)
+            .into_iter()
+            .find(|p| p.is_file())
+        {
+            Some(p) => p,
+            None => return Ok(None),
+        },
+    };
+    let data = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let b =
+        bmap::parse(&data).with_context(|| format!("{} is not a usable bmap", path.display()))?;
+    Ok(Some((path, b)))
+}
+
+fn refuse(reason: String) -> anyhow::Error {
+    anyhow::Error::new(blockwise::Error::Refused { reason })
+}
+
+fn attempt(
+    a: &Args,
+    bmap: Option<&(PathBuf, Bmap)>,
+    open: &OpenOptions,
+    confirmed: &mut bool,
+    cancel: &'static AtomicBool,
+) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let opened = format::open(&a.image, open)
+        .with_context(|| format!("cannot open {}", a.image.display()))?;
+    let mut warnings = Vec::new();
+    let mut notes = Vec::new();
+    let (map, image_size, block, source) = match bmap {
+        Some((path, b)) => {
+            opened.source.refine_size_hint(b.image_size);
+            let size = opened.source.size();
+            if opened.source.caps().size == blockwise::io::SizeKnown::Exact && size != b.image_size
+            {
+                bail!(
+                    "{} describes an image of {} bytes, but {} holds {size}: the wrong bmap",
+                    path.display(),
+                    b.image_size,
+                    a.image.display()
+                );
+            }
+            notes.push(format!("following {}", path.display()));
+            (b.extent_map(), b.image_size, b.block_size, MapSource::Bmap)
+        }
+        None if a.no_bmap => {
+            let size = opened.source.size();
+            (
+                ExtentMap::single(0, size),
+                size,
+                4096,
+                MapSource::Everything,
+            )
+        }
+        None => {
+            let scan = blockwise::scan::scan(&opened)
+                .with_context(|| format!("cannot read {}", a.image.display()))?;
+            scan.still_fits(&*opened.source)?;
+            if !scan.decoded {
+                bail!(
+                    "{}: {} contents are not decoded by this version; convert it to a raw \
+                     image first",
+                    a.image.display(),
+                    opened.payload_format().name()
+                );
+            }
+            let m = blockwise::map::image_map(&scan).context("internal error: no usage map")?;
+            warnings = blockwise::report::warnings(&opened, &scan, Some(&m));
+            (m.used, m.image_size, 4096, MapSource::Scan)
+        }
+    };
+    // A target must hold the last byte written (the head is written whole).
+    let needed = map.end().max(flash::HEAD.min(image_size));
+
+    let checked = check_targets(a, needed)?;
+    if !*confirmed {
+        confirm(a, &checked, image_size, map.total())?;
+        *confirmed = true;
+    }
+    let mut targets = Vec::with_capacity(checked.len());
+    for c in &checked {
+        let t = Target::open(&c.path, image_size, c.pin.as_ref())
+            .with_context(|| format!("cannot open {} for writing", c.path.display()))?;
+        if let Some(d) = &c.drive {
+            still_the_same(d, &c.path)?;
+        }
+        targets.push(t);
+    }
+    let smallest = targets.iter().map(Target::size).min().unwrap_or(0);
+    let mut plan = FlashPlan::new(image_size, smallest, &map, block);
+    if let Some((_, b)) = bmap {
+        plan = plan.with_checks(b);
+    }
+    let opts = FlashOptions {
+        verify: !a.no_verify,
+        delta: a.delta,
+        discard: a.discard,
+    };
+    let result = {
+        let bar = super::common::progress_bar("writing", plan.mapped(), a.json);
+        let verify_done: Vec<AtomicU64> = targets.iter().map(|_| AtomicU64::new(0)).collect();
+        let in_verify = AtomicBool::new(false);
+        let progress = |p: &flash::Progress| {
+            let Some(b) = &bar else { return };
+            match (p.stage, p.target) {
+                (Stage::Write, _) => b.set_position(p.done),
+                (Stage::Verify, Some(i)) => {
+                    if !in_verify.swap(true, Ordering::Relaxed) {
+                        b.set_length(p.total * verify_done.len() as u64);
+                        b.set_position(0);
+                        b.set_message("verifying");
+                    }
+                    if let Some(d) = verify_done.get(i) {
+                        d.store(p.done, Ordering::Relaxed);
+                    }
+                    b.set_position(verify_done.iter().map(|d| d.load(Ordering::Relaxed)).sum());
+                }
+                _ => {}
+            }
+        };
+        let mut outs: Vec<&mut dyn FlashTarget> = targets
+            .iter_mut()
+            .map(|t| t as &mut dyn FlashTarget)
+            .collect();
+        let r = flash::run(
+            &*opened.source,
+            &plan,
+            &mut outs,
+            &opts,
+            &progress,
+            Some(cancel),
+        );
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        r
+    };
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return Err(explain(e, &checked)),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let mut summaries = Vec::new();
+    for (t, r) in targets.iter().zip(&report.targets) {
+        let reread = (t.kind() == flash::TargetKind::Device && r.error.is_none()).then(|| {
+            match t.reread_partitions() {
+                Ok(()) => true,
+                // A device without partition support (a loop device attached without -P):
+                // nothing to re-read.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
+                Err(e) => {
+                    notes.push(format!(
+                        "{}: the kernel did not re-read its partition table ({e}); unplug and \
+                         replug it to see the new partitions",
+                        t.path().display()
+                    ));
+                    false
+                }
+            }
+        });
+        summaries.push(TargetSummary {
+            path: t.path().display().to_string(),
+            kind: t.kind(),
+            size: t.size(),
+            ok: r.error.is_none(),
+            report: r.clone(),
+            partitions_reread: reread,
+        });
+    }
+    drop(targets);
+    let ok = summaries.iter().all(|s| s.ok);
+    let mismatch = report
+        .targets
+        .iter()
+        .any(|r| r.error.as_ref().is_some_and(|e| e.mismatch));
+    if a.json {
+        let s = Summary {
+            schema_version: 1,
+            image: a.image.display().to_string(),
+            bmap: bmap.map(|(p, _)| p.display().to_string()),
+            map_source: source,
+            image_size,
+            mapped_bytes: plan.mapped(),
+            bytes_read: report.bytes_read,
+            seconds,
+            ok,
+            targets: summaries,
+            warnings,
+            notes,
+        };
+        let mut out = std::io::stdout().lock();
+        serde_json::to_writer_pretty(&mut out, &s)?;
+        writeln!(out)?;
+    } else {
+        for w in &warnings {
+            eprintln!("blockwise: warning: {w}");
+        }
+        for n in &notes {
+            eprintln!("blockwise: note: {n}");
+        }
+        print_summary(a, &plan, source, image_size, seconds, &summaries);
+    }
+    Ok(if ok {
+        exit::OK
+    } else if mismatch {
+        exit::MISMATCH
+    } else {
+        exit::FAILURE
+    })
+}
+
+/// Checks every target before any is opened for writing; refuses (exit 4) with every reason
+/// of every refused target.
+fn check_targets(a: &Args, needed: u64) -> anyhow::Result<Vec<Checked>> {
+    let mut out: Vec<Checked> = Vec::new();
+    let mut refusals = Vec::new();
+    let image_meta = std::fs::metadata(&a.image).ok();
+    let mut seen: Vec<(u64, u64, u64)> = Vec::new();
+    for path in &a.targets {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => Some(m),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot look at {}", path.display())),
+        };
+        let same_as =
+            |m: &std::fs::Metadata, o: &std::fs::Metadata| m.dev() == o.dev() && m.ino() == o.ino();
+        if let Some(m) = &meta {
+            let id = (m.dev(), m.ino(), m.rdev());
+            if seen.contains(&id) {
+                refusals.push(format!("{}: given twice", path.display()));
+                continue;
+            }
+            seen.push(id);
+        }
+        match &meta {
+            Some(m) if m.file_type().is_block_device() => {
+                let pin = Target::identify(path)
+                    .with_context(|| format!("cannot open {}", path.display()))?;
+                let check = Check {
+                    min_size: Some(needed),
+                    image: Some(a.image.clone()),
+                };
+                match drives::find(&SysRoot::system(), path, &check) {
+                    None => refusals.push(format!(
+                        "{}: not a whole disk (a partition or a stacked device); flash writes \
+                         whole disks",
+                        path.display()
+                    )),
+                    Some(d) => {
+                        let ok = d.verdict.offered() || (a.force && d.verdict.offered_with_force());
+                        if ok {
+                            out.push(Checked {
+                                path: path.clone(),
+                                drive: Some(d),
+                                pin: Some(pin),
+                            });
+                        } else {
+                            let why: Vec<String> =
+                                d.verdict.reasons.iter().map(|r| r.to_string()).collect();
+                            refusals.push(format!("{}: {}", path.display(), why.join("; ")));
+                        }
+                    }
+                }
+            }
+            Some(m) if !m.is_file() => refusals.push(format!(
+                "{}: neither a block device nor a regular file",
+                path.display()
+            )),
+            _ => {
+                if let (Some(m), Some(i)) = (&meta, &image_meta) {
+                    if same_as(m, i) {
+                        refusals.push(format!("{}: is the image itself", path.display()));
+                        continue;
+                    }
+                }
+                out.push(Checked {
+                    path: path.clone(),
+                    drive: None,
+                    pin: None,
+                });
+            }
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(refuse(format!(
+            "refusing to flash (nothing was written):\n  {}",
+            refusals.join("\n  ")
+        )));
+    }
+    Ok(out)
+}
+
+/// Asks on the terminal before writing block devices, naming each and what it holds;
+/// refuses when there is no terminal to ask on and no `--yes`.
+fn confirm(a: &Args, checked: &[Checked], image_size: u64, mapped: u64) -> anyhow::Result<()> {
+    let devices: Vec<&Checked> = checked.iter().filter(|c| c.drive.is_some()).collect();
+    if devices.is_empty() || a.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(refuse(format!(
+            "not asking to overwrite {} without a terminal: pass --yes to flash non-interactively \
+             (nothing was written)",
+            devices
+                .iter()
+                .map(|c| c.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    eprintln!(
+        "blockwise: about to write {} ({} of {} mapped) to:",
+        a.image.display(),
+        human_bytes(mapped),
+        human_bytes(image_size)
+    );
+    for c in &devices {
+        let Some(d) = &c.drive else { continue };
+        let desc = d.description();
+        eprintln!(
+            "  {}  {}  {}  {}",
+            d.path.display(),
+            human_bytes(d.size),
+            d.transport.name(),
+            if desc.is_empty() { "-" } else { &desc }
+        );
+        for line in super::drives::contents(d) {
+            eprintln!("      {line}");
+        }
+    }
+    eprint!("Everything on them will be lost. Continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(refuse("not confirmed; nothing was written".into()))
+    }
+}
+
+/// Refuses a device that is no longer the disk that was checked (another card in the
+/// reader: same node, another serial or size).
+fn still_the_same(was: &Drive, path: &Path) -> anyhow::Result<()> {
+    let now = drives::find(&SysRoot::system(), path, &Check::default());
+    let same = now.as_ref().is_some_and(|n| {
+        n.name == was.name && n.size == was.size && n.serial == was.serial && n.wwid == was.wwid
+    });
+    if same {
+        Ok(())
+    } else {
+        Err(refuse(format!(
+            "{} changed since it was checked (another card?); nothing was written",
+            path.display()
+        )))
+    }
+}
+
+/// Says what went wrong and what state the targets are in.
+fn explain(e: blockwise::Error, checked: &[Checked]) -> anyhow::Error {
+    let names = checked
+        .iter()
+        .map(|c| c.path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let state = format!(
+        "{names} hold part of the image and their first MiB is zeroed (no partition table): \
+         flash them again"
+    );
+    let code = exit::of(&e);
+    let message = match &e {
+        blockwise::Error::Replan { .. } => return e.into(),
+        blockwise::Error::Interrupted => format!("interrupted; {state}"),
+        blockwise::Error::Mismatch { .. } => format!("{e}; {state}"),
+        blockwise::Error::Read { .. } => {
+            format!("reading the image: {}; {state}", super::common::chain(&e))
+        }
+        _ => format!("{}; {state}", super::common::chain(&e)),
+    };
+    anyhow::Error::new(Explained { message, code })
+}
+
+fn print_summary(
+    a: &Args,
+    plan: &FlashPlan,
+    source: MapSource,
+    image_size: u64,
+    seconds: f64,
+    targets: &[TargetSummary],
+) {
+    let pct = |n: u64, d: u64| {
+        if d == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / d as f64
+        }
+    };
+    let mapped = plan.mapped();
+    let from = match source {
+        MapSource::Bmap => "the bmap",
+        MapSource::Scan => "the image's filesystems",
+        MapSource::Everything => "--no-bmap: everything",
+    };
+    eprintln!(
+        "blockwise: flashed {} ({}; {} mapped, {:.1}%, from {from}) in {seconds:.2}s",
+        a.image.display(),
+        human_bytes(image_size),
+        human_bytes(mapped),
+        pct(mapped, image_size)
+    );
+    for t in targets {
+        let r = &t.report;
+        let mut parts = vec![format!("wrote {}", human_bytes(r.written))];
+        parts.push(format!(
+            "skipped {}",
+            human_bytes(image_size.saturating_sub(mapped))
+        ));
+        if r.delta_read > 0 {
+            parts.push(format!(
+                "read {} to compare, {} already there",
+                human_bytes(r.delta_read),
+                human_bytes(r.unchanged)
+            ));
+        }
+        if r.discarded > 0 {
+            parts.push(format!("discarded {}", human_bytes(r.discarded)));
+        }
+        if r.verified > 0 {
+            parts.push(format!("verified {}", human_bytes(r.verified)));
+        }
+        if r.rewritten > 0 {
+            parts.push(format!(
+                "rewrote {} that read back wrong",
+                human_bytes(r.rewritten)
+            ));
+        }
+        let rate = human_bytes((r.written as f64 / seconds.max(1e-9)) as u64);
+        match &r.error {
+            None => eprintln!("  {}  OK: {}; {rate}/s", t.path, parts.join(", ")),
+            Some(e) => eprintln!(
+                "  {}  FAILED ({e}): its first MiB is zeroed (no partition table); flash it \
+                 again",
+                t.path
+            ),
+        }
+    }
+}

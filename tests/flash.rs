@@ -1,0 +1,574 @@
+//! `blockwise flash` end to end on the bundled sample card (MBR, bootloader blob at sector 16,
+//! FAT32 boot, ext4 root, deleted data in free space): written onto reused cards (loop devices
+//! over files of random bytes) and files, from our archive, the raw image and streams; every
+//! card passes the restore proof. Refusals leave the target's every byte unchanged; failures
+//! exit non-zero, say what state the card is in, and leave its first MiB zeroed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+const MIB: u64 = 1 << 20;
+
+/// The sample card unpacked, with its two partitions' (start, size) in bytes.
+struct Card {
+    dir: tempfile::TempDir,
+    img: PathBuf,
+    parts: [(u64, u64); 2],
+}
+
+/// Unpacks the sample; `None` (after a skip) without root or the proof's tools.
+fn card() -> Option<Card> {
+    if !(is_root() && have_all(&["mcopy", "fsck.vfat", "e2fsck", "losetup", "sfdisk"])) {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = unpack_sample(dir.path());
+    let mut parts = [(0, 0); 2];
+    let dump = sh(&format!("sfdisk -J '{}'", img.display()));
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    for (i, p) in v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .enumerate()
+    {
+        parts[i] = (
+            p["start"].as_u64().unwrap() * 512,
+            p["size"].as_u64().unwrap() * 512,
+        );
+    }
+    Some(Card { dir, img, parts })
+}
+
+impl Card {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `blockwise backup` of the card to `name` (its bmap beside it).
+    fn archive(&self, name: &str) -> PathBuf {
+        let out = self.path(name);
+        let o = blockwise()
+            .arg("backup")
+            .arg(&self.img)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    }
+
+    /// A reused card: a file of `mib` MiB of random bytes.
+    fn reused(&self, name: &str, mib: u64, seed: u64) -> PathBuf {
+        let p = self.path(name);
+        random_file(&p, mib * MIB, seed);
+        p
+    }
+
+    /// The restore proof of `target` (a file, or a loop device's backing file).
+    fn assert_restored(&self, target: &Path) {
+        assert_card_equivalent(&self.img, target, &self.parts);
+        let table = |p: &Path| {
+            sh(&format!("sfdisk -d '{}'", p.display()))
+                .lines()
+                .filter(|l| !l.starts_with("device:"))
+                .map(|l| {
+                    l.split_once(':')
+                        .map_or(l.to_string(), |(_, r)| r.to_string())
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(table(&self.img), table(target), "sfdisk -d differs");
+    }
+}
+
+fn flash(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = blockwise();
+    c.arg("flash");
+    for a in args {
+        c.arg(a);
+    }
+    c.stdin(Stdio::null()).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", String::from_utf8_lossy(&o.stdout), stderr(o)))
+}
+
+fn sha(p: &Path) -> String {
+    sh(&format!("sha256sum '{}'", p.display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The first and last MiB of a file.
+fn ends(p: &Path) -> (Vec<u8>, Vec<u8>) {
+    let d = std::fs::read(p).unwrap();
+    let n = d.len();
+    (d[..MIB as usize].to_vec(), d[n - MIB as usize..].to_vec())
+}
+
+fn zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
+}
+
+#[test]
+fn the_archive_onto_a_reused_card() {
+    let Some(c) = card() else { return };
+    let zst = c.archive("card.img.zst");
+    let back = c.reused("sd.bin", 160, 1);
+    let Some(lp) = Loop::attach(&back) else {
+        return;
+    };
+    let o = flash(&[&zst, &lp.dev, &"--yes", &"--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["map_source"], "bmap");
+    let t = &j["targets"][0];
+    assert_eq!(t["kind"], "device");
+    assert_eq!(t["verified"], j["mapped_bytes"]);
+    assert!(j["mapped_bytes"].as_u64().unwrap() < 40 * MIB);
+    // Only the mapped frames were decoded.
+    assert!(j["bytes_read"].as_u64().unwrap() < 40 * MIB);
+    drop(lp);
+    c.assert_restored(&back);
+    let (_, tail) = ends(&back);
+    assert!(zero(&tail), "the larger card's last MiB is zeroed");
+}
+
+#[test]
+fn raw_images_and_streams_onto_files() {
+    let Some(c) = card() else { return };
+    if !have_all(&["gzip", "xz"]) {
+        return;
+    }
+    let gz = c.path("card.img.gz");
+    sh(&format!(
+        "gzip -c '{}' > '{}'",
+        c.img.display(),
+        gz.display()
+    ));
+    let xz = repo().join("samples/card.img.xz");
+    for (i, (image, source)) in [(&c.img, "scan"), (&gz, "scan"), (&xz, "scan")]
+        .into_iter()
+        .enumerate()
+    {
+        // A reused file of the image's size, and a new file.
+        let reused = c.reused(&format!("t{i}.img"), 128, 10 + i as u64);
+        let fresh = c.path(&format!("n{i}.img"));
+        let o = flash(&[image, &reused, &fresh, &"--json"]);
+        assert!(o.status.success(), "{}: {}", image.display(), stderr(&o));
+        let j = json(&o);
+        assert_eq!(j["map_source"], source, "{}", image.display());
+        assert_eq!(j["targets"].as_array().unwrap().len(), 2);
+        c.assert_restored(&reused);
+        c.assert_restored(&fresh);
+        let m = std::fs::metadata(&fresh).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(m.len(), 128 * MIB);
+        assert!(
+            m.blocks() * 512 < 48 * MIB,
+            "a new file target holds holes where nothing is mapped"
+        );
+    }
+    // --no-bmap writes every byte.
+    let all = c.path("all.img");
+    let o = flash(&[&c.img, &all, &"--no-bmap", &"--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json(&o)["map_source"], "everything");
+    assert_eq!(sha(&all), sha(&c.img));
+}
+
+#[test]
+fn refusals_leave_the_target_unchanged() {
+    let Some(c) = card() else { return };
+    if !have_all(&["mkfs.ext4", "mount"]) {
+        return;
+    }
+    let zst = c.archive("card.img.zst");
+    let check = |target: &Path, dev: &str, extra: &[&str], why: &str| {
+        let before = sha(target);
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&zst, &dev];
+        for e in extra {
+            args.push(e);
+        }
+        let o = flash(&args);
+        assert_eq!(o.status.code(), Some(4), "{why}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("nothing was written"),
+            "{why}: {}",
+            stderr(&o)
+        );
+        assert_eq!(sha(target), before, "{why}: the target changed");
+        stderr(&o)
+    };
+
+    // No terminal and no --yes.
+    let a = c.reused("a.bin", 160, 2);
+    let la = Loop::attach(&a).unwrap();
+    let e = check(&a, &la.dev, &[], "no terminal");
+    assert!(e.contains("--yes"), "{e}");
+
+    // Too small for the image's last mapped byte.
+    let small = c.reused("small.bin", 32, 3);
+    let ls = Loop::attach(&small).unwrap();
+    let e = check(&small, &ls.dev, &["--yes"], "too small");
+    assert!(e.contains("too small"), "{e}");
+
+    // Mounted: a filesystem on the whole disk.
+    let m = c.path("m.bin");
+    sh(&format!(
+        "truncate -s 160M '{}' && mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0 '{}'",
+        m.display(),
+        m.display()
+    ));
+    let lm = Loop::attach(&m).unwrap();
+    {
+        let _mnt = Mount::new("mount", &lm.dev);
+        let e = check(&m, &lm.dev, &["--yes"], "mounted");
+        assert!(e.contains("mounted"), "{e}");
+    }
+
+    // One partition mounted (a card with partitions, the root mounted).
+    let p = c.path("p.bin");
+    std::fs::copy(&c.img, &p).unwrap();
+    let lp = Loop::attach_with(&p, &["-P"]).unwrap();
+    // No udev here: make the partitions' nodes from what the kernel says.
+    let name = lp.dev.trim_start_matches("/dev/");
+    sh(&format!(
+        "partx -a {} 2>/dev/null || true; for d in /sys/block/{name}/{name}p*/dev; do n=$(basename $(dirname $d)); \
+         [ -e /dev/$n ] || mknod /dev/$n b $(cut -d: -f1 $d) $(cut -d: -f2 $d); done",
+        lp.dev
+    ));
+    {
+        let _mnt = Mount::new("mount", &format!("{}p2", lp.dev));
+        let e = check(&p, &lp.dev, &["--yes"], "a partition mounted");
+        assert!(e.contains("mounted"), "{e}");
+    }
+
+    // The disk holding the image file: the image lives on a filesystem on the target.
+    let h = c.path("h.bin");
+    sh(&format!(
+        "truncate -s 160M '{}' && mkfs.ext4 -q -E lazy_itable_init=0,lazy_journal_init=0 '{}'",
+        h.display(),
+        h.display()
+    ));
+    let lh = Loop::attach(&h).unwrap();
+    {
+        let mnt = Mount::new("mount", &lh.dev);
+        let inner = mnt.path().join("card.img.zst");
+        std::fs::copy(&zst, &inner).unwrap();
+        // Read-only from here, so that nothing but a flash could change the disk.
+        sh(&format!("mount -o remount,ro '{}'", mnt.path().display()));
+        let before = sha(&h);
+        let o = blockwise()
+            .args(["flash", "--yes"])
+            .arg(&inner)
+            .arg(&lh.dev)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        assert!(stderr(&o).contains("holds the image"), "{}", stderr(&o));
+        sh("sync");
+        assert_eq!(sha(&h), before);
+        drop(mnt);
+    }
+
+    // A partition instead of the disk, the image itself as a file target, a target twice.
+    let e = check(&p, &format!("{}p1", lp.dev), &["--yes"], "a partition");
+    assert!(e.contains("not a whole disk"), "{e}");
+    let before = sha(&zst);
+    let o = flash(&[&zst, &zst]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(sha(&zst), before);
+    let e = check(&a, &la.dev, &["--yes", la.dev.as_str()], "given twice");
+    assert!(e.contains("given twice"), "{e}");
+    // A target that is neither a file nor a block device.
+    let o = flash(&[&zst, &"/dev/null", &"--yes"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+}
+
+/// A loop device over a file on a tmpfs too small for it: writes past the tmpfs's room fail.
+struct Cramped {
+    mnt: tempfile::TempDir,
+    lp: Option<Loop>,
+}
+
+impl Cramped {
+    fn new(room_mib: u64, size_mib: u64) -> Option<Cramped> {
+        let mnt = tempfile::tempdir().unwrap();
+        sh(&format!(
+            "mount -t tmpfs -o size={room_mib}M tmpfs '{}'",
+            mnt.path().display()
+        ));
+        let f = mnt.path().join("card.bin");
+        sh(&format!("truncate -s {size_mib}M '{}'", f.display()));
+        let lp = Loop::attach(&f)?;
+        Some(Cramped { mnt, lp: Some(lp) })
+    }
+    fn dev(&self) -> &str {
+        &self.lp.as_ref().unwrap().dev
+    }
+    fn head(&self) -> Vec<u8> {
+        let mut b = vec![0u8; MIB as usize];
+        use std::io::Read;
+        std::fs::File::open(self.mnt.path().join("card.bin"))
+            .unwrap()
+            .read_exact(&mut b)
+            .unwrap();
+        b
+    }
+}
+
+impl Drop for Cramped {
+    fn drop(&mut self) {
+        self.lp.take();
+        let _ = Command::new("umount").arg(self.mnt.path()).status();
+    }
+}
+
+#[test]
+fn failures_say_what_state_the_card_is_in() {
+    let Some(c) = card() else { return };
+    if !have_all(&["gzip", "zstd"]) {
+        return;
+    }
+    let zst = c.archive("card.img.zst");
+    let not_ok = |o: &Output, what: &str| {
+        let e = stderr(o);
+        assert!(!o.status.success(), "{what}: {e}");
+        assert!(!e.contains("OK:"), "{what}: a success line: {e}");
+        assert!(e.contains("no partition table"), "{what}: {e}");
+        e
+    };
+
+    // A corrupted frame inside a mapped range of the archive.
+    let bad = c.path("bad.img.zst");
+    let mut data = std::fs::read(&zst).unwrap();
+    let mid = data.len() / 2;
+    for b in &mut data[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&bad, &data).unwrap();
+    std::fs::copy(c.path("card.img.zst.bmap"), c.path("bad.img.zst.bmap")).unwrap();
+    let t = c.reused("t1.img", 128, 4);
+    let o = flash(&[&bad, &t]);
+    not_ok(&o, "corrupt frame");
+    assert!(zero(&ends(&t).0), "the head is zeroed");
+
+    // A bmap range whose checksum does not match: that range is never written.
+    let raw = c.path("raw.img");
+    std::fs::copy(&c.img, &raw).unwrap();
+    let bm = c.path("raw.img.bmap");
+    let o = blockwise()
+        .arg("bmap")
+        .arg(&raw)
+        .arg("-o")
+        .arg(&bm)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let b = blockwise::bmap::parse(&std::fs::read(&bm).unwrap()).unwrap();
+    let r = b.ranges.iter().max_by_key(|r| r.last - r.first).unwrap();
+    let at = ((r.first + r.last) / 2 * b.block_size) as usize;
+    let mut img = std::fs::read(&raw).unwrap();
+    img[at] ^= 1;
+    std::fs::write(&raw, &img).unwrap();
+    let t = c.reused("t2.img", 128, 5);
+    let before = std::fs::read(&t).unwrap();
+    let o = flash(&[&raw, &t]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = not_ok(&o, "bmap mismatch");
+    assert!(e.contains("does not match its bmap"), "{e}");
+    let after = std::fs::read(&t).unwrap();
+    let (s, end) = (
+        (r.first * b.block_size) as usize,
+        ((r.last + 1) * b.block_size) as usize,
+    );
+    assert!(
+        after[s..end] == before[s..end],
+        "nothing of the bad range was written"
+    );
+    assert!(zero(&after[..MIB as usize]));
+
+    // A truncated gzip stream.
+    let gz = c.path("cut.img.gz");
+    sh(&format!(
+        "gzip -c '{}' | head -c 3000000 > '{}'",
+        c.img.display(),
+        gz.display()
+    ));
+    let t = c.reused("t3.img", 128, 6);
+    let o = flash(&[&gz, &t]);
+    not_ok(&o, "truncated gzip");
+    assert!(zero(&ends(&t).0));
+
+    // A card that fails mid-write (its backing tmpfs fills up), alone and beside a good one.
+    let Some(cr) = Cramped::new(8, 160) else {
+        return;
+    };
+    let o = flash(&[&zst, &cr.dev(), &"--yes"]);
+    not_ok(&o, "failing card");
+    assert!(zero(&cr.head()), "the failing card's head is zeroed");
+    let Some(cr) = Cramped::new(8, 160) else {
+        return;
+    };
+    let good = c.reused("good.bin", 160, 7);
+    let lg = Loop::attach(&good).unwrap();
+    let o = flash(&[&zst, &lg.dev, &cr.dev(), &"--yes", &"--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["targets"][0]["ok"], true);
+    assert_eq!(j["targets"][1]["ok"], false);
+    assert!(j["targets"][1]["error"]["message"].as_str().is_some());
+    assert!(zero(&cr.head()));
+    drop(lg);
+    c.assert_restored(&good);
+}
+
+#[test]
+fn sigint_mid_write_exits_130_with_no_table() {
+    let Some(c) = card() else { return };
+    let cg = Path::new("/sys/fs/cgroup/blkio");
+    if !cg.join("cgroup.procs").exists() {
+        skip(Need::Oracle, "no blkio cgroup (v1) to slow the card down");
+        return;
+    }
+    let t = c.reused("slow.bin", 160, 8);
+    let Some(lp) = Loop::attach(&t) else { return };
+    let mm = sh(&format!("lsblk -dno MAJ:MIN {}", lp.dev))
+        .trim()
+        .to_string();
+    let group = cg.join(format!("blockwise-test-{}", std::process::id()));
+    std::fs::create_dir_all(&group).unwrap();
+    std::fs::write(
+        group.join("blkio.throttle.write_bps_device"),
+        format!("{mm} 4194304"),
+    )
+    .unwrap();
+    // Every byte written (--no-bmap) at 4 MB/s: long enough to be interrupted.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > '{}/cgroup.procs'; exec '{}' flash --no-bmap --yes '{}' '{}'",
+            group.display(),
+            env!("CARGO_BIN_EXE_blockwise"),
+            c.img.display(),
+            lp.dev
+        ))
+        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    sh(&format!("kill -INT {}", child.id()));
+    let o = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir(&group);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{e}");
+    assert!(
+        e.contains("interrupted") && e.contains("no partition table"),
+        "{e}"
+    );
+    drop(lp);
+    assert!(zero(&ends(&t).0), "an interrupted card has no table");
+}
+
+#[test]
+fn delta_rewrites_only_what_changed() {
+    let Some(c) = card() else { return };
+    let zst = c.archive("card.img.zst");
+    let t = c.reused("d.bin", 160, 9);
+    let Some(lp) = Loop::attach(&t) else { return };
+    let o = flash(&[&zst, &lp.dev, &"--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = flash(&[&zst, &lp.dev, &"--yes", &"--delta", &"--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    let mapped = j["mapped_bytes"].as_u64().unwrap();
+    let r = &j["targets"][0];
+    // The head is zeroed and written again, whatever else: the rest is already there.
+    assert_eq!(r["written"].as_u64().unwrap(), MIB, "{r}");
+    assert!(r["written"].as_u64().unwrap() - MIB < mapped / 100);
+    assert_eq!(r["unchanged"].as_u64().unwrap(), mapped - MIB);
+
+    // Change one file of the FAT partition in place: only its blocks are written.
+    let changed = c.path("changed.img");
+    std::fs::copy(&c.img, &changed).unwrap();
+    let files = sh(&format!(
+        "MTOOLS_SKIP_CHECK=1 mdir -b -i '{}@@{}' ::/ | head -20",
+        changed.display(),
+        c.parts[0].0
+    ));
+    let name = files
+        .lines()
+        .find(|l| !l.ends_with('/') && !l.trim().is_empty())
+        .unwrap()
+        .trim()
+        .to_string();
+    let local = c.path("file");
+    sh(&format!(
+        "MTOOLS_SKIP_CHECK=1 mcopy -n -i '{}@@{}' '{name}' '{}'",
+        changed.display(),
+        c.parts[0].0,
+        local.display()
+    ));
+    let len = std::fs::metadata(&local).unwrap().len();
+    sh(&format!(
+        "printf 'X' | dd of='{}' bs=1 seek=0 conv=notrunc status=none",
+        local.display()
+    ));
+    sh(&format!(
+        "MTOOLS_SKIP_CHECK=1 mcopy -o -i '{}@@{}' '{}' '{name}'",
+        changed.display(),
+        c.parts[0].0,
+        local.display()
+    ));
+    let o = flash(&[&changed, &lp.dev, &"--yes", &"--delta", &"--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let w = json(&o)["targets"][0]["written"].as_u64().unwrap();
+    eprintln!("changed a {len}-byte file: wrote {w} bytes besides nothing else");
+    assert!(
+        w > MIB && w <= MIB + len.div_ceil(4096) * 4096 + 64 * 1024,
+        "{w}"
+    );
+    drop(lp);
+    let mut c2 = c;
+    c2.img = changed;
+    c2.assert_restored(&t);
+}
+
+#[test]
+fn discard_turns_unmapped_ranges_into_holes() {
+    let Some(c) = card() else { return };
+    use std::os::unix::fs::MetadataExt;
+    let zst = c.archive("card.img.zst");
+    let t = c.reused("sparse.bin", 160, 11);
+    let before = std::fs::metadata(&t).unwrap().blocks() * 512;
+    let Some(lp) = Loop::attach(&t) else { return };
+    let o = flash(&[&zst, &lp.dev, &"--yes", &"--discard", &"--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    let discarded = j["targets"][0]["discarded"].as_u64().unwrap();
+    drop(lp);
+    let after = std::fs::metadata(&t).unwrap().blocks() * 512;
+    eprintln!("allocated {before} -> {after}, discarded {discarded}");
+    assert!(discarded > 100 * MIB, "{discarded}");
+    assert!(after < before - 100 * MIB, "{before} -> {after}");
+    c.assert_restored(&t);
+}
