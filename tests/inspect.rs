@@ -141,6 +141,21 @@ fn demo_runs() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ext4"), "{text}");
     assert!(text.contains("vfat"), "{text}");
+    // It ends by flashing the archive onto a card-sized file and verifying that.
+    assert!(
+        text.contains("$ blockwise flash card.img.zst sdcard.img"),
+        "{text}"
+    );
+    let flashed = std::fs::read(dir.path().join("sdcard.img")).unwrap();
+    let original = std::fs::read(dir.path().join("card.img")).unwrap();
+    assert_eq!(flashed.len(), original.len());
+    assert_eq!(
+        flashed[..1 << 20],
+        original[..1 << 20],
+        "the table is there"
+    );
+    let last = format!("match {}", dir.path().join("card.img.bmap").display());
+    assert!(text.trim_end().ends_with(&last), "{text}");
 }
 
 /// A file read with pread, for counting what inspect touches.

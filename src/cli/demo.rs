@@ -140,7 +140,65 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
         io::copy(&mut dec, &mut out).context("decoding card.img.zst")?;
     }
     let code = super::verify::run(restored, Some(dir.join("card.img.zst.bmap")), false)?;
-    Ok(code)
+    if code != super::common::exit::OK {
+        return Ok(code);
+    }
+
+    writeln!(
+        o,
+        "\n$ blockwise flash card.img.zst sdcard.img     # sdcard.img: a used card's worth of old data\n  \
+         (a /dev/sdX works the same way, after the safety checks of `blockwise drives`)"
+    )?;
+    o.flush()?;
+    let card = dir.join("sdcard.img");
+    old_card(&card, parsed.image_size)?;
+    let code = super::flash::run(super::flash::Args {
+        image: zst,
+        targets: vec![card.clone()],
+        bmap: None,
+        no_bmap: false,
+        no_verify: false,
+        discard: false,
+        delta: false,
+        yes: true,
+        force: false,
+        json: false,
+    })?;
+    if code != super::common::exit::OK {
+        return Ok(code);
+    }
+    writeln!(
+        o,
+        "only the mapped blocks were written (dd would write all {}), read back, the partition \
+         table last",
+        blockwise::util::human_bytes(parsed.image_size)
+    )?;
+    writeln!(o, "\n$ blockwise verify sdcard.img --bmap card.img.bmap")?;
+    o.flush()?;
+    super::verify::run(card, Some(dir.join("card.img.bmap")), false)
+}
+
+/// A file of `size` bytes of pseudo-random data: a card with an earlier life.
+fn old_card(path: &Path, size: u64) -> anyhow::Result<()> {
+    let mut f = io::BufWriter::new(
+        fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for c in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            c.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
