@@ -572,3 +572,35 @@ fn discard_turns_unmapped_ranges_into_holes() {
     assert!(after < before - 100 * MIB, "{before} -> {after}");
     c.assert_restored(&t);
 }
+
+/// A stream that is not what its headers suggest (a bzip2 whose MBR ends at 3 MiB of an 8 MiB
+/// image) is flashed again, sized first: the card gets the image's map, nothing else.
+#[test]
+fn a_stream_that_misleads_its_plan_is_flashed_again() {
+    if !have_all(&["sfdisk", "bzip2"]) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().display();
+    if !fixture(&format!(
+        "truncate -s 8M {dir}/long.img && echo 'start=2048, size=4096, type=83' | \
+         sfdisk -q {dir}/long.img && head -c 65536 /dev/urandom | \
+         dd of={dir}/long.img bs=64K seek=20 conv=notrunc status=none && \
+         bzip2 -k {dir}/long.img"
+    )) {
+        return;
+    }
+    let t = d.path().join("t.img");
+    random_file(&t, 8 * MIB, 12);
+    let old = std::fs::read(&t).unwrap();
+    let o = flash(&[&d.path().join("long.img.bz2"), &t]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("reading it again"), "{}", stderr(&o));
+    let img = std::fs::read(d.path().join("long.img")).unwrap();
+    let got = std::fs::read(&t).unwrap();
+    assert!(got[..3 * MIB as usize] == img[..3 * MIB as usize]);
+    assert!(
+        got[3 * MIB as usize..] == old[3 * MIB as usize..],
+        "past the last partition nothing is written"
+    );
+}

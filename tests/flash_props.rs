@@ -146,11 +146,11 @@ fn the_head_is_zeroed_first_and_written_last() {
         log,
         vec![
             format!("zero 0 {HEAD}"),
-            format!("zero {} {TAIL}", (8 << 20) - TAIL),
             "sync".into(),
             format!("write {} {}", 2 << 20, 1 << 20),
             format!("write {} {}", 4 << 20, 1 << 20),
             "sync".into(),
+            format!("zero {} {TAIL}", (8 << 20) - TAIL),
             format!("write 0 {HEAD}"),
             "sync".into(),
         ]

@@ -7,9 +7,9 @@
 //! left, or when the image itself fails (a read error, a bmap range whose checksum does not
 //! match: that range is never written). Each piece's SHA-256 is taken from the decoded bytes as
 //! they go by, so the read-back compares what the medium holds with what was meant to be
-//! written. The order per target (spec/safety.md, *Writing a target*): head and tail zeroed,
-//! body written, synced, read back (a bad piece rewritten and read once more), then the head
-//! and any patch past the image, synced and read back.
+//! written. The order per target (spec/safety.md, *Writing a target*): head zeroed, body
+//! written, synced, read back (a bad piece rewritten and read once more), then the tail
+//! zeroed, the head and any patch past the image written, synced and read back.
 
 use std::io;
 use std::ops::Range;
@@ -222,8 +222,8 @@ impl Chunk {
     }
 }
 
-/// One target: its head and tail zeroed before the run, writes the body where it is read,
-/// keeps the image's head for the end.
+/// One target: its head zeroed before the run, writes the body where it is read, keeps the
+/// image's head for the end (its tail is zeroed just before the head is written).
 struct TargetSink<'a> {
     out: &'a mut dyn FlashTarget,
     plan: &'a FlashPlan,
@@ -282,7 +282,6 @@ impl TargetSink<'_> {
     fn start(&mut self) -> io::Result<()> {
         let size = self.out.size();
         self.zero(0..HEAD.min(size), true)?;
-        self.zero(self.plan.tail_for(size), false)?;
         self.out.sync()
     }
 
@@ -628,6 +627,13 @@ fn finish_target(
         }
     }
     if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return;
+    }
+    // The tail now, when the image's size is sure (a stream's is known at its end): a stale
+    // backup GPT must be gone before the new table appears.
+    let size = t.out.size();
+    if let Err(e) = t.zero(plan.tail_for(size), false) {
+        t.report.error = Some(io_error("zeroing the tail", plan.tail_for(size).start, e));
         return;
     }
     let head = t.head.take().unwrap_or_default();
