@@ -4,6 +4,31 @@
 //! target back and writes its head last (`write.rs`); a [`Target`] is a block device or a
 //! regular file opened for it (`target.rs`). Choosing and checking the targets (mounted, system
 //! disk, too small: [`crate::drives`]) comes before, in the caller.
+//!
+//! ```
+//! use blockwise::flash::{self, FlashOptions, FlashPlan, FlashTarget};
+//! use blockwise::io::MemSource;
+//! use blockwise::ExtentMap;
+//!
+//! // A 3 MiB image of which the first 2 MiB matter, onto a 4 MiB "card" of old data.
+//! let image = MemSource((0..3u32 << 20).map(|i| (i % 251) as u8).collect());
+//! let mut card = vec![0xEEu8; 4 << 20];
+//! let plan = FlashPlan::new(3 << 20, 4 << 20, &ExtentMap::single(0, 2 << 20), 4096);
+//! let report = flash::run(
+//!     &image,
+//!     &plan,
+//!     &mut [&mut card as &mut dyn FlashTarget],
+//!     &FlashOptions::default(),
+//!     &|p| eprintln!("{:?}: {} of {}", p.stage, p.done, p.total),
+//!     None,
+//! )?;
+//! assert_eq!(report.targets[0].error, None);
+//! assert_eq!(report.targets[0].verified, 2 << 20);
+//! assert_eq!(card[..2 << 20], image.0[..2 << 20]);
+//! assert!(card[2 << 20..3 << 20].iter().all(|&b| b == 0xEE), "unmapped: untouched");
+//! assert!(card[3 << 20..].iter().all(|&b| b == 0), "past the image: the tail is zeroed");
+//! # Ok::<(), blockwise::Error>(())
+//! ```
 
 mod plan;
 mod target;
