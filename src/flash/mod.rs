@@ -4,11 +4,16 @@
 //! target back and writes its head last (`write.rs`); a [`Target`] is a block device or a
 //! regular file opened for it (`target.rs`). Choosing and checking the targets (mounted, system
 //! disk, too small: [`crate::drives`]) comes before, in the caller.
+//!
+//! Options around the write: [`gpt_to_end`] moves a GPT image's backup to the end of a larger
+//! target (`gpt_end.rs`).
 
+mod gpt_end;
 mod plan;
 mod target;
 mod write;
 
+pub use gpt_end::{gpt_to_end, gpt_to_end_with, GptMove};
 pub use plan::{FlashPlan, RangeCheck, HEAD, TAIL};
 pub use target::{Identity, Target, TargetKind, TargetReader};
 pub use write::{
