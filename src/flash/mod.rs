@@ -6,13 +6,16 @@
 //! disk, too small: [`crate::drives`]) comes before, in the caller.
 //!
 //! Options around the write: [`gpt_to_end`] moves a GPT image's backup to the end of a larger
-//! target (`gpt_end.rs`).
+//! target (`gpt_end.rs`); [`check_capacity`] finds a fake card before it is written
+//! (`capacity.rs`).
 
+mod capacity;
 mod gpt_end;
 mod plan;
 mod target;
 mod write;
 
+pub use capacity::{check_capacity, Capacity};
 pub use gpt_end::{gpt_to_end, gpt_to_end_with, GptMove};
 pub use plan::{FlashPlan, RangeCheck, HEAD, TAIL};
 pub use target::{Identity, Target, TargetKind, TargetReader};
