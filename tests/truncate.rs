@@ -1,5 +1,7 @@
 //! `backup --truncate`: images end at their last partition; a GPT gets a new backup header and
-//! array at the new end that `sgdisk -v` accepts; partition contents are untouched.
+//! array at the new end that `sgdisk -v` accepts; partition contents are untouched. And the
+//! same rewrite the other way, `flash --gpt-to-end`: a GPT image on a larger target gets its
+//! backup at the target's end.
 
 mod common;
 
@@ -47,18 +49,25 @@ fn sgdisk_clean(img: &str) {
     assert!(text.contains("No problems found"), "sgdisk -v: {text}");
 }
 
+/// `g.img` in `dir`: `size` bytes of seeded garbage under a GPT made by sgdisk, with an 8 MiB
+/// ESP at sector 2048 and a 20 MiB partition named root after it.
+fn esp_and_root(dir: &Path, size: u64, seed: u64) -> std::path::PathBuf {
+    let img = dir.join("g.img");
+    random_file(&img, size, seed);
+    sh(&format!(
+        "sgdisk -Z '{0}' >/dev/null 2>&1; sgdisk -o -n1:2048:+8M -t1:ef00 -n2:0:+20M -c2:root '{0}' >/dev/null",
+        img.display()
+    ));
+    img
+}
+
 #[test]
 fn gpt_512_gets_a_new_backup_at_its_new_end() {
     if !have("sgdisk") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let img = dir.path().join("g.img");
-    random_file(&img, 64 << 20, 9);
-    sh(&format!(
-        "sgdisk -Z '{0}' >/dev/null 2>&1; sgdisk -o -n1:2048:+8M -t1:ef00 -n2:0:+20M -c2:root '{0}' >/dev/null",
-        img.display()
-    ));
+    let img = esp_and_root(dir.path(), 64 << 20, 9);
     let out = dir.path().join("t.img");
     let n = truncate_to(&img, &out, None);
     assert_eq!(n, (59392 + 33) * 512);
@@ -104,6 +113,55 @@ fn gpt_4096_byte_sectors() {
     drop(lp);
     let text = String::from_utf8_lossy(&v.stdout);
     assert!(text.contains("No problems found"), "sgdisk -v: {text}");
+}
+
+/// Writes `img` to a new file of `target` bytes as a flash with `--gpt-to-end` would: the
+/// image, then the patches over it.
+fn flash_gpt_to_end(img: &Path, out: &Path, target: u64) -> Vec<String> {
+    use std::os::unix::fs::FileExt;
+    let src = FileSource::open(img).unwrap();
+    let m = blockwise::flash::gpt_to_end(&src, target).unwrap();
+    std::fs::copy(img, out).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(out).unwrap();
+    f.set_len(target).unwrap();
+    for (at, bytes) in &m.patches {
+        f.write_all_at(bytes, *at).unwrap();
+    }
+    m.notes
+}
+
+#[test]
+fn gpt_to_end_on_a_larger_target_is_clean_for_sgdisk() {
+    if !have("sgdisk") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = esp_and_root(dir.path(), 40 << 20, 15);
+    let out = dir.path().join("card.img");
+    let target = 100 << 20;
+    let notes = flash_gpt_to_end(&img, &out, target);
+    assert!(
+        notes.iter().any(|n| n.contains("protective MBR")),
+        "{notes:?}"
+    );
+    sgdisk_clean(out.to_str().unwrap());
+    let layout = read_layout(&FileSource::open(&out).unwrap(), None).unwrap();
+    let g = layout.gpt.unwrap();
+    assert_eq!(g.backup_lba, target / 512 - 1);
+    assert_eq!(g.last_usable_lba, target / 512 - 34);
+    let table = |p: &Path| sh(&format!("sgdisk -p '{}' | tail -2", p.display()));
+    assert_eq!(table(&img), table(&out));
+    // The image itself, without the patches, is what sgdisk complains about.
+    let plain = dir.path().join("plain.img");
+    std::fs::copy(&img, &plain).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&plain)
+        .unwrap()
+        .set_len(target)
+        .unwrap();
+    let v = sh(&format!("sgdisk -v '{}' || true", plain.display()));
+    assert!(!v.contains("No problems found"), "{v}");
 }
 
 #[test]

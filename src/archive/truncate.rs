@@ -7,9 +7,8 @@
 //! LastUsableLBA, CRC), and a protective MBR entry is shrunk to the new disk. The result is
 //! clean for `sgdisk -v`. Nothing is guessed: a damaged primary GPT is refused.
 
-use crate::io::{ReadAt, ReadAtExt};
-use crate::layout::{gpt, Layout, TableKind};
-use crate::util::{le32, le64};
+use crate::io::ReadAt;
+use crate::layout::{move_backup, Layout, NewEnd, TableKind};
 
 /// How an image is ended at its last partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,12 +58,7 @@ pub fn plan_truncation(src: &dyn ReadAt, layout: &Layout) -> crate::Result<Trunc
             "--truncate needs a partition table it can trust ({why})"
         )));
     }
-    let end = layout
-        .partitions
-        .iter()
-        .map(|p| p.start.checked_add(p.size))
-        .try_fold(0u64, |m, e| e.map(|e| m.max(e)))
-        .ok_or_else(|| crate::Error::corrupt("partition table", "partition end overflows"))?;
+    let end = layout.partitions_end()?;
     if end > size {
         return Err(crate::Error::corrupt(
             "partition table",
@@ -76,7 +70,7 @@ pub fn plan_truncation(src: &dyn ReadAt, layout: &Layout) -> crate::Result<Trunc
             "--truncate ends an image at its last partition, and this image has no partition table"
                 .into(),
         )),
-        TableKind::Gpt => gpt_truncation(src, layout, end),
+        TableKind::Gpt => gpt_truncation(src, layout),
         _ => {
             if end == 0 {
                 return Err(crate::Error::Unsupported(
@@ -106,106 +100,25 @@ fn unchanged(size: u64) -> Truncation {
     }
 }
 
-fn set_crc(header: &mut [u8], header_size: usize) {
-    header[16..20].fill(0);
-    let crc = crc32fast::hash(&header[..header_size]);
-    header[16..20].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn gpt_truncation(src: &dyn ReadAt, layout: &Layout, end: u64) -> crate::Result<Truncation> {
+/// A GPT image ends right after its last partition's backup: [`move_backup`] to the smallest
+/// end the partitions allow.
+fn gpt_truncation(src: &dyn ReadAt, layout: &Layout) -> crate::Result<Truncation> {
     let size = src.size();
-    let ss = layout.sector_size;
-    let ssz = u64::from(ss);
-    let gpt_info = layout.gpt.as_ref();
-    if gpt_info.is_some_and(|g| g.used_backup || !g.primary_ok) {
-        return Err(crate::Error::Unsupported(
-            "--truncate: the primary GPT is damaged (only the backup is usable); repair the table (e.g. with gdisk) first".into(),
-        ));
-    }
-    let (h, arr) = match gpt::read_copy(src, ss, 1)? {
-        Ok(x) => x,
-        Err(e) => {
-            return Err(crate::Error::Unsupported(format!(
-                "--truncate: the primary GPT cannot be used ({e:?}); repair the table first"
-            )))
-        }
-    };
-    let arr_sectors = (arr.len() as u64).div_ceil(ssz);
-    let primary_arr_end = h
-        .entries_lba
-        .checked_add(arr_sectors)
-        .ok_or_else(|| crate::Error::corrupt("GPT header", "entry array LBA overflows"))?;
-    // The usable area must still hold every partition and not shrink below its start.
-    let end_lba = end.div_ceil(ssz).max(h.first_usable).max(primary_arr_end);
-    let overflow = || crate::Error::corrupt("GPT header", "LBAs out of range");
-    let new_last_usable = end_lba.checked_sub(1).ok_or_else(overflow)?;
-    let backup_arr_lba = end_lba;
-    if backup_arr_lba < 2 {
-        // Only a header claiming its usable area starts inside itself gets here.
-        return Err(overflow());
-    }
-    let backup_hdr_lba = backup_arr_lba
-        .checked_add(arr_sectors)
-        .ok_or_else(overflow)?;
-    let new_size = backup_hdr_lba
-        .checked_add(1)
-        .and_then(|n| n.checked_mul(ssz))
-        .ok_or_else(overflow)?;
-    if new_size >= size {
+    let moved = move_backup(src, layout, NewEnd::Smallest, "--truncate")?;
+    if moved.new_size >= size {
         return Ok(unchanged(size));
     }
-    let sector1 = src.read_vec(ssz, ss as usize)?;
-    let header_size = le32(&sector1, 12).unwrap_or(92) as usize;
-    if le64(&sector1, 72) != Some(h.entries_lba) || header_size > sector1.len() {
-        return Err(crate::Error::corrupt("GPT header", "changed while reading"));
-    }
-    let mut patches = Vec::new();
+    let new_size = moved.new_size;
     let mut notes = vec![format!(
-        "truncated at the end of the last partition: {new_size} of {size} bytes kept; GPT backup moved to LBA {backup_hdr_lba}"
+        "truncated at the end of the last partition: {new_size} of {size} bytes kept; GPT backup moved to LBA {}",
+        moved.backup_lba
     )];
-
-    // A protective MBR that spanned the old disk spans the new one.
-    if layout
-        .mbr
-        .as_ref()
-        .is_some_and(|m| m.protective && !m.hybrid)
-    {
-        let mut mbr = src.read_vec(0, 512)?;
-        let old_sectors = size / ssz;
-        for i in 0..4 {
-            let e = 446 + i * 16;
-            if mbr[e + 4] == 0xEE && le32(&mbr, e + 8) == Some(1) {
-                let len = le32(&mbr, e + 12).unwrap_or(0);
-                if u64::from(len) >= old_sectors.saturating_sub(1).min(0xFFFF_FFFF) {
-                    let new_len = (new_size / ssz - 1).min(0xFFFF_FFFF) as u32;
-                    mbr[e + 12..e + 16].copy_from_slice(&new_len.to_le_bytes());
-                    notes.push("protective MBR entry resized to the new disk".into());
-                }
-            }
-        }
-        patches.push((0u64, mbr));
+    if moved.mbr_resized {
+        notes.push("protective MBR entry resized to the new disk".into());
     }
-
-    let mut primary = sector1.clone();
-    primary[32..40].copy_from_slice(&backup_hdr_lba.to_le_bytes());
-    primary[48..56].copy_from_slice(&new_last_usable.to_le_bytes());
-    set_crc(&mut primary, header_size);
-    patches.push((ssz, primary.clone()));
-
-    let mut backup_arr = arr;
-    backup_arr.resize((arr_sectors * ssz) as usize, 0);
-    patches.push((backup_arr_lba * ssz, backup_arr));
-
-    let mut backup = primary;
-    backup[24..32].copy_from_slice(&backup_hdr_lba.to_le_bytes());
-    backup[32..40].copy_from_slice(&1u64.to_le_bytes());
-    backup[72..80].copy_from_slice(&backup_arr_lba.to_le_bytes());
-    set_crc(&mut backup, header_size);
-    patches.push((backup_hdr_lba * ssz, backup));
-
     Ok(Truncation {
         new_size,
-        patches,
+        patches: moved.patches,
         notes,
     })
 }

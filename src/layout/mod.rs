@@ -4,10 +4,12 @@
 use crate::io::{ReadAt, ReadAtExt};
 
 pub mod gpt;
+mod gpt_move;
 pub mod mbr;
 mod table;
 pub mod types;
 
+pub(crate) use gpt_move::{move_backup, NewEnd};
 pub use table::{GptInfo, Layout, MbrEntry, MbrInfo, PartKind, Partition, TableKind};
 
 /// Sector sizes tried for GPT when the caller gives no (usable) hint.

@@ -159,6 +159,16 @@ impl Layout {
         self.partitions.iter().filter(|p| !p.is_container())
     }
 
+    /// Where the last partition ends (0 when there is none), in bytes: no disk the table is
+    /// moved to may end before it. Overflowing entries are corrupt.
+    pub fn partitions_end(&self) -> crate::Result<u64> {
+        self.partitions
+            .iter()
+            .map(|p| p.start.checked_add(p.size))
+            .try_fold(0u64, |m, e| e.map(|e| m.max(e)))
+            .ok_or_else(|| crate::Error::corrupt("partition table", "partition end overflows"))
+    }
+
     /// How far into the disk the table reaches: the end of its furthest partition, MBR entry
     /// or GPT header (the backup sits in the disk's last sector). For an image whose size is
     /// only a hint (a stream read in one pass), a better guess at its size when larger.
