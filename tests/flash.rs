@@ -604,3 +604,79 @@ fn a_stream_that_misleads_its_plan_is_flashed_again() {
         "past the last partition nothing is written"
     );
 }
+
+/// A checksum file beside the image is checked before any table is written.
+#[test]
+fn a_checksum_file_vouches_for_the_image() {
+    let Some(c) = card() else { return };
+    let zst = c.archive("card.img.zst");
+    let sum = sha(&zst);
+    std::fs::write(c.path("SHA256SUMS"), format!("{sum}  card.img.zst\n")).unwrap();
+    let t = c.path("ok.img");
+    let o = flash(&[&zst, &t, &"--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["checksum_file"]["ok"], true, "{j}");
+    assert!(j["checksum_file"]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("SHA256SUMS"));
+    c.assert_restored(&t);
+    // The wrong sum: stopped before the head, exit 3.
+    let wrong: String = sum.chars().rev().collect();
+    std::fs::write(c.path("SHA256SUMS"), format!("{wrong}  card.img.zst\n")).unwrap();
+    let t = c.reused("bad.img", 128, 13);
+    let o = flash(&[&zst, &t]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("SHA256SUMS") && e.contains("no partition table"),
+        "{e}"
+    );
+    assert!(zero(&ends(&t).0));
+}
+
+/// `--gpt-to-end` on a larger card: `sgdisk -v` finds nothing wrong; `--check-capacity` on an
+/// honest card passes and leaves nothing behind.
+#[test]
+fn gpt_to_end_and_capacity_on_a_larger_card() {
+    if !(is_root() && have_all(&["sgdisk", "losetup"])) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("gpt.img");
+    if !fixture(&format!(
+        "truncate -s 48M '{0}' && sgdisk -o -n 1:2048:+16M -t 1:ef00 -n 2:0:0 -t 2:8300 '{0}' >/dev/null",
+        img.display()
+    )) {
+        return;
+    }
+    let t = d.path().join("card.bin");
+    random_file(&t, 96 * MIB, 14);
+    let Some(lp) = Loop::attach(&t) else { return };
+    let o = flash(&[
+        &img,
+        &lp.dev,
+        &"--yes",
+        &"--gpt-to-end",
+        &"--check-capacity",
+        &"--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let notes = json(&o)["notes"].to_string();
+    assert!(notes.contains("capacity checked"), "{notes}");
+    let v = Command::new("sgdisk")
+        .args(["-v", &lp.dev])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(out.contains("No problems found"), "{out}");
+    // Without it, the backup stays where the image ended.
+    let o = flash(&[&img, &lp.dev, &"--yes"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = Command::new("sgdisk")
+        .args(["-v", &lp.dev])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&v.stdout).contains("No problems found"));
+}

@@ -162,6 +162,8 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
         delta: false,
         yes: true,
         force: false,
+        gpt_to_end: false,
+        check_capacity: false,
         json: false,
     })?;
     if code != super::common::exit::OK {

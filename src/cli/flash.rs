@@ -27,6 +27,8 @@ pub struct Args {
     pub delta: bool,
     pub yes: bool,
     pub force: bool,
+    pub gpt_to_end: bool,
+    pub check_capacity: bool,
     pub json: bool,
 }
 
@@ -62,9 +64,16 @@ struct Summary {
     bytes_read: u64,
     seconds: f64,
     ok: bool,
+    checksum_file: Option<SumSummary>,
     targets: Vec<TargetSummary>,
     warnings: Vec<String>,
     notes: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct SumSummary {
+    file: String,
+    ok: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -128,6 +137,7 @@ fn attempt(
         .with_context(|| format!("cannot open {}", a.image.display()))?;
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
+    let mut layout = None;
     let (map, image_size, block, source) = match bmap {
         Some((path, b)) => {
             opened.source.refine_size_hint(b.image_size);
@@ -167,6 +177,7 @@ fn attempt(
             }
             let m = blockwise::map::image_map(&scan).context("internal error: no usage map")?;
             warnings = blockwise::report::warnings(&opened, &scan, Some(&m));
+            layout = Some(scan.layout.clone());
             (m.used, m.image_size, 4096, MapSource::Scan)
         }
     };
@@ -187,11 +198,58 @@ fn attempt(
         }
         targets.push(t);
     }
+    if a.check_capacity {
+        for t in targets.iter_mut() {
+            if t.kind() != flash::TargetKind::Device {
+                continue;
+            }
+            let size = t.size();
+            let c = flash::check_capacity(t, size, 4096)
+                .with_context(|| format!("--check-capacity: {}", t.path().display()))?;
+            if !c.ok {
+                return Err(refuse(format!(
+                    "{}: {c}; nothing was written (the probed blocks were put back)",
+                    t.path().display()
+                )));
+            }
+            notes.push(format!(
+                "{}: capacity checked ({} probes up to {}): {c}",
+                t.path().display(),
+                c.probes,
+                human_bytes(size)
+            ));
+        }
+    }
     let smallest = targets.iter().map(Target::size).min().unwrap_or(0);
     let mut plan = FlashPlan::new(image_size, smallest, &map, block);
     if let Some((_, b)) = bmap {
         plan = plan.with_checks(b);
     }
+    if a.gpt_to_end {
+        let largest = targets.iter().map(Target::size).max().unwrap_or(0);
+        if largest != smallest {
+            return Err(refuse(
+                "--gpt-to-end moves the backup GPT to one disk size, and these targets differ                  in size: flash them one at a time (nothing was written)"
+                    .into(),
+            ));
+        }
+        if smallest > image_size {
+            let moved = match &layout {
+                Some(l) => flash::gpt_to_end_with(&*opened.source, l, smallest),
+                None => flash::gpt_to_end(&*opened.source, smallest),
+            }?;
+            plan.patches = moved.patches;
+            notes.extend(moved.notes);
+        } else {
+            notes.push("--gpt-to-end: the targets are the image's size; nothing to move".into());
+        }
+    }
+    // A checksum file beside the image vouches for it: checked while the flash runs, before
+    // any head is written.
+    let vouch = flash::find_sum(&a.image)
+        .with_context(|| format!("looking for a checksum file of {}", a.image.display()))?;
+    let mut sum_check = vouch.map(|v| flash::SumCheck::start(&a.image, v));
+    let mut sum_outcome = None;
     let opts = FlashOptions {
         verify: !a.no_verify,
         delta: a.delta,
@@ -223,13 +281,31 @@ fn attempt(
             .iter_mut()
             .map(|t| t as &mut dyn FlashTarget)
             .collect();
-        let r = flash::run(
+        let r = flash::run_checked(
             &*opened.source,
             &plan,
             &mut outs,
             &opts,
             &progress,
             Some(cancel),
+            &mut || {
+                let Some(check) = sum_check.take() else {
+                    return Ok(());
+                };
+                let o = check.finish()?;
+                let ok = o.ok;
+                let text = o.to_string();
+                sum_outcome = Some(o);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(blockwise::Error::Mismatch {
+                        offset: 0,
+                        len: 0,
+                        detail: text,
+                    })
+                }
+            },
         );
         if let Some(b) = &bar {
             b.finish_and_clear();
@@ -241,6 +317,9 @@ fn attempt(
         Err(e) => return Err(explain(e, &checked)),
     };
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(o) = &sum_outcome {
+        notes.push(o.to_string());
+    }
     let mut summaries = Vec::new();
     for (t, r) in targets.iter().zip(&report.targets) {
         let reread = (t.kind() == flash::TargetKind::Device && r.error.is_none()).then(|| {
@@ -285,6 +364,10 @@ fn attempt(
             bytes_read: report.bytes_read,
             seconds,
             ok,
+            checksum_file: sum_outcome.as_ref().map(|o| SumSummary {
+                file: o.file.display().to_string(),
+                ok: o.ok,
+            }),
             targets: summaries,
             warnings,
             notes,

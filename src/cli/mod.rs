@@ -174,6 +174,8 @@ Refused before writing a byte (exit 4): the system disk, a mounted disk or parti
 under LVM/LUKS/RAID, one too small for the image's last mapped byte, the disk holding the
 image, an internal disk without --force, and any device without --yes when stdin is not a
 terminal (`blockwise drives --all` shows the verdicts).
+A SHA256SUMS (or IMG.sha256) beside the image that lists it is checked while the flash runs;
+a mismatch stops it before any partition table is written.
 Exit status: 0 when every target was written and verified, 1 on failure, 3 on a checksum
 mismatch, 4 if refused, 130 if interrupted (the cards are incomplete: flash them again).")]
     Flash {
@@ -206,6 +208,15 @@ mismatch, 4 if refused, 130 if interrupted (the cards are incomplete: flash them
         /// Also write internal (non-removable) disks.
         #[arg(long)]
         force: bool,
+        /// On a target larger than a GPT image, move the backup GPT to the target's end (and
+        /// grow the protective MBR), so the whole card is usable.
+        #[arg(long)]
+        gpt_to_end: bool,
+        /// Before writing, check that each card really holds its advertised size (fake cards
+        /// wrap writes around): patterns written and read back at its end and at power-of-two
+        /// offsets, then the original bytes put back.
+        #[arg(long)]
+        check_capacity: bool,
         /// Print the summary as JSON on stdout (schema: spec/json-output.md, "flash").
         #[arg(long)]
         json: bool,
@@ -309,6 +320,8 @@ pub fn main() -> ExitCode {
             delta,
             yes,
             force,
+            gpt_to_end,
+            check_capacity,
             json,
         } => flash::run(flash::Args {
             image,
@@ -320,6 +333,8 @@ pub fn main() -> ExitCode {
             delta,
             yes,
             force,
+            gpt_to_end,
+            check_capacity,
             json,
         }),
         Command::Drives { all, json } => drives::run(all, json),

@@ -48,6 +48,6 @@ pub use plan::{FlashPlan, RangeCheck, HEAD, TAIL};
 pub use sums::{find_sum, SumCheck, SumOutcome, Vouch};
 pub use target::{Identity, Target, TargetKind, TargetReader};
 pub use write::{
-    read_back, run, FlashOptions, FlashTarget, Progress, Report, Stage, TargetError, TargetReport,
-    WrittenPiece,
+    read_back, run, run_checked, FlashOptions, FlashTarget, Progress, Report, Stage, TargetError,
+    TargetReport, WrittenPiece,
 };

@@ -339,6 +339,17 @@ impl WriteAt for Target {
     }
 }
 
+/// A target reads as it holds now ([`Target::current`]): what `check_capacity` writes and
+/// reads back through.
+impl ReadAt for Target {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.current().read_at(offset, buf)
+    }
+}
+
 /// Reads a [`Target`] from its medium ([`Target::reader`]).
 pub struct TargetReader<'a> {
     t: &'a Target,

@@ -475,6 +475,21 @@ pub fn run(
     progress: &(dyn Fn(&Progress) + Sync),
     cancel: Option<&AtomicBool>,
 ) -> crate::Result<Report> {
+    run_checked(src, plan, targets, opts, progress, cancel, &mut || Ok(()))
+}
+
+/// Like [`run`], and calls `before_head` once every target's body is written and read back,
+/// before any head is written: an error there (the image's checksum file disagrees, see
+/// [`super::SumCheck`]) ends the run with every target's head still zeroed.
+pub fn run_checked(
+    src: &dyn ReadAt,
+    plan: &FlashPlan,
+    targets: &mut [&mut dyn FlashTarget],
+    opts: &FlashOptions,
+    progress: &(dyn Fn(&Progress) + Sync),
+    cancel: Option<&AtomicBool>,
+    before_head: &mut dyn FnMut() -> crate::Result<()>,
+) -> crate::Result<Report> {
     let reads = plan.reads();
     let jobs: Vec<Job<Piece>> = reads
         .iter()
@@ -570,21 +585,22 @@ pub fn run(
             ((*at, at + b.len() as u64), sha2::Sha256::digest(b).to_vec())
         })
         .collect();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = sinks
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, t)| t.report.error.is_none())
-            .map(|(i, t)| {
-                let (body, head, extra) = (&body, &head, &extra);
-                s.spawn(move || finish_target(i, t, src, body, head, extra, progress, cancel))
-            })
-            .collect();
-        for h in handles {
-            if let Err(p) = h.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
+    let verify_total: u64 = [&body, &head, &extra]
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|((s, e), _)| e - s)
+        .sum();
+    // Every target's body is read back before any head is written, and `before_head` says
+    // whether heads may be written at all (a checksum file that vouches for the image).
+    each_live(&mut sinks, |i, t| {
+        verify_body(i, t, src, &body, verify_total, progress)
+    });
+    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+        return Err(crate::Error::Interrupted);
+    }
+    before_head()?;
+    each_live(&mut sinks, |i, t| {
+        write_head(i, t, src, &head, &extra, verify_total, progress)
     });
     if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
         return Err(crate::Error::Interrupted);
@@ -600,35 +616,52 @@ pub fn run(
     })
 }
 
-/// After the pipeline: reads the body back (rewriting a bad piece once), then writes the
-/// head and the patches past the image, and reads those back.
-#[allow(clippy::too_many_arguments)] // one target's share of the run, each part used once
-fn finish_target(
+/// Runs `f` on every target still live, one thread each.
+fn each_live<'a>(sinks: &mut [TargetSink<'a>], f: impl Fn(usize, &mut TargetSink<'a>) + Sync) {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = sinks
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, t)| t.report.error.is_none())
+            .map(|(i, t)| s.spawn(move || f(i, t)))
+            .collect();
+        for h in handles {
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+    });
+}
+
+/// After the pipeline: reads the body back, rewriting a bad piece once.
+fn verify_body(
     index: usize,
     t: &mut TargetSink<'_>,
     src: &dyn ReadAt,
     body: &[WrittenPiece],
-    head_pieces: &[WrittenPiece],
-    extra: &[WrittenPiece],
+    total: u64,
     progress: &(dyn Fn(&Progress) + Sync),
-    cancel: Option<&AtomicBool>,
 ) {
-    let plan = t.plan;
-    let verify_total: u64 = [body, head_pieces, extra]
-        .iter()
-        .flat_map(|p| p.iter())
-        .map(|((s, e), _)| e - s)
-        .sum();
-    let mut verified = 0u64;
     if t.opts.verify {
-        if let Err(e) = check(index, t, src, body, &mut verified, verify_total, progress) {
+        let mut verified = 0;
+        if let Err(e) = check(index, t, src, body, &mut verified, total, progress) {
             t.report.error = Some(e);
-            return;
         }
     }
-    if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-        return;
-    }
+}
+
+/// Zeroes the tail, writes the patches past the image and the head, and reads those back.
+fn write_head(
+    index: usize,
+    t: &mut TargetSink<'_>,
+    src: &dyn ReadAt,
+    head_pieces: &[WrittenPiece],
+    extra: &[WrittenPiece],
+    total: u64,
+    progress: &(dyn Fn(&Progress) + Sync),
+) {
+    let plan = t.plan;
     // The tail now, when the image's size is sure (a stream's is known at its end): a stale
     // backup GPT must be gone before the new table appears.
     let size = t.out.size();
@@ -652,7 +685,8 @@ fn finish_target(
     t.report.written += head.len() as u64;
     if t.opts.verify {
         let last: Vec<_> = head_pieces.iter().chain(extra).cloned().collect();
-        if let Err(e) = check(index, t, src, &last, &mut verified, verify_total, progress) {
+        let mut verified = t.report.verified;
+        if let Err(e) = check(index, t, src, &last, &mut verified, total, progress) {
             t.report.error = Some(e);
         }
     }
