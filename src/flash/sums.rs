@@ -517,4 +517,27 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().starts_with("hashing "), "{e}");
     }
+
+    proptest::proptest! {
+        /// A sums file is text from anywhere: any bytes beside an image give an answer or an
+        /// error, never a panic.
+        #[test]
+        fn any_sums_file_is_read_without_panicking(
+            text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            lines in proptest::collection::vec("[ -~\t]{0,90}", 0..8),
+        ) {
+            for line in String::from_utf8_lossy(&text).lines().chain(lines.iter().map(String::as_str)) {
+                let _ = parse_line(line);
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let img = dir.path().join("card.img.xz");
+            std::fs::write(&img, b"x").unwrap();
+            let mut body = text.clone();
+            body.extend(lines.join("\n").bytes());
+            std::fs::write(dir.path().join("SHA256SUMS"), &body).unwrap();
+            let _ = find_sum(&img);
+            std::fs::write(dir.path().join("card.img.xz.sha256"), &body).unwrap();
+            let _ = find_sum(&img);
+        }
+    }
 }
