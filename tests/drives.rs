@@ -601,4 +601,31 @@ fn a_real_loop_device_is_listed_with_its_backing_file() {
     };
     let d = drives::find(&SysRoot::system(), Path::new(&lp.dev), &check).unwrap();
     assert_eq!(d.verdict.reasons, [Reason::IsImage]);
+    // The human table: the loop device under "Candidate targets" with its size, transport
+    // and backing file; the system disk under "Not offered" with its reason.
+    let text = run_drives(&["--all"]);
+    let (offered, refused) = text
+        .split_once("Not offered:")
+        .unwrap_or((text.as_str(), ""));
+    assert!(offered.starts_with("Candidate targets:"), "{text}");
+    let line = offered
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{} ", lp.dev)))
+        .unwrap_or_else(|| panic!("{} not in the table: {text}", lp.dev));
+    assert!(line.contains("4.0 MiB") && line.contains("loop"), "{line}");
+    assert!(
+        offered.contains(&format!("backing file {}", want.display())),
+        "{text}"
+    );
+    if host_has_system_disk() {
+        assert!(refused.contains("not offered: system disk"), "{text}");
+    }
+}
+
+/// True when `/` is mounted from a block device this machine lists.
+fn host_has_system_disk() -> bool {
+    let host = Host::read(&SysRoot::system());
+    host.mounts()
+        .iter()
+        .any(|m| m.point == "/" && !host.disks_under(&m.device).is_empty())
 }
