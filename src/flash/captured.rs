@@ -22,6 +22,11 @@ use crate::io::{Access, Caps, ReadAt, SizeKnown, DEFAULT_CHUNK};
 /// follow).
 const MAX_WANTED_RANGES: usize = 1 << 16;
 
+/// Most bytes one run may read that were not kept: more could not be kept anyway (the owner
+/// is given up). Past it the run is [`Missed::Overflow`] and every further read fails, so a
+/// reader that a hostile size field sends through terabytes of zeros stops at once.
+const MAX_MISSED_BYTES: u64 = 256 << 20;
+
 /// What one run read that was not kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Missed {
@@ -29,7 +34,8 @@ pub(crate) enum Missed {
     Nothing,
     /// These bytes (image offsets) were read as zeros.
     Bytes(ExtentMap),
-    /// More than [`MAX_WANTED_RANGES`] distinct ranges were read as zeros.
+    /// More than [`MAX_WANTED_RANGES`] distinct ranges, or more than [`MAX_MISSED_BYTES`],
+    /// were read as zeros.
     Overflow,
 }
 
@@ -48,7 +54,9 @@ pub(crate) struct RunReport {
 struct RunLog {
     /// Bytes read as zeros.
     missed: ExtentMap,
-    /// The log of misses overflowed.
+    /// Bytes read as zeros, counted as read (overlaps counted again).
+    missed_bytes: u64,
+    /// The log of misses overflowed: reads fail from then on.
     overflow: bool,
     /// Kept bytes read.
     touched: ExtentMap,
@@ -109,20 +117,29 @@ impl Captured {
 
     /// Drops every kept byte outside `keep`.
     pub(crate) fn retain(&mut self, keep: &ExtentMap) {
+        let ranges = keep.as_slice();
         let mut out = Vec::new();
         let mut bytes = 0;
+        let mut i = 0;
         for (start, data) in std::mem::take(&mut self.chunks) {
             let end = start + data.len() as u64;
-            let mine = keep.intersect(&ExtentMap::single(start, end));
-            if mine.total() == end - start {
+            // Ranges wholly before this chunk are behind every later chunk too.
+            while ranges.get(i).is_some_and(|r| r.end <= start) {
+                i += 1;
+            }
+            let mine: Vec<(u64, u64)> = ranges[i..]
+                .iter()
+                .take_while(|r| r.start < end)
+                .map(|r| (r.start.max(start), r.end.min(end)))
+                .collect();
+            if mine == [(start, end)] {
                 bytes += end - start;
                 out.push((start, data));
                 continue;
             }
-            for r in mine.iter() {
-                let piece = &data[(r.start - start) as usize..(r.end - start) as usize];
-                bytes += piece.len() as u64;
-                out.push((r.start, piece.to_vec()));
+            for (a, b) in mine {
+                bytes += b - a;
+                out.push((a, data[(a - start) as usize..(b - start) as usize].to_vec()));
             }
         }
         self.chunks = out;
@@ -161,7 +178,8 @@ impl Captured {
             return;
         }
         log.missed.insert(start, end);
-        if log.missed.len() > MAX_WANTED_RANGES {
+        log.missed_bytes = log.missed_bytes.saturating_add(end - start);
+        if log.missed.len() > MAX_WANTED_RANGES || log.missed_bytes > MAX_MISSED_BYTES {
             log.overflow = true;
             log.missed = ExtentMap::new();
         }
@@ -190,6 +208,11 @@ impl ReadAt for Captured {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         if offset >= self.size {
             return Ok(0);
+        }
+        if self.lock().overflow {
+            return Err(io::Error::other(
+                "this run has read too much that was not kept to go on",
+            ));
         }
         let n = (buf.len() as u64).min(self.size - offset) as usize;
         let end = offset + n as u64;
@@ -298,5 +321,22 @@ mod tests {
             c.read_at(i * 2, &mut b).unwrap();
         }
         assert_eq!(c.finish().missed, Missed::Overflow);
+    }
+
+    #[test]
+    fn a_run_reading_too_much_that_was_not_kept_is_stopped() {
+        let c = Captured::new(u64::MAX);
+        c.begin();
+        let mut b = vec![0u8; 64 << 20];
+        for i in 0..=MAX_MISSED_BYTES / (64 << 20) {
+            assert!(c.read_at(i * (64 << 20), &mut b).is_ok());
+        }
+        assert!(
+            c.read_at(0, &mut b).is_err(),
+            "reads fail once it overflowed"
+        );
+        assert_eq!(c.finish().missed, Missed::Overflow);
+        c.begin();
+        assert!(c.read_at(0, &mut b).is_ok(), "a new run starts afresh");
     }
 }
