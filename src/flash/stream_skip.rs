@@ -218,7 +218,9 @@ pub(crate) struct StreamSkip {
 
 impl StreamSkip {
     /// For an image of (hinted) size `image_size`, `sector_hint` as `scan::scan_source` takes
-    /// it. Bytes past `image_size` are never free.
+    /// it. `image_size` is the size the flash plans with (a stream's hint raised as the scan
+    /// raises it): a table that reaches past it is unusable and nothing is skipped, and bytes
+    /// past it are never free.
     pub(crate) fn new(image_size: u64, sector_hint: Option<u32>) -> Self {
         let head = ExtentMap::single(0, HEAD.min(image_size));
         let mut s = StreamSkip {
