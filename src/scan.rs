@@ -186,18 +186,7 @@ fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Sc
     }
     let mut warnings = layout.warnings.clone();
 
-    // With no table, an empty one or one that cannot be trusted, whatever filesystem spans
-    // the image is the whole story (blkid reports both an MBR and an ext2 that starts at byte
-    // 1024 behind it). Under a usable table: an ISO9660/UDF volume from byte 0 (isohybrid),
-    // or a filesystem whose superblock lies clear of the table (ext, F2FS, btrfs).
-    let whole = if layout.table == TableKind::None
-        || layout.data_partitions().next().is_none()
-        || layout.unusable.is_some()
-    {
-        probe_logged(&*src, "whole image", &mut warnings)
-    } else {
-        hybrid_disc_fs(&*src, &mut warnings).or_else(|| beside_table_fs(&*src, &mut warnings))
-    };
+    let whole = whole_disk_fs(&*src, &layout, &mut warnings);
     if let Some(fs_end) = whole.as_ref().and_then(|f| f.size).filter(|_| hinted) {
         src.refine_size_hint(fs_end);
         image_size = image_size.max(src.size());
@@ -207,39 +196,17 @@ fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Sc
     order.sort_by_key(|&i| layout.partitions[i].start);
     let mut volumes: Vec<Option<Volume>> = vec![None; layout.partitions.len()];
     for i in order {
-        let p = &layout.partitions[i];
-        let start = p.start;
-        let len = p.size.min(image_size.saturating_sub(start));
-        let (fs, probe_error, usage) = if p.is_container() || start >= image_size {
-            (None, None, None)
-        } else {
-            let part = Slice::new(src.clone(), start, len);
-            match fs::probe_all(&part) {
-                Ok(Some(f)) => {
-                    let u = fs::usage(&part, &f);
-                    (Some(f), None, Some(u))
-                }
-                Ok(None) => (None, None, None),
-                // Offsets named in the image's terms, as the decoders' own messages are.
-                Err(e) => (None, Some(e.shifted(start).chain()), None),
-            }
-        };
-        if let Some(e) = &probe_error {
-            warnings.push(format!("partition {}: {e}", p.index));
+        let v = read_volume(&*src, &layout, i, image_size);
+        let index = layout.partitions[i].index;
+        if let Some(e) = &v.probe_error {
+            warnings.push(format!("partition {index}: {e}"));
         }
-        if let Some(f) = &fs {
+        if let Some(f) = &v.fs {
             for w in &f.warnings {
-                warnings.push(format!("partition {} ({}): {w}", p.index, f.fs_type));
+                warnings.push(format!("partition {index} ({}): {w}", f.fs_type));
             }
         }
-        volumes[i] = Some(Volume {
-            partition: i,
-            start,
-            len,
-            fs,
-            probe_error,
-            usage,
-        });
+        volumes[i] = Some(v);
     }
     let volumes: Vec<Volume> = volumes.into_iter().flatten().collect();
     if let Some(f) = &whole {
@@ -263,6 +230,63 @@ fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Sc
         whole_disk,
         warnings,
     })
+}
+
+/// The volume of partition `i` of `layout` in `src`, an image of `image_size` bytes: its
+/// filesystem probed and, when one is found, its allocation map read, both through a window
+/// on the partition. Containers and partitions that start past the end get an empty volume.
+///
+/// Apart from [`scan_source`] so that a flash of a stream can run exactly the same reads over
+/// the bytes that have gone by (`flash::stream_skip`), partition by partition.
+pub(crate) fn read_volume(src: &dyn ReadAt, layout: &Layout, i: usize, image_size: u64) -> Volume {
+    let p = &layout.partitions[i];
+    let start = p.start;
+    let len = p.size.min(image_size.saturating_sub(start));
+    let (fs, probe_error, usage) = if p.is_container() || start >= image_size {
+        (None, None, None)
+    } else {
+        let part = Slice::new(src, start, len);
+        match fs::probe_all(&part) {
+            Ok(Some(f)) => {
+                let u = fs::usage(&part, &f);
+                (Some(f), None, Some(u))
+            }
+            Ok(None) => (None, None, None),
+            // Offsets named in the image's terms, as the decoders' own messages are.
+            Err(e) => (None, Some(e.shifted(start).chain()), None),
+        }
+    };
+    Volume {
+        partition: i,
+        start,
+        len,
+        fs,
+        probe_error,
+        usage,
+    }
+}
+
+/// The filesystem that owns bytes of the whole disk, with `layout` read from the same `src`.
+///
+/// With no table, an empty one or one that cannot be trusted, whatever filesystem spans the
+/// image is the whole story (blkid reports both an MBR and an ext2 that starts at byte 1024
+/// behind it). Under a usable table: an ISO9660/UDF volume from byte 0 (isohybrid), or a
+/// filesystem whose superblock lies clear of the table (ext, F2FS, btrfs). Problems found on
+/// the way are added to `warnings`. Apart from [`scan_source`] for the same reason as
+/// [`read_volume`].
+pub(crate) fn whole_disk_fs(
+    src: &dyn ReadAt,
+    layout: &Layout,
+    warnings: &mut Vec<String>,
+) -> Option<FsInfo> {
+    if layout.table == TableKind::None
+        || layout.data_partitions().next().is_none()
+        || layout.unusable.is_some()
+    {
+        probe_logged(src, "whole image", warnings)
+    } else {
+        hybrid_disc_fs(src, warnings).or_else(|| beside_table_fs(src, warnings))
+    }
 }
 
 /// Firmware only reads FAT on an EFI System Partition; a damaged or reformatted one is a boot
