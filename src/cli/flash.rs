@@ -42,6 +42,8 @@ enum MapSource {
     Scan,
     /// Every byte (`--no-bmap`).
     Everything,
+    /// A stream without a bmap: decided block by block as it went by.
+    Stream,
 }
 
 /// A target as checked, before it is opened.
@@ -61,6 +63,8 @@ struct Summary {
     map_source: MapSource,
     image_size: u64,
     mapped_bytes: u64,
+    stream_skipped: u64,
+    stream_notes: Vec<String>,
     bytes_read: u64,
     seconds: f64,
     ok: bool,
@@ -163,6 +167,11 @@ fn attempt(
                 MapSource::Everything,
             )
         }
+        // A stream is read once: its map is learned as it goes by, not before.
+        None if !opened.random_access() => {
+            let size = opened.source.size();
+            (ExtentMap::single(0, size), size, 4096, MapSource::Stream)
+        }
         None => {
             let scan = blockwise::scan::scan(&opened)
                 .with_context(|| format!("cannot read {}", a.image.display()))?;
@@ -221,7 +230,11 @@ fn attempt(
         }
     }
     let smallest = targets.iter().map(Target::size).min().unwrap_or(0);
-    let mut plan = FlashPlan::new(image_size, smallest, &map, block);
+    let mut plan = if source == MapSource::Stream {
+        FlashPlan::streaming(image_size, smallest)
+    } else {
+        FlashPlan::new(image_size, smallest, &map, block)
+    };
     if let Some((_, b)) = bmap {
         plan = plan.with_checks(b);
     }
@@ -320,6 +333,22 @@ fn attempt(
     if let Some(o) = &sum_outcome {
         notes.push(o.to_string());
     }
+    // What the stream said as it went by: in the JSON always, in words when it was little.
+    let stream_notes = report.notes.clone();
+    if source == MapSource::Stream && report.skipped < image_size / 2 {
+        notes.extend(stream_notes.iter().cloned());
+        notes.push(format!(
+            "{} of the stream's {} was known free as it went by; for a full skip, flash with a \
+             bmap (`blockwise bmap {} -o {}.bmap` writes one beside it) or an archive \
+             (`blockwise backup {} card.img.zst`)",
+            human_bytes(report.skipped),
+            human_bytes(image_size),
+            a.image.display(),
+            a.image.display(),
+            a.image.display()
+        ));
+    }
+    let written_map = plan.mapped() - report.skipped;
     let mut summaries = Vec::new();
     for (t, r) in targets.iter().zip(&report.targets) {
         let reread = (t.kind() == flash::TargetKind::Device && r.error.is_none()).then(|| {
@@ -360,7 +389,9 @@ fn attempt(
             bmap: bmap.map(|(p, _)| p.display().to_string()),
             map_source: source,
             image_size,
-            mapped_bytes: plan.mapped(),
+            mapped_bytes: written_map,
+            stream_skipped: report.skipped,
+            stream_notes,
             bytes_read: report.bytes_read,
             seconds,
             ok,
@@ -382,7 +413,7 @@ fn attempt(
         for n in &notes {
             eprintln!("blockwise: note: {n}");
         }
-        print_summary(a, &plan, source, image_size, seconds, &summaries);
+        print_summary(a, written_map, source, image_size, seconds, &summaries);
     }
     Ok(if ok {
         exit::OK
@@ -565,7 +596,7 @@ fn explain(e: blockwise::Error, checked: &[Checked]) -> anyhow::Error {
 
 fn print_summary(
     a: &Args,
-    plan: &FlashPlan,
+    mapped: u64,
     source: MapSource,
     image_size: u64,
     seconds: f64,
@@ -578,11 +609,11 @@ fn print_summary(
             n as f64 * 100.0 / d as f64
         }
     };
-    let mapped = plan.mapped();
     let from = match source {
         MapSource::Bmap => "the bmap",
         MapSource::Scan => "the image's filesystems",
         MapSource::Everything => "--no-bmap: everything",
+        MapSource::Stream => "what the stream said as it went by",
     };
     eprintln!(
         "blockwise: flashed {} ({}; {} mapped, {:.1}%, from {from}) in {seconds:.2}s",

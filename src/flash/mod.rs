@@ -41,8 +41,6 @@ mod capacity;
 mod captured;
 mod gpt_end;
 mod plan;
-// Not called yet: the flash of a stream (`write.rs`, the CLI) wires it in.
-#[allow(dead_code)]
 mod stream_skip;
 mod sums;
 mod target;

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use super::plan::{FlashPlan, Piece, RangeCheck, HEAD};
+use super::stream_skip::StreamSkip;
 use super::target::Target;
 use crate::bmap::{hash_ranges, ChecksumType, Reach};
 use crate::checksum::hex;
@@ -200,6 +201,8 @@ pub struct Report {
     pub pieces: Vec<WrittenPiece>,
     /// Bytes of the image found free as it streamed by, and not written.
     pub skipped: u64,
+    /// What the streaming map learned (per partition: known where, or given up and why).
+    pub notes: Vec<String>,
     /// Bytes read from the image.
     pub bytes_read: u64,
 }
@@ -540,6 +543,12 @@ pub fn run_checked(
     };
     let total = plan.mapped();
     let mut done = 0u64;
+    // A stream without a bmap: which parts of each piece are free is decided as it goes by,
+    // from what went by before it.
+    let mut skip = plan
+        .streaming
+        .then(|| StreamSkip::new(plan.image_size, None));
+    let mut skipped = 0u64;
     let stats = {
         let mut refs: Vec<&mut dyn Sink<Piece, Chunk>> = sinks
             .iter_mut()
@@ -566,6 +575,15 @@ pub fn run_checked(
             },
             &mut |j, c: &Chunk| {
                 let r = j.read.clone().unwrap_or(0..0);
+                if let Some(s) = skip.as_mut() {
+                    if j.meta == Piece::Body {
+                        let free = s.known_free(r.clone());
+                        skipped += free.total();
+                        // Set once, here, before any sink sees the piece.
+                        let _ = c.free.set(free);
+                    }
+                    s.feed(r.start, &c.data);
+                }
                 checker.feed(&r, &c.data)
             },
         )?
@@ -611,7 +629,8 @@ pub fn run_checked(
     Ok(Report {
         targets: sinks.into_iter().map(|s| s.report).collect(),
         pieces: all,
-        skipped: 0,
+        skipped,
+        notes: skip.map(|s| s.notes()).unwrap_or_default(),
         bytes_read: stats.bytes_read,
     })
 }
