@@ -352,18 +352,40 @@ fn delta_writes_only_what_differs_and_discard_covers_the_rest() {
         delta: true,
         ..FlashOptions::default()
     };
+    let log = t.log.clone();
+    log.lock().unwrap().clear();
     let w = run(&MemSource(img.clone()), &plan, &mut [&mut t], &delta).unwrap();
     let r = &w.targets[0];
     assert_eq!(
-        r.written, HEAD,
-        "only the head, zeroed first, is written again: {r:?}"
+        r.written, 0,
+        "a card that holds the image is not written: {r:?}"
     );
-    assert_eq!(r.unchanged, plan.mapped() - HEAD);
-    assert_eq!(r.zeroed, HEAD, "the tail is zero already");
+    assert_eq!(r.unchanged, plan.mapped());
+    assert_eq!(
+        r.zeroed, 0,
+        "not even its head, and the tail is zero already"
+    );
+    assert!(
+        log.lock().unwrap().iter().all(|l| l == "sync"),
+        "{:?}",
+        log.lock().unwrap()
+    );
     // One block changed: one block written.
     img[(5 << 20) + 4096 * 3 + 9] ^= 0xff;
+    log.lock().unwrap().clear();
     let w = run(&MemSource(img.clone()), &plan, &mut [&mut t], &delta).unwrap();
     assert_eq!(w.targets[0].written, HEAD + 4096);
+    // The head is zeroed before the block that differs is written, and written last.
+    let l = log.lock().unwrap().clone();
+    let first_write = l.iter().position(|x| x.starts_with("write")).unwrap();
+    assert!(
+        l[..first_write].contains(&format!("zero 0 {HEAD}")),
+        "{l:?}"
+    );
+    assert_eq!(
+        l.iter().rev().find(|x| x.starts_with("write")),
+        Some(&format!("write 0 {HEAD}"))
+    );
     assert_eq!(
         t.data[(5 << 20) + 4096 * 3 + 9],
         img[(5 << 20) + 4096 * 3 + 9]

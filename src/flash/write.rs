@@ -232,6 +232,8 @@ struct TargetSink<'a> {
     plan: &'a FlashPlan,
     opts: &'a FlashOptions,
     head: Option<Vec<u8>>,
+    /// Whether its head has been zeroed (at the start; with `--delta`, before its first write).
+    head_zeroed: bool,
     /// End of the image bytes handled so far (for `--discard` of what lies between).
     cursor: u64,
     report: TargetReport,
@@ -274,6 +276,7 @@ impl TargetSink<'_> {
                     at += n as u64;
                     continue;
                 }
+                self.zero_head()?;
             }
             self.out.write_all_at(at, &zeros[..n])?;
             self.report.zeroed += n as u64;
@@ -282,10 +285,26 @@ impl TargetSink<'_> {
         Ok(())
     }
 
+    /// Zeroes the head before anything else is written. With `--delta` that is put off until
+    /// the first byte that differs: a card that already holds the image is not written at
+    /// all, and one that is written has no table while it is.
     fn start(&mut self) -> io::Result<()> {
+        if self.opts.delta {
+            return Ok(());
+        }
+        self.zero_head()
+    }
+
+    /// Zeroes the target's head and syncs, once.
+    fn zero_head(&mut self) -> io::Result<()> {
+        if self.head_zeroed {
+            return Ok(());
+        }
         let size = self.out.size();
         self.zero(0..HEAD.min(size), true)?;
-        self.out.sync()
+        self.out.sync()?;
+        self.head_zeroed = true;
+        Ok(())
     }
 
     /// Writes `data` at `at`; with `--delta`, only the blocks the target does not hold yet.
@@ -315,6 +334,7 @@ impl TargetSink<'_> {
                 }
                 j = e;
             }
+            self.zero_head()?;
             self.out.write_all_at(at + i as u64, &data[i..j])?;
             self.report.written += (j - i) as u64;
             i = j;
@@ -325,6 +345,9 @@ impl TargetSink<'_> {
     /// Discards `range` when asked to; failures to discard are not failures of the flash.
     fn discard(&mut self, range: Range<u64>) {
         if self.opts.discard && range.start < range.end {
+            if self.zero_head().is_err() {
+                return;
+            }
             if let Ok(n) = self.out.discard(range.start, range.end - range.start) {
                 self.report.discarded += n;
             }
@@ -523,6 +546,7 @@ pub fn run_checked(
             plan,
             opts,
             head: None,
+            head_zeroed: false,
             cursor: plan.head,
             report: TargetReport::default(),
             live: &live,
@@ -689,19 +713,13 @@ fn write_head(
         return;
     }
     let head = t.head.take().unwrap_or_default();
-    for (at, bytes) in plan.patches.iter().filter(|(at, _)| *at >= plan.image_size) {
-        if let Err(e) = t.out.write_all_at(*at, bytes) {
-            t.report.error = Some(io_error("writing the moved GPT backup", *at, e));
-            return;
-        }
-        t.report.written += bytes.len() as u64;
-    }
-    let wrote = t.out.write_all_at(0, &head).and_then(|()| t.out.sync());
-    if let Err(e) = wrote {
+    if !t.head_zeroed && unchanged(t, &head) {
+        // `--delta`, and the card holds the image already, head and patches included.
+        t.report.unchanged += head.len() as u64;
+    } else if let Err(e) = t.zero_head().and_then(|()| put_head(t, &head)) {
         t.report.error = Some(io_error("writing the head", 0, e));
         return;
     }
-    t.report.written += head.len() as u64;
     if t.opts.verify {
         let last: Vec<_> = head_pieces.iter().chain(extra).cloned().collect();
         let mut verified = t.report.verified;
@@ -709,6 +727,33 @@ fn write_head(
             t.report.error = Some(e);
         }
     }
+}
+
+/// True when the target holds `head` and every patch past the image already.
+fn unchanged(t: &TargetSink<'_>, head: &[u8]) -> bool {
+    let holds = |at: u64, want: &[u8]| {
+        let mut cur = vec![0u8; want.len()];
+        t.out.read_current(at, &mut cur).is_ok() && cur == want
+    };
+    holds(0, head)
+        && t.plan
+            .patches
+            .iter()
+            .filter(|(at, _)| *at >= t.plan.image_size)
+            .all(|(at, b)| holds(*at, b))
+}
+
+/// Writes the patches past the image, then the head, and syncs.
+fn put_head(t: &mut TargetSink<'_>, head: &[u8]) -> io::Result<()> {
+    let plan = t.plan;
+    for (at, bytes) in plan.patches.iter().filter(|(at, _)| *at >= plan.image_size) {
+        t.out.write_all_at(*at, bytes)?;
+        t.report.written += bytes.len() as u64;
+    }
+    t.out.write_all_at(0, head)?;
+    t.out.sync()?;
+    t.report.written += head.len() as u64;
+    Ok(())
 }
 
 fn io_error(doing: &str, offset: u64, e: io::Error) -> TargetError {
@@ -736,6 +781,8 @@ fn check(
     if bad.is_empty() {
         return Ok(());
     }
+    t.zero_head()
+        .map_err(|err| io_error("zeroing the head before a rewrite", 0, err))?;
     for &i in &bad {
         let ((s, e), _) = &pieces[i];
         let data = original(src, t.plan, *s, *e).map_err(|err| TargetError {
