@@ -427,6 +427,14 @@ fn failures_say_what_state_the_card_is_in() {
     let o = flash(&[&gz, &t]);
     not_ok(&o, "truncated gzip");
     assert!(zero(&ends(&t).0));
+    // A truncated xz stream (the sample's own .xz, cut).
+    let xz = c.path("cut.img.xz");
+    let whole = std::fs::read(repo().join("samples/card.img.xz")).unwrap();
+    std::fs::write(&xz, &whole[..whole.len() * 2 / 3]).unwrap();
+    let t = c.reused("t4.img", 128, 16);
+    let o = flash(&[&xz, &t]);
+    not_ok(&o, "truncated xz");
+    assert!(zero(&ends(&t).0));
 
     // A card that fails mid-write (its backing tmpfs fills up), alone and beside a good one.
     let Some(cr) = Cramped::new(8, 160) else {
