@@ -187,9 +187,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
             warnings,
             notes,
         };
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, &s)?;
-        writeln!(out)?;
+        super::common::print_json(&s)?;
     } else {
         let pct = |n: u64, d: u64| {
             if d == 0 {

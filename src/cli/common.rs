@@ -87,6 +87,16 @@ pub(super) fn one_pass<T>(
     }
 }
 
+/// Prints `v` as pretty JSON and a newline on stdout: every command's `--json` output.
+pub(super) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// An error and its causes on one line, each said once (`anyhow`'s `{:#}`).
 pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     blockwise::error::chain(e)

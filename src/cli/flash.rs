@@ -1,7 +1,7 @@
 //! `blockwise flash`: write an image's mapped blocks to cards or files, verified, head last,
 //! after the safety checks of `drives` refuse every disk that must not be written.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -403,9 +403,7 @@ fn attempt(
             warnings,
             notes,
         };
-        let mut out = std::io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, &s)?;
-        writeln!(out)?;
+        super::common::print_json(&s)?;
     } else {
         for w in &warnings {
             eprintln!("blockwise: warning: {w}");
