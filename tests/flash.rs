@@ -162,14 +162,22 @@ fn raw_images_and_streams_onto_files() {
         gz.display()
     ));
     let xz = repo().join("samples/card.img.xz");
-    for (i, (image, source)) in [(&c.img, "scan"), (&gz, "stream"), (&xz, "stream")]
-        .into_iter()
-        .enumerate()
-    {
+    let runs = [
+        (&c.img, "scan", ""),
+        (&gz, "scan", ""),
+        (&xz, "scan", ""),
+        (&gz, "stream", "--one-pass"),
+        (&xz, "stream", "--one-pass"),
+    ];
+    for (i, (image, source, flag)) in runs.into_iter().enumerate() {
         // A reused file of the image's size, and a new file.
         let reused = c.reused(&format!("t{i}.img"), 128, 10 + i as u64);
         let fresh = c.path(&format!("n{i}.img"));
-        let o = flash(&[image, &reused, &fresh, &"--json"]);
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![image, &reused, &fresh, &"--json"];
+        if !flag.is_empty() {
+            args.push(&flag);
+        }
+        let o = flash(&args);
         assert!(o.status.success(), "{}: {}", image.display(), stderr(&o));
         let j = json(&o);
         assert_eq!(j["map_source"], source, "{}", image.display());

@@ -164,6 +164,7 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
         force: false,
         gpt_to_end: false,
         check_capacity: false,
+        one_pass: false,
         json: false,
     })?;
     if code != super::common::exit::OK {

@@ -29,6 +29,7 @@ pub struct Args {
     pub force: bool,
     pub gpt_to_end: bool,
     pub check_capacity: bool,
+    pub one_pass: bool,
     pub json: bool,
 }
 
@@ -167,8 +168,8 @@ fn attempt(
                 MapSource::Everything,
             )
         }
-        // A stream is read once: its map is learned as it goes by, not before.
-        None if !opened.random_access() => {
+        // `--one-pass`: a stream is read once, its map learned as it goes by.
+        None if a.one_pass && !opened.random_access() => {
             let size = opened.source.size();
             (ExtentMap::single(0, size), size, 4096, MapSource::Stream)
         }

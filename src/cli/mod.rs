@@ -164,7 +164,8 @@ Examples:
 
 Which blocks are written: those of --bmap FILE; else of a bmap found beside the image
 (IMG.bmap, then IMG with extensions stripped); else those the image's own partition table
-and filesystems use (the same map `blockwise bmap` writes); --no-bmap writes everything.
+and filesystems use (the same map `blockwise bmap` writes; a stream's metadata is read first,
+or with --one-pass learned as the stream goes by); --no-bmap writes everything.
 A bmap range whose checksum does not match the image is never written.
 Order: the target's first MiB is zeroed first (and its last MiB when it is larger than the
 image), the image's blocks are written and read back from the medium (O_DIRECT), and the
@@ -217,6 +218,12 @@ mismatch, 4 if refused, 130 if interrupted (the cards are incomplete: flash them
         /// offsets, then the original bytes put back.
         #[arg(long)]
         check_capacity: bool,
+        /// For a stream without a bmap (.gz, .bz2, .lz4, single-block .xz, zip): decode it
+        /// once and decide what to skip as it goes by, instead of reading its metadata first
+        /// (which decodes its beginning twice). Skips less where a filesystem's free space is
+        /// known only late in the stream (a large ext4, after its last inode table).
+        #[arg(long)]
+        one_pass: bool,
         /// Print the summary as JSON on stdout (schema: spec/json-output.md, "flash").
         #[arg(long)]
         json: bool,
@@ -322,6 +329,7 @@ pub fn main() -> ExitCode {
             force,
             gpt_to_end,
             check_capacity,
+            one_pass,
             json,
         } => flash::run(flash::Args {
             image,
@@ -335,6 +343,7 @@ pub fn main() -> ExitCode {
             force,
             gpt_to_end,
             check_capacity,
+            one_pass,
             json,
         }),
         Command::Drives { all, json } => drives::run(all, json),
