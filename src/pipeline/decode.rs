@@ -397,6 +397,24 @@ fn in_order<M, T>(
     }
 }
 
+/// For a run without jobs over a source of hinted size: reads the stream to its end, which
+/// must be where `end` says (a plan of nothing for a gzip whose header says 0 bytes, the size
+/// of a 4 GiB image modulo 2^32, must not pass for the whole image).
+pub(super) fn check_empty(src: &dyn ReadAt, end: End) -> crate::Result<()> {
+    let mut r = InOrder {
+        src,
+        reader: None,
+        pos: 0,
+        tail: Some(Vec::new()),
+    };
+    r.reader(0).map_err(|source| Error::Read {
+        offset: 0,
+        len: 0,
+        source,
+    })?;
+    r.read_to_end(end)
+}
+
 /// A source's in-order reader, opened at the first read.
 struct InOrder<'a> {
     src: &'a dyn ReadAt,

@@ -107,8 +107,8 @@ impl<'a> Pipeline<'a> {
     /// For a source whose size is a hint: the size the jobs were planned for. The decoder
     /// reads on from the last job to the stream's end before that job goes to the sinks, and
     /// the run fails with [`Error::Replan`] unless the stream ends at `planned` and its last
-    /// sector is no container's trailer (`format::check_tail`). No effect on sources of exact
-    /// size, nor on a run without jobs.
+    /// sector is no container's trailer (`format::check_tail`); a run without jobs reads the
+    /// stream from its start to check the same. No effect on sources of exact size.
     #[allow(clippy::wrong_self_convention)] // a builder setting ("read to the end"), not a conversion
     pub(crate) fn to_end(mut self, planned: u64) -> Self {
         self.to_end = Some(End::Exact(planned));
@@ -154,6 +154,12 @@ impl<'a> Pipeline<'a> {
         // already, and each decoder transforms what it read, while it is in its cache.
         let sequential = self.src.caps().access == Access::Sequential;
         decode::check_jobs(jobs, sequential, sinks.len())?;
+        // Nothing to read, yet a hinted stream must still end where the plan says.
+        if let (true, Some(end), SizeKnown::Hint) =
+            (jobs.is_empty(), self.to_end, self.src.caps().size)
+        {
+            decode::check_empty(self.src, end)?;
+        }
         let threads = self.threads.max(1);
         let window = self.window.unwrap_or(threads * 3 + 2);
         let shared = Shared {

@@ -548,6 +548,41 @@ fn a_hinted_stream_is_read_to_its_end_and_checked_before_the_last_job() {
     }
 }
 
+/// A plan of nothing for a stream whose header says 0 bytes (a 4 GiB gzip: ISIZE is the size
+/// modulo 2^32) still finds the stream's real end, and a truly empty one passes.
+#[test]
+fn a_run_without_jobs_still_checks_a_hinted_stream_end() {
+    let none: Vec<Job<usize>> = Vec::new();
+    let src = Hinted {
+        data: bytes(100_000),
+        hint: 0,
+    };
+    let mut c = Collect::default();
+    let r = Pipeline::new(&src)
+        .to_end(0)
+        .run(&none, &identity, &mut [&mut c], &mut |_| {});
+    assert!(
+        matches!(
+            &r,
+            Err(Error::Replan {
+                size: Some(100_000),
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert!(!c.finished);
+    let empty = Hinted {
+        data: Vec::new(),
+        hint: 0,
+    };
+    let mut c = Collect::default();
+    let r = Pipeline::new(&empty)
+        .to_end(0)
+        .run(&none, &identity, &mut [&mut c], &mut |_| {});
+    assert!(r.is_ok() && c.finished, "{r:?}");
+}
+
 #[test]
 fn the_tail_keeps_the_last_bytes_across_reads_of_any_size() {
     let data = bytes(5000);
