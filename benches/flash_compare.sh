@@ -70,8 +70,10 @@ zst=$WORK/card.img.zst; xzf=$WORK/card.img.xz; gzf=$WORK/card.img.gz
 if ! fresh "$zst" || ! fresh "$zst.bmap"; then
   s=$(date +%s.%N); rm -f "$zst" "$zst.bmap"; "$bw" backup "$card" "$zst" 2>"$WORK/logs/backup.err"; made "$zst" "$s"
 fi
-# A single-block .xz, so it is one stream nobody can seek in; -1 because a single-threaded
-# xz of 4 GiB of mostly random data takes minutes at -1 and about an hour at the default -6.
+# A single-block .xz (-T1), so it is one stream nobody can seek in; -1 to keep making it as
+# cheap as xz gets: single-threaded xz is slow on random data at any level (on the 2-core test
+# machine, shared with other work, -1 took 71 min for the 4 GiB card; 64 MiB of random data
+# took 52 s of CPU at -1, 31 s at -0), which is why it is made once and cached in WORK.
 if ! fresh "$xzf"; then
   s=$(date +%s.%N); xz -T1 -1 -c "$card" > "$xzf.part"; mv "$xzf.part" "$xzf"; made "$xzf" "$s"
 fi
@@ -291,6 +293,9 @@ if [ "${secs[$ci]}" != FAILED ] && [ "${secs[$pi]}" != FAILED ]; then
   s=$(echo "${secs[$ci]} + ${secs[$pi]}" | bc -l)
   printf '| bmaptool create + copy (sum of the two rows) | %s | %s | | | | | |\n' "$(f "$s")" "$(ratio "$s")"
 fi
+echo
+echo "MB written to the card: the throttle group's own count of bytes written to the loop device (1 MB = 10^6 B). bmaptool writes through"
+echo "the page cache and fsyncs every few MiB; pages the kernel's flusher writes back in between are neither counted nor throttled."
 echo
 echo "Unthrottled, the same loop device over tmpfs, writer outside the throttle group, warm cache ($u_how, $runs runs each, median):"
 echo
