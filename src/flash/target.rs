@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::io::{ReadAt, WriteAt};
+use crate::io::{DirectBlockDevice, ReadAt, WriteAt};
 
 /// Size of the aligned buffer a device is written through: large enough that the card sees
 /// long sequential writes.
@@ -67,6 +67,9 @@ pub struct Target {
     size: u64,
     sector: u64,
     bounce: Option<Aligned>,
+    /// A device's reads: its descriptor duplicated, read through the crate's `O_DIRECT`
+    /// reader.
+    direct: Option<DirectBlockDevice>,
     created: bool,
 }
 
@@ -128,6 +131,7 @@ impl Target {
         let size = crate::io::sys::blk_size64(file.as_fd())?;
         let sector = u64::from(crate::io::sys::blk_sector_size(file.as_fd())?);
         let rdev = file.metadata()?.rdev();
+        let direct = DirectBlockDevice::from_file(file.try_clone()?)?;
         if let Some(p) = pin {
             let now = Identity { rdev, size };
             if &now != p {
@@ -151,6 +155,7 @@ impl Target {
             size,
             sector,
             bounce: Some(Aligned::new(BOUNCE)),
+            direct: Some(direct),
             created: false,
         })
     }
@@ -173,6 +178,7 @@ impl Target {
             size: len.max(image_size),
             sector: 512,
             bounce: None,
+            direct: None,
             created: create,
         })
     }
@@ -365,20 +371,13 @@ impl ReadAt for TargetReader<'_> {
         if offset >= t.size || buf.is_empty() {
             return Ok(0);
         }
-        let want = (buf.len() as u64).min(t.size - offset);
-        if t.kind == TargetKind::File {
-            return t.file.read_at(&mut buf[..want as usize], offset);
+        match &t.direct {
+            Some(d) => d.read_at(offset, buf),
+            None => {
+                let want = (buf.len() as u64).min(t.size - offset) as usize;
+                t.file.read_at(&mut buf[..want], offset)
+            }
         }
-        let ss = t.sector;
-        let start = offset / ss * ss;
-        let end = (offset + want).div_ceil(ss).saturating_mul(ss).min(t.size);
-        let n = usize::try_from(end - start)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "read too large"))?;
-        let mut a = Aligned::new(n);
-        read_full(&t.file, start, a.bytes())?;
-        let skip = (offset - start) as usize;
-        buf[..want as usize].copy_from_slice(&a.bytes()[skip..skip + want as usize]);
-        Ok(want as usize)
     }
 }
 

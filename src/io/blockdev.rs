@@ -64,6 +64,12 @@ impl DirectBlockDevice {
             .read(true)
             .custom_flags(libc::O_DIRECT)
             .open(path)?;
+        Self::from_file(file)
+    }
+
+    /// Wraps a block device already open with `O_DIRECT` (a flash target's descriptor,
+    /// duplicated: reads of the card it is writing reach the medium).
+    pub(crate) fn from_file(file: File) -> io::Result<Self> {
         let size = crate::io::sys::blk_size64(file.as_fd())?;
         let sector_size = crate::io::sys::blk_sector_size(file.as_fd())?;
         Ok(DirectBlockDevice {
