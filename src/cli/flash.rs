@@ -100,7 +100,20 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let bmap = choose_bmap(&a)?;
     let mut confirmed = false;
     super::common::one_pass(&a.image, |opts| {
-        attempt(&a, bmap.as_ref(), opts, &mut confirmed, cancel)
+        // A second attempt (the stream was not what its headers said) follows one that
+        // zeroed the targets' heads and wrote to them: a failure now must say so.
+        let again = confirmed;
+        attempt(&a, bmap.as_ref(), opts, &mut confirmed, cancel).map_err(|e| {
+            let explained = e.chain().any(|c| c.downcast_ref::<Explained>().is_some());
+            if again && !explained {
+                e.context(
+                    "the targets were partly written by the first attempt and their first MiB \
+                     is zeroed (no partition table); flash them again",
+                )
+            } else {
+                e
+            }
+        })
     })
 }
 
@@ -577,8 +590,8 @@ fn explain(e: blockwise::Error, checked: &[Checked]) -> anyhow::Error {
         .collect::<Vec<_>>()
         .join(", ");
     let state = format!(
-        "{names} hold part of the image and their first MiB is zeroed (no partition table): \
-         flash them again"
+        "the targets ({names}) hold part of the image and their first MiB is zeroed (no \
+         partition table): flash them again"
     );
     let code = exit::of(&e);
     let message = match &e {
