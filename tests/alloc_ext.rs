@@ -476,6 +476,80 @@ fn reads_little_on_a_big_sparse_fs() {
     assert!(u.used.total() as f64 <= (used_blocks * bs) as f64 * 1.01);
 }
 
+/// What a forward-only decoder (a `.gz` image being scanned) pays for a sequence of reads:
+/// the bytes it decodes, from the start again for every read behind its position.
+struct Forward<S> {
+    inner: S,
+    /// (decoder position, bytes decoded, furthest byte read)
+    state: Mutex<(u64, u64, u64)>,
+}
+
+impl<S: blockwise::io::ReadAt> blockwise::io::ReadAt for Forward<S> {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read_at(offset, buf)?;
+        let end = offset + n as u64;
+        let mut st = self.state.lock().unwrap();
+        let from = if offset >= st.0 { st.0 } else { 0 };
+        if end > st.0 || offset < st.0 {
+            st.1 += end.saturating_sub(from);
+            st.0 = end;
+        }
+        st.2 = st.2.max(end);
+        Ok(n)
+    }
+}
+
+/// With flex_bg, each flex group's bitmaps and inode tables lie together at its start: the
+/// map reads them in one pass front to back, so a stream is decoded once (not once for the
+/// block bitmaps of every flex group, again for the inode bitmaps, again for the tables).
+#[test]
+fn metadata_is_read_in_one_forward_pass() {
+    if !have_tools(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content");
+    std::fs::create_dir_all(content.join("d")).unwrap();
+    for i in 0..40 {
+        std::fs::write(
+            content.join(format!("d/f{i}")),
+            vec![i as u8 + 1; 30_000 * i],
+        )
+        .unwrap();
+    }
+    let img = dir.path().join("flex.img");
+    sh(&format!("truncate -s 4G '{}'", img.display()));
+    // 32 groups of 128 MiB, 4 flex groups of 8: bitmaps and tables at 0, 1, 2 and 3 GiB.
+    sh(&format!(
+        "mkfs.ext4 -F -q -G 8 -d '{}' '{}'",
+        content.display(),
+        img.display()
+    ));
+    let src = Forward {
+        inner: FileSource::open(&img).unwrap(),
+        state: Mutex::new((0, 0, 0)),
+    };
+    let info = probe_all(&src).unwrap().unwrap();
+    *src.state.lock().unwrap() = (0, 0, 0);
+    let u = usage(&src, &info);
+    assert!(u.from_fs, "{:?}", u.warnings);
+    let (_, decoded, furthest) = *src.state.lock().unwrap();
+    eprintln!(
+        "4 GiB ext4, 4 flex groups: a stream would decode {decoded} bytes to read up to {furthest}"
+    );
+    assert!(
+        furthest > 3 << 30,
+        "the last flex group's metadata was not read: {furthest}"
+    );
+    assert!(
+        decoded < furthest + (furthest >> 4),
+        "decoded {decoded} bytes for metadata ending at {furthest}: more than one pass"
+    );
+}
+
 #[test]
 fn restore_ext4_meta_bg_1k_many_uninit_groups() {
     restore_proof(

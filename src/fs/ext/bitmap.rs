@@ -1,5 +1,8 @@
 //! Batched block reads and the run-length walk over ext bitmaps.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use crate::io::{ReadAt, ReadAtExt};
 
 /// Largest single read when batching adjacent bitmap or descriptor blocks.
@@ -14,42 +17,60 @@ pub(super) fn read_batched(
     items: &mut [(u64, u64)],
     mut f: impl FnMut(u64, Option<&[u8]>),
 ) {
-    items.sort_unstable();
+    read_in_order(dev, bs, items.iter().copied(), |key, data, _| f(key, data));
+}
+
+/// Like [`read_batched`], for reads that lead to more reads: `f` may push further
+/// `(block, key)` items, which join the ones still waiting. Blocks are read in ascending
+/// order as long as what is pushed lies ahead of what was read (an inode table after its
+/// inode bitmap), so one pass reads a filesystem's metadata front to back: a stream is
+/// decoded once instead of once per kind of metadata (bitmaps of every group, then tables).
+pub(super) fn read_in_order<K: Ord + Copy>(
+    dev: &dyn ReadAt,
+    bs: u64,
+    items: impl IntoIterator<Item = (u64, K)>,
+    mut f: impl FnMut(K, Option<&[u8]>, &mut Vec<(u64, K)>),
+) {
+    let mut waiting: BinaryHeap<Reverse<(u64, K)>> = items.into_iter().map(Reverse).collect();
     let max_run = (MAX_BATCH / bs).max(1);
-    let mut i = 0;
-    while i < items.len() {
-        let start = items[i].0;
-        let mut j = i + 1;
-        while j < items.len() {
-            let b = items[j].0;
+    let mut run: Vec<(u64, K)> = Vec::new();
+    let mut pushed: Vec<(u64, K)> = Vec::new();
+    while let Some(Reverse(first)) = waiting.pop() {
+        let start = first.0;
+        run.clear();
+        run.push(first);
+        while let Some(&Reverse((b, _))) = waiting.peek() {
+            let last = run[run.len() - 1].0;
             // Adjacent or repeated blocks join the run.
-            if b > items[j - 1].0 + 1 || b - start >= max_run {
+            if b > last + 1 || b - start >= max_run {
                 break;
             }
-            j += 1;
+            if let Some(Reverse(item)) = waiting.pop() {
+                run.push(item);
+            }
         }
-        let nblocks = items[j - 1].0 - start + 1;
+        let nblocks = run[run.len() - 1].0 - start + 1;
         let data = start
             .checked_mul(bs)
             .and_then(|off| dev.read_struct(off, (nblocks * bs) as usize).ok());
-        for &(b, key) in &items[i..j] {
+        for &(b, key) in &run {
             let piece = data.as_ref().map(|d| {
                 let o = ((b - start) * bs) as usize;
                 &d[o..o + bs as usize]
             });
             match piece {
-                Some(p) => f(key, Some(p)),
+                Some(p) => f(key, Some(p), &mut pushed),
                 None => {
                     // The run failed (e.g. it reaches past a truncated volume): retry this
                     // block alone so one bad block does not condemn its neighbours.
                     let one = b
                         .checked_mul(bs)
                         .and_then(|off| dev.read_struct(off, bs as usize).ok());
-                    f(key, one.as_deref());
+                    f(key, one.as_deref(), &mut pushed);
                 }
             }
         }
-        i = j;
+        waiting.extend(pushed.drain(..).map(Reverse));
     }
 }
 

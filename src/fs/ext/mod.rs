@@ -19,7 +19,7 @@ mod tree;
 mod warn;
 mod xcheck;
 
-use bitmap::{bitmap_runs, read_batched};
+use bitmap::bitmap_runs;
 use geometry::parse_geometry;
 use group::read_descriptors;
 use superblock::*;
@@ -285,7 +285,10 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
 
     let nbits = geo.cpg;
     let bm_bytes = nbits.div_ceil(8) as usize;
-    read_batched(dev, geo.bs, &mut to_read, |g, data| {
+    let mut on_block_bitmap = |g: u64,
+                               data: Option<&[u8]>,
+                               keep: &mut Vec<(u64, u64)>,
+                               warn: &mut Warn| {
         let whole = (geo.group_first(g), geo.group_end(g));
         let Some(data) = data else {
             warn.push(format!(
@@ -313,7 +316,19 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
                 keep.push((s, e));
             }
         });
-    });
+    };
+    // The block bitmaps are read in the same pass as the inode bitmaps and tables.
+    let walked = xcheck::walk(
+        dev,
+        &sb,
+        &geo,
+        &descs,
+        head,
+        to_read,
+        &mut on_block_bitmap,
+        &mut keep,
+        &mut warn,
+    );
 
     let bs = geo.bs;
     // Blocks (not bytes) from here on; every pushed block is ≤ blocks.
@@ -325,7 +340,6 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     )
     .align_out(geo.ratio)
     .clip(geo.blocks);
-    let walked = xcheck::walk(dev, &sb, &geo, &descs, head, &kept, &mut warn);
     // bigalloc allocates whole clusters: a referenced block keeps its cluster.
     let refs = ExtentMap::from_ranges(walked.refs.iter().map(|&(s, e)| {
         (

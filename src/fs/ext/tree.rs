@@ -40,9 +40,10 @@ pub(super) struct Walker<'a> {
     first: u64,
     /// Blocks in the filesystem: references at or past it are invalid.
     end: u64,
-    /// Blocks already known to be kept (the bitmaps' verdict): references inside them need
-    /// no record, which keeps memory small however large the filesystem.
-    known: &'a ExtentMap,
+    /// Blocks already known to be kept (the bitmaps' verdict, as far as it is known yet):
+    /// references inside them need no record, which keeps memory small however large the
+    /// filesystem.
+    known: ExtentMap,
     /// The run being extended by adjacent additions.
     run: Option<(u64, u64)>,
     /// Referenced runs not wholly inside `known`, unsorted.
@@ -70,7 +71,7 @@ impl<'a> Walker<'a> {
         first: u64,
         end: u64,
         cap: u64,
-        known: &'a ExtentMap,
+        known: ExtentMap,
     ) -> Self {
         Walker {
             dev,
@@ -149,6 +150,20 @@ impl<'a> Walker<'a> {
                 self.pending.clear();
             }
         }
+    }
+
+    /// Runs recorded so far.
+    pub(super) fn recorded(&self) -> usize {
+        self.refs.len()
+    }
+
+    /// Takes `known`, a larger map of kept blocks than the one given so far (more bitmaps
+    /// have been read), and drops the recorded runs now wholly inside it.
+    pub(super) fn learn(&mut self, known: ExtentMap) {
+        self.flush();
+        self.known = known;
+        let k = &self.known;
+        self.refs.retain(|&(s, e)| k.covered(s, e) < e - s);
     }
 
     /// The referenced block runs not wholly inside `known`, unsorted, possibly overlapping.
@@ -273,8 +288,6 @@ mod tests {
     use super::*;
     use crate::io::MemSource;
 
-    static NOTHING: std::sync::LazyLock<ExtentMap> = std::sync::LazyLock::new(ExtentMap::new);
-
     const BS: usize = 1024;
 
     fn put32(b: &mut [u8], o: usize, v: u32) {
@@ -320,7 +333,7 @@ mod tests {
         put32(&mut ib, 52, 20);
         put32(&mut ib, 56, 30);
         let src = MemSource(img);
-        let mut w = Walker::new(&src, BS as u64, 1, 64, 100, &NOTHING);
+        let mut w = Walker::new(&src, BS as u64, 1, 64, 100, ExtentMap::new());
         w.inode(12, &inode(&ib, 0));
         w.run();
         assert_eq!(w.invalid, 1);
@@ -343,7 +356,7 @@ mod tests {
         header(&mut ib, 1, 4, 1);
         put32(&mut ib, 12 + 4, 8);
         let src = MemSource(img);
-        let mut w = Walker::new(&src, BS as u64, 1, 64, 100, &NOTHING);
+        let mut w = Walker::new(&src, BS as u64, 1, 64, 100, ExtentMap::new());
         w.inode(12, &inode(&ib, 0x8_0000));
         w.run();
         assert_eq!(
@@ -364,7 +377,7 @@ mod tests {
         header(&mut ib, 1, 4, 2);
         put32(&mut ib, 12 + 4, 3);
         let src = MemSource(img);
-        let mut w = Walker::new(&src, BS as u64, 1, 16, 100, &NOTHING);
+        let mut w = Walker::new(&src, BS as u64, 1, 16, 100, ExtentMap::new());
         w.inode(12, &inode(&ib, 0x8_0000));
         let mut ib2 = [0u8; 60];
         put32(&mut ib2, 52, 5); // DIND at 5, whose entry 5 is then read as an IND
@@ -382,7 +395,7 @@ mod tests {
         }
         let src = MemSource(vec![0u8; 64 * BS]);
         let known = ExtentMap::from_ranges([(0, 10)]);
-        let mut w = Walker::new(&src, BS as u64, 1, 64, 100, &known);
+        let mut w = Walker::new(&src, BS as u64, 1, 64, 100, known);
         w.inode(12, &inode(&ib, 0));
         assert_eq!(w.into_refs(), vec![(20, 22)]);
     }
@@ -396,7 +409,7 @@ mod tests {
         let mut ib = [0u8; 60];
         put32(&mut ib, 52, 10); // DIND at 10 lists 30 IND blocks
         let src = MemSource(img);
-        let mut w = Walker::new(&src, BS as u64, 1, 64, 5, &NOTHING);
+        let mut w = Walker::new(&src, BS as u64, 1, 64, 5, ExtentMap::new());
         w.inode(12, &inode(&ib, 0));
         w.run();
         assert!(w.capped);

@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 
-use super::bitmap::read_batched;
+use super::bitmap::read_in_order;
 use super::geometry::Geo;
 use super::group::Desc;
 use super::inode::Inode;
@@ -70,16 +70,46 @@ struct Plan {
     read_to: u64,
 }
 
-/// Walks every in-use inode and returns the blocks they reference outside `known` (the
-/// blocks the bitmaps already keep). `head` is the first block a bitmap or inode table may
-/// occupy (past the primary superblock and descriptors).
+/// What one read of the metadata pass is for.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Meta {
+    /// Group `g`'s block bitmap.
+    BlockBitmap(u64),
+    /// Group `g`'s inode bitmap.
+    InodeBitmap(u64),
+    /// A block of an inode table: group × table blocks + index within the table.
+    Table(u64),
+}
+
+/// Takes group `g`'s block bitmap (`None`: unreadable) into the kept blocks, with warnings.
+pub(super) type OnBlockBitmap<'a> =
+    dyn FnMut(u64, Option<&[u8]>, &mut Vec<(u64, u64)>, &mut Warn) + 'a;
+
+/// Recorded runs at which the walker is told the bitmaps read so far (and drops the runs
+/// inside them).
+const LEARN_AT: usize = 1 << 16;
+
+/// Reads the block bitmaps `block_bitmaps` (as `(block, group)`), handing each to
+/// `on_block_bitmap` (which adds to `keep`, the blocks the bitmaps and the static metadata
+/// keep), walks every in-use inode, and returns the blocks they reference outside `keep`.
+/// `head` is the first block a bitmap or inode table may occupy (past the primary
+/// superblock and descriptors).
+///
+/// Block bitmaps, inode bitmaps and inode tables are read in one pass in block order, an
+/// inode table as soon as its group's inode bitmap has said how much of it to read: with
+/// flex_bg each flex group's bitmaps and tables lie together, and a stream (a `.gz` being
+/// scanned) is decoded once rather than once for the block bitmaps of every flex group,
+/// again for their inode bitmaps and again for their tables.
+#[allow(clippy::too_many_arguments)] // the filesystem's parts, each used once
 pub(super) fn walk(
     dev: &dyn crate::io::ReadAt,
     sb: &[u8],
     geo: &Geo,
     descs: &[Desc],
     head: u64,
-    known: &crate::extent::ExtentMap,
+    block_bitmaps: Vec<(u64, u64)>,
+    on_block_bitmap: &mut OnBlockBitmap<'_>,
+    keep: &mut Vec<(u64, u64)>,
     warn: &mut Warn,
 ) -> Walked {
     let ipg = geo.ipg;
@@ -93,46 +123,35 @@ pub(super) fn walk(
                 .is_some_and(|e| e <= geo.blocks)
     };
     let mut meta_bytes = 0u64;
+    // Blocks as the bitmaps give them; clusters to blocks, clipped, as the caller does.
+    let known_of = |keep: &[(u64, u64)]| {
+        crate::extent::ExtentMap::from_ranges(
+            keep.iter()
+                .map(|&(s, e)| (s.min(geo.blocks), e.min(geo.blocks))),
+        )
+        .align_out(geo.ratio)
+        .clip(geo.blocks)
+    };
 
     // Inode bitmaps of the groups whose lazy hints do not settle the question alone.
     let skip_uninit = |d: &Desc| {
         lazy && d.ok && d.flags & BG_INODE_UNINIT != 0 && u64::from(d.free_inodes) == ipg
     };
-    let mut to_read: Vec<(u64, u64)> = (0u64..)
+    let inode_bitmaps: Vec<(u64, Meta)> = (0u64..)
         .zip(descs)
         .filter(|(_, d)| table_ok(d) && !skip_uninit(d))
         .filter(|(_, d)| d.inode_bitmap >= head && d.inode_bitmap < geo.blocks)
-        .map(|(g, d)| (d.inode_bitmap, g))
+        .map(|(g, d)| (d.inode_bitmap, Meta::InodeBitmap(g)))
         .collect();
+    meta_bytes += inode_bitmaps.len() as u64 * geo.bs;
     let bm_bytes = ipg.div_ceil(8) as usize;
-    // Highest set bit + 1 per group, or None where the bitmap was not read or is not valid.
-    let mut bitmap_mark: Vec<Option<u64>> = vec![None; descs.len()];
+    // The valid inode bitmap of each group that has one read.
     let mut bitmaps: Vec<Option<Vec<u8>>> = vec![None; descs.len()];
-    meta_bytes += to_read.len() as u64 * geo.bs;
-    read_batched(dev, geo.bs, &mut to_read, |g, data| {
-        let Some(data) = data else { return };
-        let bm = &data[..bm_bytes.min(data.len())];
-        if geo
-            .check_bitmap(descs[g as usize].inode_bitmap_csum, bm)
-            .is_err()
-        {
-            return;
-        }
-        let last = bm
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(0, |i| i as u64 * 8 + 8 - u64::from(bm[i].leading_zeros()));
-        bitmap_mark[g as usize] = Some(last.min(ipg));
-        bitmaps[g as usize] = Some(bm.to_vec());
-    });
 
-    let mut plans = vec![Plan::default(); descs.len()];
-    let mut lost_groups = Vec::new();
-    for (g, d) in (0u64..).zip(descs) {
-        if !table_ok(d) {
-            lost_groups.push(g);
-            continue;
-        }
+    // Group g's plan, given the highest set bit + 1 of its inode bitmap, or None where the
+    // bitmap is not read or not valid.
+    let plan_for = |g: u64, bitmap_mark: Option<u64>| -> Plan {
+        let d = &descs[g as usize];
         let trusted = lazy && d.ok;
         let mark = if skip_uninit(d) {
             0
@@ -147,7 +166,7 @@ pub(super) fn walk(
             };
             let in_use = ipg.saturating_sub(u64::from(d.free_inodes));
             let counted = if trusted && in_use > hint { ipg } else { hint };
-            match bitmap_mark[g as usize] {
+            match bitmap_mark {
                 Some(b) => counted.max(b),
                 // Without a bitmap to bound it, only a trusted hint does.
                 None if trusted => counted,
@@ -161,12 +180,98 @@ pub(super) fn walk(
         } else {
             mark
         };
-        plans[g as usize] = Plan {
+        Plan {
             mark,
             from: 0,
             read_to,
-        };
+        }
+    };
+    // Inode slots of group g from index `from` to `to`, as table block reads.
+    let items_for = |g: u64, from: u64, to: u64, out: &mut Vec<(u64, Meta)>| {
+        let d = &descs[g as usize];
+        for k in from / ipb..to.div_ceil(ipb) {
+            out.push((d.inode_table + k, Meta::Table(g * geo.itable_blocks + k)));
+        }
+    };
+
+    let mut plans = vec![Plan::default(); descs.len()];
+    let mut lost_groups = Vec::new();
+    let mut reads: Vec<(u64, Meta)> = block_bitmaps
+        .into_iter()
+        .map(|(b, g)| (b, Meta::BlockBitmap(g)))
+        .collect();
+    let waits_for_bitmap: HashSet<u64> = inode_bitmaps
+        .iter()
+        .filter_map(|&(_, m)| match m {
+            Meta::InodeBitmap(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    reads.extend(inode_bitmaps);
+    for (g, d) in (0u64..).zip(descs) {
+        if !table_ok(d) {
+            lost_groups.push(g);
+        } else if !waits_for_bitmap.contains(&g) {
+            plans[g as usize] = plan_for(g, None);
+            let p = plans[g as usize];
+            items_for(g, p.from, p.read_to, &mut reads);
+        }
     }
+
+    let cap = 4096 + geo.blocks / 32;
+    let mut w = Walker::new(dev, geo.bs, geo.first_data, geo.blocks, cap, known_of(keep));
+    let mut inodes = 0u64;
+    let mut rescan: Vec<u64> = Vec::new();
+    let mut learn_at = LEARN_AT;
+    read_in_order(dev, geo.bs, reads, |m, data, more| match m {
+        Meta::BlockBitmap(g) => on_block_bitmap(g, data, keep, warn),
+        Meta::InodeBitmap(g) => {
+            let mark = data.and_then(|data| {
+                let bm = &data[..bm_bytes.min(data.len())];
+                geo.check_bitmap(descs[g as usize].inode_bitmap_csum, bm)
+                    .ok()?;
+                bitmaps[g as usize] = Some(bm.to_vec());
+                let last = bm
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(0, |i| i as u64 * 8 + 8 - u64::from(bm[i].leading_zeros()));
+                Some(last.min(ipg))
+            });
+            plans[g as usize] = plan_for(g, mark);
+            let p = plans[g as usize];
+            let before = more.len();
+            items_for(g, p.from, p.read_to, more);
+            meta_bytes += (more.len() - before) as u64 * geo.bs;
+        }
+        Meta::Table(key) => {
+            table_block(
+                geo,
+                key,
+                data,
+                &plans,
+                &bitmaps,
+                &mut w,
+                &mut inodes,
+                &mut rescan,
+            );
+            if w.recorded() >= learn_at {
+                // Inodes read before the bitmaps of the blocks they name: tell the walker
+                // what the bitmaps keep so far, so its record stays small.
+                w.learn(known_of(keep));
+                learn_at = (w.recorded() * 2).max(LEARN_AT);
+            }
+        }
+    });
+    // Table blocks of groups planned up front were counted here, the others as planned.
+    meta_bytes += (0u64..)
+        .zip(descs)
+        .filter(|(g, d)| table_ok(d) && !waits_for_bitmap.contains(g))
+        .map(|(g, _)| {
+            let p = plans[g as usize];
+            p.read_to.div_ceil(ipb) - p.from / ipb
+        })
+        .sum::<u64>()
+        * geo.bs;
     if !lost_groups.is_empty() {
         warn.push(format!(
             "ext: the inode tables of {} lie outside the filesystem; their inodes cannot be read by anyone and were not cross-checked",
@@ -174,78 +279,6 @@ pub(super) fn walk(
         ));
     }
 
-    let cap = 4096 + geo.blocks / 32;
-    let mut w = Walker::new(dev, geo.bs, geo.first_data, geo.blocks, cap, known);
-    let mut inodes = 0u64;
-    // Inode slots of group g from index `from` to `to`, as (itable block, key) items; the
-    // key packs the group and the block's index within the table.
-    let items_for = |g: u64, from: u64, to: u64, out: &mut Vec<(u64, u64)>| {
-        let d = &descs[g as usize];
-        for k in from / ipb..to.div_ceil(ipb) {
-            out.push((d.inode_table + k, g * geo.itable_blocks + k));
-        }
-    };
-    let mut items = Vec::new();
-    for (g, p) in (0u64..).zip(&plans) {
-        items_for(g, p.from, p.read_to, &mut items);
-    }
-    // Reads `items`, walking every in-use inode within its group's plan; groups with an
-    // in-use inode past their mark are collected in `found_past`.
-    let visit = |items: &mut Vec<(u64, u64)>,
-                 plans: &[Plan],
-                 w: &mut Walker,
-                 inodes: &mut u64,
-                 meta_bytes: &mut u64,
-                 found_past: &mut Vec<u64>| {
-        *meta_bytes += items.len() as u64 * geo.bs;
-        read_batched(dev, geo.bs, items, |key, data| {
-            let Some(data) = data else { return };
-            let (g, k) = (key / geo.itable_blocks, key % geo.itable_blocks);
-            let Plan {
-                mark,
-                from,
-                read_to,
-            } = plans[g as usize];
-            for (j, raw) in data.chunks_exact(isz as usize).enumerate() {
-                let idx = k * ipb + j as u64;
-                if idx >= read_to {
-                    break;
-                }
-                if idx < from {
-                    continue;
-                }
-                let ino = g * ipg + idx + 1;
-                if ino > geo.inodes {
-                    break;
-                }
-                let Some(inode) = Inode::parse(raw, geo.is64) else {
-                    continue;
-                };
-                let bit = bitmaps[g as usize].as_ref().is_some_and(|b| {
-                    b.get((idx / 8) as usize)
-                        .is_some_and(|x| x >> (idx % 8) & 1 == 1)
-                });
-                let in_use = ino < geo.first_ino || inode.links != 0 || bit;
-                if !in_use {
-                    continue;
-                }
-                if idx >= mark && !inode.is_blank() && found_past.last() != Some(&g) {
-                    found_past.push(g);
-                }
-                *inodes += 1;
-                w.inode(ino, &inode);
-            }
-        });
-    };
-    let mut rescan: Vec<u64> = Vec::new();
-    visit(
-        &mut items,
-        &plans,
-        &mut w,
-        &mut inodes,
-        &mut meta_bytes,
-        &mut rescan,
-    );
     rescan.sort_unstable();
     rescan.dedup();
     if !rescan.is_empty() {
@@ -264,14 +297,22 @@ pub(super) fn walk(
             };
             items_for(g, p.from, p.read_to, &mut items);
         }
-        visit(
-            &mut items,
-            &plans,
-            &mut w,
-            &mut inodes,
-            &mut meta_bytes,
-            &mut Vec::new(),
-        );
+        meta_bytes += items.len() as u64 * geo.bs;
+        let mut none_past = Vec::new();
+        read_in_order(dev, geo.bs, items, |m, data, _| {
+            if let Meta::Table(key) = m {
+                table_block(
+                    geo,
+                    key,
+                    data,
+                    &plans,
+                    &bitmaps,
+                    &mut w,
+                    &mut inodes,
+                    &mut none_past,
+                );
+            }
+        });
     }
 
     // Inodes the superblock names, and the orphan chain, wherever they live.
@@ -333,6 +374,59 @@ pub(super) fn walk(
         tree_blocks,
         meta_bytes,
         incomplete,
+    }
+}
+
+/// Walks the in-use inodes of one inode table block (`key`: group × table blocks + index
+/// within the table) within its group's plan; a group with an in-use inode past its mark is
+/// pushed to `found_past`.
+#[allow(clippy::too_many_arguments)] // the walk's state, each used once
+fn table_block(
+    geo: &Geo,
+    key: u64,
+    data: Option<&[u8]>,
+    plans: &[Plan],
+    bitmaps: &[Option<Vec<u8>>],
+    w: &mut Walker,
+    inodes: &mut u64,
+    found_past: &mut Vec<u64>,
+) {
+    let Some(data) = data else { return };
+    let (ipg, ipb) = (geo.ipg, geo.bs / geo.inode_size);
+    let (g, k) = (key / geo.itable_blocks, key % geo.itable_blocks);
+    let Plan {
+        mark,
+        from,
+        read_to,
+    } = plans[g as usize];
+    for (j, raw) in data.chunks_exact(geo.inode_size as usize).enumerate() {
+        let idx = k * ipb + j as u64;
+        if idx >= read_to {
+            break;
+        }
+        if idx < from {
+            continue;
+        }
+        let ino = g * ipg + idx + 1;
+        if ino > geo.inodes {
+            break;
+        }
+        let Some(inode) = Inode::parse(raw, geo.is64) else {
+            continue;
+        };
+        let bit = bitmaps[g as usize].as_ref().is_some_and(|b| {
+            b.get((idx / 8) as usize)
+                .is_some_and(|x| x >> (idx % 8) & 1 == 1)
+        });
+        let in_use = ino < geo.first_ino || inode.links != 0 || bit;
+        if !in_use {
+            continue;
+        }
+        if idx >= mark && !inode.is_blank() && found_past.last() != Some(&g) {
+            found_past.push(g);
+        }
+        *inodes += 1;
+        w.inode(ino, &inode);
     }
 }
 
