@@ -580,7 +580,9 @@ pub fn run_checked(
             .collect();
         let mut record = Recorder(&pieces);
         refs.push(&mut record);
-        let mut pipeline = Pipeline::new(src).to_end(plan.image_size);
+        let mut pipeline = Pipeline::new(src)
+            .to_end(plan.image_size)
+            .read_ahead(read_ahead_budget());
         if let Some(c) = cancel {
             pipeline = pipeline.cancel(c);
         }
@@ -905,4 +907,20 @@ pub fn read_back(target: &dyn ReadAt, report: &Report) -> crate::Result<Option<u
         .zip(got)
         .find(|((_, want), got)| want != got)
         .map(|(((start, _), _), _)| *start))
+}
+
+/// How many bytes of the image the decoder may hold ahead of the targets: enough that a
+/// stream's long free stretches (decoded, not written) are crossed while the cards still
+/// write what was read before them, so a flash takes the writing time rather than writing
+/// plus decoding. 256 MiB is seconds of a fast card; never more than an eighth of the
+/// memory available.
+fn read_ahead_budget() -> u64 {
+    const MOST: u64 = 256 << 20;
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemAvailable:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    available.map_or(32 << 20, |kib| kib.saturating_mul(1024 / 8).min(MOST))
 }

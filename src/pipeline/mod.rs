@@ -64,6 +64,7 @@ pub(crate) struct Pipeline<'a> {
     window: Option<usize>,
     cancel: Option<&'a AtomicBool>,
     to_end: Option<End>,
+    read_ahead: Option<u64>,
 }
 
 /// How often the orderer looks at the cancel flag while it waits.
@@ -81,7 +82,16 @@ impl<'a> Pipeline<'a> {
             window: None,
             cancel: None,
             to_end: None,
+            read_ahead: None,
         }
+    }
+
+    /// Lets the decoders read ahead of the sinks while the jobs read but not yet delivered
+    /// hold at most `bytes` (besides the usual window of jobs): for a slow sink (a card
+    /// being written) fed by a stream whose free stretches take the decoder time to cross.
+    pub(crate) fn read_ahead(mut self, bytes: u64) -> Self {
+        self.read_ahead = Some(bytes);
+        self
     }
 
     /// Decoder and transform threads (each pool; at least 1).
@@ -162,14 +172,27 @@ impl<'a> Pipeline<'a> {
         }
         let threads = self.threads.max(1);
         let window = self.window.unwrap_or(threads * 3 + 2);
+        let mut win = Window::new(window);
+        if let Some(budget) = self.read_ahead {
+            win = win.with_budget(jobs.iter().map(Job::read_len), budget);
+        }
         let shared = Shared {
-            window: Window::new(window),
+            window: win,
             limit: AtomicUsize::new(usize::MAX),
             bytes_read: AtomicU64::new(0),
             hinted: (self.src.caps().size == SizeKnown::Hint).then_some(self.to_end),
             // As many buffers as can be alive at once: the window, each sink's queue and the
             // one it holds, one per decoder.
-            pool: buf::Pool::new(window + sinks.len() * (SINK_QUEUE + 1) + threads + 1),
+            // (and a share of what a read-ahead budget lets be read, counted in MiB).
+            pool: buf::Pool::new(
+                window
+                    + sinks.len() * (SINK_QUEUE + 1)
+                    + threads
+                    + 1
+                    + self
+                        .read_ahead
+                        .map_or(0, |b| (b >> 20).min(stage::MAX_AHEAD as u64) as usize),
+            ),
         };
         let (work_tx, work_rx) = mpsc::channel::<Work>();
         let (done_tx, done_rx) = mpsc::channel::<Done<T>>();

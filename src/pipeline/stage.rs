@@ -35,21 +35,59 @@ impl Shared {
     }
 }
 
-/// The bound on memory: job `i` may be read once `i < delivered + size`.
+/// The bound on memory: job `i` may be read once `i < delivered + size`, or, with a
+/// read-ahead budget, once the jobs from the next one to deliver up to `i` read at most that
+/// many bytes (and number fewer than [`MAX_AHEAD`]).
 pub(super) struct Window {
     size: usize,
+    /// Bytes read by jobs `0..i`, for each `i` (with a budget), and the budget.
+    ahead: Option<(Vec<u64>, u64)>,
     delivered: Mutex<usize>,
     moved: Condvar,
     stopped: AtomicBool,
 }
 
+/// Most jobs a read-ahead budget lets be read ahead, however small they are.
+pub(super) const MAX_AHEAD: usize = 1 << 14;
+
 impl Window {
     pub(super) fn new(size: usize) -> Self {
         Window {
             size: size.max(1),
+            ahead: None,
             delivered: Mutex::new(0),
             moved: Condvar::new(),
             stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// Also lets jobs be read ahead while those not yet delivered read at most `budget`
+    /// bytes: a slow sink then never waits for a decoder that was held back, and a decoder
+    /// that must decode a long stretch no job reads (a stream's free space) does it while
+    /// the sink still works through what was read ahead.
+    pub(super) fn with_budget(mut self, read_lens: impl Iterator<Item = u64>, budget: u64) -> Self {
+        let mut sums = vec![0u64];
+        let mut t = 0u64;
+        for n in read_lens {
+            t = t.saturating_add(n);
+            sums.push(t);
+        }
+        self.ahead = Some((sums, budget));
+        self
+    }
+
+    fn may_read(&self, i: usize, delivered: usize) -> bool {
+        if i < delivered.saturating_add(self.size) {
+            return true;
+        }
+        match &self.ahead {
+            Some((sums, budget)) if i < delivered.saturating_add(MAX_AHEAD) => {
+                let (Some(&to), Some(&from)) = (sums.get(i + 1), sums.get(delivered)) else {
+                    return false;
+                };
+                to - from <= *budget
+            }
+            _ => false,
         }
     }
 
@@ -64,7 +102,7 @@ impl Window {
             if self.stopped.load(Ordering::SeqCst) {
                 return false;
             }
-            if i < d.saturating_add(self.size) {
+            if self.may_read(i, *d) {
                 return true;
             }
             d = self.moved.wait(d).unwrap_or_else(|p| p.into_inner());
@@ -161,4 +199,25 @@ pub(super) fn panicked(stage: &'static str, payload: Box<dyn std::any::Any + Sen
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_string());
     Error::Panicked { stage, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_lets_small_jobs_be_read_far_ahead_and_big_ones_not() {
+        // Jobs of 1, 1, 1, 1, 1, 10, 1 bytes; a window of 2 jobs and a budget of 6 bytes.
+        let w = Window::new(2).with_budget([1, 1, 1, 1, 1, 10, 1].into_iter(), 6);
+        // Nothing delivered: jobs 0-4 read 5 bytes, within the budget; job 5 would make 15.
+        assert!((0..5).all(|i| w.may_read(i, 0)));
+        assert!(!w.may_read(5, 0) && !w.may_read(6, 0));
+        // Five delivered: the window alone lets jobs 5 and 6 be read, however large.
+        assert!(w.may_read(5, 5) && w.may_read(6, 5));
+        // Past the last job nothing is readable beyond the window.
+        assert!(!w.may_read(9, 5));
+        // Without a budget, the window is the only bound.
+        let plain = Window::new(2);
+        assert!(plain.may_read(1, 0) && !plain.may_read(2, 0));
+    }
 }
