@@ -127,23 +127,186 @@ impl SizeFact {
     }
 }
 
-/// Sequential `Read` over a [`ReadAt`], starting at offset 0.
+/// Compressed bytes a [`ReadAtReader`] reads ahead of its decoder, per read.
+const AHEAD_CHUNK: usize = 1 << 20;
+/// Chunks read ahead and not yet taken.
+const AHEAD_CHUNKS: usize = 4;
+/// Compressed bytes read in the caller's thread before reading ahead starts: a probe that
+/// decodes only a stream's head reads nothing it does not need.
+const AHEAD_AFTER: u64 = 8 << 20;
+
+/// Sequential `Read` over a [`ReadAt`], starting at offset 0. Once a decoder has read
+/// [`AHEAD_AFTER`] bytes, a thread of its own reads the next few MiB ahead, so that fetching
+/// compressed bytes (a cold file from disk) overlaps decoding them instead of alternating
+/// with it.
 pub(crate) struct ReadAtReader {
     src: Arc<dyn ReadAt>,
+    /// Bytes read so far in the caller's thread (where the read-ahead starts).
     pos: u64,
+    ahead: Option<std::sync::mpsc::Receiver<io::Result<Vec<u8>>>>,
+    chunk: Vec<u8>,
+    at: usize,
+    ended: bool,
+    /// A read failed: every later one fails the same way.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 impl ReadAtReader {
     /// A reader positioned at the start of `src`.
     pub(crate) fn new(src: Arc<dyn ReadAt>) -> Self {
-        ReadAtReader { src, pos: 0 }
+        ReadAtReader {
+            src,
+            pos: 0,
+            ahead: None,
+            chunk: Vec::new(),
+            at: 0,
+            ended: false,
+            failed: None,
+        }
+    }
+
+    /// Starts the read-ahead thread; it ends at the end of `src`, at an error (handed on in
+    /// order), or when the reader is dropped.
+    fn start(&mut self) -> io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD_CHUNKS);
+        let src = self.src.clone();
+        let from = self.pos;
+        std::thread::Builder::new()
+            .name("read-ahead".into())
+            .spawn(move || {
+                let mut pos = from;
+                loop {
+                    let mut buf = vec![0u8; AHEAD_CHUNK];
+                    let r = src.read_at(pos, &mut buf).map(|n| {
+                        buf.truncate(n);
+                        buf
+                    });
+                    let stop = !matches!(&r, Ok(b) if !b.is_empty());
+                    if let Ok(b) = &r {
+                        pos = pos.saturating_add(b.len() as u64);
+                    }
+                    if tx.send(r).is_err() || stop {
+                        return;
+                    }
+                }
+            })?;
+        self.ahead = Some(rx);
+        Ok(())
     }
 }
 
 impl Read for ReadAtReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.src.read_at(self.pos, buf)?;
-        self.pos = self.pos.saturating_add(n as u64);
+        if let Some((kind, msg)) = &self.failed {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
+        if self.at == self.chunk.len() {
+            if self.ended || buf.is_empty() {
+                return Ok(0);
+            }
+            if self.ahead.is_none() && self.pos < AHEAD_AFTER {
+                let n = self.src.read_at(self.pos, buf)?;
+                self.pos = self.pos.saturating_add(n as u64);
+                return Ok(n);
+            }
+            if self.ahead.is_none() {
+                self.start()?;
+            }
+            let next = self.ahead.as_ref().map(|rx| rx.recv());
+            match next {
+                Some(Ok(Ok(chunk))) => {
+                    if chunk.is_empty() {
+                        self.ended = true;
+                        return Ok(0);
+                    }
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Some(Ok(Err(e))) => {
+                    self.failed = Some((e.kind(), e.to_string()));
+                    return Err(e);
+                }
+                // Only a thread that could not go on ends without saying so.
+                Some(Err(_)) | None => {
+                    let e = io::Error::other("the read-ahead of the compressed input stopped");
+                    self.failed = Some((e.kind(), e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::MemSource;
+
+    /// Fails every read that reaches `bad` (a disk error mid-file).
+    struct FailsAt(MemSource, u64);
+
+    impl ReadAt for FailsAt {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            if offset + buf.len() as u64 > self.1 {
+                return Err(io::Error::other("bad sector"));
+            }
+            self.0.read_at(offset, buf)
+        }
+    }
+
+    fn bytes(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 4099) as u8).collect()
+    }
+
+    #[test]
+    fn reads_every_byte_once_in_order_across_the_read_ahead() {
+        let data = bytes(AHEAD_AFTER as usize + 5 * AHEAD_CHUNK + 1234);
+        let mut r = ReadAtReader::new(Arc::new(MemSource(data.clone())));
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 300_001];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            out == data,
+            "read {} of {} bytes, or wrong ones",
+            out.len(),
+            data.len()
+        );
+        assert_eq!(r.read(&mut buf).unwrap(), 0, "the end stays the end");
+    }
+
+    #[test]
+    fn an_error_ahead_arrives_where_it_happened() {
+        let data = bytes(AHEAD_AFTER as usize + 4 * AHEAD_CHUNK);
+        let bad = AHEAD_AFTER + 2 * AHEAD_CHUNK as u64 + 10;
+        let mut r = ReadAtReader::new(Arc::new(FailsAt(MemSource(data.clone()), bad)));
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 65536];
+        let err = loop {
+            match r.read(&mut buf) {
+                Ok(0) => panic!("ended without the error"),
+                Ok(n) => {
+                    assert_eq!(&buf[..n], &data[got as usize..got as usize + n]);
+                    got += n as u64;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("bad sector"), "{err}");
+        // Everything before the failing read-ahead chunk was handed on first.
+        assert_eq!(got, AHEAD_AFTER + 2 * AHEAD_CHUNK as u64);
+        assert!(r.read(&mut buf).is_err(), "no bytes after an error");
     }
 }
