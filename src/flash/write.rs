@@ -454,6 +454,12 @@ impl Sink<Piece, Chunk> for Recorder<'_> {
         let r = job.read.clone().unwrap_or(0..0);
         let mut out = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match item.free.get().filter(|f| !f.is_empty()) {
+            // A streaming plan's pieces are not digested as they are read (most of a stream
+            // is free and never written): the written ones are, here.
+            None if item.digest.is_empty() => out.push((
+                (r.start, r.end),
+                sha2::Sha256::digest(item.bytes()).to_vec(),
+            )),
             None => out.push(((r.start, r.end), item.digest.clone())),
             Some(free) => {
                 for e in ExtentMap::single(r.start, r.end).subtract(free).iter() {
@@ -530,7 +536,12 @@ pub fn run_checked(
         let data = data.unwrap_or_else(|| Buf::from(Vec::new()));
         let at = job.read.as_ref().map_or(0, |r| r.start);
         let patched = patched(&plan.patches, at, &data);
-        let digest = sha2::Sha256::digest(patched.as_deref().unwrap_or(&data)).to_vec();
+        // A streaming plan's piece is digested only once it is known to be written (below).
+        let digest = if plan.streaming {
+            Vec::new()
+        } else {
+            sha2::Sha256::digest(patched.as_deref().unwrap_or(&data)).to_vec()
+        };
         Ok(Chunk {
             data,
             patched,
