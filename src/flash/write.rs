@@ -591,9 +591,13 @@ pub fn run_checked(
             .collect();
         let mut record = Recorder(&pieces);
         refs.push(&mut record);
+        let budget = read_ahead_budget();
+        // As much again may wait in each target's queue (pieces of at most 4 MiB): a card
+        // that is still writing does not hold the decoder back either.
         let mut pipeline = Pipeline::new(src)
             .to_end(plan.image_size)
-            .read_ahead(read_ahead_budget());
+            .read_ahead(budget)
+            .sink_queue((budget >> 22).clamp(2, 256) as usize);
         if let Some(c) = cancel {
             pipeline = pipeline.cancel(c);
         }

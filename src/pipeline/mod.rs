@@ -65,6 +65,7 @@ pub(crate) struct Pipeline<'a> {
     cancel: Option<&'a AtomicBool>,
     to_end: Option<End>,
     read_ahead: Option<u64>,
+    sink_queue: usize,
 }
 
 /// How often the orderer looks at the cancel flag while it waits.
@@ -83,7 +84,16 @@ impl<'a> Pipeline<'a> {
             cancel: None,
             to_end: None,
             read_ahead: None,
+            sink_queue: SINK_QUEUE,
         }
+    }
+
+    /// Results each sink may have queued before the orderer waits for it (default 2). A
+    /// deeper queue lets a slow sink fall behind by more, so that the others, and the
+    /// decoders behind the orderer, go on meanwhile.
+    pub(crate) fn sink_queue(mut self, results: usize) -> Self {
+        self.sink_queue = results.max(1);
+        self
     }
 
     /// Lets the decoders read ahead of the sinks while the jobs read but not yet delivered
@@ -186,7 +196,7 @@ impl<'a> Pipeline<'a> {
             // (and a share of what a read-ahead budget lets be read, counted in MiB).
             pool: buf::Pool::new(
                 window
-                    + sinks.len() * (SINK_QUEUE + 1)
+                    + sinks.len() * (self.sink_queue + 1)
                     + threads
                     + 1
                     + self
@@ -225,7 +235,7 @@ impl<'a> Pipeline<'a> {
             let mut queues = Vec::with_capacity(sinks.len());
             let mut sink_threads = Vec::with_capacity(sinks.len());
             for sink in sinks.iter_mut() {
-                let (tx, rx) = mpsc::sync_channel::<Msg<T>>(SINK_QUEUE);
+                let (tx, rx) = mpsc::sync_channel::<Msg<T>>(self.sink_queue);
                 queues.push(tx);
                 sink_threads.push(s.spawn(move || sink_loop(&mut **sink, jobs, rx)));
             }
