@@ -707,3 +707,105 @@ fn gpt_to_end_and_capacity_on_a_larger_card() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&v.stdout).contains("No problems found"));
 }
+
+/// A counterfeit card: a FUSE file (`tests/data/fake-card.py`) that reports `size` bytes but
+/// wraps every write past `real`'s size onto `real`, under a loop device. Unmounted when
+/// dropped (after the caller detached its loop device).
+struct FakeCard {
+    mnt: PathBuf,
+    daemon: std::process::Child,
+}
+
+impl FakeCard {
+    fn mount(python: &str, real: &Path, mnt: &Path, size: u64) -> Option<FakeCard> {
+        std::fs::create_dir_all(mnt).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fake-card.py");
+        let daemon = Command::new(python)
+            .arg(&script)
+            .arg(real)
+            .arg(mnt)
+            .arg(size.to_string())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let card = FakeCard {
+            mnt: mnt.to_path_buf(),
+            daemon,
+        };
+        for _ in 0..100 {
+            if card.path().exists() {
+                return Some(card);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        skip(
+            Need::Oracle,
+            "the FUSE fake card did not appear (fake-card.py failed)",
+        );
+        None
+    }
+
+    fn path(&self) -> PathBuf {
+        self.mnt.join("card")
+    }
+}
+
+impl Drop for FakeCard {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount").arg("-u").arg(&self.mnt).status();
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// `--check-capacity` on a card that lies about its size (it wraps its second half onto its
+/// first, as counterfeit cards do; a loop device over a FUSE file that does so is the card):
+/// refused before the image is written, and the card holds exactly what it held.
+#[test]
+fn a_fake_card_that_wraps_around_is_refused() {
+    if !(is_root() && have_all(&["sgdisk", "losetup", "python3", "fusermount"])) {
+        return;
+    }
+    // A python that has fusepy (Debian's python3-fusepy is for the system's python3).
+    let import =
+        "-cimport importlib.util as u; exit(not (u.find_spec('fusepy') or u.find_spec('fuse')))";
+    let Some(python) = ["python3", "/usr/bin/python3"].into_iter().find(|p| {
+        Command::new(p)
+            .arg(import)
+            .status()
+            .is_ok_and(|s| s.success())
+    }) else {
+        skip(Need::Oracle, "fusepy (python3-fusepy) is not installed");
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("gpt.img");
+    if !fixture(&format!(
+        "truncate -s 48M '{0}' && sgdisk -o -n 1:2048:+16M -t 1:ef00 -n 2:0:0 -t 2:8300 '{0}' >/dev/null",
+        img.display()
+    )) {
+        return;
+    }
+    // 32 MiB of real flash that says it holds 64 MiB.
+    let real = d.path().join("real.bin");
+    random_file(&real, 32 * MIB, 15);
+    let before = sha(&real);
+    let Some(fake) = FakeCard::mount(python, &real, &d.path().join("mnt"), 64 * MIB) else {
+        return;
+    };
+    let Some(card) = Loop::attach(&fake.path()) else {
+        return;
+    };
+    let o = flash(&[&img, &card.dev, &"--yes", &"--check-capacity"]);
+    drop(card);
+    drop(fake);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("the card is fake"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(
+        sha(&real),
+        before,
+        "the probed blocks were not all put back"
+    );
+}
