@@ -8,7 +8,7 @@ mod common;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use blockwise::flash::{self, FlashOptions, FlashPlan, FlashTarget, Report, HEAD, TAIL};
+use blockwise::flash::{self, FlashOptions, FlashPlan, FlashTarget, Report, Stage, HEAD, TAIL};
 use blockwise::io::{MemSource, ReadAt, WriteAt};
 use blockwise::ExtentMap;
 use proptest::prelude::*;
@@ -464,4 +464,48 @@ fn patches_past_the_image_are_written_with_the_head_and_read_back() {
     assert_eq!(&t.data[1024..HEAD as usize], &img[1024..HEAD as usize]);
     assert_eq!(&t.data[(8 << 20) - 1024..], &[0xCD; 1024][..]);
     assert_eq!(w.targets[0].verified, HEAD + 1024);
+}
+
+/// Each target reports its own progress: what it has written, up to the plan's mapped bytes,
+/// then what it has read back, each count never going down.
+#[test]
+fn every_target_reports_its_own_write_and_verify_progress() {
+    let len = 5 << 20;
+    let img = image(len, 7);
+    let map = ExtentMap::from_ranges([(0, 1 << 20), (2 << 20, 9 << 19)]);
+    let plan = FlashPlan::new(len as u64, len as u64, &map, 4096);
+    let (mut a, mut b) = (target(len), target(len));
+    let seen = std::sync::Mutex::new(Vec::new());
+    let r = flash::run(
+        &MemSource(img),
+        &plan,
+        &mut [&mut a, &mut b],
+        &FlashOptions::default(),
+        &|p| seen.lock().unwrap().push(*p),
+        None,
+    )
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    for i in 0..2 {
+        for stage in [Stage::Write, Stage::Verify] {
+            let mine: Vec<_> = seen
+                .iter()
+                .filter(|p| p.target == Some(i) && p.stage == stage)
+                .collect();
+            assert!(!mine.is_empty(), "target {i}: no {stage:?} progress");
+            assert!(
+                mine.windows(2).all(|w| w[0].done <= w[1].done),
+                "target {i} {stage:?}"
+            );
+            let last = mine[mine.len() - 1];
+            assert_eq!(last.done, last.total, "target {i} {stage:?} ends complete");
+        }
+        let written = seen
+            .iter()
+            .filter(|p| p.target == Some(i) && p.stage == Stage::Write)
+            .last()
+            .unwrap();
+        assert_eq!(written.total, plan.mapped());
+        assert_eq!(r.targets[i].verified, plan.mapped());
+    }
 }

@@ -121,6 +121,38 @@ pub(super) fn progress_bar(what: &str, total: u64, quiet: bool) -> Option<indica
     Some(b)
 }
 
+/// One bar per target (named by `labels`), each of `total` bytes, on stderr when it is a
+/// terminal and `quiet` is off: what each card has written, then read back.
+pub(super) fn target_bars(
+    labels: &[String],
+    total: u64,
+    quiet: bool,
+) -> Option<(indicatif::MultiProgress, Vec<indicatif::ProgressBar>)> {
+    use std::io::IsTerminal as _;
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let width = labels.iter().map(String::len).max().unwrap_or(0);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{{spinner}} {{prefix:{width}}} {{msg:9}} [{{bar:30}}] {{binary_bytes}}/{{binary_total_bytes}}, \
+         {{binary_bytes_per_sec}}, ETA {{eta}}"
+    ))
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let multi = indicatif::MultiProgress::new();
+    let bars = labels
+        .iter()
+        .map(|l| {
+            let b = multi.add(indicatif::ProgressBar::new(total));
+            b.set_style(style.clone());
+            b.set_prefix(l.clone());
+            b.set_message("writing");
+            b
+        })
+        .collect();
+    Some((multi, bars))
+}
+
 /// Source of a block map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum MapFrom {

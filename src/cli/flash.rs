@@ -4,7 +4,7 @@
 use std::io::IsTerminal as _;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -283,26 +283,23 @@ fn attempt(
         discard: a.discard,
     };
     let result = {
-        let bar = super::common::progress_bar("writing", plan.mapped(), a.json);
-        let verify_done: Vec<AtomicU64> = targets.iter().map(|_| AtomicU64::new(0)).collect();
-        let in_verify = AtomicBool::new(false);
+        let labels: Vec<String> = targets
+            .iter()
+            .map(|t| t.path().display().to_string())
+            .collect();
+        let bars = super::common::target_bars(&labels, plan.mapped(), a.json);
+        let verifying: Vec<AtomicBool> = targets.iter().map(|_| AtomicBool::new(false)).collect();
         let progress = |p: &flash::Progress| {
-            let Some(b) = &bar else { return };
-            match (p.stage, p.target) {
-                (Stage::Write, _) => b.set_position(p.done),
-                (Stage::Verify, Some(i)) => {
-                    if !in_verify.swap(true, Ordering::Relaxed) {
-                        b.set_length(p.total * verify_done.len() as u64);
-                        b.set_position(0);
-                        b.set_message("verifying");
-                    }
-                    if let Some(d) = verify_done.get(i) {
-                        d.store(p.done, Ordering::Relaxed);
-                    }
-                    b.set_position(verify_done.iter().map(|d| d.load(Ordering::Relaxed)).sum());
-                }
-                _ => {}
+            let (Some((_, bars)), Some(i)) = (&bars, p.target) else {
+                return;
+            };
+            let Some(b) = bars.get(i) else { return };
+            if p.stage == Stage::Verify && !verifying[i].swap(true, Ordering::Relaxed) {
+                b.set_message("verifying");
+                b.set_length(p.total);
+                b.reset_eta();
             }
+            b.set_position(p.done);
         };
         let mut outs: Vec<&mut dyn FlashTarget> = targets
             .iter_mut()
@@ -334,8 +331,11 @@ fn attempt(
                 }
             },
         );
-        if let Some(b) = &bar {
-            b.finish_and_clear();
+        if let Some((multi, bars)) = &bars {
+            for b in bars {
+                b.finish_and_clear();
+            }
+            let _ = multi.clear();
         }
         r
     };

@@ -132,8 +132,9 @@ pub enum Stage {
     Verify,
 }
 
-/// A progress report: `done` of `total` bytes of `stage`, for one target (`Some(i)`) or all
-/// of them (the write stage, which feeds every target at once).
+/// A progress report: `done` of `total` bytes of `stage`, for one target (`Some(i)`), or, in
+/// the write stage, for the decoder that feeds all of them (`None`; each target also reports
+/// what it has written, `Some(i)`, behind it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
     /// The stage.
@@ -239,6 +240,13 @@ struct TargetSink<'a> {
     report: TargetReport,
     /// Targets still being written; the run stops when it reaches zero.
     live: &'a AtomicUsize,
+    /// Its index among the targets, for its own progress reports.
+    index: usize,
+    progress: &'a (dyn Fn(&Progress) + Sync),
+    /// Image bytes it has dealt with (written, kept for the end, or skipped as free) ...
+    done: u64,
+    /// ... of these (`plan.mapped()`).
+    total: u64,
 }
 
 impl TargetSink<'_> {
@@ -380,6 +388,14 @@ impl Sink<Piece, Chunk> for TargetSink<'_> {
                 self.cursor = r.end;
             }
         }
+        // A slow card lags behind the decoder and the others: its own count.
+        self.done += r.end - r.start;
+        (self.progress)(&Progress {
+            stage: Stage::Write,
+            target: Some(self.index),
+            done: self.done,
+            total: self.total,
+        });
         Ok(())
     }
 
@@ -552,7 +568,8 @@ pub fn run_checked(
     let live = AtomicUsize::new(targets.len());
     let mut sinks: Vec<TargetSink> = targets
         .iter_mut()
-        .map(|out| TargetSink {
+        .enumerate()
+        .map(|(index, out)| TargetSink {
             out: &mut **out,
             plan,
             opts,
@@ -561,6 +578,10 @@ pub fn run_checked(
             cursor: plan.head,
             report: TargetReport::default(),
             live: &live,
+            index,
+            progress,
+            done: 0,
+            total: plan.mapped(),
         })
         .collect();
     // Every target's head (and tail) is zeroed before the image is read at all: from here on,
