@@ -502,8 +502,7 @@ fn every_target_reports_its_own_write_and_verify_progress() {
         }
         let written = seen
             .iter()
-            .filter(|p| p.target == Some(i) && p.stage == Stage::Write)
-            .last()
+            .rfind(|p| p.target == Some(i) && p.stage == Stage::Write)
             .unwrap();
         assert_eq!(written.total, plan.mapped());
         assert_eq!(r.targets[i].verified, plan.mapped());
