@@ -752,7 +752,8 @@ impl FakeCard {
 
 impl Drop for FakeCard {
     fn drop(&mut self) {
-        let _ = Command::new("fusermount").arg("-u").arg(&self.mnt).status();
+        // Root unmounts a FUSE file system like any other; the daemon then exits.
+        let _ = Command::new("umount").arg(&self.mnt).status();
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
     }
@@ -763,7 +764,11 @@ impl Drop for FakeCard {
 /// refused before the image is written, and the card holds exactly what it held.
 #[test]
 fn a_fake_card_that_wraps_around_is_refused() {
-    if !(is_root() && have_all(&["sgdisk", "losetup", "python3", "fusermount"])) {
+    if !(is_root() && have_all(&["sgdisk", "losetup", "python3", "umount"])) {
+        return;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        skip(Need::Oracle, "no /dev/fuse");
         return;
     }
     // A python that has fusepy (Debian's python3-fusepy is for the system's python3).
