@@ -63,9 +63,14 @@ impl fmt::Display for Capacity {
             ),
             (Some(bad), Some(to)) => write!(
                 f,
-                "the card is fake: writes at {} land on {}; its real capacity is at most {}",
+                "the card is fake: what is written at {} reappears at {}; its real capacity is \
+                 at most {}",
                 human_bytes(bad),
-                human_bytes(to),
+                if to == 0 {
+                    "its start".to_string()
+                } else {
+                    human_bytes(to)
+                },
                 human_bytes(bad)
             ),
             (Some(bad), None) => write!(
@@ -478,7 +483,7 @@ mod tests {
         assert_eq!((c.first_bad, c.aliased_to), (Some(8 << 30), Some(0)));
         assert_eq!(
             c.to_string(),
-            "the card is fake: writes at 8.0 GiB land on 0 B; its real capacity is at most 8.0 GiB"
+            "the card is fake: what is written at 8.0 GiB reappears at its start; its real capacity is at most 8.0 GiB"
         );
         // The wrapped writes landed on real blocks; those were put back.
         assert_eq!(card.snapshot(), before);
