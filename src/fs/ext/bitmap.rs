@@ -22,9 +22,10 @@ pub(super) fn read_batched(
 
 /// Like [`read_batched`], for reads that lead to more reads: `f` may push further
 /// `(block, key)` items, which join the ones still waiting. Blocks are read in ascending
-/// order as long as what is pushed lies ahead of what was read (an inode table after its
-/// inode bitmap), so one pass reads a filesystem's metadata front to back: a stream is
-/// decoded once instead of once per kind of metadata (bitmaps of every group, then tables).
+/// order, so one pass reads a filesystem's metadata front to back (an inode table comes
+/// after its inode bitmap): a stream is decoded once instead of once per kind of metadata
+/// (bitmaps of every group, then tables). Items pushed behind what was already read are
+/// read in a second pass, in order, not one by one as they come.
 pub(super) fn read_in_order<K: Ord + Copy>(
     dev: &dyn ReadAt,
     bs: u64,
@@ -32,17 +33,27 @@ pub(super) fn read_in_order<K: Ord + Copy>(
     mut f: impl FnMut(K, Option<&[u8]>, &mut Vec<(u64, K)>),
 ) {
     let mut waiting: BinaryHeap<Reverse<(u64, K)>> = items.into_iter().map(Reverse).collect();
+    // Items pushed behind what was already read wait for another pass in order, rather than
+    // sending the reader back (a stream would decode from its start once per such item).
+    let mut behind: Vec<(u64, K)> = Vec::new();
     let max_run = (MAX_BATCH / bs).max(1);
     let mut run: Vec<(u64, K)> = Vec::new();
     let mut pushed: Vec<(u64, K)> = Vec::new();
-    while let Some(Reverse(first)) = waiting.pop() {
+    loop {
+        let Some(Reverse(first)) = waiting.pop() else {
+            if behind.is_empty() {
+                return;
+            }
+            waiting.extend(behind.drain(..).map(Reverse));
+            continue;
+        };
         let start = first.0;
         run.clear();
         run.push(first);
         while let Some(&Reverse((b, _))) = waiting.peek() {
             let last = run[run.len() - 1].0;
             // Adjacent or repeated blocks join the run.
-            if b > last + 1 || b - start >= max_run {
+            if b > last.saturating_add(1) || b - start >= max_run {
                 break;
             }
             if let Some(Reverse(item)) = waiting.pop() {
@@ -70,7 +81,13 @@ pub(super) fn read_in_order<K: Ord + Copy>(
                 }
             }
         }
-        waiting.extend(pushed.drain(..).map(Reverse));
+        for item in pushed.drain(..) {
+            if item.0 < start {
+                behind.push(item);
+            } else {
+                waiting.push(Reverse(item));
+            }
+        }
     }
 }
 
@@ -123,6 +140,39 @@ pub(super) fn bitmap_runs(bm: &[u8], nbits: u64, mut f: impl FnMut(u64, u64)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Logs the offset of every read.
+    struct Logged(crate::io::MemSource, std::sync::Mutex<Vec<u64>>);
+
+    impl ReadAt for Logged {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1.lock().unwrap().push(offset);
+            self.0.read_at(offset, buf)
+        }
+    }
+
+    #[test]
+    fn pushed_reads_ahead_join_the_pass_and_those_behind_make_a_second_one() {
+        let dev = Logged(
+            crate::io::MemSource(vec![0u8; 64 * 1024]),
+            Default::default(),
+        );
+        let mut seen = Vec::new();
+        read_in_order(&dev, 1024, [(20u64, 20u64), (10, 10)], |key, data, more| {
+            assert!(data.is_some());
+            seen.push(key);
+            if key == 20 {
+                // One ahead, two behind (adjacent: read together).
+                more.extend([(40, 40), (6, 6), (5, 5)]);
+            }
+        });
+        assert_eq!(seen, vec![10, 20, 40, 5, 6]);
+        let reads = dev.1.lock().unwrap().clone();
+        assert_eq!(reads, vec![10 * 1024, 20 * 1024, 40 * 1024, 5 * 1024]);
+    }
 
     fn naive(bm: &[u8], nbits: u64) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();

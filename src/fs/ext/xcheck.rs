@@ -86,8 +86,35 @@ pub(super) type OnBlockBitmap<'a> =
     dyn FnMut(u64, Option<&[u8]>, &mut Vec<(u64, u64)>, &mut Warn) + 'a;
 
 /// Recorded runs at which the walker is told the bitmaps read so far (and drops the runs
-/// inside them).
+/// inside them) ...
 const LEARN_AT: usize = 1 << 16;
+/// ... and the most it waits for (well below the walker's own compaction point).
+const LEARN_MAX: usize = 1 << 19;
+
+/// The blocks `keep` holds so far, as the walker takes them (clipped to the filesystem,
+/// clusters made whole, as `used` makes its final map), built up as `keep` grows.
+#[derive(Default)]
+struct Folded {
+    map: crate::extent::ExtentMap,
+    /// Entries of `keep` already in `map`.
+    len: usize,
+}
+
+impl Folded {
+    fn of(&mut self, geo: &Geo, keep: &[(u64, u64)]) -> crate::extent::ExtentMap {
+        let new = crate::extent::ExtentMap::from_ranges(
+            keep.get(self.len..)
+                .unwrap_or_default()
+                .iter()
+                .map(|&(s, e)| (s.min(geo.blocks), e.min(geo.blocks))),
+        )
+        .align_out(geo.ratio)
+        .clip(geo.blocks);
+        self.map = self.map.union(&new);
+        self.len = keep.len();
+        self.map.clone()
+    }
+}
 
 /// Reads the block bitmaps `block_bitmaps` (as `(block, group)`), handing each to
 /// `on_block_bitmap` (which adds to `keep`, the blocks the bitmaps and the static metadata
@@ -124,14 +151,8 @@ pub(super) fn walk(
     };
     let mut meta_bytes = 0u64;
     // Blocks as the bitmaps give them; clusters to blocks, clipped, as the caller does.
-    let known_of = |keep: &[(u64, u64)]| {
-        crate::extent::ExtentMap::from_ranges(
-            keep.iter()
-                .map(|&(s, e)| (s.min(geo.blocks), e.min(geo.blocks))),
-        )
-        .align_out(geo.ratio)
-        .clip(geo.blocks)
-    };
+    // What the bitmaps keep so far, folded in as `keep` grows (only its new entries sorted).
+    let mut folded = Folded::default();
 
     // Inode bitmaps of the groups whose lazy hints do not settle the question alone.
     let skip_uninit = |d: &Desc| {
@@ -219,7 +240,14 @@ pub(super) fn walk(
     }
 
     let cap = 4096 + geo.blocks / 32;
-    let mut w = Walker::new(dev, geo.bs, geo.first_data, geo.blocks, cap, known_of(keep));
+    let mut w = Walker::new(
+        dev,
+        geo.bs,
+        geo.first_data,
+        geo.blocks,
+        cap,
+        folded.of(geo, keep),
+    );
     let mut inodes = 0u64;
     let mut rescan: Vec<u64> = Vec::new();
     let mut learn_at = LEARN_AT;
@@ -257,11 +285,14 @@ pub(super) fn walk(
             if w.recorded() >= learn_at {
                 // Inodes read before the bitmaps of the blocks they name: tell the walker
                 // what the bitmaps keep so far, so its record stays small.
-                w.learn(known_of(keep));
-                learn_at = (w.recorded() * 2).max(LEARN_AT);
+                w.learn(folded.of(geo, keep));
+                learn_at = (w.recorded() * 2).clamp(LEARN_AT, LEARN_MAX);
             }
         }
     });
+    // Every bitmap is read: the tree blocks and the rescan below are walked against all of
+    // them, so that only references outside them are recorded, as before the pass.
+    w.learn(folded.of(geo, keep));
     // Table blocks of groups planned up front were counted here, the others as planned.
     meta_bytes += (0u64..)
         .zip(descs)
