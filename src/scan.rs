@@ -368,26 +368,9 @@ fn beside_table_fs(src: &dyn ReadAt, warnings: &mut Vec<String>) -> Option<FsInf
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
 
     use super::*;
-    use crate::io::MemSource;
-
-    /// Remembers the offset of every read, in order.
-    struct Logged {
-        inner: MemSource,
-        offsets: Mutex<Vec<u64>>,
-    }
-
-    impl ReadAt for Logged {
-        fn size(&self) -> u64 {
-            self.inner.size()
-        }
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.offsets.lock().unwrap().push(offset);
-            self.inner.read_at(offset, buf)
-        }
-    }
+    use crate::io::{LoggedReads, MemSource};
 
     /// An MBR image of `mib` MiB with the given (start, length) partitions in sectors.
     fn mbr_image(mib: usize, parts: &[(u32, u32)]) -> Vec<u8> {
@@ -407,10 +390,7 @@ mod tests {
     fn volumes_keep_table_order_while_probing_goes_forward() {
         // Slot 1 lies behind slot 2 on the disk.
         let img = mbr_image(8, &[(8192, 2048), (2048, 2048)]);
-        let src = Arc::new(Logged {
-            inner: MemSource(img),
-            offsets: Mutex::new(Vec::new()),
-        });
+        let src = Arc::new(LoggedReads::new(img));
         let scan = scan_source(src.clone(), None).unwrap();
         let starts: Vec<u64> = scan.volumes.iter().map(|v| v.start).collect();
         assert_eq!(starts, [8192 * 512, 2048 * 512]);

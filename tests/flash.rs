@@ -665,19 +665,26 @@ fn a_checksum_file_vouches_for_the_image() {
 
 /// `--gpt-to-end` on a larger card: `sgdisk -v` finds nothing wrong; `--check-capacity` on an
 /// honest card passes and leaves nothing behind.
+/// A 48 MiB GPT image made by sgdisk (an ESP and a Linux partition) in `dir`; `None` after a
+/// skip if sgdisk fails.
+fn gpt_image(dir: &Path) -> Option<PathBuf> {
+    let img = dir.join("gpt.img");
+    fixture(&format!(
+        "truncate -s 48M '{0}' && sgdisk -o -n 1:2048:+16M -t 1:ef00 -n 2:0:0 -t 2:8300 '{0}' >/dev/null",
+        img.display()
+    ))
+    .then_some(img)
+}
+
 #[test]
 fn gpt_to_end_and_capacity_on_a_larger_card() {
     if !(is_root() && have_all(&["sgdisk", "losetup"])) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("gpt.img");
-    if !fixture(&format!(
-        "truncate -s 48M '{0}' && sgdisk -o -n 1:2048:+16M -t 1:ef00 -n 2:0:0 -t 2:8300 '{0}' >/dev/null",
-        img.display()
-    )) {
+    let Some(img) = gpt_image(d.path()) else {
         return;
-    }
+    };
     let t = d.path().join("card.bin");
     random_file(&t, 96 * MIB, 14);
     let Some(lp) = Loop::attach(&t) else { return };
@@ -784,13 +791,9 @@ fn a_fake_card_that_wraps_around_is_refused() {
         return;
     };
     let d = tempfile::tempdir().unwrap();
-    let img = d.path().join("gpt.img");
-    if !fixture(&format!(
-        "truncate -s 48M '{0}' && sgdisk -o -n 1:2048:+16M -t 1:ef00 -n 2:0:0 -t 2:8300 '{0}' >/dev/null",
-        img.display()
-    )) {
+    let Some(img) = gpt_image(d.path()) else {
         return;
-    }
+    };
     // 32 MiB of real flash that says it holds 64 MiB.
     let real = d.path().join("real.bin");
     random_file(&real, 32 * MIB, 15);

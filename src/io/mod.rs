@@ -218,6 +218,37 @@ impl<S: ReadAt> ReadAt for Recording<S> {
     forward_caps!(self, self.inner);
 }
 
+/// For tests: a [`MemSource`] that remembers the offset of every read, in order.
+#[cfg(test)]
+pub(crate) struct LoggedReads {
+    pub(crate) inner: MemSource,
+    pub(crate) offsets: std::sync::Mutex<Vec<u64>>,
+}
+
+#[cfg(test)]
+impl LoggedReads {
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+        LoggedReads {
+            inner: MemSource(bytes),
+            offsets: std::sync::Mutex::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl ReadAt for LoggedReads {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(offset);
+        self.inner.read_at(offset, buf)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

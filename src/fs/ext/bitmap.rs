@@ -141,25 +141,9 @@ pub(super) fn bitmap_runs(bm: &[u8], nbits: u64, mut f: impl FnMut(u64, u64)) {
 mod tests {
     use super::*;
 
-    /// Logs the offset of every read.
-    struct Logged(crate::io::MemSource, std::sync::Mutex<Vec<u64>>);
-
-    impl ReadAt for Logged {
-        fn size(&self) -> u64 {
-            self.0.size()
-        }
-        fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.1.lock().unwrap().push(offset);
-            self.0.read_at(offset, buf)
-        }
-    }
-
     #[test]
     fn pushed_reads_ahead_join_the_pass_and_those_behind_make_a_second_one() {
-        let dev = Logged(
-            crate::io::MemSource(vec![0u8; 64 * 1024]),
-            Default::default(),
-        );
+        let dev = crate::io::LoggedReads::new(vec![0u8; 64 * 1024]);
         let mut seen = Vec::new();
         read_in_order(&dev, 1024, [(20u64, 20u64), (10, 10)], |key, data, more| {
             assert!(data.is_some());
@@ -170,7 +154,7 @@ mod tests {
             }
         });
         assert_eq!(seen, vec![10, 20, 40, 5, 6]);
-        let reads = dev.1.lock().unwrap().clone();
+        let reads = dev.offsets.lock().unwrap().clone();
         assert_eq!(reads, vec![10 * 1024, 20 * 1024, 40 * 1024, 5 * 1024]);
     }
 
