@@ -149,6 +149,8 @@ pub(crate) struct ReadAtReader {
     ended: bool,
     /// A read failed: every later one fails the same way.
     failed: Option<(io::ErrorKind, String)>,
+    /// No read-ahead thread could be started: reads are made here.
+    no_thread: bool,
 }
 
 impl ReadAtReader {
@@ -162,6 +164,7 @@ impl ReadAtReader {
             at: 0,
             ended: false,
             failed: None,
+            no_thread: false,
         }
     }
 
@@ -204,13 +207,15 @@ impl Read for ReadAtReader {
             if self.ended || buf.is_empty() {
                 return Ok(0);
             }
-            if self.ahead.is_none() && self.pos < AHEAD_AFTER {
+            // Read here until the read-ahead starts; also when no thread can be started (a
+            // limit on threads): slower, never a failure.
+            if self.ahead.is_none()
+                && (self.pos < AHEAD_AFTER || self.no_thread || self.start().is_err())
+            {
+                self.no_thread = self.pos >= AHEAD_AFTER;
                 let n = self.src.read_at(self.pos, buf)?;
                 self.pos = self.pos.saturating_add(n as u64);
                 return Ok(n);
-            }
-            if self.ahead.is_none() {
-                self.start()?;
             }
             let next = self.ahead.as_ref().map(|rx| rx.recv());
             match next {
