@@ -154,6 +154,24 @@ impl ExtentMap {
             .sum()
     }
 
+    /// The part of the map inside `[start, end)`, found by binary search.
+    pub fn within(&self, start: u64, end: u64) -> ExtentMap {
+        if end <= start {
+            return ExtentMap::new();
+        }
+        let i = self.ranges.partition_point(|r| r.end <= start);
+        ExtentMap {
+            ranges: self.ranges[i..]
+                .iter()
+                .take_while(|r| r.start < end)
+                .map(|r| Extent {
+                    start: r.start.max(start),
+                    end: r.end.min(end),
+                })
+                .collect(),
+        }
+    }
+
     /// Every byte in `self` or `other`.
     pub fn union(&self, other: &ExtentMap) -> ExtentMap {
         let mut v = Vec::with_capacity(self.ranges.len() + other.ranges.len());

@@ -173,24 +173,60 @@ impl Scan {
     }
 }
 
-fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Scan> {
+/// What a scan reads first, from the image's head: the partition table and a whole-disk
+/// filesystem, and the image's size as they tell it to a source whose size is a hint.
+struct Head {
+    image_size: u64,
+    layout: Layout,
+    whole: Option<FsInfo>,
+    warnings: Vec<String>,
+}
+
+fn read_head(src: &dyn ReadAt, sector_hint: Option<u32>) -> crate::Result<Head> {
     let hinted = src.caps().size == SizeKnown::Hint;
     let mut image_size = src.size();
-    let mut layout = layout::read_layout(&*src, sector_hint)?;
+    let mut layout = layout::read_layout(src, sector_hint)?;
     if hinted && layout.extent() > image_size {
         src.refine_size_hint(layout.extent());
         if src.size() != image_size {
             image_size = src.size();
-            layout = layout::read_layout(&*src, sector_hint)?;
+            layout = layout::read_layout(src, sector_hint)?;
         }
     }
     let mut warnings = layout.warnings.clone();
 
-    let whole = whole_disk_fs(&*src, &layout, &mut warnings);
+    let whole = whole_disk_fs(src, &layout, &mut warnings);
     if let Some(fs_end) = whole.as_ref().and_then(|f| f.size).filter(|_| hinted) {
         src.refine_size_hint(fs_end);
         image_size = image_size.max(src.size());
     }
+    Ok(Head {
+        image_size,
+        layout,
+        whole,
+        warnings,
+    })
+}
+
+/// For a stream whose size is only a hint (gzip's size field holds it modulo 4 GiB): tells
+/// it what its partition table and a whole-disk filesystem say it holds, reading only its
+/// head, as a scan does first. A pass planned with the size it then reports (a flash that
+/// maps the stream beside it) is not read again for a hint that was merely low. Sources of
+/// exact size are left alone.
+pub fn size_from_head(src: &dyn ReadAt, sector_hint: Option<u32>) -> crate::Result<()> {
+    if src.caps().size == SizeKnown::Hint {
+        read_head(src, sector_hint)?;
+    }
+    Ok(())
+}
+
+fn scan_once(src: Arc<dyn ReadAt>, sector_hint: Option<u32>) -> crate::Result<Scan> {
+    let Head {
+        image_size,
+        layout,
+        whole,
+        mut warnings,
+    } = read_head(&*src, sector_hint)?;
 
     let mut order: Vec<usize> = (0..layout.partitions.len()).collect();
     order.sort_by_key(|&i| layout.partitions[i].start);

@@ -508,3 +508,111 @@ fn every_target_reports_its_own_write_and_verify_progress() {
         assert_eq!(r.targets[i].verified, plan.mapped());
     }
 }
+
+/// A target whose discards zero what they cover (as a card that reads discarded blocks back
+/// as zeros does): a discard that came after a write of the same bytes shows.
+struct Zeroing(Logged);
+
+impl WriteAt for Zeroing {
+    fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all_at(offset, buf)
+    }
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl FlashTarget for Zeroing {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_current(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_current(offset, buf)
+    }
+    fn medium(&self) -> io::Result<Box<dyn ReadAt + '_>> {
+        self.0.medium()
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<u64> {
+        self.0.data[offset as usize..(offset + len) as usize].fill(0);
+        Ok(len)
+    }
+}
+
+/// A stream flashed beside a scan that is still running when every piece passes: the
+/// pieces are decided by what the scan's readers called free; the scan's map, handed over
+/// once the last piece has gone by, keeps part of what was skipped (blocks a bitmap called
+/// free that a file uses), and `outcome` decides what the second pass writes.
+fn beside(outcome: Result<ExtentMap, String>, discard: bool) -> (Vec<u8>, Vec<u8>, Report) {
+    let len = 8usize << 20;
+    let img = image(len, 7);
+    let hints = flash::ScanHints::new();
+    let seen = hints.watch(Arc::new(MemSource(img.clone())));
+    // The readers call 2..6 MiB free (a bitmap), and the scan has read to the end.
+    seen.note_free(2 << 20, 4 << 20);
+    seen.read_at(len as u64 - 1, &mut [0u8; 1]).unwrap();
+    let plan = FlashPlan::streaming_beside(len as u64, len as u64, hints.clone());
+    let mut t = Zeroing(target(len));
+    let outcome = Mutex::new(Some(outcome));
+    // The map comes once the decoder has handed over every piece.
+    let progress = |p: &flash::Progress| {
+        if p.stage == Stage::Write && p.target.is_none() && p.done == p.total {
+            if let Some(o) = outcome.lock().unwrap().take() {
+                hints.finish(o);
+            }
+        }
+    };
+    let opts = FlashOptions {
+        discard,
+        ..FlashOptions::default()
+    };
+    let w = flash::run(
+        &MemSource(img.clone()),
+        &plan,
+        &mut [&mut t as &mut dyn FlashTarget],
+        &opts,
+        &progress,
+        None,
+    )
+    .unwrap();
+    assert_eq!(w.targets[0].error, None);
+    (img, t.0.data, w)
+}
+
+#[test]
+fn what_a_scan_beside_a_stream_keeps_after_the_stream_skipped_it_is_written_in_a_second_pass() {
+    for discard in [false, true] {
+        // The map keeps 3..4 MiB of the 4 MiB skipped on the hint.
+        let map = ExtentMap::from_ranges([(0, 1 << 20), (3 << 20, 4 << 20), (7 << 20, 8 << 20)]);
+        let (img, card, w) = beside(Ok(map), discard);
+        let mb = 1usize << 20;
+        for (i, (&got, &want)) in card.iter().zip(&img).enumerate() {
+            let free = (2 * mb..3 * mb).contains(&i) || (4 * mb..6 * mb).contains(&i);
+            let expect = match (free, discard) {
+                (false, _) => want,
+                (true, false) => old(i),
+                (true, true) => 0,
+            };
+            assert_eq!(got, expect, "byte {i} (discard {discard})");
+        }
+        assert_eq!(w.skipped, 3 << 20);
+        assert_eq!(w.targets[0].verified, 5 << 20);
+        assert!(
+            w.notes.iter().any(|n| n.contains("second pass")),
+            "{:?}",
+            w.notes
+        );
+        assert_eq!(flash::read_back(&MemSource(card), &w).unwrap(), None);
+    }
+}
+
+#[test]
+fn a_scan_beside_a_stream_that_fails_means_everything_it_skipped_is_written() {
+    let (img, card, w) = beside(Err("the scan's decoder failed".into()), false);
+    assert_eq!(card, img);
+    assert_eq!(w.skipped, 0);
+    assert!(
+        w.notes.iter().any(|n| n.contains("failed")),
+        "{:?}",
+        w.notes
+    );
+}

@@ -139,6 +139,78 @@ fn choose_bmap(a: &Args) -> anyhow::Result<Option<(PathBuf, Bmap)>> {
     Ok(Some((path, b)))
 }
 
+/// Whether every target is at least `image_size` bytes (a file target grows to it): a
+/// stream can then be flashed before its map is known.
+fn fits_whole(a: &Args, image_size: u64) -> bool {
+    a.targets.iter().all(|p| match std::fs::metadata(p) {
+        Ok(m) if m.file_type().is_block_device() => {
+            Target::identify(p).is_ok_and(|id| id.size >= image_size)
+        }
+        _ => true,
+    })
+}
+
+/// The scan of a second decoder of a stream, on its own thread, beside the flash of the
+/// stream (see `flash::ScanHints`). Dropped, it is stopped and waited for.
+struct ScanBeside {
+    hints: std::sync::Arc<flash::ScanHints>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl ScanBeside {
+    /// Opens `image` again and starts scanning it; what it finds goes to `hints`, its
+    /// warnings to [`end`](Self::end).
+    fn start(image: &Path, open: &OpenOptions) -> ScanBeside {
+        let hints = flash::ScanHints::new();
+        let (h, image, open) = (hints.clone(), image.to_path_buf(), open.clone());
+        let thread = std::thread::Builder::new()
+            .name("scan beside".into())
+            .spawn(move || {
+                let mut warnings = Vec::new();
+                let map = (|| -> anyhow::Result<ExtentMap> {
+                    let opened = format::open(&image, &open)?;
+                    let src = h.watch(opened.source.clone());
+                    let scan =
+                        blockwise::scan::scan_source(src.clone(), opened.device_sector_size)?;
+                    scan.still_fits(&*src)?;
+                    let m = blockwise::map::image_map(&scan).context("no usage map")?;
+                    warnings = blockwise::report::warnings(&opened, &scan, Some(&m));
+                    Ok(m.used)
+                })();
+                h.finish(map.map_err(|e| format!("{e:#}")));
+                warnings
+            });
+        let thread = match thread {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // No thread: nothing is known free, and everything is written.
+                hints.finish(Err(format!("the scan could not be started ({e})")));
+                None
+            }
+        };
+        ScanBeside { hints, thread }
+    }
+
+    /// Stops the scan if it still runs, and returns its warnings.
+    fn end(mut self) -> Vec<String> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Vec<String> {
+        self.hints.stop();
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ScanBeside {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 fn refuse(reason: String) -> anyhow::Error {
     anyhow::Error::new(blockwise::Error::Refused { reason })
 }
@@ -156,6 +228,7 @@ fn attempt(
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
     let mut layout = None;
+    let mut beside: Option<ScanBeside> = None;
     let (map, image_size, block, source) = match bmap {
         Some((path, b)) => {
             opened.source.refine_size_hint(b.image_size);
@@ -185,6 +258,22 @@ fn attempt(
         None if a.one_pass && !opened.random_access() => {
             let size = opened.source.size();
             (ExtentMap::single(0, size), size, 4096, MapSource::Stream)
+        }
+        // A stream is flashed as it is decoded, beside a scan of a second decoder that maps
+        // it meanwhile (`flash::ScanHints`), unless the map is needed before the first write:
+        // to move a GPT, or to see whether a target smaller than the image still holds every
+        // mapped byte.
+        None if !opened.random_access()
+            && !a.gpt_to_end
+            && fits_whole(a, {
+                blockwise::scan::size_from_head(&*opened.source, opened.device_sector_size)
+                    .with_context(|| format!("cannot read {}", a.image.display()))?;
+                opened.source.size()
+            }) =>
+        {
+            let size = opened.source.size();
+            beside = Some(ScanBeside::start(&a.image, open));
+            (ExtentMap::single(0, size), size, 4096, MapSource::Scan)
         }
         None => {
             let scan = blockwise::scan::scan(&opened)
@@ -246,6 +335,8 @@ fn attempt(
     let smallest = targets.iter().map(Target::size).min().unwrap_or(0);
     let mut plan = if source == MapSource::Stream {
         FlashPlan::streaming(image_size, smallest)
+    } else if let Some(b) = &beside {
+        FlashPlan::streaming_beside(image_size, smallest, b.hints.clone())
     } else {
         FlashPlan::new(image_size, smallest, &map, block)
     };
@@ -339,6 +430,11 @@ fn attempt(
         }
         r
     };
+    // The scan beside the flash has ended (or is told to, on a failure): its warnings are
+    // the image's, as a scan first would have said them.
+    if let Some(b) = beside.take() {
+        warnings.extend(b.end());
+    }
     let report = match result {
         Ok(r) => r,
         Err(e) => return Err(explain(e, &checked)),

@@ -164,8 +164,9 @@ Examples:
 
 Which blocks are written: those of --bmap FILE; else of a bmap found beside the image
 (IMG.bmap, then IMG with extensions stripped); else those the image's own partition table
-and filesystems use (the same map `blockwise bmap` writes; a stream's metadata is read first,
-or with --one-pass learned as the stream goes by); --no-bmap writes everything.
+and filesystems use (the same map `blockwise bmap` writes; a stream is mapped by a scan of a
+second decoder running beside the flash, or with --one-pass learned as it goes by);
+--no-bmap writes everything.
 A bmap range whose checksum does not match the image is never written.
 Order: the target's first MiB is zeroed first (and its last MiB when it is larger than the
 image), the image's blocks are written and read back from the medium (O_DIRECT), and the
@@ -218,10 +219,10 @@ mismatch, 4 if refused, 130 if interrupted (the cards are incomplete: flash them
         /// offsets, then the original bytes put back.
         #[arg(long)]
         check_capacity: bool,
-        /// For a stream without a bmap (.gz, .bz2, .lz4, single-block .xz, zip): decode it
-        /// once and decide what to skip as it goes by, instead of reading its metadata first
-        /// (which decodes its beginning twice). Skips less where a filesystem's free space is
-        /// known only late in the stream (a large ext4, after its last inode table).
+        /// For a stream without a bmap (.gz, .bz2, .lz4, single-block .xz, zip): decode it on
+        /// one core only, deciding what to skip as it goes by, instead of beside a scan of a
+        /// second decoder. Skips less where a filesystem's free space is known only late in
+        /// the stream (a large ext4, after its last inode table).
         #[arg(long)]
         one_pass: bool,
         /// Print the summary as JSON on stdout (schema: spec/json-output.md, "flash").

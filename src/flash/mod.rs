@@ -9,8 +9,11 @@
 //! target (`gpt_end.rs`); [`check_capacity`] finds a fake card before it is written
 //! (`capacity.rs`); [`find_sum`] finds the checksum file that vouches for the image and
 //! [`SumCheck`] checks the image against it while the flash runs (`sums.rs`). For a stream
-//! with no bmap, `stream_skip.rs` decides as the stream goes by which blocks are already known
-//! free, over a view of the bytes that went by (`captured.rs`).
+//! with no bmap, either a scan on a second decoder beside the flash says what it finds free as
+//! it goes ([`ScanHints`], `hints.rs`; what it skipped that the scan's map keeps is written in
+//! a second pass), or, with one decoder only, `stream_skip.rs` decides as the stream goes by
+//! which blocks are already known free, over a view of the bytes that went by
+//! (`captured.rs`).
 //!
 //! ```
 //! use blockwise::flash::{self, FlashOptions, FlashPlan, FlashTarget};
@@ -40,6 +43,7 @@
 mod capacity;
 mod captured;
 mod gpt_end;
+mod hints;
 mod plan;
 mod stream_skip;
 mod sums;
@@ -48,7 +52,8 @@ mod write;
 
 pub use capacity::{check_capacity, Capacity};
 pub use gpt_end::{gpt_to_end, gpt_to_end_with, GptMove};
-pub use plan::{FlashPlan, RangeCheck, HEAD, TAIL};
+pub use hints::ScanHints;
+pub use plan::{FlashPlan, RangeCheck, ScanLink, HEAD, TAIL};
 pub use sums::{find_sum, SumCheck, SumOutcome, Vouch};
 pub use target::{Identity, Target, TargetKind, TargetReader};
 pub use write::{

@@ -20,7 +20,7 @@ pub const HEAD: u64 = 1 << 20;
 pub const TAIL: u64 = 1 << 20;
 
 /// Longest piece of a range read and written as one job.
-const PIECE: u64 = 4 << 20;
+pub(crate) const PIECE: u64 = 4 << 20;
 
 /// Which part of the image a job carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +57,23 @@ pub struct FlashPlan {
     /// True when the map is not known beforehand (a stream without a bmap): every byte is
     /// read, and which parts of each piece are written is decided as the stream goes by.
     pub streaming: bool,
+    /// For a streaming plan: the scan running beside it that decides (see
+    /// [`super::ScanHints`]); without one, the stream's own metadata is read as it passes.
+    pub scan: Option<ScanLink>,
 }
+
+/// The [`super::ScanHints`] of a scan beside a streaming plan. Two links are equal when they
+/// are the same scan.
+#[derive(Clone, Debug)]
+pub struct ScanLink(pub std::sync::Arc<super::ScanHints>);
+
+impl PartialEq for ScanLink {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ScanLink {}
 
 fn tail(image_size: u64, target_size: u64) -> Range<u64> {
     if target_size > image_size {
@@ -96,6 +112,7 @@ impl FlashPlan {
             checks: Vec::new(),
             patches: Vec::new(),
             streaming: false,
+            scan: None,
         }
     }
 
@@ -109,6 +126,20 @@ impl FlashPlan {
             1,
         );
         p.streaming = true;
+        p
+    }
+
+    /// A streaming plan decided by a scan running beside it on a second decoder of the same
+    /// image (see [`super::ScanHints`]): the caller runs the scan through
+    /// [`ScanHints::watch`](super::ScanHints::watch) and hands its map to
+    /// [`ScanHints::finish`](super::ScanHints::finish).
+    pub fn streaming_beside(
+        image_size: u64,
+        target_size: u64,
+        hints: std::sync::Arc<super::ScanHints>,
+    ) -> FlashPlan {
+        let mut p = FlashPlan::streaming(image_size, target_size);
+        p.scan = Some(ScanLink(hints));
         p
     }
 

@@ -16,14 +16,15 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::plan::{FlashPlan, Piece, RangeCheck, HEAD};
+use super::hints::Known;
+use super::plan::{FlashPlan, Piece, RangeCheck, HEAD, PIECE};
 use super::stream_skip::StreamSkip;
 use super::target::Target;
 use crate::bmap::{hash_ranges, ChecksumType, Reach};
 use crate::checksum::hex;
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt, WriteAt};
-use crate::pipeline::{Buf, Job, Pipeline, Sink};
+use crate::pipeline::{Buf, Gate, Job, Pipeline, Sink};
 
 /// Pieces of one checked range held back, at most, before they are written: a range longer
 /// than this is written as it comes and its checksum compared at its end (the card's head is
@@ -369,6 +370,7 @@ impl Sink<Piece, Chunk> for TargetSink<'_> {
             return Ok(());
         }
         let r = job.read.clone().unwrap_or(0..0);
+        let gap_from = self.cursor;
         match job.meta {
             Piece::Head => self.head = Some(item.bytes().to_vec()),
             Piece::Body => {
@@ -385,11 +387,19 @@ impl Sink<Piece, Chunk> for TargetSink<'_> {
                         return self.fail("writing", e.start, err);
                     }
                 }
-                self.cursor = r.end;
+                // A second pass goes back over ranges the first skipped: never back over
+                // what is written (a discard runs from here to the end).
+                self.cursor = self.cursor.max(r.end);
             }
         }
-        // A slow card lags behind the decoder and the others: its own count.
-        self.done += r.end - r.start;
+        // A slow card lags behind the decoder and the others: its own count. A streaming
+        // plan counts every byte of the image, and its pieces free whole never come here.
+        let from = if self.plan.streaming {
+            gap_from.min(r.start)
+        } else {
+            r.start
+        };
+        self.done += r.end - from;
         (self.progress)(&Progress {
             stage: Stage::Write,
             target: Some(self.index),
@@ -600,11 +610,14 @@ pub fn run_checked(
     let total = plan.mapped();
     let mut done = 0u64;
     // A stream without a bmap: which parts of each piece are free is decided as it goes by,
-    // from what went by before it.
-    let mut skip = plan
-        .streaming
-        .then(|| StreamSkip::new(plan.image_size, None));
+    // by the scan beside it, or from what went by before it.
+    let beside = plan.scan.as_ref().map(|l| l.0.clone());
+    let mut skip =
+        (plan.streaming && beside.is_none()).then(|| StreamSkip::new(plan.image_size, None));
     let mut skipped = 0u64;
+    // Skipped on a hint, before the scan's map was known.
+    let mut provisional = ExtentMap::new();
+    let mut scan_failed: Option<String> = None;
     let stats = {
         let mut refs: Vec<&mut dyn Sink<Piece, Chunk>> = sinks
             .iter_mut()
@@ -637,6 +650,26 @@ pub fn run_checked(
             },
             &mut |j, c: &Chunk| {
                 let r = j.read.clone().unwrap_or(0..0);
+                if let (Some(b), Piece::Body) = (&beside, &j.meta) {
+                    let free = match b.wait_for(r.start, r.end, cancel) {
+                        None => return Err(crate::Error::Interrupted),
+                        Some(Known::Map(m)) => {
+                            ExtentMap::single(r.start, r.end).subtract(&m.within(r.start, r.end))
+                        }
+                        Some(Known::Failed(why)) => {
+                            scan_failed.get_or_insert(why);
+                            ExtentMap::new()
+                        }
+                        Some(Known::Free(f)) => {
+                            for e in f.iter() {
+                                provisional.insert(e.start, e.end);
+                            }
+                            f
+                        }
+                    };
+                    skipped += free.total();
+                    let _ = c.free.set(free);
+                }
                 if let Some(s) = skip.as_mut() {
                     if j.meta == Piece::Body {
                         let free = s.known_free(r.clone());
@@ -646,11 +679,72 @@ pub fn run_checked(
                     }
                     s.feed(r.start, &c.data);
                 }
-                checker.feed(&r, &c.data)
+                if !checker.feed(&r, &c.data)? {
+                    return Ok(Gate::Hold);
+                }
+                // A piece free whole goes to no sink: it would wait in their queues behind
+                // the pieces being written, and hold the decoder back with it.
+                let whole = c.free.get().is_some_and(|f| f.total() == r.end - r.start);
+                Ok(if whole && r.end > r.start {
+                    Gate::Drop
+                } else {
+                    Gate::Release
+                })
             },
         )?
     };
-    let pieces = pieces.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut notes = skip.map(|s| s.notes()).unwrap_or_default();
+    let mut bytes_read = stats.bytes_read;
+    if let Some(b) = &beside {
+        // Whatever was skipped on a hint that the scan's map keeps is written now, before
+        // anything is read back and before any head.
+        let fin = b.wait_done(cancel).ok_or(crate::Error::Interrupted)?;
+        let missed = match &fin {
+            Ok(m) => provisional.intersect(m),
+            Err(why) => {
+                scan_failed.get_or_insert(why.clone());
+                provisional.clone()
+            }
+        };
+        notes.extend(beside_notes(&provisional, &missed, scan_failed.as_deref()));
+        if !missed.is_empty() {
+            let jobs: Vec<Job<Piece>> = missed
+                .chunks(PIECE)
+                .map(|e| Job {
+                    read: Some(e.start..e.end),
+                    meta: Piece::Body,
+                    to: None,
+                })
+                .collect();
+            let mut refs: Vec<&mut dyn Sink<Piece, Chunk>> = sinks
+                .iter_mut()
+                .map(|s| s as &mut dyn Sink<Piece, Chunk>)
+                .collect();
+            let mut record = Recorder(&pieces);
+            refs.push(&mut record);
+            let budget = read_ahead_budget();
+            let mut pipeline = Pipeline::new(src)
+                .read_ahead(budget)
+                .sink_queue((budget >> 22).clamp(2, 256) as usize);
+            if let Some(c) = cancel {
+                pipeline = pipeline.cancel(c);
+            }
+            let again = pipeline.run(&jobs, &transform, &mut refs, &mut |j| {
+                done += j.read_len();
+                progress(&Progress {
+                    stage: Stage::Write,
+                    target: None,
+                    done,
+                    total,
+                });
+            })?;
+            bytes_read += again.bytes_read;
+            skipped -= missed.total();
+        }
+    }
+    let mut pieces = pieces.into_inner().unwrap_or_else(|p| p.into_inner());
+    // A second pass's pieces among the first's: read back in order.
+    pieces.sort_by_key(|((s, _), _)| *s);
     let (head, body): (Vec<_>, Vec<_>) = pieces
         .iter()
         .cloned()
@@ -692,9 +786,35 @@ pub fn run_checked(
         targets: sinks.into_iter().map(|s| s.report).collect(),
         pieces: all,
         skipped,
-        notes: skip.map(|s| s.notes()).unwrap_or_default(),
-        bytes_read: stats.bytes_read,
+        notes,
+        bytes_read,
     })
+}
+
+/// What a flash beside a scan says of it: how much was skipped on the hints, and what the
+/// scan's map then sent to a second pass.
+fn beside_notes(provisional: &ExtentMap, missed: &ExtentMap, failed: Option<&str>) -> Vec<String> {
+    let mut out = vec![format!(
+        "mapped by a scan of a second decoder beside the flash: {} bytes were skipped as they \
+         went by because a bitmap or FAT already called them free",
+        provisional.total()
+    )];
+    if let Some(why) = failed {
+        out.push(format!(
+            "the scan beside the flash failed ({why}): everything it had not mapped was written"
+        ));
+    }
+    if !missed.is_empty() {
+        out.push(format!(
+            "{} bytes in {} ranges that a bitmap or FAT called free are in use (the \
+             cross-check found files in them, or no map was made): written in a second pass \
+             over the stream, from byte {}",
+            missed.total(),
+            missed.len(),
+            missed.as_slice().first().map_or(0, |e| e.start)
+        ));
+    }
+    out
 }
 
 /// Runs `f` on every target still live, one thread each.

@@ -402,6 +402,14 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     // Clusters without a FAT entry, and the sectors after the last whole cluster.
     let tail = data_start + with_entry * cbytes;
     u.used.insert(tail, total.max(tail));
+    // What the FAT calls free, before the cross-check (a hint: a stream being flashed skips
+    // it as it passes, and writes afterwards whatever the final map keeps there).
+    for r in crate::ExtentMap::single(data_start, tail)
+        .subtract(&u.used)
+        .iter()
+    {
+        dev.note_free(r.start, r.end - r.start);
+    }
 
     let geo = WalkGeo {
         g: &g,

@@ -107,6 +107,14 @@ impl<S: ReadAt> ReadAt for Slice<S> {
                 .map(|r| (r.start - self.offset, r.end - self.offset)),
         ))
     }
+    fn note_free(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.len);
+        if offset < end {
+            if let Some(pos) = self.offset.checked_add(offset) {
+                self.inner.note_free(pos, end - offset);
+            }
+        }
+    }
     fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
         let len = self.len.saturating_sub(offset);
         let pos = self.offset.saturating_add(offset.min(self.len));

@@ -124,6 +124,16 @@ pub trait ReadAt: Send + Sync {
         let _ = at_least;
     }
 
+    /// A reader's word that `len` bytes at `offset` hold nothing its filesystem uses, as far
+    /// as what it has read so far says (a block bitmap's free blocks, a FAT's free clusters,
+    /// before any cross-check against the files). A hint, never a promise: the cross-check
+    /// may still find blocks in use there. Sources ignore it; wrappers forward it in their
+    /// own terms; a flash of a stream listens (`flash::ScanHints`), to skip those bytes as
+    /// they pass, provisionally.
+    fn note_free(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
+
     /// An in-order reader of the bytes from `offset` to the end. Sequential sources return a
     /// fresh decoder that bypasses their random-access cache (one decode, no restarts); the
     /// default reads through [`read_at`](Self::read_at) in [`Caps::chunk`] pieces.
@@ -323,6 +333,9 @@ macro_rules! forward_caps {
         }
         fn refine_size_hint(&$s, at_least: u64) {
             $inner.refine_size_hint(at_least)
+        }
+        fn note_free(&$s, offset: u64, len: u64) {
+            $inner.note_free(offset, len)
         }
     };
 }

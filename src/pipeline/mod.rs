@@ -153,21 +153,24 @@ impl<'a> Pipeline<'a> {
         sinks: &mut [&mut dyn Sink<M, T>],
         progress: &mut dyn FnMut(&Job<M>),
     ) -> crate::Result<Stats> {
-        self.run_gated(jobs, transform, sinks, progress, &mut |_, _| Ok(true))
+        self.run_gated(jobs, transform, sinks, progress, &mut |_, _| {
+            Ok(Gate::Release)
+        })
     }
 
     /// Like [`run`](Self::run), with a `gate` the orderer consults for each result, in job
-    /// order, before any sink sees it: `Ok(true)` hands it and every result held before it to
-    /// the sinks, `Ok(false)` holds it back, an error ends the run with nothing held reaching
-    /// a sink. A flash holds a bmap range's pieces until the range's checksum matches. The gate
-    /// bounds what it holds; results still held after the last job go to the sinks.
+    /// order, before any sink sees it (see [`Gate`]); an error ends the run with nothing held
+    /// reaching a sink. A flash holds a bmap range's pieces until the range's checksum
+    /// matches, and drops a stream's pieces that are free whole (they would fill the sinks'
+    /// queues, and hold the decoder back, for nothing). The gate bounds what it holds;
+    /// results still held after the last job go to the sinks.
     pub(crate) fn run_gated<M: Sync, T: Send + Sync>(
         &self,
         jobs: &[Job<M>],
         transform: &Transform<'_, M, T>,
         sinks: &mut [&mut dyn Sink<M, T>],
         progress: &mut dyn FnMut(&Job<M>),
-        gate: &mut dyn FnMut(&Job<M>, &T) -> crate::Result<bool>,
+        gate: &mut dyn FnMut(&Job<M>, &T) -> crate::Result<Gate>,
     ) -> crate::Result<Stats> {
         // A sequential source has one decoder, which must never wait for a transform: the
         // transforms get a pool of their own. A random-access source is decoded by a pool
@@ -287,6 +290,17 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// What a gate says of a result (see [`Pipeline::run_gated`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Hold it back (with those held before it).
+    Hold,
+    /// Hand it, and every result held before it, to the sinks.
+    Release,
+    /// No sink needs it: hand those held before it to the sinks, and drop it.
+    Drop,
+}
+
 /// What the orderer sends a sink.
 enum Msg<T> {
     Put(usize, Arc<T>),
@@ -368,7 +382,7 @@ fn deliver<M, T>(
     sinks: &[SyncSender<Msg<T>>],
     shared: &Shared,
     progress: &mut dyn FnMut(&Job<M>),
-    gate: &mut dyn FnMut(&Job<M>, &T) -> crate::Result<bool>,
+    gate: &mut dyn FnMut(&Job<M>, &T) -> crate::Result<Gate>,
     cancel: Option<&AtomicBool>,
 ) -> Result<(), Stop> {
     let mut pending: BTreeMap<usize, crate::Result<T>> = BTreeMap::new();
@@ -388,9 +402,12 @@ fn deliver<M, T>(
         while let Some(r) = pending.remove(&next) {
             let item = Arc::new(r.map_err(Stop::Failed)?);
             held.push((next, item));
-            let release = catch("gate", || gate(&jobs[next], &held[held.len() - 1].1))
+            let verdict = catch("gate", || gate(&jobs[next], &held[held.len() - 1].1))
                 .map_err(Stop::Failed)?;
-            if release {
+            if verdict == Gate::Drop {
+                held.pop();
+            }
+            if verdict != Gate::Hold {
                 for (i, item) in held.drain(..) {
                     send(jobs, sinks, i, item)?;
                 }

@@ -171,6 +171,31 @@ fn every_sink_gets_every_job_in_order() {
 }
 
 #[test]
+fn a_gate_holds_releases_and_drops_in_job_order() {
+    let src = Framed::new(200_000, 1000);
+    let js = jobs(30, 3000, 2500);
+    let mut a = Collect::default();
+    // Jobs 4..=6 held until 7 releases them; every job divisible by 5 dropped, except 5,
+    // which is held then (dropped with nothing held before it otherwise).
+    Pipeline::new(&src)
+        .threads(2)
+        .run_gated(&js, &identity, &mut [&mut a], &mut |_| {}, &mut |j, _| {
+            Ok(match j.meta {
+                4..=6 => Gate::Hold,
+                m if m % 5 == 0 => Gate::Drop,
+                _ => Gate::Release,
+            })
+        })
+        .unwrap();
+    let want: Vec<_> = expected(&src.data.0, &js)
+        .into_iter()
+        .filter(|(m, _)| m % 5 != 0 || *m == 5)
+        .collect();
+    assert_eq!(a.got, want);
+    assert!(a.finished);
+}
+
+#[test]
 fn each_unit_is_read_by_one_thread_and_no_read_crosses_one() {
     let src = Framed::new(400_000, 4096);
     let js: Vec<Job<usize>> = (0..100)

@@ -162,6 +162,15 @@ fn label_utf8(b: &[u8]) -> Option<String> {
 use crate::extent::ExtentMap;
 use crate::util::le64;
 
+/// Tells `dev` that blocks `from..to` are free by their bitmap ([`ReadAt::note_free`]).
+fn hint_free(dev: &dyn ReadAt, bs: u64, from: u64, to: u64) {
+    if to > from {
+        if let (Some(at), Some(len)) = (from.checked_mul(bs), (to - from).checked_mul(bs)) {
+            dev.note_free(at, len);
+        }
+    }
+}
+
 /// The bytes of this ext2/3/4 filesystem that must be kept: every block except those the
 /// block bitmaps say are free.
 ///
@@ -224,6 +233,8 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
 
     // Which groups' bitmaps are to be read, as (bitmap block, group).
     let mut to_read: Vec<(u64, u64)> = Vec::new();
+    // Groups without a bitmap on disk (BLOCK_UNINIT).
+    let mut uninit: Vec<u64> = Vec::new();
     for (g, d) in (0u64..).zip(descs.iter()) {
         geo.base_meta(g, &mut keep);
         let whole = (geo.group_first(g), geo.group_end(g));
@@ -269,9 +280,23 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         if geo.lazy_hints() && d.flags & BG_BLOCK_UNINIT != 0 {
             // No bitmap on disk: its used blocks are exactly the reserved ones pushed above
             // (this group's copies plus any group's bitmaps/tables placed here).
+            uninit.push(g);
             continue;
         }
         to_read.push((d.block_bitmap, g));
+    }
+
+    // A stream being flashed skips what a group's bitmap calls free as it passes (a hint:
+    // the flash writes afterwards whatever the final map keeps there). An uninitialised
+    // group's free blocks are known now, from the reserved blocks alone.
+    if !uninit.is_empty() {
+        let reserved = ExtentMap::from_ranges(keep.iter().copied());
+        for &g in &uninit {
+            let group = ExtentMap::single(geo.group_first(g), geo.group_end(g));
+            for r in group.subtract(&reserved).iter() {
+                hint_free(dev, geo.bs, r.start, r.end);
+            }
+        }
     }
 
     // The MMP block is allocated in the bitmap by mke2fs; keep it regardless in case a
@@ -307,6 +332,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
             return;
         }
         let (first, end) = whole;
+        let mut free_from = first;
         bitmap_runs(bm, nbits, |a, b| {
             // Cluster numbers relative to the group → blocks, clipped to the group (the
             // last group's padding bits are set).
@@ -314,8 +340,11 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
             let e = first.saturating_add(b.saturating_mul(geo.ratio)).min(end);
             if e > s {
                 keep.push((s, e));
+                hint_free(dev, geo.bs, free_from, s);
+                free_from = free_from.max(e);
             }
         });
+        hint_free(dev, geo.bs, free_from, end);
     };
     // The block bitmaps are read in the same pass as the inode bitmaps and tables.
     let walked = xcheck::walk(
