@@ -166,6 +166,14 @@ impl ScanBeside {
         let thread = std::thread::Builder::new()
             .name("scan beside".into())
             .spawn(move || {
+                // A scan that panics still ends: the flash waiting on it writes everything.
+                struct Ended(std::sync::Arc<flash::ScanHints>);
+                impl Drop for Ended {
+                    fn drop(&mut self) {
+                        self.0.finish(Err("the scan stopped without a map".into()));
+                    }
+                }
+                let _ended = Ended(h.clone());
                 let mut warnings = Vec::new();
                 let map = (|| -> anyhow::Result<ExtentMap> {
                     let opened = format::open(&image, &open)?;
