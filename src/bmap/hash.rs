@@ -13,19 +13,41 @@ use sha2::{Digest, Sha256};
 
 use super::model::{ChecksumType, Progress};
 use crate::io::{Access, ReadAt, ReadAtExt};
-use crate::pipeline::{Buf, Job, Pipeline, Sink};
+use crate::pipeline::{Buf, Job, Pipeline, Pool, Sink};
 
-/// A running digest of either kind a bmap uses.
+/// What ranges are digested with: either kind a bmap uses, or XXH3-128, with which a flash
+/// compares what a card reads back with what was written (at memory speed: a card that reads
+/// back wrong is failing, not forging; the image itself is checked against its bmap's
+/// SHA-256).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DigestKind {
+    Sha1,
+    Sha256,
+    Xxh3,
+}
+
+impl From<ChecksumType> for DigestKind {
+    fn from(t: ChecksumType) -> Self {
+        match t {
+            ChecksumType::Sha1 => DigestKind::Sha1,
+            ChecksumType::Sha256 => DigestKind::Sha256,
+        }
+    }
+}
+
+/// A running digest of a [`DigestKind`].
 pub(crate) enum Hasher {
     Sha1(sha1::Sha1),
     Sha256(Sha256),
+    Xxh3(Box<twox_hash::XxHash3_128>),
 }
 
 impl Hasher {
-    pub(crate) fn new(t: ChecksumType) -> Self {
-        match t {
-            ChecksumType::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
-            ChecksumType::Sha256 => Hasher::Sha256(Sha256::new()),
+    pub(crate) fn new(t: impl Into<DigestKind>) -> Self {
+        match t.into() {
+            DigestKind::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+            DigestKind::Sha256 => Hasher::Sha256(Sha256::new()),
+            DigestKind::Xxh3 => Hasher::Xxh3(Box::default()),
         }
     }
 
@@ -33,6 +55,7 @@ impl Hasher {
         match self {
             Hasher::Sha1(h) => h.update(data),
             Hasher::Sha256(h) => h.update(data),
+            Hasher::Xxh3(h) => h.write(data),
         }
     }
 
@@ -40,12 +63,21 @@ impl Hasher {
         match self {
             Hasher::Sha1(h) => h.finalize_reset().to_vec(),
             Hasher::Sha256(h) => h.finalize_reset().to_vec(),
+            Hasher::Xxh3(h) => {
+                let d = h.finish_128().to_le_bytes().to_vec();
+                **h = twox_hash::XxHash3_128::new();
+                d
+            }
         }
     }
 }
 
 /// The digest of `data` alone.
-fn digest(t: ChecksumType, data: &[u8]) -> Vec<u8> {
+pub(crate) fn digest(t: impl Into<DigestKind>, data: &[u8]) -> Vec<u8> {
+    let t = t.into();
+    if t == DigestKind::Xxh3 {
+        return twox_hash::XxHash3_128::oneshot(data).to_le_bytes().to_vec();
+    }
     let mut h = Hasher::new(t);
     h.update(data);
     h.finalize_reset()
@@ -61,7 +93,7 @@ pub(crate) struct RangeHasher<'a> {
 }
 
 impl<'a> RangeHasher<'a> {
-    pub(crate) fn new(ranges: &'a [(u64, u64)], t: ChecksumType) -> Self {
+    pub(crate) fn new(ranges: &'a [(u64, u64)], t: impl Into<DigestKind>) -> Self {
         RangeHasher {
             ranges,
             next: 0,
@@ -255,10 +287,11 @@ fn plan(src: &dyn ReadAt, ranges: &[(u64, u64)], piece: u64, lanes: usize) -> Pl
 pub(crate) fn hash_ranges(
     src: &dyn ReadAt,
     ranges: &[(u64, u64)],
-    t: ChecksumType,
+    t: impl Into<DigestKind>,
     progress: Progress,
     end: Reach,
 ) -> crate::Result<Vec<Vec<u8>>> {
+    let t = t.into();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let caps = src.caps();
     if caps.access == Access::Random && src.boundaries(0, 1).is_none() {
@@ -333,7 +366,7 @@ impl Sink<(u64, u64), Vec<u8>> for Digests {
 fn hash_whole(
     src: &dyn ReadAt,
     ranges: &[(u64, u64)],
-    t: ChecksumType,
+    t: DigestKind,
     progress: Progress,
     threads: usize,
 ) -> crate::Result<Vec<Vec<u8>>> {
@@ -346,9 +379,12 @@ fn hash_whole(
             to: None,
         })
         .collect();
+    // Buffers recycled across ranges: a flash's read-back hashes thousands of ranges of a
+    // few MiB, and a fresh zeroed buffer for each cost more than hashing them.
+    let pool = Pool::new(threads + 1);
     let transform = |job: &Job<(u64, u64)>, _: Option<Buf>| {
         let (s, e) = job.meta;
-        let mut buf = Buf::zeroed(piece.min(e.saturating_sub(s)) as usize);
+        let mut buf = pool.get(piece.min(e.saturating_sub(s)) as usize);
         let mut h = Hasher::new(t);
         let mut pos = s;
         while pos < e {

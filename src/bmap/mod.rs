@@ -14,7 +14,7 @@ mod model;
 pub mod read;
 pub mod write;
 
-pub(crate) use hash::{hash_ranges, Hasher, RangeHasher, Reach};
+pub(crate) use hash::{digest, hash_ranges, DigestKind, Hasher, RangeHasher, Reach};
 
 pub(crate) use model::Progress;
 pub use model::{Bmap, BmapRange, ChecksumType};

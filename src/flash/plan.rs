@@ -58,14 +58,14 @@ pub struct FlashPlan {
     /// read, and which parts of each piece are written is decided as the stream goes by.
     pub streaming: bool,
     /// For a streaming plan: the scan running beside it that decides (see
-    /// [`super::ScanHints`]); without one, the stream's own metadata is read as it passes.
+    /// [`super::hints::ScanHints`]); without one, the stream's own metadata is read as it passes.
     pub scan: Option<ScanLink>,
 }
 
-/// The [`super::ScanHints`] of a scan beside a streaming plan. Two links are equal when they
+/// The [`super::hints::ScanHints`] of a scan beside a streaming plan. Two links are equal when they
 /// are the same scan.
 #[derive(Clone, Debug)]
-pub struct ScanLink(pub std::sync::Arc<super::ScanHints>);
+pub struct ScanLink(pub std::sync::Arc<super::hints::ScanHints>);
 
 impl PartialEq for ScanLink {
     fn eq(&self, other: &Self) -> bool {
@@ -130,13 +130,13 @@ impl FlashPlan {
     }
 
     /// A streaming plan decided by a scan running beside it on a second decoder of the same
-    /// image (see [`super::ScanHints`]): the caller runs the scan through
-    /// [`ScanHints::watch`](super::ScanHints::watch) and hands its map to
-    /// [`ScanHints::finish`](super::ScanHints::finish).
+    /// image (see [`super::hints::ScanHints`]): the caller runs the scan through
+    /// [`ScanHints::watch`](super::hints::ScanHints::watch) and hands its map to
+    /// [`ScanHints::finish`](super::hints::ScanHints::finish).
     pub fn streaming_beside(
         image_size: u64,
         target_size: u64,
-        hints: std::sync::Arc<super::ScanHints>,
+        hints: std::sync::Arc<super::hints::ScanHints>,
     ) -> FlashPlan {
         let mut p = FlashPlan::streaming(image_size, target_size);
         p.scan = Some(ScanLink(hints));
@@ -188,22 +188,44 @@ impl FlashPlan {
 
     /// The reads, in ascending order (a stream is read once): the head first, then the mapped
     /// ranges past it, each cut in pieces of at most `PIECE` bytes.
+    #[cfg(test)]
     pub(crate) fn reads(&self) -> Vec<(Range<u64>, Piece)> {
+        self.reads_in_units(|_, _| None)
+    }
+
+    /// Like `reads`, with pieces also cut where `units(start, end)` says the source's units
+    /// (a seekable archive's frames, an xz block) begin: each piece is then decoded by one
+    /// reader straight into its own buffer, not read in parts and copied together.
+    pub(crate) fn reads_in_units(
+        &self,
+        units: impl Fn(u64, u64) -> Option<Vec<u64>>,
+    ) -> Vec<(Range<u64>, Piece)> {
         let mut out = Vec::new();
         if self.head > 0 {
             out.push((0..self.head, Piece::Head));
         }
         let body = self.map.subtract(&ExtentMap::single(0, self.head));
         // Pieces end where a checked range ends, so that a range's last piece completes it.
-        let cuts: Vec<u64> = self.checks.iter().map(|c| c.range.end).collect();
-        for e in body.chunks(PIECE) {
+        let checks: Vec<u64> = self.checks.iter().map(|c| c.range.end).collect();
+        for e in body.iter() {
+            let first = checks.partition_point(|&c| c <= e.start);
+            let mut cuts: Vec<u64> = checks[first..]
+                .iter()
+                .copied()
+                .take_while(|&c| c < e.end)
+                .chain(units(e.start, e.end).unwrap_or_default())
+                .filter(|&c| c > e.start && c < e.end)
+                .collect();
+            cuts.sort_unstable();
+            cuts.dedup();
             let mut at = e.start;
-            let first = cuts.partition_point(|&c| c <= at);
-            for &c in cuts[first..].iter().take_while(|&&c| c < e.end) {
-                out.push((at..c, Piece::Body));
-                at = c;
+            for end in cuts.into_iter().chain([e.end]) {
+                while at < end {
+                    let to = end.min(at.saturating_add(PIECE));
+                    out.push((at..to, Piece::Body));
+                    at = to;
+                }
             }
-            out.push((at..e.end, Piece::Body));
         }
         out
     }
@@ -228,6 +250,32 @@ mod tests {
         assert_eq!(reads.len(), 2);
         assert_eq!(p.zero_tail, (15 << 20)..(16 << 20));
         assert_eq!(p.mapped(), HEAD + 4096);
+    }
+
+    #[test]
+    fn pieces_end_where_units_and_checked_ranges_end() {
+        let map = ExtentMap::single(2 << 20, 12 << 20);
+        let mut p = FlashPlan::new(16 << 20, 16 << 20, &map, 4096);
+        p.checks.push(RangeCheck {
+            range: (2 << 20)..(7 << 20),
+            digest: String::new(),
+            kind: ChecksumType::Sha256,
+        });
+        let reads = p.reads_in_units(|s, e| {
+            Some(
+                (0..16u64)
+                    .map(|i| i * (3 << 20))
+                    .filter(|&b| b > s && b < e)
+                    .collect(),
+            )
+        });
+        let mib = |r: &Range<u64>| (r.start >> 20, r.end >> 20);
+        let got: Vec<_> = reads.iter().map(|(r, _)| mib(r)).collect();
+        assert_eq!(
+            got,
+            vec![(0, 1), (2, 3), (3, 6), (6, 7), (7, 9), (9, 12)],
+            "cut at units (every 3 MiB) and at the checked range's end (7 MiB), at most 4 MiB"
+        );
     }
 
     #[test]

@@ -275,6 +275,10 @@ impl Target {
                     ),
                 )
             })?;
+        // Whole sectors from a buffer on a page (the pipeline's are): written as they are.
+        if offset % ss == 0 && buf.len() as u64 % ss == 0 && buf.as_ptr() as usize % ALIGN == 0 {
+            return self.file.write_all_at(buf, offset);
+        }
         let Some(bounce) = self.bounce.as_mut() else {
             return Err(io::Error::other("device target without a buffer"));
         };

@@ -57,6 +57,12 @@ impl FrameCache {
         }
     }
 
+    /// Whether frame `i` is cached.
+    pub(crate) fn contains(&self, i: usize) -> bool {
+        let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        c.1.contains_key(&i)
+    }
+
     /// Frame `i`, from the cache or from `load`.
     pub(crate) fn get(
         &self,

@@ -6,11 +6,13 @@
 //! than the single-reader backup this pipeline replaced. A [`Buf`] returns its memory to the
 //! run's pool when dropped, so the next job reads into pages already mapped.
 //!
-//! The bytes start on a cache line. The allocator hands out large blocks 16 bytes past a page
+//! The bytes start on a page. The allocator hands out large blocks 16 bytes past a page
 //! boundary, and the kernel copies a file's pages into such a buffer three times slower than
 //! into an aligned one on AMD Zen (its `rep movsb` leaves the fast path when destination and
 //! source are a few bytes apart modulo 4 KiB): `verify` of a cached image spent twice the
-//! system time of the reader it replaced until the buffers were aligned.
+//! system time of the reader it replaced until the buffers were aligned. On a page, a buffer
+//! is also what a device opened `O_DIRECT` takes as it is: a flash writes it to the card
+//! without copying it into a bounce buffer first.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -20,8 +22,8 @@ use std::sync::{Arc, Mutex};
 /// MiB even for the largest jobs, and jobs are normally a few MiB.
 const MAX_KEPT: usize = 16 << 20;
 
-/// Where a buffer's bytes start: a cache line (see the module notes).
-const ALIGN: usize = 64;
+/// Where a buffer's bytes start: a page (see the module notes).
+const ALIGN: usize = 4096;
 
 /// A job's bytes. Derefs to the bytes; goes back to its pool when dropped.
 pub(crate) struct Buf {
@@ -33,14 +35,8 @@ pub(crate) struct Buf {
 }
 
 impl Buf {
-    /// `len` zero bytes starting on a cache line, of no pool: for a stage that reads a source
-    /// itself.
-    pub(crate) fn zeroed(len: usize) -> Buf {
-        Buf::within(Vec::new(), len, None)
-    }
-
-    /// `len` bytes of `bytes`' memory (grown as needed), starting on the next cache line
-    /// wherever the allocator put the block.
+    /// `len` bytes of `bytes`' memory (grown as needed), starting on the next page wherever
+    /// the allocator put the block.
     fn within(mut bytes: Vec<u8>, len: usize, pool: Option<Arc<Pool>>) -> Buf {
         bytes.resize(len + ALIGN, 0);
         let start = (ALIGN - bytes.as_ptr() as usize % ALIGN) % ALIGN;
@@ -103,14 +99,14 @@ impl Drop for Buf {
 }
 
 /// Spare buffers of one run.
-pub(super) struct Pool {
+pub(crate) struct Pool {
     spare: Mutex<Vec<Vec<u8>>>,
     keep: usize,
 }
 
 impl Pool {
     /// A pool keeping at most `keep` spare buffers (about as many as a run has in flight).
-    pub(super) fn new(keep: usize) -> Arc<Self> {
+    pub(crate) fn new(keep: usize) -> Arc<Self> {
         Arc::new(Pool {
             spare: Mutex::new(Vec::new()),
             keep,
@@ -119,7 +115,7 @@ impl Pool {
 
     /// A buffer of `len` bytes. A recycled one still holds an earlier job's bytes: callers
     /// overwrite all of it (a read fills it or fails, and a failed buffer is dropped).
-    pub(super) fn get(self: &Arc<Self>, len: usize) -> Buf {
+    pub(crate) fn get(self: &Arc<Self>, len: usize) -> Buf {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
         Buf::within(spare.unwrap_or_default(), len, Some(self.clone()))
     }
@@ -148,11 +144,7 @@ mod tests {
         let mut b = pool.get(800);
         assert_eq!(b.as_ptr(), at, "the spare buffer is reused");
         assert_eq!(b.len(), 800);
-        assert_eq!(
-            b.as_ptr() as usize % ALIGN,
-            0,
-            "bytes start on a cache line"
-        );
+        assert_eq!(b.as_ptr() as usize % ALIGN, 0, "bytes start on a page");
         b[0] = 7;
         b[799] = 9;
         let v = b.into_vec();

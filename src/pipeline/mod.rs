@@ -52,7 +52,7 @@ mod decode;
 mod job;
 mod stage;
 
-pub(crate) use buf::Buf;
+pub(crate) use buf::{Buf, Pool};
 use job::{Done, End, Work};
 pub(crate) use job::{Job, Sink, Stats, Transform};
 use stage::{apply, catch, panicked, Next, Shared, Window};

@@ -308,27 +308,63 @@ impl SeekableZstd {
         } else {
             zstd::bulk::decompress(&comp, f.out_len as usize)
         }
-        .map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "seekable zstd: frame {i} at compressed offset {} is corrupt: {e}",
-                    f.comp_off
-                ),
-            )
-        })?;
-        if out.len() != f.out_len as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "seekable zstd: frame {i} decodes to {} bytes, seek table says {}",
-                    out.len(),
-                    f.out_len
-                ),
-            ));
-        }
+        .map_err(|e| corrupt(i, f, e))?;
+        decoded_len(i, f, out.len())?;
         Ok(out)
     }
+
+    /// Decodes frame `i` straight into `out` (exactly its length), past the cache. The
+    /// compressed bytes are read into a buffer the thread keeps (no fresh zeroed allocation
+    /// per frame).
+    fn decode_into(&self, i: usize, f: SeekFrame, out: &mut [u8]) -> io::Result<()> {
+        thread_local! {
+            static COMP: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let len = f.comp_len as usize;
+        if len > crate::io::MAX_READ_VEC {
+            // Refused with read_vec's own message.
+            self.src.read_vec(f.comp_off, len)?;
+        }
+        let n = COMP.with(|c| -> io::Result<usize> {
+            let mut comp = c.borrow_mut();
+            if comp.len() < len {
+                comp.resize(len, 0);
+            }
+            let comp_bytes = &mut comp[..len];
+            self.src.read_exact_at(f.comp_off, comp_bytes)?;
+            if zero_frame_size(comp_bytes) == Some(u64::from(f.out_len)) {
+                out.fill(0);
+                Ok(out.len())
+            } else {
+                zstd::bulk::decompress_to_buffer(comp_bytes, out).map_err(|e| corrupt(i, f, e))
+            }
+        })?;
+        decoded_len(i, f, n)
+    }
+}
+
+fn corrupt(i: usize, f: SeekFrame, e: io::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "seekable zstd: frame {i} at compressed offset {} is corrupt: {e}",
+            f.comp_off
+        ),
+    )
+}
+
+/// Fails unless frame `i` decoded to the length its seek table entry says.
+fn decoded_len(i: usize, f: SeekFrame, got: usize) -> io::Result<()> {
+    if got != f.out_len as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "seekable zstd: frame {i} decodes to {got} bytes, seek table says {}",
+                f.out_len
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// If `frame` is exactly one zstd frame made only of RLE blocks of `0x00` (how backups store
@@ -362,6 +398,20 @@ impl ReadAt for SeekableZstd {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let fr = &self.frames;
+        // A read of exactly one whole frame (the pipeline cuts its reads where frames begin)
+        // is decoded straight into the caller's buffer: the frame is read once, and a copy
+        // through the cache would be one more pass over its bytes.
+        let i = fr.partition_point(|f| f.out_off < offset);
+        if let Some(&f) = fr.get(i) {
+            if f.out_off == offset
+                && f.out_len > 0
+                && buf.len() == f.out_len as usize
+                && !self.cache.contains(i)
+            {
+                self.decode_into(i, f, buf)?;
+                return Ok(buf.len());
+            }
+        }
         frames::read_through_frames(
             offset,
             buf,
