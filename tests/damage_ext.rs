@@ -715,3 +715,43 @@ fn bitmap_only_map_loses_data() {
     let b = rdump(&restored, &dir.path().join("b"));
     assert_ne!(a.get("big.bin"), b.get("big.bin"));
 }
+
+/// Inode tables pointed at one another (every group's at group 0's, descriptor checksums
+/// recomputed): which inodes are real cannot be told, and reading a table per group would
+/// read the same blocks once per group. The volume is kept whole, and said why.
+#[test]
+fn overlapping_inode_tables_keep_the_volume_whole() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ext.img");
+    let (out, code) = run(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-b", "1024", "-O", "^flex_bg"])
+        .arg(&img)
+        .arg("64M"));
+    assert_eq!(code, 0, "{out}");
+    let dump = run(Command::new("dumpe2fs").arg(&img)).0;
+    let tables: Vec<u64> = dump
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Inode table at "))
+        .map(|r| r.split('-').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(tables.len() >= 8, "{dump}");
+    let cmds: Vec<String> = (1..tables.len())
+        .flat_map(|g| {
+            [
+                format!("set_bg {g} inode_table {}", tables[0]),
+                format!("set_bg {g} checksum calc"),
+            ]
+        })
+        .collect();
+    debugfs_w(&img, &cmds);
+    let (map, report) = map_of(&img);
+    assert_eq!(map, ExtentMap::single(0, 64 << 20));
+    let said = serde_json::to_string(&report).unwrap();
+    assert!(
+        said.contains("inode tables of groups 0 and 1 overlap"),
+        "{said}"
+    );
+}

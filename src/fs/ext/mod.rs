@@ -231,6 +231,39 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         (s >= head && e <= geo.blocks && n > 0).then_some((s, e))
     };
 
+    // Inode tables that overlap one another: no tool makes them, the inodes in them cannot
+    // be told apart, and reading every group's table would read the same blocks once per
+    // group (a hostile image made of thousands of groups sharing one table would be read
+    // thousands of times over). Whichever inodes are real may reference any block.
+    let mut tables: Vec<(u64, u64, u64)> = (0u64..)
+        .zip(descs.iter())
+        .filter_map(|(g, d)| {
+            let end = d.inode_table.checked_add(geo.itable_blocks)?;
+            (d.inode_table >= head && end <= geo.blocks && end > d.inode_table).then_some((
+                d.inode_table,
+                end,
+                g,
+            ))
+        })
+        .collect();
+    tables.sort_unstable();
+    if let Some(w) = tables.windows(2).find(|w| w[1].0 < w[0].1) {
+        return Ok(super::info::Usage::everything(
+            dev.size(),
+            format!(
+                "ext: the inode tables of groups {} and {} overlap (blocks {}-{} and {}-{}); \
+                 the inodes cannot be trusted to say which blocks are free, so every block \
+                 is kept. The filesystem is inconsistent: run e2fsck",
+                w[0].2,
+                w[1].2,
+                w[0].0,
+                w[0].1 - 1,
+                w[1].0,
+                w[1].1 - 1
+            ),
+        ));
+    }
+
     // Which groups' bitmaps are to be read, as (bitmap block, group).
     let mut to_read: Vec<(u64, u64)> = Vec::new();
     // Groups without a bitmap on disk (BLOCK_UNINIT).
