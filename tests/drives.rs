@@ -399,8 +399,14 @@ fn read_only_empty_and_internal_disks_are_refused_for_what_they_are() {
     assert_eq!(sda.transport, Transport::Ata);
     assert_eq!(sda.verdict.reasons, [Reason::NotRemovable]);
     assert!(sda.verdict.offered_with_force());
-    // Stacked and RAM devices are not disks to list.
-    assert!(list.iter().all(|d| d.name != "dm-0" && d.name != "zram0"));
+    // Stacked devices are not disks to list; a RAM disk is, refused while it holds swap.
+    assert!(list.iter().all(|d| d.name != "dm-0"));
+    let zram = by_name(&list, "zram0");
+    assert!(
+        zram.verdict.reasons.contains(&Reason::NotRemovable),
+        "{zram:?}"
+    );
+    assert!(!zram.verdict.offered() && !zram.verdict.offered_with_force());
     let offered: Vec<&str> = list
         .iter()
         .filter(|d| d.verdict.offered())

@@ -290,6 +290,71 @@ fn a_stream_whose_bitmap_frees_a_file_in_use_still_gets_the_file_written() {
     }
 }
 
+/// The zram device `/sys/block/zram0`, sized for a test and reset after: a real block device
+/// that is not removable (memory, no USB or SD transport). `None` when there is none, or it
+/// is in use (sized already: swap, or someone else's).
+struct Zram {
+    dev: PathBuf,
+}
+
+impl Zram {
+    fn take(size: u64) -> Option<Zram> {
+        let sys = Path::new("/sys/block/zram0");
+        let unused = std::fs::read_to_string(sys.join("disksize")).is_ok_and(|s| s.trim() == "0");
+        if !unused || !Path::new("/dev/zram0").exists() {
+            return None;
+        }
+        std::fs::write(sys.join("disksize"), size.to_string()).ok()?;
+        Some(Zram {
+            dev: PathBuf::from("/dev/zram0"),
+        })
+    }
+}
+
+impl Drop for Zram {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/block/zram0/reset", "1");
+    }
+}
+
+/// A real disk that is not removable is refused without `--force` (every byte unchanged), and
+/// written with it.
+#[test]
+fn a_non_removable_disk_is_refused_without_force() {
+    let Some(c) = card() else { return };
+    let Some(z) = Zram::take(160 * MIB) else {
+        skip(
+            Need::Oracle,
+            "no unused zram device (/dev/zram0 with disksize 0) to stand for an internal disk",
+        );
+        return;
+    };
+    let zst = c.archive("card.img.zst");
+    let old = c.reused("old.bin", 160, 21);
+    sh(&format!(
+        "dd if='{}' of='{}' bs=4M oflag=direct status=none",
+        old.display(),
+        z.dev.display()
+    ));
+    let before = sha(&z.dev);
+    assert_eq!(before, sha(&old));
+    let o = flash(&[&zst, &z.dev, &"--yes"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not removable"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nothing was written"), "{}", stderr(&o));
+    assert_eq!(sha(&z.dev), before, "the refused disk changed");
+    // --force is what lets it be written; it then holds the card.
+    let o = flash(&[&zst, &z.dev, &"--yes", &"--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let copy = c.path("written.img");
+    sh(&format!(
+        "dd if='{}' of='{}' bs=4M count=32 status=none",
+        z.dev.display(),
+        copy.display()
+    ));
+    c.assert_restored(&copy);
+}
+
 #[test]
 fn refusals_leave_the_target_unchanged() {
     let Some(c) = card() else { return };

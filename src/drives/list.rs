@@ -12,12 +12,10 @@ use crate::io::blockdev::BlockDevice;
 use crate::io::{FileSource, ReadAt};
 
 /// Whether an entry of `/sys/block` is a disk to list. Stacked devices (`dm-*`, `md*`) are
-/// not: they show as holders of the disks under them. RAM disks (`ram*`, `zram*`) are memory,
-/// not targets.
+/// not: they show as holders of the disks under them. RAM disks (`ram*`, `zram*`) are, and
+/// judged like any disk: internal (not removable), and refused while they hold swap.
 pub fn is_listed(name: &str) -> bool {
-    !["dm-", "md", "ram", "zram"]
-        .iter()
-        .any(|p| name.starts_with(p))
+    !["dm-", "md"].iter().any(|p| name.starts_with(p))
 }
 
 /// The filesystem type and label at `path` (a block device, or a regular file in a fixture
