@@ -148,26 +148,15 @@ impl ScanHints {
         end: u64,
         cancel: Option<&AtomicBool>,
     ) -> Option<Known> {
-        let mut st = self.lock();
-        loop {
-            match &st.done {
-                Some(Ok(m)) => return Some(Known::Map(m.clone())),
-                Some(Err(why)) => return Some(Known::Failed(why.clone())),
-                None => {}
+        self.wait_until(cancel, |st| match &st.done {
+            Some(Ok(m)) => Some(Known::Map(m.clone())),
+            Some(Err(why)) => Some(Known::Failed(why.clone())),
+            None if st.reached >= end => {
+                fold(st);
+                Some(Known::Free(st.free.within(start, end)))
             }
-            if st.reached >= end {
-                fold(&mut st);
-                return Some(Known::Free(st.free.within(start, end)));
-            }
-            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return None;
-            }
-            st = self
-                .changed
-                .wait_timeout(st, POLL)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+            None => None,
+        })
     }
 
     /// Waits for the scan to end: its map, or why there is none; `None` once `cancel` is set.
@@ -175,10 +164,20 @@ impl ScanHints {
         &self,
         cancel: Option<&AtomicBool>,
     ) -> Option<Result<Arc<ExtentMap>, String>> {
+        self.wait_until(cancel, |st| st.done.clone())
+    }
+
+    /// Waits until `ready` has an answer, looking again whenever the scan moves on; `None`
+    /// once `cancel` is set.
+    fn wait_until<R>(
+        &self,
+        cancel: Option<&AtomicBool>,
+        mut ready: impl FnMut(&mut State) -> Option<R>,
+    ) -> Option<R> {
         let mut st = self.lock();
         loop {
-            if let Some(d) = &st.done {
-                return Some(d.clone());
+            if let Some(r) = ready(&mut st) {
+                return Some(r);
             }
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return None;

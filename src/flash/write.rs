@@ -618,23 +618,9 @@ pub fn run_checked(
     let mut provisional = ExtentMap::new();
     let mut scan_failed: Option<String> = None;
     let stats = {
-        let mut refs: Vec<&mut dyn Sink<Piece, Chunk>> = sinks
-            .iter_mut()
-            .map(|s| s as &mut dyn Sink<Piece, Chunk>)
-            .collect();
         let mut record = Recorder(&pieces);
-        refs.push(&mut record);
-        let budget = read_ahead_budget(src);
-        // As much again may wait in each target's queue (pieces of at most 4 MiB): a card
-        // that is still writing does not hold the decoder back either.
-        let mut pipeline = Pipeline::new(src)
-            .to_end(plan.image_size)
-            .read_ahead(budget)
-            .sink_queue((budget >> 22).clamp(2, 256) as usize);
-        if let Some(c) = cancel {
-            pipeline = pipeline.cancel(c);
-        }
-        pipeline.run_gated(
+        let mut refs = sinks_and(&mut sinks, &mut record);
+        pipeline(src, cancel).to_end(plan.image_size).run_gated(
             &jobs,
             &transform,
             &mut refs,
@@ -715,20 +701,9 @@ pub fn run_checked(
                     to: None,
                 })
                 .collect();
-            let mut refs: Vec<&mut dyn Sink<Piece, Chunk>> = sinks
-                .iter_mut()
-                .map(|s| s as &mut dyn Sink<Piece, Chunk>)
-                .collect();
             let mut record = Recorder(&pieces);
-            refs.push(&mut record);
-            let budget = read_ahead_budget(src);
-            let mut pipeline = Pipeline::new(src)
-                .read_ahead(budget)
-                .sink_queue((budget >> 22).clamp(2, 256) as usize);
-            if let Some(c) = cancel {
-                pipeline = pipeline.cancel(c);
-            }
-            let again = pipeline.run(&jobs, &transform, &mut refs, &mut |j| {
+            let mut refs = sinks_and(&mut sinks, &mut record);
+            let again = pipeline(src, cancel).run(&jobs, &transform, &mut refs, &mut |j| {
                 done += j.read_len();
                 progress(&Progress {
                     stage: Stage::Write,
@@ -785,6 +760,38 @@ pub fn run_checked(
         notes,
         bytes_read,
     })
+}
+
+/// The pipeline a flash runs on: reading ahead as [`read_ahead_budget`] says, stopped by
+/// `cancel`. Each target's queue holds as much again for a stream (pieces of at most 4 MiB: a
+/// card that is still writing does not hold the decoder back either), and 64 pieces for a
+/// random-access source: a bmap range, held until its checksum matches, is handed over whole,
+/// and a queue shorter than that made the hashing wait for the card's writes.
+fn pipeline<'a>(src: &'a dyn ReadAt, cancel: Option<&'a AtomicBool>) -> Pipeline<'a> {
+    let budget = read_ahead_budget(src);
+    let queue = if src.caps().access == crate::io::Access::Random {
+        64
+    } else {
+        (budget >> 22).clamp(2, 256) as usize
+    };
+    let p = Pipeline::new(src).read_ahead(budget).sink_queue(queue);
+    match cancel {
+        Some(c) => p.cancel(c),
+        None => p,
+    }
+}
+
+/// Every target, then `record`, as the pipeline's sinks.
+fn sinks_and<'s, 'a: 's, 'b: 's>(
+    sinks: &'s mut [TargetSink<'a>],
+    record: &'s mut Recorder<'b>,
+) -> Vec<&'s mut dyn Sink<Piece, Chunk>> {
+    let mut refs: Vec<&mut dyn Sink<Piece, Chunk>> = sinks
+        .iter_mut()
+        .map(|s| s as &mut dyn Sink<Piece, Chunk>)
+        .collect();
+    refs.push(record);
+    refs
 }
 
 /// What a flash beside a scan says of it: how much was skipped on the hints, and what the

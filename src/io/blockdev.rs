@@ -78,6 +78,24 @@ impl DirectBlockDevice {
             sector_size,
         })
     }
+
+    /// Fills `buf` (on a page, whole sectors) from sector-aligned `at`, short only at the end.
+    fn read_sectors(&self, at: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut got = 0usize;
+        while got < buf.len() {
+            let r = super::file::pread_within(
+                &self.direct,
+                self.size,
+                at + got as u64,
+                &mut buf[got..],
+            )?;
+            if r == 0 {
+                break;
+            }
+            got += r;
+        }
+        Ok(got)
+    }
 }
 
 impl ReadAt for DirectBlockDevice {
@@ -100,38 +118,13 @@ impl ReadAt for DirectBlockDevice {
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "read too large"))?;
         // Whole sectors into a buffer on a page (the pipeline's are): read as they are.
         if start == offset && n as u64 == want && buf.as_ptr() as usize % DIRECT_BUF_ALIGN == 0 {
-            let mut got = 0usize;
-            while got < n {
-                let r = super::file::pread_within(
-                    &self.direct,
-                    self.size,
-                    start + got as u64,
-                    &mut buf[got..n],
-                )?;
-                if r == 0 {
-                    break;
-                }
-                got += r;
-            }
-            return Ok(got);
+            return self.read_sectors(start, &mut buf[..n]);
         }
         let mut raw = vec![0u8; n + DIRECT_BUF_ALIGN];
         let shift =
             (DIRECT_BUF_ALIGN - raw.as_ptr() as usize % DIRECT_BUF_ALIGN) % DIRECT_BUF_ALIGN;
         let bounce = &mut raw[shift..shift + n];
-        let mut got = 0usize;
-        while got < n {
-            let r = super::file::pread_within(
-                &self.direct,
-                self.size,
-                start + got as u64,
-                &mut bounce[got..],
-            )?;
-            if r == 0 {
-                break;
-            }
-            got += r;
-        }
+        let got = self.read_sectors(start, bounce)?;
         let skip = (offset - start) as usize;
         let avail = got.saturating_sub(skip).min(want as usize);
         buf[..avail].copy_from_slice(&bounce[skip..skip + avail]);
