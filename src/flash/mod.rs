@@ -42,6 +42,7 @@
 
 mod capacity;
 mod captured;
+mod check;
 mod gpt_end;
 mod hints;
 mod plan;

@@ -14,22 +14,17 @@
 use std::io;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use super::check::Checks;
 use super::hints::Known;
-use super::plan::{FlashPlan, Piece, RangeCheck, HEAD, PIECE};
+use super::plan::{FlashPlan, Piece, HEAD, PIECE};
 use super::stream_skip::StreamSkip;
 use super::target::Target;
 use crate::bmap::{digest, hash_ranges, DigestKind, Reach};
-use crate::checksum::hex;
 use crate::extent::ExtentMap;
 use crate::io::{ReadAt, ReadAtExt, WriteAt};
 use crate::pipeline::{Buf, Gate, Job, Pipeline, Sink};
-
-/// Pieces of one checked range held back, at most, before they are written: a range longer
-/// than this is written as it comes and its checksum compared at its end (the card's head is
-/// still zeroed then, so a mismatch leaves no table).
-const HOLD: u64 = 256 << 20;
 
 /// Granularity of `--delta`'s comparison: a block that differs is written whole.
 const DELTA_BLOCK: usize = 4096;
@@ -425,54 +420,6 @@ impl Sink<Piece, Chunk> for TargetSink<'_> {
     }
 }
 
-/// Holds back the pieces of a checked range until its decoded bytes match, in job order.
-struct Checker<'a> {
-    checks: &'a [RangeCheck],
-    /// Index of the first check not yet complete.
-    next: usize,
-    hasher: Option<crate::bmap::Hasher>,
-}
-
-impl Checker<'_> {
-    /// Feeds the piece `r` holding `data`; true when what is held may be written.
-    fn feed(&mut self, r: &Range<u64>, data: &[u8]) -> crate::Result<bool> {
-        while let Some(c) = self.checks.get(self.next) {
-            if c.range.start >= r.end {
-                break;
-            }
-            let from = c.range.start.max(r.start);
-            let to = c.range.end.min(r.end);
-            if from < to {
-                self.hasher
-                    .get_or_insert_with(|| crate::bmap::Hasher::new(c.kind))
-                    .update(&data[(from - r.start) as usize..(to - r.start) as usize]);
-            }
-            if c.range.end > r.end {
-                // The range goes on in later pieces: hold, unless it is too long to hold.
-                return Ok(c.range.end - c.range.start > HOLD);
-            }
-            let got = hex(&self
-                .hasher
-                .take()
-                .map(|mut h| h.finalize_reset())
-                .unwrap_or_default());
-            if got != c.digest {
-                return Err(crate::Error::Mismatch {
-                    offset: c.range.start,
-                    len: c.range.end - c.range.start,
-                    detail: format!(
-                        "the image does not match its bmap at bytes {}..{} (checksum {}, \
-                         the bmap says {}); that range was not written",
-                        c.range.start, c.range.end, got, c.digest
-                    ),
-                });
-            }
-            self.next += 1;
-        }
-        Ok(true)
-    }
-}
-
 /// Keeps every written range's digest, in order.
 struct Recorder<'a>(&'a Mutex<Vec<WrittenPiece>>);
 
@@ -601,11 +548,6 @@ pub fn run_checked(
         }
     }
     let pieces = Mutex::new(Vec::with_capacity(jobs.len()));
-    let mut checker = Checker {
-        checks: &plan.checks,
-        next: 0,
-        hasher: None,
-    };
     let total = plan.mapped();
     let mut done = 0u64;
     // A stream without a bmap: which parts of each piece are free is decided as it goes by,
@@ -617,7 +559,12 @@ pub fn run_checked(
     // Skipped on a hint, before the scan's map was known.
     let mut provisional = ExtentMap::new();
     let mut scan_failed: Option<String> = None;
-    let stats = {
+    let last_job = jobs.len().saturating_sub(1);
+    let mut job_no = 0usize;
+    let stats = std::thread::scope(|scope| {
+        // A bmap's range checksums, hashed on lanes of their own (`check.rs`).
+        let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut checks = Checks::start(scope, &plan.checks, lanes, |c: &Chunk| &c.data);
         let mut record = Recorder(&pieces);
         let mut refs = sinks_and(&mut sinks, &mut record);
         pipeline(src, cancel).to_end(plan.image_size).run_gated(
@@ -633,8 +580,13 @@ pub fn run_checked(
                     total,
                 });
             },
-            &mut |j, c: &Chunk| {
+            &mut |j, c: &Arc<Chunk>| {
                 let r = j.read.clone().unwrap_or(0..0);
+                let last = job_no == last_job;
+                job_no += 1;
+                if !checks.is_empty() {
+                    return checks.gate(r, c, last);
+                }
                 if let (Some(b), Piece::Body) = (&beside, &j.meta) {
                     let free = match b.wait_for(r.start, r.end, cancel) {
                         None => return Err(crate::Error::Interrupted),
@@ -664,9 +616,6 @@ pub fn run_checked(
                     }
                     s.feed(r.start, &c.data);
                 }
-                if !checker.feed(&r, &c.data)? {
-                    return Ok(Gate::Hold);
-                }
                 // A piece free whole goes to no sink: it would wait in their queues behind
                 // the pieces being written, and hold the decoder back with it.
                 let whole = c.free.get().is_some_and(|f| f.total() == r.end - r.start);
@@ -676,8 +625,8 @@ pub fn run_checked(
                     Gate::Release
                 })
             },
-        )?
-    };
+        )
+    })?;
     let mut notes = skip.map(|s| s.notes()).unwrap_or_default();
     let mut bytes_read = stats.bytes_read;
     if let Some(b) = &beside {

@@ -170,7 +170,7 @@ impl<'a> Pipeline<'a> {
         transform: &Transform<'_, M, T>,
         sinks: &mut [&mut dyn Sink<M, T>],
         progress: &mut dyn FnMut(&Job<M>),
-        gate: &mut dyn FnMut(&Job<M>, &T) -> crate::Result<Gate>,
+        gate: &mut GateFn<'_, M, T>,
     ) -> crate::Result<Stats> {
         // A sequential source has one decoder, which must never wait for a transform: the
         // transforms get a pool of their own. A random-access source is decoded by a pool
@@ -290,6 +290,9 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// A gate: what the orderer asks of each result, in job order (see [`Pipeline::run_gated`]).
+pub(crate) type GateFn<'g, M, T> = dyn FnMut(&Job<M>, &Arc<T>) -> crate::Result<Gate> + 'g;
+
 /// What a gate says of a result (see [`Pipeline::run_gated`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Gate {
@@ -299,6 +302,9 @@ pub(crate) enum Gate {
     Release,
     /// No sink needs it: hand those held before it to the sinks, and drop it.
     Drop,
+    /// Hand this many of the held results, oldest first (it among them), to the sinks; hold
+    /// the rest.
+    ReleaseOldest(usize),
 }
 
 /// What the orderer sends a sink.
@@ -382,7 +388,7 @@ fn deliver<M, T>(
     sinks: &[SyncSender<Msg<T>>],
     shared: &Shared,
     progress: &mut dyn FnMut(&Job<M>),
-    gate: &mut dyn FnMut(&Job<M>, &T) -> crate::Result<Gate>,
+    gate: &mut GateFn<'_, M, T>,
     cancel: Option<&AtomicBool>,
 ) -> Result<(), Stop> {
     let mut pending: BTreeMap<usize, crate::Result<T>> = BTreeMap::new();
@@ -404,13 +410,17 @@ fn deliver<M, T>(
             held.push((next, item));
             let verdict = catch("gate", || gate(&jobs[next], &held[held.len() - 1].1))
                 .map_err(Stop::Failed)?;
-            if verdict == Gate::Drop {
-                held.pop();
-            }
-            if verdict != Gate::Hold {
-                for (i, item) in held.drain(..) {
-                    send(jobs, sinks, i, item)?;
+            let release = match verdict {
+                Gate::Hold => 0,
+                Gate::Release => held.len(),
+                Gate::Drop => {
+                    held.pop();
+                    held.len()
                 }
+                Gate::ReleaseOldest(n) => n.min(held.len()),
+            };
+            for (i, item) in held.drain(..release) {
+                send(jobs, sinks, i, item)?;
             }
             progress(&jobs[next]);
             next += 1;
