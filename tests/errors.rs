@@ -44,6 +44,16 @@ fn cli_errors_name_the_file_and_say_the_cause_once() {
     assert_once(&e, &missing, "No such file or directory");
     assert!(!e.contains("I/O error"), "{e}");
 
+    // A pipe has no length and no pread: it used to read as an empty image (and `flash`
+    // "succeeded", writing nothing). The check is made before it is opened, so nothing
+    // waits for a writer.
+    let fifo = dir.path().join("stream.img");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let e = inspect_fails(&fifo);
+        assert_once(&e, &fifo, "a pipe, socket or character device");
+    }
+
     let gz = dir.path().join("bad.img.gz");
     std::fs::write(
         &gz,

@@ -73,6 +73,15 @@ pub fn open(path: &Path, opts: &OpenOptions) -> crate::Result<Opened> {
     if meta.is_dir() {
         return Err(Error::Format("a directory, not an image or device".into()));
     }
+    if !meta.is_file() {
+        // A pipe reads as an empty file (it has no length and no `pread`), and a second
+        // reader of it would take bytes from the first.
+        return Err(Error::Unsupported(
+            "a pipe, socket or character device: images are read from files and block \
+             devices, in more than one pass; save the stream to a file first"
+                .into(),
+        ));
+    }
     let f = FileSource::open(path)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
