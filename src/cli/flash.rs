@@ -355,7 +355,8 @@ fn attempt(
         let largest = targets.iter().map(Target::size).max().unwrap_or(0);
         if largest != smallest {
             return Err(refuse(
-                "--gpt-to-end moves the backup GPT to one disk size, and these targets differ                  in size: flash them one at a time (nothing was written)"
+                "--gpt-to-end moves the backup GPT to one disk size, and these targets differ \
+                 in size: flash them one at a time (nothing was written)"
                     .into(),
             ));
         }
