@@ -14,7 +14,7 @@
 //! mismatch stops the flash there, as before. What is held at once is bounded by [`HOLD`]
 //! too: past it, the orderer waits for verdicts.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Range;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -49,7 +49,7 @@ pub(crate) struct Checks<'a, T> {
     /// Checks `0..verified` have matched.
     verified: usize,
     /// Checks that matched out of order.
-    matched: BTreeMap<usize, ()>,
+    matched: BTreeSet<usize>,
     /// The pieces the pipeline holds, oldest first, and their bytes.
     held: VecDeque<Range<u64>>,
     held_bytes: u64,
@@ -80,7 +80,7 @@ impl<'a, T: Send + Sync + 'a> Checks<'a, T> {
             verdicts,
             next: 0,
             verified: 0,
-            matched: BTreeMap::new(),
+            matched: BTreeSet::new(),
             held: VecDeque::new(),
             held_bytes: 0,
         }
@@ -177,8 +177,8 @@ impl<'a, T: Send + Sync + 'a> Checks<'a, T> {
                     ),
                 });
             }
-            self.matched.insert(i, ());
-            while self.matched.remove(&self.verified).is_some() {
+            self.matched.insert(i);
+            while self.matched.remove(&self.verified) {
                 self.verified += 1;
             }
         }

@@ -550,6 +550,16 @@ pub fn run_checked(
     let pieces = Mutex::new(Vec::with_capacity(jobs.len()));
     let total = plan.mapped();
     let mut done = 0u64;
+    // The decoder's progress, of both passes.
+    let mut decoded = |j: &Job<Piece>| {
+        done += j.read_len();
+        progress(&Progress {
+            stage: Stage::Write,
+            target: None,
+            done,
+            total,
+        });
+    };
     // A stream without a bmap: which parts of each piece are free is decided as it goes by,
     // by the scan beside it, or from what went by before it.
     let beside = plan.scan.as_ref().map(|l| l.0.clone());
@@ -571,15 +581,7 @@ pub fn run_checked(
             &jobs,
             &transform,
             &mut refs,
-            &mut |j| {
-                done += j.read_len();
-                progress(&Progress {
-                    stage: Stage::Write,
-                    target: None,
-                    done,
-                    total,
-                });
-            },
+            &mut decoded,
             &mut |j, c: &Arc<Chunk>| {
                 let r = j.read.clone().unwrap_or(0..0);
                 let last = job_no == last_job;
@@ -652,15 +654,7 @@ pub fn run_checked(
                 .collect();
             let mut record = Recorder(&pieces);
             let mut refs = sinks_and(&mut sinks, &mut record);
-            let again = pipeline(src, cancel).run(&jobs, &transform, &mut refs, &mut |j| {
-                done += j.read_len();
-                progress(&Progress {
-                    stage: Stage::Write,
-                    target: None,
-                    done,
-                    total,
-                });
-            })?;
+            let again = pipeline(src, cancel).run(&jobs, &transform, &mut refs, &mut decoded)?;
             bytes_read += again.bytes_read;
             skipped -= missed.total();
         }

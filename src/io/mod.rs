@@ -23,6 +23,7 @@ pub(crate) mod write;
 pub(crate) use blockdev::DirectBlockDevice;
 pub use file::FileSource;
 pub use overlay::Overlay;
+pub(crate) use read_at::within_read_limit;
 pub(crate) use read_at::{chunk_for, skip_reader, Access, DEFAULT_CHUNK};
 pub use read_at::{Caps, ReadAt, ReadAtExt, SizeKnown, MAX_READ_VEC};
 pub use write::WriteAt;

@@ -202,12 +202,7 @@ pub trait ReadAtExt: ReadAt {
     /// Reads `len` bytes at `offset` into a new vector. `len` is bounded by [`MAX_READ_VEC`]
     /// so a hostile size field cannot make us allocate without limit.
     fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        if len > MAX_READ_VEC {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("refusing to read {len} bytes in one piece (limit {MAX_READ_VEC})"),
-            ));
-        }
+        within_read_limit(len)?;
         let mut v = vec![0u8; len];
         self.read_exact_at(offset, &mut v)?;
         Ok(v)
@@ -313,6 +308,18 @@ fn struct_buf(offset: u64, len: usize) -> crate::Result<Vec<u8>> {
         ));
     }
     Ok(vec![0u8; len])
+}
+
+/// Fails unless `len` bytes may be read in one piece ([`MAX_READ_VEC`]): the bound a hostile
+/// size field meets before anything is allocated for it.
+pub(crate) fn within_read_limit(len: usize) -> io::Result<()> {
+    if len > MAX_READ_VEC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("refusing to read {len} bytes in one piece (limit {MAX_READ_VEC})"),
+        ));
+    }
+    Ok(())
 }
 
 /// Largest single buffer [`ReadAtExt::read_vec`] will allocate (64 MiB).

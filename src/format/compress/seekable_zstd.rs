@@ -321,10 +321,7 @@ impl SeekableZstd {
             static COMP: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let len = f.comp_len as usize;
-        if len > crate::io::MAX_READ_VEC {
-            // Refused with read_vec's own message.
-            self.src.read_vec(f.comp_off, len)?;
-        }
+        crate::io::within_read_limit(len)?;
         let n = COMP.with(|c| -> io::Result<usize> {
             let mut comp = c.borrow_mut();
             if comp.len() < len {
