@@ -36,6 +36,18 @@ pub struct PartUsage {
     /// How the filesystem's allocation map was checked against its file metadata, and what
     /// that added back; null when it was not (see `spec/safety.md` for which are).
     pub cross_check: Option<fs::CrossCheck>,
+    /// Inode-table bytes left out of `used` because no inode can occupy them (ext with
+    /// checksummed group descriptors; 0 under [`MapRules::whole_inode_tables`]).
+    pub inode_tables_left_out: u64,
+}
+
+/// Choices a user may make about the skip rule. The default is the tightest map the rule
+/// allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapRules {
+    /// Keep every inode table whole, as partclone and e2image do, rather than leave out the
+    /// blocks the filesystem promises no inode occupies (`spec/safety.md`).
+    pub whole_inode_tables: bool,
 }
 
 /// The bytes of an image that matter.
@@ -58,6 +70,11 @@ pub struct ImageMap {
 /// Applies the skip rule to a scanned image; `None` when its contents were not decoded (then
 /// nothing is known about which bytes matter).
 pub fn image_map(scan: &Scan) -> Option<ImageMap> {
+    image_map_with(scan, MapRules::default())
+}
+
+/// [`image_map`] with the user's choices.
+pub fn image_map_with(scan: &Scan, rules: MapRules) -> Option<ImageMap> {
     if !scan.decoded {
         return None;
     }
@@ -72,10 +89,14 @@ pub fn image_map(scan: &Scan) -> Option<ImageMap> {
             if len == 0 {
                 return;
             }
-            let u = match (info, known) {
+            let mut u = match (info, known) {
                 (Some(_), Some(u)) => u.clone(),
                 _ => fs::Usage::everything(len, "no filesystem recognised; every block is kept"),
             };
+            if rules.whole_inode_tables {
+                u.used = u.used.union(&u.unused_inode_tables);
+                u.unused_inode_tables = ExtentMap::new();
+            }
             let what = if index == 0 {
                 "whole image".to_string()
             } else {
@@ -98,6 +119,7 @@ pub fn image_map(scan: &Scan) -> Option<ImageMap> {
                 from_fs: u.from_fs,
                 beyond_fs: u.beyond_fs,
                 cross_check: u.cross_check.clone(),
+                inode_tables_left_out: u.unused_inode_tables.total(),
             });
         };
 

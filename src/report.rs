@@ -17,7 +17,7 @@ use crate::format::{Layer, OpenOptions, Opened};
 use crate::fs::{BootEntry, FsInfo, FsType};
 use crate::io::ReadAt;
 use crate::layout::{Layout, PartKind, TableKind};
-use crate::map::{image_map, ImageMap};
+use crate::map::{image_map, image_map_with, ImageMap, MapRules};
 use crate::scan::{self, Scan};
 
 /// Version of the JSON report layout; bumped on incompatible changes.
@@ -107,8 +107,13 @@ pub struct BootFacts {
 
 /// Inspects the image at `path`: opens it, scans it once, maps it and builds the report.
 pub fn inspect_path(path: &Path) -> crate::Result<Report> {
+    inspect_path_with(path, MapRules::default())
+}
+
+/// [`inspect_path`], mapping with the user's choices about the skip rule.
+pub fn inspect_path_with(path: &Path, rules: MapRules) -> crate::Result<Report> {
     let (opened, scan) = scan::open_and_scan(path, &OpenOptions::default())?;
-    let map = image_map(&scan);
+    let map = image_map_with(&scan, rules);
     Ok(Report::new(&opened, &scan, map.as_ref()))
 }
 

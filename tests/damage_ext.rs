@@ -596,9 +596,37 @@ fn bitmap_only_map(fs: &Fs) -> ExtentMap {
     ExtentMap::single(0, size).subtract(&free)
 }
 
-/// Oracle coverage plus the restore proof; returns the bytes the cross-check added.
+/// Oracle coverage plus the restore proof; returns the bytes the cross-check added. The
+/// oracle (ext-cover's: every bitmap-used block) is held to the map with whole inode tables;
+/// the restore proof uses the map as it is, without the inode-table blocks no inode can
+/// occupy (`spec/safety.md`, *Tight inode tables*).
 fn prove(fs: &Fs, what: &str, work: &Path) -> u64 {
-    let (map, report) = map_of(&fs.img);
+    let (tight, report) = map_of(&fs.img);
+    let whole = blockwise::report::inspect_path_with(
+        &fs.img,
+        blockwise::map::MapRules {
+            whole_inode_tables: true,
+        },
+    )
+    .unwrap()
+    .usage
+    .unwrap()
+    .used;
+    let left_out: u64 = report
+        .usage
+        .as_ref()
+        .unwrap()
+        .parts
+        .iter()
+        .map(|p| p.inode_tables_left_out)
+        .sum();
+    assert_eq!(
+        whole.subtract(&tight).total(),
+        left_out,
+        "{what}: the maps differ by more than the spare inode tables"
+    );
+    assert_eq!(tight.subtract(&whole), ExtentMap::new(), "{what}");
+    let map = whole;
     let added: u64 = report
         .usage
         .as_ref()
@@ -620,7 +648,7 @@ fn prove(fs: &Fs, what: &str, work: &Path) -> u64 {
         report.warnings
     );
     let restored = work.join("restored.img");
-    restore_to_garbage(&fs.img, &map, &restored);
+    restore_to_garbage(&fs.img, &tight, &restored);
     assert_eq!(fsck(&fs.img), fsck(&restored), "{what}: e2fsck differs");
     let a = rdump(&fs.img, &work.join("dump-a"));
     assert!(a.len() > 50, "{what}: rdump found only {} entries", a.len());

@@ -23,6 +23,7 @@ pub struct Args {
     pub force: bool,
     pub allow_mounted: bool,
     pub json: bool,
+    pub rules: blockwise::map::MapRules,
 }
 
 /// `--format`: the command line's names for [`ArchiveFormat`].
@@ -90,7 +91,8 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
             opened.payload_format().name()
         );
     }
-    let usage = blockwise::map::image_map(&scan).context("internal error: no usage map")?;
+    let usage =
+        blockwise::map::image_map_with(&scan, a.rules).context("internal error: no usage map")?;
     let format = a
         .format
         .map(ArchiveFormat::from)

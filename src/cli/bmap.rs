@@ -20,6 +20,7 @@ pub struct Args {
     pub block_size: u64,
     pub no_checksum: bool,
     pub from: MapFrom,
+    pub rules: blockwise::map::MapRules,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
@@ -41,7 +42,7 @@ fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
     let (opened, scan) = open_and_scan(&a.image, open)
         .with_context(|| format!("cannot read {}", a.image.display()))?;
     scan.still_fits(&*opened.source)?;
-    let image_map = blockwise::map::image_map(&scan);
+    let image_map = blockwise::map::image_map_with(&scan, a.rules);
     if !scan.decoded {
         bail!(
             "{}: {} contents are not decoded by this version; convert it to a raw image first",

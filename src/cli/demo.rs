@@ -78,6 +78,7 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
         block_size: 4096,
         no_checksum: false,
         from: super::common::MapFrom::Fs,
+        rules: Default::default(),
     })?;
     let parsed = blockwise::bmap::parse(&fs::read(&bm)?)?;
     let mapped = parsed.mapped_blocks * parsed.block_size;
@@ -116,6 +117,7 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
         force: true,
         allow_mounted: false,
         json: false,
+        rules: Default::default(),
     })?;
     let zst_len = fs::metadata(&zst)?.len();
     writeln!(
@@ -166,6 +168,7 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
         check_capacity: false,
         one_pass: false,
         json: false,
+        rules: Default::default(),
     })?;
     if code != super::common::exit::OK {
         return Ok(code);

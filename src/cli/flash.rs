@@ -31,6 +31,7 @@ pub struct Args {
     pub check_capacity: bool,
     pub one_pass: bool,
     pub json: bool,
+    pub rules: blockwise::map::MapRules,
 }
 
 /// Where the map of blocks to write came from.
@@ -160,7 +161,7 @@ struct ScanBeside {
 impl ScanBeside {
     /// Opens `image` again and starts scanning it; what it finds goes to `hints`, its
     /// warnings to [`end`](Self::end).
-    fn start(image: &Path, open: &OpenOptions) -> ScanBeside {
+    fn start(image: &Path, open: &OpenOptions, rules: blockwise::map::MapRules) -> ScanBeside {
         let hints = flash::ScanHints::new();
         let (h, image, open) = (hints.clone(), image.to_path_buf(), open.clone());
         let thread = std::thread::Builder::new()
@@ -181,7 +182,7 @@ impl ScanBeside {
                     let scan =
                         blockwise::scan::scan_source(src.clone(), opened.device_sector_size)?;
                     scan.still_fits(&*src)?;
-                    let m = blockwise::map::image_map(&scan).context("no usage map")?;
+                    let m = blockwise::map::image_map_with(&scan, rules).context("no usage map")?;
                     warnings = blockwise::report::warnings(&opened, &scan, Some(&m));
                     Ok(m.used)
                 })();
@@ -280,7 +281,7 @@ fn attempt(
             }) =>
         {
             let size = opened.source.size();
-            beside = Some(ScanBeside::start(&a.image, open));
+            beside = Some(ScanBeside::start(&a.image, open, a.rules));
             (ExtentMap::single(0, size), size, 4096, MapSource::Scan)
         }
         None => {
@@ -295,7 +296,8 @@ fn attempt(
                     opened.payload_format().name()
                 );
             }
-            let m = blockwise::map::image_map(&scan).context("internal error: no usage map")?;
+            let m = blockwise::map::image_map_with(&scan, a.rules)
+                .context("internal error: no usage map")?;
             warnings = blockwise::report::warnings(&opened, &scan, Some(&m));
             layout = Some(scan.layout.clone());
             (m.used, m.image_size, 4096, MapSource::Scan)
@@ -348,6 +350,7 @@ fn attempt(
     } else {
         FlashPlan::new(image_size, smallest, &map, block)
     };
+    plan.rules = a.rules;
     if let Some((_, b)) = bmap {
         plan = plan.with_checks(b);
     }

@@ -8,14 +8,14 @@ use anyhow::Context;
 use blockwise::format::Format;
 use blockwise::fs::FsInfo;
 use blockwise::layout::{PartKind, TableKind};
-use blockwise::report::{inspect_path, Report};
+use blockwise::report::{inspect_path_with, Report};
 use blockwise::util::human_bytes;
 
 use super::common::exit;
 
-pub fn run(image: &Path, json: bool) -> anyhow::Result<u8> {
-    let report =
-        inspect_path(image).with_context(|| format!("cannot inspect {}", image.display()))?;
+pub fn run(image: &Path, json: bool, rules: blockwise::map::MapRules) -> anyhow::Result<u8> {
+    let report = inspect_path_with(image, rules)
+        .with_context(|| format!("cannot inspect {}", image.display()))?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &report)?;
@@ -239,6 +239,9 @@ pub fn render(r: &Report) -> String {
         if let Some(c) = cross_check_line(r, 0, f) {
             let _ = writeln!(o, "               {c}");
         }
+        if let Some(t) = tables_line(r, 0) {
+            let _ = writeln!(o, "               {t}");
+        }
     }
     if !r.partitions.is_empty() {
         let ss = u64::from(lay.sector_size.max(1));
@@ -294,6 +297,9 @@ pub fn render(r: &Report) -> String {
                 if let Some(c) = cross_check_line(r, p.index, f) {
                     let _ = writeln!(o, "  {:>3}  {c}", "");
                 }
+                if let Some(t) = tables_line(r, p.index) {
+                    let _ = writeln!(o, "  {:>3}  {t}", "");
+                }
             }
         }
         // A GPT's own backup lives in the last 33 sectors; only real slack is worth a line.
@@ -326,6 +332,17 @@ fn part_usage(r: &Report, index: u32, f: &FsInfo) -> Option<String> {
         let _ = write!(s, " (+{} after its end, kept)", human_bytes(u.beyond_fs));
     }
     Some(s)
+}
+
+/// How much of the inode tables was left out because no inode can occupy it.
+fn tables_line(r: &Report, index: u32) -> Option<String> {
+    let u = r.usage.as_ref()?.parts.iter().find(|u| u.index == index)?;
+    (u.inode_tables_left_out > 0).then(|| {
+        format!(
+            "inode tables: {} no inode can occupy left out (--whole-inode-tables keeps them)",
+            human_bytes(u.inode_tables_left_out)
+        )
+    })
 }
 
 /// Whether the filesystem's map was checked against its file metadata, and what that added.

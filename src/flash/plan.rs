@@ -60,6 +60,9 @@ pub struct FlashPlan {
     /// For a streaming plan: the scan running beside it that decides (see
     /// [`super::hints::ScanHints`]); without one, the stream's own metadata is read as it passes.
     pub scan: Option<ScanLink>,
+    /// For a streaming plan decided as it goes by (no scan beside it): the user's choices
+    /// about the skip rule.
+    pub rules: crate::map::MapRules,
 }
 
 /// The [`super::hints::ScanHints`] of a scan beside a streaming plan. Two links are equal when they
@@ -113,6 +116,7 @@ impl FlashPlan {
             patches: Vec::new(),
             streaming: false,
             scan: None,
+            rules: crate::map::MapRules::default(),
         }
     }
 

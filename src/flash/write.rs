@@ -563,8 +563,8 @@ pub fn run_checked(
     // A stream without a bmap: which parts of each piece are free is decided as it goes by,
     // by the scan beside it, or from what went by before it.
     let beside = plan.scan.as_ref().map(|l| l.0.clone());
-    let mut skip =
-        (plan.streaming && beside.is_none()).then(|| StreamSkip::new(plan.image_size, None));
+    let mut skip = (plan.streaming && beside.is_none())
+        .then(|| StreamSkip::new(plan.image_size, None).with_rules(plan.rules));
     let mut skipped = 0u64;
     // Skipped on a hint, before the scan's map was known.
     let mut provisional = ExtentMap::new();

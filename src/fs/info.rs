@@ -180,6 +180,11 @@ pub struct Usage {
     /// Bytes of the volume past the filesystem's declared end, kept because nothing says they
     /// are free (included in `used`, but not the filesystem's own use).
     pub beyond_fs: u64,
+    /// Inode-table blocks no inode can occupy, as the filesystem promises (ext with
+    /// checksummed group descriptors; the tight-table rule of `spec/safety.md`): marked in
+    /// use by the block bitmaps, but left out of `used`. Relative to the volume's first byte;
+    /// [`crate::map::MapRules::whole_inode_tables`] puts them back.
+    pub unused_inode_tables: ExtentMap,
 }
 
 /// The result of checking a filesystem's allocation map against its file metadata (the

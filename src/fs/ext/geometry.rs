@@ -87,6 +87,14 @@ impl Geo {
         }
     }
 
+    /// The seed of inode checksums: present exactly with `metadata_csum`.
+    pub(super) fn inode_csum_seed(&self) -> Option<u32> {
+        match self.csum {
+            DescCsum::Crc32c(seed) => Some(seed),
+            _ => None,
+        }
+    }
+
     pub(super) fn group_first(&self, g: u64) -> u64 {
         // g < groups, so this is < blocks (checked when groups was derived).
         self.first_data + g * self.bpg

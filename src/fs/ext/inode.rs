@@ -71,6 +71,40 @@ impl Inode {
         })
     }
 
+    /// True when `raw`, the whole on-disk slot of inode `ino`, carries the `metadata_csum`
+    /// checksum the kernel verifies before it believes an inode (`ext4_inode_csum`): CRC-32C
+    /// from `seed` (the filesystem's) over the inode number, the generation and the slot with
+    /// its checksum fields zeroed; the high half only where the slot's extra space holds it.
+    pub(super) fn csum_ok(raw: &[u8], ino: u64, seed: u32) -> bool {
+        use crate::checksum::crc32c_raw;
+        const LO: usize = 0x7C;
+        const HI: usize = 0x82;
+        if raw.len() < 128 {
+            return false;
+        }
+        let g16 = |o| u32::from(le16(raw, o).unwrap_or(0));
+        // The inode number is 32 bits on disk.
+        let mut c = crc32c_raw(seed, &(ino as u32).to_le_bytes());
+        c = crc32c_raw(c, &raw[0x64..0x68]);
+        c = crc32c_raw(c, &raw[..LO]);
+        c = crc32c_raw(c, &[0, 0]);
+        c = crc32c_raw(c, &raw[LO + 2..128]);
+        let mut has_hi = false;
+        if raw.len() > 128 {
+            has_hi = raw.len() >= HI + 2 && g16(0x80) >= 4;
+            if has_hi {
+                c = crc32c_raw(c, &raw[128..HI]);
+                c = crc32c_raw(c, &[0, 0]);
+                c = crc32c_raw(c, &raw[HI + 2..]);
+            } else {
+                c = crc32c_raw(c, &raw[128..]);
+            }
+        }
+        let stored = g16(LO) | if has_hi { g16(HI) << 16 } else { 0 };
+        let computed = if has_hi { c } else { c & 0xFFFF };
+        stored == computed
+    }
+
     /// An all-zero slot: never used since the table was zeroed.
     pub(super) fn is_blank(&self) -> bool {
         self.mode == 0

@@ -247,6 +247,8 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         })
         .collect();
     tables.sort_unstable();
+    // Every table that lies where it can be read, as blocks.
+    let all_tables = ExtentMap::from_ranges(tables.iter().map(|&(s, e, _)| (s, e)));
     if let Some(w) = tables.windows(2).find(|w| w[1].0 < w[0].1) {
         return Ok(super::info::Usage::everything(
             dev.size(),
@@ -264,6 +266,9 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         ));
     }
 
+    // Inode tables, kept apart from `keep` until the walk has said which of their blocks no
+    // inode can occupy.
+    let mut table_keep: Vec<(u64, u64)> = Vec::new();
     // Which groups' bitmaps are to be read, as (bitmap block, group).
     let mut to_read: Vec<(u64, u64)> = Vec::new();
     // Groups without a bitmap on disk (BLOCK_UNINIT).
@@ -282,6 +287,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
             ("inode table", d.inode_table, geo.itable_blocks),
         ] {
             match blocks_in(s, n) {
+                Some(r) if what == "inode table" => table_keep.push(r),
                 Some(r) => keep.push(r),
                 None => {
                     let where_ = if s < head {
@@ -323,7 +329,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     // the flash writes afterwards whatever the final map keeps there). An uninitialised
     // group's free blocks are known now, from the reserved blocks alone.
     if !uninit.is_empty() {
-        let reserved = ExtentMap::from_ranges(keep.iter().copied());
+        let reserved = ExtentMap::from_ranges(keep.iter().chain(&table_keep).copied());
         for &g in &uninit {
             let group = ExtentMap::single(geo.group_first(g), geo.group_end(g));
             for r in group.subtract(&reserved).iter() {
@@ -340,6 +346,10 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
             keep.push(r);
         }
     }
+
+    // Everything kept so far but the inode tables: the format's own metadata, and groups kept
+    // whole. No block of it is ever left out as a spare table block.
+    let protect = ExtentMap::from_ranges(keep.iter().copied());
 
     let nbits = geo.cpg;
     let bm_bytes = nbits.div_ceil(8) as usize;
@@ -386,6 +396,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         &geo,
         &descs,
         head,
+        &all_tables,
         to_read,
         &mut on_block_bitmap,
         &mut keep,
@@ -398,6 +409,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     // 0): a metadata block keeps its cluster, as the bitmap would.
     let kept = ExtentMap::from_ranges(
         keep.into_iter()
+            .chain(table_keep)
             .map(|(s, e)| (s.min(geo.blocks), e.min(geo.blocks))),
     )
     .align_out(geo.ratio)
@@ -412,6 +424,19 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         )
     }));
     let added = refs.subtract(&kept);
+    // Any sign of damage (a warning so far, blocks the inodes use but the bitmaps call free)
+    // and none of the filesystem's promises about its tables is taken.
+    let doubt = walked.incomplete.is_some() || !warn.list.is_empty() || !added.is_empty();
+    let spare = if doubt {
+        ExtentMap::new()
+    } else {
+        spare_table_blocks(&geo, &descs, &walked.spare)
+            .subtract(&protect)
+            .subtract(&refs)
+    };
+    // bigalloc: a cluster is left out only when every block of it is spare.
+    let spare = align_in(&spare, geo.ratio);
+    let kept = kept.subtract(&spare);
     let mut check = super::info::CrossCheck {
         against: format!(
             "its inodes ({} in use, {} tree blocks, {} read)",
@@ -451,11 +476,43 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         to_bytes(&kept.union(&added))
     };
     used = used.union(&ExtentMap::single(0, 2048.min(fs_bytes)));
+    let unused_inode_tables = to_bytes(&spare).subtract(&used);
     Ok(super::info::Usage {
         used,
+        unused_inode_tables,
         from_fs: true,
         warnings: warn.finish(),
         cross_check: Some(check),
         ..Default::default()
     })
+}
+
+/// The inode-table blocks of the groups in `spare` (`(group, first slot no inode can
+/// occupy)`) that hold only such slots.
+fn spare_table_blocks(
+    geo: &geometry::Geo,
+    descs: &[group::Desc],
+    spare: &[(u64, u64)],
+) -> ExtentMap {
+    let ipb = geo.bs / geo.inode_size;
+    ExtentMap::from_ranges(spare.iter().filter_map(|&(g, from)| {
+        let d = descs.get(usize::try_from(g).ok()?)?;
+        let skip = from.div_ceil(ipb);
+        (skip < geo.itable_blocks).then_some((
+            d.inode_table.checked_add(skip)?,
+            d.inode_table.checked_add(geo.itable_blocks)?,
+        ))
+    }))
+}
+
+/// The whole `unit`-aligned parts of `m`.
+fn align_in(m: &ExtentMap, unit: u64) -> ExtentMap {
+    if unit <= 1 {
+        return m.clone();
+    }
+    ExtentMap::from_ranges(m.iter().filter_map(|e| {
+        let s = e.start.checked_next_multiple_of(unit)?;
+        let end = e.end - e.end % unit;
+        (end > s).then_some((s, end))
+    }))
 }

@@ -25,7 +25,7 @@ use super::bitmap::read_in_order;
 use super::geometry::Geo;
 use super::group::Desc;
 use super::inode::Inode;
-use super::superblock::u32_at;
+use super::superblock::{u32_at, COMPAT_HAS_JOURNAL};
 use super::tree::Walker;
 use super::warn::Warn;
 
@@ -57,6 +57,10 @@ pub(super) struct Walked {
     pub(super) meta_bytes: u64,
     /// Set when the walk could not finish; the caller keeps the whole volume.
     pub(super) incomplete: Option<String>,
+    /// Groups whose inode-table slots from an index on can hold no in-use inode, as the
+    /// filesystem itself promises (the tight-table rule of `spec/safety.md`): `(group, first
+    /// such slot)`, ascending by group.
+    pub(super) spare: Vec<(u64, u64)>,
 }
 
 /// Which slots of group `g`'s inode table to read.
@@ -68,6 +72,11 @@ struct Plan {
     from: u64,
     /// ... up to here are read: the first pass reads to `mark` plus the guard block.
     read_to: u64,
+    /// From this slot on (the first pass's mark, with `metadata_csum`; never without), a slot
+    /// whose inode checksum fails is garbage, not an inode: a table past its high-water mark
+    /// holds whatever the medium held (a copy restored without those blocks, lazy init not
+    /// run), the kernel refuses such an inode and e2fsck never reads there.
+    csum_from: u64,
 }
 
 /// What one read of the metadata pass is for.
@@ -120,7 +129,9 @@ impl Folded {
 /// `on_block_bitmap` (which adds to `keep`, the blocks the bitmaps and the static metadata
 /// keep), walks every in-use inode, and returns the blocks they reference outside `keep`.
 /// `head` is the first block a bitmap or inode table may occupy (past the primary
-/// superblock and descriptors).
+/// superblock and descriptors). References into `tables` (every group's inode table, as
+/// blocks) are always recorded, although the bitmaps mark those blocks in use, so that a
+/// table block a file claims too is never left out as spare.
 ///
 /// Block bitmaps, inode bitmaps and inode tables are read in one pass in block order, an
 /// inode table as soon as its group's inode bitmap has said how much of it to read: with
@@ -134,6 +145,7 @@ pub(super) fn walk(
     geo: &Geo,
     descs: &[Desc],
     head: u64,
+    tables: &crate::extent::ExtentMap,
     block_bitmaps: Vec<(u64, u64)>,
     on_block_bitmap: &mut OnBlockBitmap<'_>,
     keep: &mut Vec<(u64, u64)>,
@@ -168,6 +180,8 @@ pub(super) fn walk(
     let bm_bytes = ipg.div_ceil(8) as usize;
     // The valid inode bitmap of each group that has one read.
     let mut bitmaps: Vec<Option<Vec<u8>>> = vec![None; descs.len()];
+    // Past the last set bit of each valid inode bitmap read.
+    let mut bitmap_marks: Vec<Option<u64>> = vec![None; descs.len()];
 
     // Group g's plan, given the highest set bit + 1 of its inode bitmap, or None where the
     // bitmap is not read or not valid.
@@ -205,6 +219,11 @@ pub(super) fn walk(
             mark,
             from: 0,
             read_to,
+            csum_from: if geo.inode_csum_seed().is_some() {
+                mark
+            } else {
+                u64::MAX
+            },
         }
     };
     // Inode slots of group g from index `from` to `to`, as table block reads.
@@ -246,7 +265,7 @@ pub(super) fn walk(
         geo.first_data,
         geo.blocks,
         cap,
-        folded.of(geo, keep),
+        folded.of(geo, keep).subtract(tables),
     );
     let mut inodes = 0u64;
     let mut rescan: Vec<u64> = Vec::new();
@@ -265,6 +284,7 @@ pub(super) fn walk(
                     .map_or(0, |i| i as u64 * 8 + 8 - u64::from(bm[i].leading_zeros()));
                 Some(last.min(ipg))
             });
+            bitmap_marks[g as usize] = mark;
             plans[g as usize] = plan_for(g, mark);
             let p = plans[g as usize];
             let before = more.len();
@@ -285,14 +305,14 @@ pub(super) fn walk(
             if w.recorded() >= learn_at {
                 // Inodes read before the bitmaps of the blocks they name: tell the walker
                 // what the bitmaps keep so far, so its record stays small.
-                w.learn(folded.of(geo, keep));
+                w.learn(folded.of(geo, keep).subtract(tables));
                 learn_at = (w.recorded() * 2).clamp(LEARN_AT, LEARN_MAX);
             }
         }
     });
     // Every bitmap is read: the tree blocks and the rescan below are walked against all of
     // them, so that only references outside them are recorded, as before the pass.
-    w.learn(folded.of(geo, keep));
+    w.learn(folded.of(geo, keep).subtract(tables));
     // Table blocks of groups planned up front were counted here, the others as planned.
     meta_bytes += (0u64..)
         .zip(descs)
@@ -325,6 +345,7 @@ pub(super) fn walk(
                 mark: ipg,
                 from: p.read_to,
                 read_to: ipg,
+                csum_from: p.csum_from,
             };
             items_for(g, p.from, p.read_to, &mut items);
         }
@@ -382,6 +403,49 @@ pub(super) fn walk(
         w.inode(*n, i);
     }
 
+    // Where the tables hold no in-use inode, as the filesystem itself promises: only with
+    // checksummed descriptors (the promise the kernel and e2fsck act on), a descriptor that
+    // verifies, and an inode bitmap and free count that agree with it; never in a group whose
+    // guard block or rescan found an in-use inode past its mark, below the reserved inodes,
+    // or at an inode the superblock or the orphan chain names. Only with a journal: without
+    // one, the kernel's allocator reads a free slot's deletion time before taking it
+    // (`recently_deleted`); until Linux commit bd060afa7cc3 (2026, backported to stable) it
+    // did so past the high-water mark too, where a restored copy may hold garbage, and skipped
+    // the slot half the time, leaving garbage below the new mark for e2fsck to find.
+    let journaled = u32_at(sb, 0x5C) & COMPAT_HAS_JOURNAL != 0;
+    let mut spare: Vec<(u64, u64)> = Vec::new();
+    if lazy && journaled {
+        for (g, d) in (0u64..).zip(descs) {
+            if !d.ok || !table_ok(d) || rescan.binary_search(&g).is_ok() {
+                continue;
+            }
+            let from = if skip_uninit(d) {
+                0
+            } else {
+                let Some(bits) = bitmap_marks[g as usize] else {
+                    continue;
+                };
+                let hint = ipg.saturating_sub(u64::from(d.itable_unused));
+                let in_use = ipg.saturating_sub(u64::from(d.free_inodes));
+                if bits > hint || in_use > hint {
+                    continue;
+                }
+                hint
+            };
+            let reserved = geo.first_ino.saturating_sub(1).saturating_sub(g * ipg);
+            let named_here = chain
+                .iter()
+                .filter(|(n, _)| (n - 1) / ipg == g)
+                .map(|(n, _)| (n - 1) % ipg + 1)
+                .max()
+                .unwrap_or(0);
+            let from = from.max(reserved).max(named_here);
+            if from < ipg {
+                spare.push((g, from));
+            }
+        }
+    }
+
     w.run();
     let incomplete = w.capped.then(|| {
         format!("the inode walk reached its cap of {cap} tree blocks; the whole filesystem is kept")
@@ -405,6 +469,7 @@ pub(super) fn walk(
         tree_blocks,
         meta_bytes,
         incomplete,
+        spare,
     }
 }
 
@@ -429,6 +494,7 @@ fn table_block(
         mark,
         from,
         read_to,
+        csum_from,
     } = plans[g as usize];
     for (j, raw) in data.chunks_exact(geo.inode_size as usize).enumerate() {
         let idx = k * ipb + j as u64;
@@ -451,6 +517,13 @@ fn table_block(
         });
         let in_use = ino < geo.first_ino || inode.links != 0 || bit;
         if !in_use {
+            continue;
+        }
+        if idx >= csum_from
+            && geo
+                .inode_csum_seed()
+                .is_some_and(|seed| !Inode::csum_ok(raw, ino, seed))
+        {
             continue;
         }
         if idx >= mark && !inode.is_blank() && found_past.last() != Some(&g) {
