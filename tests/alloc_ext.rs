@@ -912,3 +912,74 @@ fn block_uninit_group_holding_flex_metadata() {
     let g4 = (8192 * 4096, 10240 * 4096);
     assert!(u.used.covered(g4.0, g4.1) < (g4.1 - g4.0) / 2);
 }
+
+/// Hints that disagree with the group's own counters or bitmap (each forged with a valid
+/// descriptor checksum) are damage: no table anywhere in the volume is left out, while the
+/// same filesystem unforged leaves out most of them.
+#[test]
+fn disagreeing_hints_keep_every_inode_table() {
+    if !have_tools(false) || !have("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    for i in 0..40 {
+        std::fs::write(content.join(format!("f{i}")), vec![i as u8; 5000]).unwrap();
+    }
+    let base = dir.path().join("base.img");
+    sh(&format!("truncate -s 64M '{}'", base.display()));
+    sh(&format!(
+        "mkfs.ext4 -F -q -b 4096 -g 4096 -N 8192 -d '{}' '{}'",
+        content.display(),
+        base.display()
+    ));
+    let healthy = compute(&base);
+    assert!(healthy.warnings.is_empty(), "{:?}", healthy.warnings);
+    assert!(
+        healthy.unused_inode_tables.total() > 1 << 20,
+        "the healthy filesystem leaves out {} bytes",
+        healthy.unused_inode_tables.total()
+    );
+    let out = sh(&format!("dumpe2fs '{}' 2>/dev/null", base.display()));
+    let ipg: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Inodes per group:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for (what, cmds) in [
+        // Fewer slots in use than inodes allocated in group 0.
+        (
+            "itable_unused above the free count",
+            format!("set_bg 0 itable_unused {}", ipg - 2),
+        ),
+        // INODE_UNINIT over a group that has inodes (its counters say so).
+        (
+            "INODE_UNINIT with inodes in use",
+            "set_bg 0 flags 5".to_string(),
+        ),
+        // A bit set past the mark: the bitmap says an inode lives where the hint says none.
+        ("inode bitmap past the mark", format!("seti <{}>", ipg - 2)),
+    ] {
+        let img = dir.path().join("forged.img");
+        std::fs::copy(&base, &img).unwrap();
+        let script = dir.path().join("cmds");
+        std::fs::write(&script, format!("{cmds}\nset_bg 0 checksum calc\n")).unwrap();
+        sh(&format!(
+            "debugfs -w -f '{}' '{}' >/dev/null 2>&1",
+            script.display(),
+            img.display()
+        ));
+        let u = compute(&img);
+        assert!(
+            u.unused_inode_tables.is_empty(),
+            "{what}: {} bytes of inode tables left out",
+            u.unused_inode_tables.total()
+        );
+        assert!(
+            u.used.total() >= healthy.used.union(&healthy.unused_inode_tables).total() - (1 << 20)
+        );
+    }
+}

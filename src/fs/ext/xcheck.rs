@@ -59,7 +59,8 @@ pub(super) struct Walked {
     pub(super) incomplete: Option<String>,
     /// Groups whose inode-table slots from an index on can hold no in-use inode, as the
     /// filesystem itself promises (the tight-table rule of `spec/safety.md`): `(group, first
-    /// such slot)`, ascending by group.
+    /// such slot)`, ascending by group. Empty when any group's hints disagree with its
+    /// counters or bitmap: then no group's promise is taken.
     pub(super) spare: Vec<(u64, u64)>,
 }
 
@@ -414,20 +415,35 @@ pub(super) fn walk(
     // the slot half the time, leaving garbage below the new mark for e2fsck to find.
     let journaled = u32_at(sb, 0x5C) & COMPAT_HAS_JOURNAL != 0;
     let mut spare: Vec<(u64, u64)> = Vec::new();
+    // A group whose hints disagree with its own counters or bitmap (e2fsck resets them and
+    // reads its whole table) is damage: then no group's hints are taken.
+    let mut disagree = false;
     if lazy && journaled {
         for (g, d) in (0u64..).zip(descs) {
             if !d.ok || !table_ok(d) || rescan.binary_search(&g).is_ok() {
+                disagree |= !d.ok || rescan.binary_search(&g).is_ok();
                 continue;
             }
-            let from = if skip_uninit(d) {
+            let hint = ipg.saturating_sub(u64::from(d.itable_unused));
+            let in_use = ipg.saturating_sub(u64::from(d.free_inodes));
+            if u64::from(d.itable_unused) > u64::from(d.free_inodes) || in_use > hint {
+                disagree = true;
+                continue;
+            }
+            let from = if d.flags & BG_INODE_UNINIT != 0 {
+                if !skip_uninit(d) {
+                    disagree = true;
+                    continue;
+                }
                 0
             } else {
                 let Some(bits) = bitmap_marks[g as usize] else {
+                    // An inode bitmap that fails its checksum or cannot be read.
+                    disagree = true;
                     continue;
                 };
-                let hint = ipg.saturating_sub(u64::from(d.itable_unused));
-                let in_use = ipg.saturating_sub(u64::from(d.free_inodes));
-                if bits > hint || in_use > hint {
+                if bits > hint {
+                    disagree = true;
                     continue;
                 }
                 hint
@@ -444,6 +460,9 @@ pub(super) fn walk(
                 spare.push((g, from));
             }
         }
+    }
+    if disagree {
+        spare.clear();
     }
 
     w.run();
