@@ -36,8 +36,12 @@ pub struct PartUsage {
     /// How the filesystem's allocation map was checked against its file metadata, and what
     /// that added back; null when it was not (see `spec/safety.md` for which are).
     pub cross_check: Option<fs::CrossCheck>,
-    /// Inode-table bytes left out of `used` because no inode can occupy them (ext with
-    /// checksummed group descriptors; 0 under [`MapRules::whole_inode_tables`]).
+    /// Metadata bytes left out of `used` because no one reads them as they are (ext4 with
+    /// checksummed group descriptors: inode-table blocks no inode can occupy, reserved
+    /// descriptor copies, bitmaps of uninitialised groups; 0 under
+    /// [`MapRules::whole_metadata`]).
+    pub metadata_left_out: u64,
+    /// Of `metadata_left_out`, the inode-table bytes.
     pub inode_tables_left_out: u64,
 }
 
@@ -45,9 +49,10 @@ pub struct PartUsage {
 /// allows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MapRules {
-    /// Keep every inode table whole, as partclone and e2image do, rather than leave out the
-    /// blocks the filesystem promises no inode occupies (`spec/safety.md`).
-    pub whole_inode_tables: bool,
+    /// Keep every metadata block the allocation maps mark in use, as partclone and e2image
+    /// do, rather than leave out the ext4 blocks no one reads as they are (`spec/safety.md`,
+    /// *Tight ext4 metadata*).
+    pub whole_metadata: bool,
 }
 
 /// The bytes of an image that matter.
@@ -93,9 +98,10 @@ pub fn image_map_with(scan: &Scan, rules: MapRules) -> Option<ImageMap> {
                 (Some(_), Some(u)) => u.clone(),
                 _ => fs::Usage::everything(len, "no filesystem recognised; every block is kept"),
             };
-            if rules.whole_inode_tables {
-                u.used = u.used.union(&u.unused_inode_tables);
-                u.unused_inode_tables = ExtentMap::new();
+            if rules.whole_metadata {
+                u.used = u.used.union(&u.unread_metadata);
+                u.unread_metadata = ExtentMap::new();
+                u.unread_inode_tables = 0;
             }
             let what = if index == 0 {
                 "whole image".to_string()
@@ -119,7 +125,8 @@ pub fn image_map_with(scan: &Scan, rules: MapRules) -> Option<ImageMap> {
                 from_fs: u.from_fs,
                 beyond_fs: u.beyond_fs,
                 cross_check: u.cross_check.clone(),
-                inode_tables_left_out: u.unused_inode_tables.total(),
+                metadata_left_out: u.unread_metadata.total(),
+                inode_tables_left_out: u.unread_inode_tables,
             });
         };
 

@@ -605,7 +605,7 @@ fn prove(fs: &Fs, what: &str, work: &Path) -> u64 {
     let whole = blockwise::report::inspect_path_with(
         &fs.img,
         blockwise::map::MapRules {
-            whole_inode_tables: true,
+            whole_metadata: true,
         },
     )
     .unwrap()
@@ -618,7 +618,7 @@ fn prove(fs: &Fs, what: &str, work: &Path) -> u64 {
         .unwrap()
         .parts
         .iter()
-        .map(|p| p.inode_tables_left_out)
+        .map(|p| p.metadata_left_out)
         .sum();
     assert_eq!(
         whole.subtract(&tight).total(),

@@ -334,13 +334,23 @@ fn part_usage(r: &Report, index: u32, f: &FsInfo) -> Option<String> {
     Some(s)
 }
 
-/// How much of the inode tables was left out because no inode can occupy it.
+/// How much metadata was left out because no one reads it as it is.
 fn tables_line(r: &Report, index: u32) -> Option<String> {
     let u = r.usage.as_ref()?.parts.iter().find(|u| u.index == index)?;
-    (u.inode_tables_left_out > 0).then(|| {
+    (u.metadata_left_out > 0).then(|| {
+        let other = u.metadata_left_out.saturating_sub(u.inode_tables_left_out);
         format!(
-            "inode tables: {} no inode can occupy left out (--whole-inode-tables keeps them)",
-            human_bytes(u.inode_tables_left_out)
+            "left out, as no one reads it: {} of inode tables no inode can occupy{} \
+             (--whole-metadata keeps it)",
+            human_bytes(u.inode_tables_left_out),
+            if other > 0 {
+                format!(
+                    ", {} of reserved descriptor copies and uninitialised bitmaps",
+                    human_bytes(other)
+                )
+            } else {
+                String::new()
+            }
         )
     })
 }

@@ -63,10 +63,10 @@ Exit status: 0 on success (even with warnings), 1 if the image cannot be read.")
         /// Print the report as JSON (schema: spec/json-output.md).
         #[arg(long)]
         json: bool,
-        /// Keep every ext inode table whole (as partclone does), not only the blocks an inode
-        /// can occupy.
+        /// Keep every ext metadata block in use (whole inode tables, reserved descriptor
+        /// copies, bitmaps of uninitialised groups), as partclone does.
         #[arg(long)]
-        whole_inode_tables: bool,
+        whole_metadata: bool,
     },
     /// Write a .bmap (bmaptool format 2.0) listing the blocks that matter, from the
     /// filesystems' own allocation maps.
@@ -95,10 +95,10 @@ Progress and a summary go to stderr; the bmap goes to stdout unless -o is given.
         /// (bmaptool's behaviour).
         #[arg(long, value_enum, default_value_t = MapFrom::Fs)]
         from: MapFrom,
-        /// Keep every ext inode table whole (as partclone does), not only the blocks an inode
-        /// can occupy.
+        /// Keep every ext metadata block in use (whole inode tables, reserved descriptor
+        /// copies, bitmaps of uninitialised groups), as partclone does.
         #[arg(long)]
-        whole_inode_tables: bool,
+        whole_metadata: bool,
     },
     /// Check an image, or a device it was written to, against a bmap's range checksums.
     #[command(after_help = "\
@@ -156,10 +156,10 @@ SRC mounted read-write), 130 if interrupted (nothing left under DEST).")]
         /// Back up a device even though a partition of it is mounted read-write.
         #[arg(long)]
         allow_mounted: bool,
-        /// Keep every ext inode table whole (as partclone does), not only the blocks an inode
-        /// can occupy.
+        /// Keep every ext metadata block in use (whole inode tables, reserved descriptor
+        /// copies, bitmaps of uninitialised groups), as partclone does.
         #[arg(long)]
-        whole_inode_tables: bool,
+        whole_metadata: bool,
         /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -237,10 +237,10 @@ mismatch, 4 if refused, 130 if interrupted (the cards are incomplete: flash them
         /// the stream (a large ext4, after its last inode table).
         #[arg(long)]
         one_pass: bool,
-        /// Keep every ext inode table whole (as partclone does), not only the blocks an inode
-        /// can occupy.
+        /// Keep every ext metadata block in use (whole inode tables, reserved descriptor
+        /// copies, bitmaps of uninitialised groups), as partclone does.
         #[arg(long)]
-        whole_inode_tables: bool,
+        whole_metadata: bool,
         /// Print the summary as JSON on stdout (schema: spec/json-output.md, "flash").
         #[arg(long)]
         json: bool,
@@ -284,8 +284,8 @@ Examples:
 }
 
 /// The skip rule's user choices from the command line.
-fn rules(whole_inode_tables: bool) -> blockwise::map::MapRules {
-    blockwise::map::MapRules { whole_inode_tables }
+fn rules(whole_metadata: bool) -> blockwise::map::MapRules {
+    blockwise::map::MapRules { whole_metadata }
 }
 
 /// Runs the command line and returns the process exit code.
@@ -306,22 +306,22 @@ pub fn main() -> ExitCode {
         Command::Inspect {
             image,
             json,
-            whole_inode_tables,
-        } => inspect::run(&image, json, rules(whole_inode_tables)),
+            whole_metadata,
+        } => inspect::run(&image, json, rules(whole_metadata)),
         Command::Bmap {
             image,
             output,
             block_size,
             no_checksum,
             from,
-            whole_inode_tables,
+            whole_metadata,
         } => bmap::run(bmap::Args {
             image,
             output,
             block_size,
             no_checksum,
             from,
-            rules: rules(whole_inode_tables),
+            rules: rules(whole_metadata),
         }),
         Command::Verify { image, bmap, json } => verify::run(image, bmap, json),
         Command::Backup {
@@ -334,7 +334,7 @@ pub fn main() -> ExitCode {
             force,
             allow_mounted,
             json,
-            whole_inode_tables,
+            whole_metadata,
         } => backup::run(backup::Args {
             src,
             dest,
@@ -345,7 +345,7 @@ pub fn main() -> ExitCode {
             force,
             allow_mounted,
             json,
-            rules: rules(whole_inode_tables),
+            rules: rules(whole_metadata),
         }),
         Command::Flash {
             image,
@@ -361,7 +361,7 @@ pub fn main() -> ExitCode {
             check_capacity,
             one_pass,
             json,
-            whole_inode_tables,
+            whole_metadata,
         } => flash::run(flash::Args {
             image,
             targets,
@@ -376,7 +376,7 @@ pub fn main() -> ExitCode {
             check_capacity,
             one_pass,
             json,
-            rules: rules(whole_inode_tables),
+            rules: rules(whole_metadata),
         }),
         Command::Drives { all, json } => drives::run(all, json),
         Command::Demo { dir, keep } => demo::run(dir, keep),

@@ -686,7 +686,7 @@ mod tests {
                 .unwrap()
                 .parts
                 .iter()
-                .map(|p| p.inode_tables_left_out)
+                .map(|p| p.metadata_left_out)
                 .sum();
             assert!(
                 skipped.total() >= free.total() - 6 * MIB - spare,

@@ -180,11 +180,15 @@ pub struct Usage {
     /// Bytes of the volume past the filesystem's declared end, kept because nothing says they
     /// are free (included in `used`, but not the filesystem's own use).
     pub beyond_fs: u64,
-    /// Inode-table blocks no inode can occupy, as the filesystem promises (ext with
-    /// checksummed group descriptors; the tight-table rule of `spec/safety.md`): marked in
-    /// use by the block bitmaps, but left out of `used`. Relative to the volume's first byte;
-    /// [`crate::map::MapRules::whole_inode_tables`] puts them back.
-    pub unused_inode_tables: ExtentMap,
+    /// Metadata blocks the allocation map marks in use but that no one reads as they are,
+    /// as the filesystem promises (ext4 with checksummed group descriptors and a journal; the
+    /// tight-metadata rule of `spec/safety.md`): inode-table blocks no inode can occupy, the
+    /// copies of the reserved descriptor blocks, the bitmaps of uninitialised groups. Left
+    /// out of `used`; relative to the volume's first byte.
+    /// [`crate::map::MapRules::whole_metadata`] puts them back.
+    pub unread_metadata: ExtentMap,
+    /// Of `unread_metadata`, the bytes of inode tables.
+    pub unread_inode_tables: u64,
 }
 
 /// The result of checking a filesystem's allocation map against its file metadata (the

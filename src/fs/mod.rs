@@ -212,7 +212,7 @@ pub fn usage(dev: &dyn ReadAt, info: &FsInfo) -> Usage {
         }
     }
     u.used = u.used.clip(size);
-    u.unused_inode_tables = u.unused_inode_tables.clip(size).subtract(&u.used);
+    u.unread_metadata = u.unread_metadata.clip(size).subtract(&u.used);
     u
 }
 

@@ -95,6 +95,23 @@ impl Geo {
         }
     }
 
+    /// Group `g`'s copy of the reserved descriptor blocks (the reserve online resize grows
+    /// the descriptor table into), for a group other than 0 that carries a superblock copy.
+    /// Nothing reads such a copy: online resize and resize2fs write it whole when they take
+    /// a reserved block into use (reading only group 0's, the resize inode's indirect
+    /// blocks), e2fsck checks only group 0's, and mke2fs leaves it as the medium held it.
+    pub(super) fn reserve_copy(&self, g: u64) -> Option<(u64, u64)> {
+        if g == 0 || self.reserved_gdt == 0 || !self.has_super(g) {
+            return None;
+        }
+        let s = self
+            .sb_block(g)
+            .checked_add(1)?
+            .checked_add(self.old_gdt_blocks)?;
+        let e = s.checked_add(self.reserved_gdt)?.min(self.group_end(g));
+        (e > s).then_some((s, e))
+    }
+
     pub(super) fn group_first(&self, g: u64) -> u64 {
         // g < groups, so this is < blocks (checked when groups was derived).
         self.first_data + g * self.bpg

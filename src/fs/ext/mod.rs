@@ -350,6 +350,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     // Everything kept so far but the inode tables: the format's own metadata, and groups kept
     // whole. No block of it is ever left out as a spare table block.
     let protect = ExtentMap::from_ranges(keep.iter().copied());
+    let (unread_meta, others) = unread_metadata(&geo, &descs, &sb, head);
 
     let nbits = geo.cpg;
     let bm_bytes = nbits.div_ceil(8) as usize;
@@ -427,13 +428,16 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     // Any sign of damage (a warning so far, blocks the inodes use but the bitmaps call free)
     // and none of the filesystem's promises about its tables is taken.
     let doubt = walked.incomplete.is_some() || !warn.list.is_empty() || !added.is_empty();
-    let spare = if doubt {
+    let spare = if doubt || !walked.hints_trusted {
         ExtentMap::new()
     } else {
-        spare_table_blocks(&geo, &descs, &walked.spare)
+        let tables = spare_table_blocks(&geo, &descs, &walked.spare)
             .subtract(&protect)
-            .subtract(&refs)
+            .subtract(&refs);
+        // The reserve copies and uninitialised bitmaps, where they overlap nothing else.
+        tables.union(&unread_meta.subtract(&others).subtract(&refs))
     };
+    let spare_tables = spare.intersect(&all_tables);
     // bigalloc: a cluster is left out only when every block of it is spare.
     let spare = align_in(&spare, geo.ratio);
     let kept = kept.subtract(&spare);
@@ -476,10 +480,12 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         to_bytes(&kept.union(&added))
     };
     used = used.union(&ExtentMap::single(0, 2048.min(fs_bytes)));
-    let unused_inode_tables = to_bytes(&spare).subtract(&used);
+    let unread_metadata = to_bytes(&spare).subtract(&used);
+    let unread_inode_tables = to_bytes(&spare_tables).subtract(&used).total();
     Ok(super::info::Usage {
         used,
-        unused_inode_tables,
+        unread_metadata,
+        unread_inode_tables,
         from_fs: true,
         warnings: warn.finish(),
         cross_check: Some(check),
@@ -515,4 +521,71 @@ fn align_in(m: &ExtentMap, unit: u64) -> ExtentMap {
         let end = e.end - e.end % unit;
         (end > s).then_some((s, end))
     }))
+}
+
+/// Metadata blocks that hold nothing until the filesystem writes them whole, as candidates
+/// to leave out (with the spare table blocks, under the same trust): the copies of the
+/// reserved descriptor blocks ([`geometry::Geo::reserve_copy`]), and the bitmaps of groups
+/// flagged uninitialised (the kernel and e2fsck make those in memory, and write them whole
+/// when the group is first used). mke2fs itself leaves all of them as the medium held them.
+/// Returns the candidates and every other metadata block, which a candidate must not
+/// overlap (one that does is kept).
+fn unread_metadata(
+    geo: &geometry::Geo,
+    descs: &[group::Desc],
+    sb: &[u8],
+    head: u64,
+) -> (ExtentMap, ExtentMap) {
+    const BG_INODE_UNINIT: u16 = 0x0001;
+    let mut unread: Vec<(u64, u64)> = Vec::new();
+    let mut others: Vec<(u64, u64)> = vec![(0, head)];
+    let one = |b: u64| b.checked_add(1).map(|e| (b, e));
+    let mut base = Vec::new();
+    for (g, d) in (0u64..).zip(descs) {
+        base.clear();
+        geo.base_meta(g, &mut base);
+        let rc = geo.reserve_copy(g);
+        for &(s, e) in &base {
+            let m = ExtentMap::single(s, e);
+            let m = match rc {
+                Some((a, b)) => m.subtract(&ExtentMap::single(a, b)),
+                None => m,
+            };
+            others.extend(m.iter().map(|x| (x.start, x.end)));
+        }
+        unread.extend(rc);
+        let uninit_blocks = geo.lazy_hints() && d.ok && d.flags & BG_BLOCK_UNINIT != 0;
+        let uninit_inodes = geo.lazy_hints()
+            && d.ok
+            && d.flags & BG_INODE_UNINIT != 0
+            && u64::from(d.free_inodes) == geo.ipg;
+        for (bitmap, unused) in [
+            (d.block_bitmap, uninit_blocks),
+            (d.inode_bitmap, uninit_inodes),
+        ] {
+            if let Some(r) = one(bitmap) {
+                if unused {
+                    unread.push(r);
+                } else {
+                    others.push(r);
+                }
+            }
+        }
+        if geo.exclude_bitmap && d.exclude_bitmap != 0 {
+            others.extend(one(d.exclude_bitmap));
+        }
+        if let Some(e) = d.inode_table.checked_add(geo.itable_blocks) {
+            others.push((d.inode_table, e));
+        }
+    }
+    if u32_at(sb, 0x60) & INCOMPAT_MMP != 0 {
+        others.extend(one(le64(sb, 0x168).unwrap_or(0)));
+    }
+    let clip = |v: Vec<(u64, u64)>| {
+        ExtentMap::from_ranges(
+            v.into_iter()
+                .map(|(s, e)| (s.min(geo.blocks), e.min(geo.blocks))),
+        )
+    };
+    (clip(unread), clip(others))
 }

@@ -62,6 +62,9 @@ pub(super) struct Walked {
     /// such slot)`, ascending by group. Empty when any group's hints disagree with its
     /// counters or bitmap: then no group's promise is taken.
     pub(super) spare: Vec<(u64, u64)>,
+    /// True when the lazy-init hints can be taken at all: checksummed descriptors, a
+    /// journal, every group's hints agreeing with its counters and bitmap.
+    pub(super) hints_trusted: bool,
 }
 
 /// Which slots of group `g`'s inode table to read.
@@ -464,6 +467,7 @@ pub(super) fn walk(
     if disagree {
         spare.clear();
     }
+    let hints_trusted = lazy && journaled && !disagree;
 
     w.run();
     let incomplete = w.capped.then(|| {
@@ -489,6 +493,7 @@ pub(super) fn walk(
         meta_bytes,
         incomplete,
         spare,
+        hints_trusted,
     }
 }
 
