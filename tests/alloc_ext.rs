@@ -278,17 +278,23 @@ fn restore_proof(name: &str, size: &str, mkfs: &str, check: impl Fn(&Path)) {
     restore_proof_with(name, size, mkfs, check, Lazy::No);
 }
 
+/// `mkfs` on a sparse file of `size` in `dir`, `check`ed, then [`fill`]ed.
+fn filled_image(dir: &Path, size: &str, mkfs: &str, check: impl Fn(&Path)) -> PathBuf {
+    let img = dir.join("fs.img");
+    sh(&format!("truncate -s {size} '{}'", img.display()));
+    sh(&format!("{mkfs} -F -q '{}'", img.display()));
+    check(&img);
+    fill(&img);
+    img
+}
+
 fn restore_proof_with(name: &str, size: &str, mkfs: &str, check: impl Fn(&Path), lazy: Lazy) {
     if !have_tools(true) {
         return;
     }
     let _g = lock();
     let work = tempfile::tempdir().unwrap();
-    let img = work.path().join("fs.img");
-    sh(&format!("truncate -s {size} '{}'", img.display()));
-    sh(&format!("{mkfs} -F -q '{}'", img.display()));
-    check(&img);
-    fill(&img);
+    let img = filled_image(work.path(), size, mkfs, check);
 
     let u = compute(&img);
     assert!(u.from_fs, "{name}: map not from the fs: {:?}", u.warnings);
@@ -384,10 +390,7 @@ fn restore_proof_fails_without_an_in_use_table_block() {
     }
     let _g = lock();
     let work = tempfile::tempdir().unwrap();
-    let img = work.path().join("fs.img");
-    sh(&format!("truncate -s 64M '{}'", img.display()));
-    sh(&format!("mkfs.ext4 -F -q '{}'", img.display()));
-    fill(&img);
+    let img = filled_image(work.path(), "64M", "mkfs.ext4", no_check);
     let u = compute(&img);
     let (_, bs) = dumpe2fs_used(&img);
     let imap = sh(&format!(
@@ -808,24 +811,30 @@ fn restore_ext4_meta_bg_1k_many_uninit_groups() {
 
 /// Layouts the kernel here cannot mount (64 KiB blocks) or that need no mount to prove the
 /// map: populated by `mke2fs -d`, the map must equal dumpe2fs's complement of free blocks.
-fn exact_against_dumpe2fs(name: &str, size: &str, mkfs: &str) {
-    if !have_tools(false) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let content = dir.path().join("content");
+/// `mkfs` (`mke2fs -d`) on a sparse file of `size` in `dir`, holding 40 files of up to 117 KB.
+fn populated_image(dir: &Path, size: &str, mkfs: &str) -> PathBuf {
+    let content = dir.join("content");
     std::fs::create_dir_all(content.join("d/e")).unwrap();
     for i in 0..40usize {
         let body: Vec<u8> = (0..i * 3001).map(|k| (k * 31 + i) as u8).collect();
         std::fs::write(content.join(format!("d/e/f{i}")), body).unwrap();
     }
-    let img = dir.path().join("fs.img");
+    let img = dir.join("fs.img");
     sh(&format!("truncate -s {size} '{}'", img.display()));
     sh(&format!(
         "{mkfs} -F -q -d '{}' '{}' 2>&1",
         content.display(),
         img.display()
     ));
+    img
+}
+
+fn exact_against_dumpe2fs(name: &str, size: &str, mkfs: &str) {
+    if !have_tools(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = populated_image(dir.path(), size, mkfs);
     let u = compute(&img);
     assert!(
         u.from_fs && u.warnings.is_empty(),
@@ -959,18 +968,7 @@ fn disagreeing_hints_keep_every_inode_table() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let content = dir.path().join("content");
-    std::fs::create_dir_all(&content).unwrap();
-    for i in 0..40 {
-        std::fs::write(content.join(format!("f{i}")), vec![i as u8; 5000]).unwrap();
-    }
-    let base = dir.path().join("base.img");
-    sh(&format!("truncate -s 64M '{}'", base.display()));
-    sh(&format!(
-        "mkfs.ext4 -F -q -b 4096 -g 4096 -N 8192 -d '{}' '{}'",
-        content.display(),
-        base.display()
-    ));
+    let base = populated_image(dir.path(), "64M", "mkfs.ext4 -b 4096 -g 4096 -N 8192");
     let healthy = compute(&base);
     assert!(healthy.warnings.is_empty(), "{:?}", healthy.warnings);
     assert!(
