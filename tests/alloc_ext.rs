@@ -977,6 +977,14 @@ fn disagreeing_hints_keep_every_inode_table() {
         healthy.unread_metadata.total()
     );
     let out = sh(&format!("dumpe2fs '{}' 2>/dev/null", base.display()));
+    let last = out
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("Group ")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count()
+        - 1;
     let ipg: u64 = out
         .lines()
         .find_map(|l| l.strip_prefix("Inodes per group:"))
@@ -997,11 +1005,28 @@ fn disagreeing_hints_keep_every_inode_table() {
         ),
         // A bit set past the mark: the bitmap says an inode lives where the hint says none.
         ("inode bitmap past the mark", format!("seti <{}>", ipg - 2)),
+        // More unused slots than the group has (e2fsck resets it).
+        (
+            "itable_unused above the group",
+            format!(
+                "set_bg 0 free_inodes_count {0}\nset_bg 0 itable_unused {0}",
+                ipg + 5
+            ),
+        ),
+        // BLOCK_UNINIT on the last group (e2fsck clears it and reads the bitmap).
+        (
+            "BLOCK_UNINIT on the last group",
+            format!("set_bg {last} flags 7"),
+        ),
     ] {
         let img = dir.path().join("forged.img");
         std::fs::copy(&base, &img).unwrap();
         let script = dir.path().join("cmds");
-        std::fs::write(&script, format!("{cmds}\nset_bg 0 checksum calc\n")).unwrap();
+        std::fs::write(
+            &script,
+            format!("{cmds}\nset_bg 0 checksum calc\nset_bg {last} checksum calc\n"),
+        )
+        .unwrap();
         sh(&format!(
             "debugfs -w -f '{}' '{}' >/dev/null 2>&1",
             script.display(),
@@ -1015,4 +1040,88 @@ fn disagreeing_hints_keep_every_inode_table() {
         );
         assert!(u.used.total() >= healthy.used.union(&healthy.unread_metadata).total() - (1 << 20));
     }
+}
+
+/// Under meta_bg no group reserves descriptor blocks after its superblock copy, whatever
+/// `s_reserved_gdt_blocks` says (old mke2fs made such filesystems): what lies there (a meta
+/// group's descriptor block, file data) is kept, and the files restore.
+#[test]
+fn meta_bg_with_a_reserve_count_keeps_what_follows_each_superblock() {
+    if !have_tools(true) || !have("debugfs") {
+        return;
+    }
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let img = filled_image(
+        dir.path(),
+        "64M",
+        "mkfs.ext4 -b 1024 -O meta_bg,^resize_inode",
+        no_check,
+    );
+    sh(&format!(
+        "debugfs -w -R 'ssv reserved_gdt_blocks 64' '{}' >/dev/null 2>&1",
+        img.display()
+    ));
+    let u = compute(&img);
+    // The blocks after group 1's superblock copy stay mapped.
+    let out = sh(&format!("dumpe2fs '{}' 2>/dev/null", img.display()));
+    let sb1: u64 = out
+        .split("Backup superblock at ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("group 1's superblock copy");
+    let after = blockwise::ExtentMap::single((sb1 + 1) * 1024, (sb1 + 65) * 1024);
+    assert!(
+        u.unread_metadata.intersect(&after).is_empty(),
+        "blocks after the superblock copy at {sb1} left out"
+    );
+    let (_t, target) = restore_onto_random(&img, &u.used).expect("loop device");
+    let src = Loop::attach(&img).expect("loop device");
+    let a = Mount::new("mount -o ro", &src.dev);
+    let b = Mount::new("mount -o ro", &target.dev);
+    assert_eq!(
+        tree_hashes(a.path()),
+        tree_hashes(b.path()),
+        "restored files differ"
+    );
+}
+
+/// A file claiming a block of a reserved-descriptor copy (damage: e2fsck calls it multiply
+/// claimed) keeps it, as it keeps a spare inode-table block it claims: what a file reads is
+/// never left out.
+#[test]
+fn a_file_in_a_reserve_copy_keeps_it() {
+    if !have_tools(false) || !have("debugfs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = populated_image(dir.path(), "64M", "mkfs.ext4 -b 1024 -O ^extent,^64bit");
+    let out = sh(&format!("dumpe2fs '{}' 2>/dev/null", img.display()));
+    let reserve: u64 = out
+        .split("Group 1:")
+        .nth(1)
+        .and_then(|g| g.split("Reserved GDT blocks at ").nth(1))
+        .and_then(|r| r.split('-').next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("group 1's reserved GDT copy");
+    let healthy = compute(&img);
+    let block = blockwise::ExtentMap::single((reserve + 5) * 1024, (reserve + 6) * 1024);
+    assert_eq!(
+        healthy.unread_metadata.intersect(&block),
+        block,
+        "the reserve copy is left out when nothing claims it"
+    );
+    sh(&format!(
+        "debugfs -w -R 'sif /d/e/f3 block[0] {}' '{}' >/dev/null 2>&1",
+        reserve + 5,
+        img.display()
+    ));
+    let u = compute(&img);
+    assert_eq!(
+        u.used.intersect(&block),
+        block,
+        "block {} of the reserve copy, now a file's, left out",
+        reserve + 5
+    );
 }

@@ -10,6 +10,9 @@ use super::superblock::{
 use crate::checksum::crc32c_raw;
 use crate::util::le16;
 
+/// `s_creator_os` of a filesystem made by the Hurd.
+const EXT4_OS_HURD: u32 = 1;
+
 /// How group descriptors are checksummed.
 #[derive(Clone, Copy)]
 pub(super) enum DescCsum {
@@ -58,6 +61,9 @@ pub(super) struct Geo {
     pub(super) first_ino: u64,
     /// Descriptors and some block numbers carry high 32 (or 16) bits.
     pub(super) is64: bool,
+    /// Inodes carry checksums the kernel verifies: `metadata_csum`, unless the creator OS is
+    /// the Hurd (the kernel skips inode checksums there).
+    pub(super) inode_csums: bool,
 }
 
 impl Geo {
@@ -87,10 +93,10 @@ impl Geo {
         }
     }
 
-    /// The seed of inode checksums: present exactly with `metadata_csum`.
+    /// The seed of inode checksums: present exactly when inodes carry checksums.
     pub(super) fn inode_csum_seed(&self) -> Option<u32> {
         match self.csum {
-            DescCsum::Crc32c(seed) => Some(seed),
+            DescCsum::Crc32c(seed) if self.inode_csums => Some(seed),
             _ => None,
         }
     }
@@ -100,8 +106,10 @@ impl Geo {
     /// Nothing reads such a copy: online resize and resize2fs write it whole when they take
     /// a reserved block into use (reading only group 0's, the resize inode's indirect
     /// blocks), e2fsck checks only group 0's, and mke2fs leaves it as the medium held it.
+    /// Not under meta_bg: neither the kernel nor e2fsprogs reserves that span in its groups,
+    /// where a meta group's descriptor block or file data may sit instead.
     pub(super) fn reserve_copy(&self, g: u64) -> Option<(u64, u64)> {
-        if g == 0 || self.reserved_gdt == 0 || !self.has_super(g) {
+        if g == 0 || self.meta_bg || self.reserved_gdt == 0 || !self.has_super(g) {
             return None;
         }
         let s = self
@@ -367,6 +375,7 @@ pub(super) fn parse_geometry(sb: &[u8]) -> crate::Result<Result<Geo, String>> {
         inodes,
         first_ino,
         is64,
+        inode_csums: matches!(csum, DescCsum::Crc32c(_)) && g32(0x48) != EXT4_OS_HURD,
     }))
 }
 

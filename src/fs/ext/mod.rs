@@ -397,7 +397,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
         &geo,
         &descs,
         head,
-        &all_tables,
+        &all_tables.union(&unread_meta),
         to_read,
         &mut on_block_bitmap,
         &mut keep,

@@ -25,7 +25,7 @@ use super::bitmap::read_in_order;
 use super::geometry::Geo;
 use super::group::Desc;
 use super::inode::Inode;
-use super::superblock::{u32_at, COMPAT_HAS_JOURNAL};
+use super::superblock::{u32_at, BG_BLOCK_UNINIT, COMPAT_HAS_JOURNAL};
 use super::tree::Walker;
 use super::warn::Warn;
 
@@ -133,9 +133,9 @@ impl Folded {
 /// `on_block_bitmap` (which adds to `keep`, the blocks the bitmaps and the static metadata
 /// keep), walks every in-use inode, and returns the blocks they reference outside `keep`.
 /// `head` is the first block a bitmap or inode table may occupy (past the primary
-/// superblock and descriptors). References into `tables` (every group's inode table, as
-/// blocks) are always recorded, although the bitmaps mark those blocks in use, so that a
-/// table block a file claims too is never left out as spare.
+/// superblock and descriptors). References into `tables` (every group's inode table and the
+/// other metadata that may be left out as unread, as blocks) are always recorded, although the
+/// bitmaps mark those blocks in use, so that a block a file claims too is never left out.
 ///
 /// Block bitmaps, inode bitmaps and inode tables are read in one pass in block order, an
 /// inode table as soon as its group's inode bitmap has said how much of it to read: with
@@ -421,6 +421,12 @@ pub(super) fn walk(
     // A group whose hints disagree with its own counters or bitmap (e2fsck resets them and
     // reads its whole table) is damage: then no group's hints are taken.
     let mut disagree = false;
+    // Per group, the slot just past the last inode the superblock or the orphan chain names.
+    let mut named_past: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    for (n, _) in &chain {
+        let e = named_past.entry((n - 1) / ipg).or_insert(0);
+        *e = (*e).max((n - 1) % ipg + 1);
+    }
     if lazy && journaled {
         for (g, d) in (0u64..).zip(descs) {
             if !d.ok || !table_ok(d) || rescan.binary_search(&g).is_ok() {
@@ -429,7 +435,14 @@ pub(super) fn walk(
             }
             let hint = ipg.saturating_sub(u64::from(d.itable_unused));
             let in_use = ipg.saturating_sub(u64::from(d.free_inodes));
-            if u64::from(d.itable_unused) > u64::from(d.free_inodes) || in_use > hint {
+            // e2fsck resets these hints too (check_super_block): an unused count above the
+            // free count or the group, BLOCK_UNINIT on the last group.
+            let last = g + 1 == descs.len() as u64;
+            if u64::from(d.itable_unused) > u64::from(d.free_inodes)
+                || u64::from(d.itable_unused) > ipg
+                || in_use > hint
+                || (last && d.flags & BG_BLOCK_UNINIT != 0)
+            {
                 disagree = true;
                 continue;
             }
@@ -452,12 +465,7 @@ pub(super) fn walk(
                 hint
             };
             let reserved = geo.first_ino.saturating_sub(1).saturating_sub(g * ipg);
-            let named_here = chain
-                .iter()
-                .filter(|(n, _)| (n - 1) / ipg == g)
-                .map(|(n, _)| (n - 1) % ipg + 1)
-                .max()
-                .unwrap_or(0);
+            let named_here = named_past.get(&g).copied().unwrap_or(0);
             let from = from.max(reserved).max(named_here);
             if from < ipg {
                 spare.push((g, from));
