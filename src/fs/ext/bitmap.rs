@@ -1,9 +1,20 @@
-//! Batched block reads and the run-length walk over ext bitmaps.
+//! Batched block reads, the run-length walk over ext bitmaps, and the free-block hints a
+//! stream being flashed skips on.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::io::{ReadAt, ReadAtExt};
+
+/// Tells `dev` that blocks `from..to` are free (by their bitmap, or as metadata the map will
+/// likely leave out): a hint [`ReadAt::note_free`] passes to a stream being flashed.
+pub(super) fn hint_free(dev: &dyn ReadAt, bs: u64, from: u64, to: u64) {
+    if to > from {
+        if let (Some(at), Some(len)) = (from.checked_mul(bs), (to - from).checked_mul(bs)) {
+            dev.note_free(at, len);
+        }
+    }
+}
 
 /// Largest single read when batching adjacent bitmap or descriptor blocks.
 const MAX_BATCH: u64 = 4 << 20;

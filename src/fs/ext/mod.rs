@@ -19,7 +19,7 @@ mod tree;
 mod warn;
 mod xcheck;
 
-use bitmap::bitmap_runs;
+use bitmap::{bitmap_runs, hint_free};
 use geometry::parse_geometry;
 use group::read_descriptors;
 use superblock::*;
@@ -161,15 +161,6 @@ fn label_utf8(b: &[u8]) -> Option<String> {
 
 use crate::extent::ExtentMap;
 use crate::util::le64;
-
-/// Tells `dev` that blocks `from..to` are free by their bitmap ([`ReadAt::note_free`]).
-fn hint_free(dev: &dyn ReadAt, bs: u64, from: u64, to: u64) {
-    if to > from {
-        if let (Some(at), Some(len)) = (from.checked_mul(bs), (to - from).checked_mul(bs)) {
-            dev.note_free(at, len);
-        }
-    }
-}
 
 /// The bytes of this ext2/3/4 filesystem that must be kept: every block except those the
 /// block bitmaps say are free.
@@ -351,6 +342,13 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     // whole. No block of it is ever left out as a spare table block.
     let protect = ExtentMap::from_ranges(keep.iter().copied());
     let (unread_meta, others) = unread_metadata(&geo, &descs, &sb, head);
+    // A stream being flashed skips them as they pass, where the map will likely leave them
+    // out (a hint: the final map decides).
+    if geo.lazy_hints() && u32_at(&sb, 0x5C) & COMPAT_HAS_JOURNAL != 0 {
+        for r in unread_meta.subtract(&others).iter() {
+            hint_free(dev, geo.bs, r.start, r.end);
+        }
+    }
 
     let nbits = geo.cpg;
     let bm_bytes = nbits.div_ceil(8) as usize;

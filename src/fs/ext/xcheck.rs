@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 
-use super::bitmap::read_in_order;
+use super::bitmap::{hint_free, read_in_order};
 use super::geometry::Geo;
 use super::group::Desc;
 use super::inode::Inode;
@@ -238,6 +238,35 @@ pub(super) fn walk(
         }
     };
 
+    // A stream being flashed skips, as it passes, the table blocks a group's hints and bitmap
+    // already call spare (a hint: the final map decides, as for the block bitmaps' free runs).
+    let journaled = u32_at(sb, 0x5C) & COMPAT_HAS_JOURNAL != 0;
+    let hint_spare = |g: u64, bitmap_mark: Option<u64>| {
+        let d = &descs[g as usize];
+        if !(lazy && journaled && d.ok && table_ok(d)) {
+            return;
+        }
+        let hint = ipg.saturating_sub(u64::from(d.itable_unused));
+        let in_use = ipg.saturating_sub(u64::from(d.free_inodes));
+        let from = if skip_uninit(d) {
+            0
+        } else {
+            match bitmap_mark {
+                Some(b) if b <= hint && in_use <= hint => hint,
+                _ => return,
+            }
+        };
+        let from = from.max(geo.first_ino.saturating_sub(1).saturating_sub(g * ipg));
+        let skip = from.div_ceil(ipb);
+        if skip < geo.itable_blocks {
+            hint_free(
+                dev,
+                geo.bs,
+                d.inode_table + skip,
+                d.inode_table + geo.itable_blocks,
+            );
+        }
+    };
     let mut plans = vec![Plan::default(); descs.len()];
     let mut lost_groups = Vec::new();
     let mut reads: Vec<(u64, Meta)> = block_bitmaps
@@ -257,6 +286,7 @@ pub(super) fn walk(
             lost_groups.push(g);
         } else if !waits_for_bitmap.contains(&g) {
             plans[g as usize] = plan_for(g, None);
+            hint_spare(g, None);
             let p = plans[g as usize];
             items_for(g, p.from, p.read_to, &mut reads);
         }
@@ -290,6 +320,7 @@ pub(super) fn walk(
             });
             bitmap_marks[g as usize] = mark;
             plans[g as usize] = plan_for(g, mark);
+            hint_spare(g, mark);
             let p = plans[g as usize];
             let before = more.len();
             items_for(g, p.from, p.read_to, more);
@@ -416,7 +447,6 @@ pub(super) fn walk(
     // (`recently_deleted`); until Linux commit bd060afa7cc3 (2026, backported to stable) it
     // did so past the high-water mark too, where a restored copy may hold garbage, and skipped
     // the slot half the time, leaving garbage below the new mark for e2fsck to find.
-    let journaled = u32_at(sb, 0x5C) & COMPAT_HAS_JOURNAL != 0;
     let mut spare: Vec<(u64, u64)> = Vec::new();
     // A group whose hints disagree with its own counters or bitmap (e2fsck resets them and
     // reads its whole table) is damage: then no group's hints are taken.
