@@ -2,10 +2,11 @@
 //! starts, descriptor and superblock-copy locations) cannot overflow.
 
 use super::superblock::{
-    u32_at, COMPAT_EXCLUDE_BITMAP, COMPAT_RESIZE_INODE, COMPAT_SPARSE_SUPER2, INCOMPAT_64BIT,
-    INCOMPAT_CSUM_SEED, INCOMPAT_JOURNAL_DEV, INCOMPAT_META_BG, INCOMPAT_RECOVER, MAX_GROUPS,
-    MAX_LOG_BLOCK_SIZE, RO_COMPAT_BIGALLOC, RO_COMPAT_GDT_CSUM, RO_COMPAT_METADATA_CSUM,
-    RO_COMPAT_SPARSE_SUPER, STATE_ERROR, STATE_VALID, USED_INCOMPAT_KNOWN, USED_RO_COMPAT_KNOWN,
+    u32_at, COMPAT_EXCLUDE_BITMAP, COMPAT_HAS_JOURNAL, COMPAT_RESIZE_INODE, COMPAT_SPARSE_SUPER2,
+    INCOMPAT_64BIT, INCOMPAT_CSUM_SEED, INCOMPAT_JOURNAL_DEV, INCOMPAT_META_BG, INCOMPAT_RECOVER,
+    MAX_GROUPS, MAX_LOG_BLOCK_SIZE, RO_COMPAT_BIGALLOC, RO_COMPAT_GDT_CSUM,
+    RO_COMPAT_METADATA_CSUM, RO_COMPAT_SPARSE_SUPER, STATE_ERROR, STATE_VALID, USED_INCOMPAT_KNOWN,
+    USED_RO_COMPAT_KNOWN,
 };
 use crate::checksum::crc32c_raw;
 use crate::util::le16;
@@ -61,6 +62,8 @@ pub(super) struct Geo {
     pub(super) first_ino: u64,
     /// Descriptors and some block numbers carry high 32 (or 16) bits.
     pub(super) is64: bool,
+    /// The filesystem has a journal (`has_journal`).
+    pub(super) journal: bool,
     /// Inodes carry checksums the kernel verifies: `metadata_csum`, unless the creator OS is
     /// the Hurd (the kernel skips inode checksums there).
     pub(super) inode_csums: bool,
@@ -71,6 +74,13 @@ impl Geo {
     /// the lazy-initialisation hints (`INODE_UNINIT`, `BLOCK_UNINIT`, `itable_unused`).
     pub(super) fn lazy_hints(&self) -> bool {
         !matches!(self.csum, DescCsum::None)
+    }
+
+    /// True when the tight-metadata rule may apply at all (`spec/safety.md`): the lazy-init
+    /// hints are trusted and there is a journal (without one the kernel's allocator reads free
+    /// slots' deletion times, garbage on a restored copy).
+    pub(super) fn tight_possible(&self) -> bool {
+        self.lazy_hints() && self.journal
     }
 
     /// Checks a block or inode bitmap against the checksum its descriptor stores (`stored`,
@@ -370,6 +380,7 @@ pub(super) fn parse_geometry(sb: &[u8]) -> crate::Result<Result<Geo, String>> {
         itable_blocks,
         csum,
         exclude_bitmap: compat & COMPAT_EXCLUDE_BITMAP != 0,
+        journal: compat & COMPAT_HAS_JOURNAL != 0,
         inode_size,
         ipg,
         inodes,

@@ -3,7 +3,7 @@
 
 use super::bitmap::read_batched;
 use super::geometry::{DescCsum, Geo};
-use super::superblock::u32_at;
+use super::superblock::{u32_at, BG_INODE_UNINIT};
 use super::warn::Warn;
 use crate::checksum::{crc16_modbus, crc32c_raw};
 use crate::io::ReadAt;
@@ -26,6 +26,14 @@ pub(super) struct Desc {
     pub(super) itable_unused: u32,
     /// Descriptor checksum verified (or none to verify) and the descriptor was readable.
     pub(super) ok: bool,
+}
+
+impl Desc {
+    /// Flagged `INODE_UNINIT` with every inode free, on a descriptor that verifies: the
+    /// group holds no inode (trusted only where [`Geo::lazy_hints`] says the hints are).
+    pub(super) fn inodes_uninit(&self, ipg: u64) -> bool {
+        self.ok && self.flags & BG_INODE_UNINIT != 0 && u64::from(self.free_inodes) == ipg
+    }
 }
 
 /// Reads and checks every group descriptor from the primary table. A descriptor block that

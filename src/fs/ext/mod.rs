@@ -341,11 +341,11 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
     // Everything kept so far but the inode tables: the format's own metadata, and groups kept
     // whole. No block of it is ever left out as a spare table block.
     let protect = ExtentMap::from_ranges(keep.iter().copied());
-    let (unread_meta, others) = unread_metadata(&geo, &descs, &sb, head);
+    let unread_meta = unread_metadata(&geo, &descs, &sb, head);
     // A stream being flashed skips them as they pass, where the map will likely leave them
     // out (a hint: the final map decides).
-    if geo.lazy_hints() && u32_at(&sb, 0x5C) & COMPAT_HAS_JOURNAL != 0 {
-        for r in unread_meta.subtract(&others).iter() {
+    if geo.tight_possible() {
+        for r in unread_meta.iter() {
             hint_free(dev, geo.bs, r.start, r.end);
         }
     }
@@ -433,7 +433,7 @@ pub fn used(dev: &dyn ReadAt) -> crate::Result<super::info::Usage> {
             .subtract(&protect)
             .subtract(&refs);
         // The reserve copies and uninitialised bitmaps, where they overlap nothing else.
-        tables.union(&unread_meta.subtract(&others).subtract(&refs))
+        tables.union(&unread_meta.subtract(&refs))
     };
     let spare_tables = spare.intersect(&all_tables);
     // bigalloc: a cluster is left out only when every block of it is spare.
@@ -526,15 +526,8 @@ fn align_in(m: &ExtentMap, unit: u64) -> ExtentMap {
 /// reserved descriptor blocks ([`geometry::Geo::reserve_copy`]), and the bitmaps of groups
 /// flagged uninitialised (the kernel and e2fsck make those in memory, and write them whole
 /// when the group is first used). mke2fs itself leaves all of them as the medium held them.
-/// Returns the candidates and every other metadata block, which a candidate must not
-/// overlap (one that does is kept).
-fn unread_metadata(
-    geo: &geometry::Geo,
-    descs: &[group::Desc],
-    sb: &[u8],
-    head: u64,
-) -> (ExtentMap, ExtentMap) {
-    const BG_INODE_UNINIT: u16 = 0x0001;
+/// A candidate overlapping any other metadata block is not one (it is kept).
+fn unread_metadata(geo: &geometry::Geo, descs: &[group::Desc], sb: &[u8], head: u64) -> ExtentMap {
     let mut unread: Vec<(u64, u64)> = Vec::new();
     let mut others: Vec<(u64, u64)> = vec![(0, head)];
     let one = |b: u64| b.checked_add(1).map(|e| (b, e));
@@ -553,10 +546,7 @@ fn unread_metadata(
         }
         unread.extend(rc);
         let uninit_blocks = geo.lazy_hints() && d.ok && d.flags & BG_BLOCK_UNINIT != 0;
-        let uninit_inodes = geo.lazy_hints()
-            && d.ok
-            && d.flags & BG_INODE_UNINIT != 0
-            && u64::from(d.free_inodes) == geo.ipg;
+        let uninit_inodes = geo.lazy_hints() && d.inodes_uninit(geo.ipg);
         for (bitmap, unused) in [
             (d.block_bitmap, uninit_blocks),
             (d.inode_bitmap, uninit_inodes),
@@ -585,5 +575,5 @@ fn unread_metadata(
                 .map(|(s, e)| (s.min(geo.blocks), e.min(geo.blocks))),
         )
     };
-    (clip(unread), clip(others))
+    clip(unread).subtract(&clip(others))
 }

@@ -97,6 +97,7 @@ pub(super) const USED_RO_COMPAT_KNOWN: u32 = RO_COMPAT_SPARSE_SUPER
 pub(super) const STATE_VALID: u16 = 0x0001;
 pub(super) const STATE_ERROR: u16 = 0x0002;
 
+pub(super) const BG_INODE_UNINIT: u16 = 0x0001;
 pub(super) const BG_BLOCK_UNINIT: u16 = 0x0002;
 
 /// More groups than this (4 Mi groups = 512 TiB at 4 KiB blocks) is treated as corrupt: the

@@ -25,11 +25,10 @@ use super::bitmap::{hint_free, read_in_order};
 use super::geometry::Geo;
 use super::group::Desc;
 use super::inode::Inode;
-use super::superblock::{u32_at, BG_BLOCK_UNINIT, COMPAT_HAS_JOURNAL};
+use super::superblock::{u32_at, BG_BLOCK_UNINIT, BG_INODE_UNINIT};
 use super::tree::Walker;
 use super::warn::Warn;
 
-const BG_INODE_UNINIT: u16 = 0x0001;
 const BG_INODE_ZEROED: u16 = 0x0004;
 
 /// Superblock fields naming inodes that must be walked wherever they live.
@@ -171,9 +170,7 @@ pub(super) fn walk(
     let mut folded = Folded::default();
 
     // Inode bitmaps of the groups whose lazy hints do not settle the question alone.
-    let skip_uninit = |d: &Desc| {
-        lazy && d.ok && d.flags & BG_INODE_UNINIT != 0 && u64::from(d.free_inodes) == ipg
-    };
+    let skip_uninit = |d: &Desc| lazy && d.inodes_uninit(ipg);
     let inode_bitmaps: Vec<(u64, Meta)> = (0u64..)
         .zip(descs)
         .filter(|(_, d)| table_ok(d) && !skip_uninit(d))
@@ -240,10 +237,9 @@ pub(super) fn walk(
 
     // A stream being flashed skips, as it passes, the table blocks a group's hints and bitmap
     // already call spare (a hint: the final map decides, as for the block bitmaps' free runs).
-    let journaled = u32_at(sb, 0x5C) & COMPAT_HAS_JOURNAL != 0;
     let hint_spare = |g: u64, bitmap_mark: Option<u64>| {
         let d = &descs[g as usize];
-        if !(lazy && journaled && d.ok && table_ok(d)) {
+        if !(geo.tight_possible() && d.ok && table_ok(d)) {
             return;
         }
         let hint = ipg.saturating_sub(u64::from(d.itable_unused));
@@ -457,7 +453,7 @@ pub(super) fn walk(
         let e = named_past.entry((n - 1) / ipg).or_insert(0);
         *e = (*e).max((n - 1) % ipg + 1);
     }
-    if lazy && journaled {
+    if geo.tight_possible() {
         for (g, d) in (0u64..).zip(descs) {
             if !d.ok || !table_ok(d) || rescan.binary_search(&g).is_ok() {
                 disagree |= !d.ok || rescan.binary_search(&g).is_ok();
@@ -505,7 +501,7 @@ pub(super) fn walk(
     if disagree {
         spare.clear();
     }
-    let hints_trusted = lazy && journaled && !disagree;
+    let hints_trusted = geo.tight_possible() && !disagree;
 
     w.run();
     let incomplete = w.capped.then(|| {
