@@ -19,6 +19,17 @@ use crate::io::{Access, ReadAt, ReadAtExt, SizeKnown};
 /// files that name other files.
 pub const MAX_DEPTH: usize = 4;
 
+/// Most files reached through other files (a backing chain, a differencing disk's parents, a
+/// descriptor's extents): deep enough for snapshot chains, bounded so a chain cannot go on.
+pub const MAX_CHAIN: usize = 16;
+
+/// Opens a file that an image names (a backing file, a parent, an extent) as a whole image,
+/// through the same loop as [`super::open()`]: given the path, the options and the files
+/// already on the chain (outermost first), it returns the decoded disk and its warnings.
+/// Set by the opening loop, so drivers reach other files without importing it.
+pub(crate) type Opener =
+    fn(&Path, &OpenOptions, &[PathBuf]) -> crate::Result<(Arc<dyn ReadAt>, Vec<String>)>;
+
 /// How [`open`](fn@super::open) treats wrappers. Defined here, below `open`, so that drivers
 /// read the options without importing the loop that calls them.
 #[derive(Clone, Debug)]
@@ -210,6 +221,10 @@ pub struct OpenCtx<'a> {
     /// devices and in-memory sources.
     dir: Option<PathBuf>,
     depth: usize,
+    /// Files on the chain above this one (those that named it), outermost first, and the
+    /// function that opens the next: see [`OpenCtx::open_named`].
+    chain: Vec<PathBuf>,
+    opener: Option<Opener>,
     pub(crate) warnings: Vec<String>,
     pub(crate) notes: Vec<String>,
     pub(crate) cd_tracks: Vec<Track>,
@@ -225,11 +240,82 @@ impl<'a> OpenCtx<'a> {
             path,
             dir,
             depth: 0,
+            chain: Vec::new(),
+            opener: None,
             warnings: Vec::new(),
             notes: Vec::new(),
             cd_tracks: Vec::new(),
             container: None,
         }
+    }
+
+    /// Lets this context open the files an image names through `opener`; `chain` holds the
+    /// files that led here (outermost first), for the loop and depth checks.
+    pub(crate) fn with_opener(mut self, opener: Opener, chain: Vec<PathBuf>) -> Self {
+        self.opener = Some(opener);
+        self.chain = chain;
+        self
+    }
+
+    /// Opens `name`, a file this image names as its `what` ("backing file", "parent",
+    /// "extent"), the way qemu-img does: an absolute path as is, a relative one from the
+    /// image's directory. The file is opened as a whole image (any format, compressed or not)
+    /// one step further down the chain; its warnings come back prefixed with its name.
+    /// Refused, naming the files, when the chain loops or is deeper than [`MAX_CHAIN`]; a
+    /// missing file is an error naming `what` and the path looked for.
+    pub(crate) fn open_named(
+        &mut self,
+        what: &str,
+        name: &str,
+    ) -> crate::Result<Arc<dyn ReadAt>> {
+        let Some(dir) = self.sibling_dir() else {
+            return Err(crate::Error::Unsupported(format!(
+                "{what} {name:?}: the image was not opened from a file of its own, so files \
+                 it names cannot be found"
+            )));
+        };
+        let Some(opener) = self.opener else {
+            return Err(crate::Error::Unsupported(format!(
+                "{what} {name:?}: files named by this image cannot be opened here"
+            )));
+        };
+        let path = dir.join(name);
+        let canon = std::fs::canonicalize(&path).map_err(|e| {
+            crate::Error::Format(format!("{what} {} cannot be opened: {e}", path.display()))
+        })?;
+        let mut chain = self.chain.clone();
+        if let Ok(me) = std::fs::canonicalize(self.path) {
+            if chain.last() != Some(&me) {
+                chain.push(me);
+            }
+        }
+        if chain.contains(&canon) {
+            let names: Vec<String> = chain
+                .iter()
+                .chain(std::iter::once(&canon))
+                .map(|p| p.display().to_string())
+                .collect();
+            return Err(crate::Error::Format(format!(
+                "the chain of images loops: {}",
+                names.join(" -> ")
+            )));
+        }
+        if chain.len() >= MAX_CHAIN {
+            return Err(crate::Error::Unsupported(format!(
+                "{what} {}: more than {MAX_CHAIN} images deep",
+                path.display()
+            )));
+        }
+        let (src, warnings) = opener(&canon, self.opts, &chain).map_err(|e| match e {
+            crate::Error::Io(io) => {
+                crate::Error::Format(format!("{what} {}: {io}", path.display()))
+            }
+            e => e,
+        })?;
+        for w in warnings {
+            self.warn(format!("{what} {name}: {w}"));
+        }
+        Ok(src)
     }
 
     /// How the caller asked for the image to be opened.

@@ -65,7 +65,7 @@ pub fn open(path: &Path, opts: &OpenOptions) -> crate::Result<Opened> {
     if meta.file_type().is_block_device() {
         let dev = BlockDevice::open(path)?;
         let ss = dev.sector_size();
-        let mut o = open_chain(Arc::new(dev), path, opts, None)?;
+        let mut o = open_chain(Arc::new(dev), path, opts, None, Vec::new())?;
         o.is_block_device = true;
         o.device_sector_size = Some(ss);
         return Ok(o);
@@ -87,7 +87,30 @@ pub fn open(path: &Path, opts: &OpenOptions) -> crate::Result<Opened> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    open_chain(Arc::new(f), path, opts, Some(dir))
+    open_chain(Arc::new(f), path, opts, Some(dir), Vec::new())
+}
+
+/// Opens a file that another image names (see [`OpenCtx::open_named`]): regular files only,
+/// `chain` the files that led here.
+fn open_named_file(
+    path: &Path,
+    opts: &OpenOptions,
+    chain: &[PathBuf],
+) -> crate::Result<(Arc<dyn ReadAt>, Vec<String>)> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::Format(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let f = FileSource::open(path)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let o = open_chain(Arc::new(f), path, opts, Some(dir), chain.to_vec())?;
+    Ok((o.source, o.warnings))
 }
 
 /// Like [`open`] but over an existing source (in-memory images, tests). `name_hint` is used in
@@ -97,7 +120,7 @@ pub fn open_source(
     name_hint: &str,
     opts: &OpenOptions,
 ) -> crate::Result<Opened> {
-    open_chain(src, Path::new(name_hint), opts, None)
+    open_chain(src, Path::new(name_hint), opts, None, Vec::new())
 }
 
 /// The loop over the registry: recognise, open one layer, go on with the bytes inside.
@@ -106,8 +129,9 @@ fn open_chain(
     path: &Path,
     opts: &OpenOptions,
     dir: Option<PathBuf>,
+    chain: Vec<PathBuf>,
 ) -> crate::Result<Opened> {
-    let mut ctx = OpenCtx::new(opts, path, dir);
+    let mut ctx = OpenCtx::new(opts, path, dir).with_opener(open_named_file, chain);
     let mut chain = Vec::new();
     let mut src = base;
     // Whether the source's last sector is known without decoding (a stream that holds a fixed

@@ -14,9 +14,28 @@ pub(crate) mod qcow;
 pub(crate) mod vdi;
 pub mod vhd;
 pub(crate) mod vhdx;
+pub(crate) mod virt;
 pub(crate) mod vmdk;
 
 pub use info::ContainerInfo;
+
+/// The layer of a container decoded to a virtual disk: its header facts as the layer's
+/// detail, then the disk.
+pub(crate) fn disk_step(
+    info: ContainerInfo,
+    src: &dyn ReadAt,
+    disk: virt::VirtualDisk,
+) -> Step {
+    let vs = info.virtual_size.map_or_else(
+        || "unknown".to_string(),
+        |v| format!("{v} bytes ({})", crate::util::human_bytes(v)),
+    );
+    let mut detail = format!("virtual size {vs}");
+    if !info.detail.is_empty() {
+        detail = format!("{detail}, {}", info.detail);
+    }
+    Step::inner(Layer::stored(info.format, src, Some(detail)), Arc::new(disk))
+}
 
 /// The layer of a VM-disk container: its header facts, then its payload window when it has
 /// one, or the end of the chain with a warning that its contents are not decoded.
