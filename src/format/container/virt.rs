@@ -6,6 +6,7 @@
 //! if it compresses, [`Layout::decode`]; the reads, the cache, the parent chain and the
 //! allocated-ranges hint are written once, here.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::{Arc, Mutex};
 
@@ -68,10 +69,14 @@ pub(crate) trait Layout: Send + Sync {
 /// or hundreds of compressed clusters, whatever the disk size.
 const CACHE_BYTES: usize = 64 << 20;
 
-/// A small cache of decoded units, least recently used out first.
+/// A cache of decoded units, least recently used out first. Looked up by unit and evicted by
+/// age in O(log n): with small units (512-byte compressed clusters) it holds 100 000s.
 #[derive(Default)]
 struct UnitCache {
-    entries: Vec<(u64, Arc<Vec<u8>>, u64)>,
+    /// Unit → (its bytes, when last used).
+    entries: HashMap<u64, (Arc<Vec<u8>>, u64)>,
+    /// When last used → unit, oldest first.
+    by_age: BTreeMap<u64, u64>,
     bytes: usize,
     tick: u64,
 }
@@ -80,28 +85,28 @@ impl UnitCache {
     fn get(&mut self, unit: u64) -> Option<Arc<Vec<u8>>> {
         self.tick += 1;
         let t = self.tick;
-        self.entries.iter_mut().find(|e| e.0 == unit).map(|e| {
-            e.2 = t;
-            e.1.clone()
-        })
+        let e = self.entries.get_mut(&unit)?;
+        self.by_age.remove(&e.1);
+        self.by_age.insert(t, unit);
+        e.1 = t;
+        Some(e.0.clone())
     }
 
     fn put(&mut self, unit: u64, data: Arc<Vec<u8>>) {
-        if self.entries.iter().any(|e| e.0 == unit) {
+        if self.entries.contains_key(&unit) {
             return;
         }
         self.tick += 1;
         self.bytes += data.len();
-        self.entries.push((unit, data, self.tick));
+        self.entries.insert(unit, (data, self.tick));
+        self.by_age.insert(self.tick, unit);
         while self.bytes > CACHE_BYTES && self.entries.len() > 1 {
-            let (i, _) = self
-                .entries
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, e)| e.2)
-                .expect("not empty");
-            let e = self.entries.swap_remove(i);
-            self.bytes -= e.1.len();
+            let Some((_, old)) = self.by_age.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.entries.remove(&old) {
+                self.bytes -= e.0.len();
+            }
         }
     }
 }
