@@ -51,7 +51,14 @@ fn same_as_qemu(p: &Path) -> Vec<String> {
         at += n;
     }
     // And a few small reads at odd places.
-    for off in [1u64, 511, 65535, 65537, (1 << 20) - 3, want.len() as u64 - 7] {
+    for off in [
+        1u64,
+        511,
+        65535,
+        65537,
+        (1 << 20) - 3,
+        want.len() as u64 - 7,
+    ] {
         if off < want.len() as u64 {
             let n = 9.min(want.len() - off as usize);
             assert_eq!(
@@ -95,7 +102,10 @@ fn qcow2_versions_and_cluster_sizes() {
         ("v2c512", "-o compat=0.10,cluster_size=512"),
     ] {
         let q = d.path().join(format!("{name}.qcow2"));
-        sh(&format!("qemu-img convert -f raw -O qcow2 {opts} {img} '{}'", q.display()));
+        sh(&format!(
+            "qemu-img convert -f raw -O qcow2 {opts} {img} '{}'",
+            q.display()
+        ));
         let w = same_as_qemu(&q);
         assert!(w.is_empty(), "{name}: {w:?}");
     }
@@ -117,7 +127,10 @@ fn compressed_clusters_zlib_and_zstd() {
         ("zstd4k", "-c -o compression_type=zstd,cluster_size=4k"),
     ] {
         let q = d.path().join(format!("{name}.qcow2"));
-        if !fixture(&format!("qemu-img convert -f raw -O qcow2 {opts} {img} '{}'", q.display())) {
+        if !fixture(&format!(
+            "qemu-img convert -f raw -O qcow2 {opts} {img} '{}'",
+            q.display()
+        )) {
             continue;
         }
         same_as_qemu(&q);
@@ -136,7 +149,10 @@ fn qcow_version_1() {
     let d = tempfile::tempdir().unwrap();
     let (_, img) = card(d.path());
     let q = d.path().join("plain.qcow");
-    sh(&format!("qemu-img convert -f raw -O qcow {img} '{}'", q.display()));
+    sh(&format!(
+        "qemu-img convert -f raw -O qcow {img} '{}'",
+        q.display()
+    ));
     same_as_qemu(&q);
     let o = open(&q, &OpenOptions::default()).unwrap();
     assert_eq!(o.chain[0].format.name(), "qcow");
@@ -157,13 +173,20 @@ fn qcow_version_1() {
     same_as_qemu(&c);
     // A qcow over a qcow2 backing file, with writes of its own.
     let base = d.path().join("base.qcow2");
-    sh(&format!("qemu-img convert -f raw -O qcow2 {img} '{}'", base.display()));
+    sh(&format!(
+        "qemu-img convert -f raw -O qcow2 {img} '{}'",
+        base.display()
+    ));
     let top = d.path().join("top.qcow");
     sh(&format!(
         "qemu-img create -q -f qcow -b base.qcow2 -F qcow2 '{}'",
         top.display()
     ));
-    qemu_io(&top, "qcow", &["write -P 0x33 1M 8k", "write -P 0x44 70M 100k"]);
+    qemu_io(
+        &top,
+        "qcow",
+        &["write -P 0x33 1M 8k", "write -P 0x44 70M 100k"],
+    );
     same_as_qemu(&top);
 }
 
@@ -175,12 +198,20 @@ fn zero_clusters() {
     let d = tempfile::tempdir().unwrap();
     let (_, img) = card(d.path());
     let q = d.path().join("z.qcow2");
-    sh(&format!("qemu-img convert -f raw -O qcow2 {img} '{}'", q.display()));
+    sh(&format!(
+        "qemu-img convert -f raw -O qcow2 {img} '{}'",
+        q.display()
+    ));
     // Zero writes over data: zero flags (kept allocated or not), and a partial-cluster one.
     qemu_io(
         &q,
         "qcow2",
-        &["write -z 0 128k", "write -z -u 4M 1M", "write -z 55M 3k", "write -z 60M 4M"],
+        &[
+            "write -z 0 128k",
+            "write -z -u 4M 1M",
+            "write -z 55M 3k",
+            "write -z 60M 4M",
+        ],
     );
     let o = open(&q, &OpenOptions::default()).unwrap();
     let before = o.source.allocated_hint().unwrap();
@@ -196,7 +227,10 @@ fn backing_files_overlay_and_chain() {
     let d = tempfile::tempdir().unwrap();
     let (_, img) = card(d.path());
     let base = d.path().join("base.qcow2");
-    sh(&format!("qemu-img convert -f raw -O qcow2 {img} '{}'", base.display()));
+    sh(&format!(
+        "qemu-img convert -f raw -O qcow2 {img} '{}'",
+        base.display()
+    ));
     let top = d.path().join("top.qcow2");
     sh(&format!(
         "cd '{}' && qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2",
@@ -205,7 +239,11 @@ fn backing_files_overlay_and_chain() {
     qemu_io(
         &top,
         "qcow2",
-        &["write -P 0x5a 1M 64k", "write -z 3M 128k", "write -P 0x77 70M 1000k"],
+        &[
+            "write -P 0x5a 1M 64k",
+            "write -z 3M 128k",
+            "write -P 0x77 70M 1000k",
+        ],
     );
     same_as_qemu(&top);
     let o = open(&top, &OpenOptions::default()).unwrap();
@@ -226,7 +264,11 @@ fn backing_files_overlay_and_chain() {
     let mid = d.path().join("sub/mid.qcow2");
     qemu_io(&mid, "qcow2", &["write -P 0x11 2M 256k", "write -z 8M 64k"]);
     let top3 = d.path().join("top3.qcow2");
-    qemu_io(&top3, "qcow2", &["write -P 0x22 2M 64k", "write -P 0x23 9M 4k"]);
+    qemu_io(
+        &top3,
+        "qcow2",
+        &["write -P 0x22 2M 64k", "write -P 0x23 9M 4k"],
+    );
     same_as_qemu(&top3);
 }
 
@@ -255,12 +297,19 @@ fn extended_l2_subclusters() {
     let d = tempfile::tempdir().unwrap();
     let (_, img) = card(d.path());
     let base = d.path().join("base.qcow2");
-    sh(&format!("qemu-img convert -f raw -O qcow2 {img} '{}'", base.display()));
+    sh(&format!(
+        "qemu-img convert -f raw -O qcow2 {img} '{}'",
+        base.display()
+    ));
     // 64 KiB clusters: subclusters of 2 KiB. Some subclusters written, some zeroed, the rest
     // left to the base; one standalone image too (unallocated reads zeros there).
     for (name, backing) in [("xl2top.qcow2", true), ("xl2.qcow2", false)] {
         let q = d.path().join(name);
-        let b = if backing { "-b base.qcow2 -F qcow2" } else { "" };
+        let b = if backing {
+            "-b base.qcow2 -F qcow2"
+        } else {
+            ""
+        };
         sh(&format!(
             "cd '{}' && qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=64k {b} {name} 128M",
             d.path().display()
@@ -280,7 +329,11 @@ fn extended_l2_subclusters() {
             ],
         );
         let o = open(&q, &OpenOptions::default()).unwrap();
-        assert!(o.chain[0].detail.as_deref().unwrap().contains("extended L2"));
+        assert!(o.chain[0]
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("extended L2"));
         same_as_qemu(&q);
     }
     // Extended L2 by conversion, with compression, and with 2 MiB clusters.
@@ -289,7 +342,10 @@ fn extended_l2_subclusters() {
         ("xl22m.qcow2", "-o extended_l2=on,cluster_size=2M"),
     ] {
         let q = d.path().join(name);
-        sh(&format!("qemu-img convert -f raw -O qcow2 {opts} {img} '{}'", q.display()));
+        sh(&format!(
+            "qemu-img convert -f raw -O qcow2 {opts} {img} '{}'",
+            q.display()
+        ));
         same_as_qemu(&q);
     }
 }
@@ -302,12 +358,21 @@ fn inspect_backup_and_bmap_of_a_qcow2_card() {
     let d = tempfile::tempdir().unwrap();
     let (raw, img) = card(d.path());
     let q = d.path().join("card.qcow2");
-    sh(&format!("qemu-img convert -f raw -O qcow2 -c {img} '{}'", q.display()));
+    sh(&format!(
+        "qemu-img convert -f raw -O qcow2 -c {img} '{}'",
+        q.display()
+    ));
     let out = blockwise().arg("inspect").arg(&q).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("qcow2 → raw disk image (MBR, 2 partitions)"), "{text}");
-    assert!(text.contains("vfat FAT32 \"bootfs\"") && text.contains("ext4"), "{text}");
+    assert!(
+        text.contains("qcow2 → raw disk image (MBR, 2 partitions)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vfat FAT32 \"bootfs\"") && text.contains("ext4"),
+        "{text}"
+    );
 
     // A backup of the qcow2 is the backup of the raw card, bmap and all.
     for (src, dst) in [(&raw, "a.img"), (&q, "b.img")] {
@@ -318,7 +383,11 @@ fn inspect_backup_and_bmap_of_a_qcow2_card() {
             .args(["--format", "img"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let a = std::fs::read(d.path().join("a.img")).unwrap();
     let b = std::fs::read(d.path().join("b.img")).unwrap();
@@ -351,7 +420,10 @@ fn encrypted_and_external_data_are_refused() {
         "qemu-img create -q -f qcow2 --object secret,id=s0,data=pw -o encrypt.format=luks,encrypt.key-secret=s0 '{}' 8M",
         enc.display()
     ));
-    let e = open(&enc, &OpenOptions::default()).err().expect("refused").to_string();
+    let e = open(&enc, &OpenOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(e.contains("encrypted") && e.contains("LUKS"), "{e}");
 
     let ext = d.path().join("ext.qcow2");
@@ -359,7 +431,10 @@ fn encrypted_and_external_data_are_refused() {
         "cd '{}' && qemu-img create -q -f qcow2 -o data_file=ext.raw ext.qcow2 8M",
         d.path().display()
     ));
-    let e = open(&ext, &OpenOptions::default()).err().expect("refused").to_string();
+    let e = open(&ext, &OpenOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(e.contains("external data file"), "{e}");
 }
 
@@ -472,7 +547,10 @@ fn hostile_l1_size_of_gigabytes() {
     let d = tempfile::tempdir().unwrap();
     let mut h = Hand::new(1 << 30);
     h.l1_size = u32::MAX;
-    refused(&h.write(d.path(), "l1.qcow2"), &["L1 table", "4294967295 entries"]);
+    refused(
+        &h.write(d.path(), "l1.qcow2"),
+        &["L1 table", "4294967295 entries"],
+    );
 }
 
 #[test]
@@ -481,12 +559,18 @@ fn hostile_l2_table_past_the_end_of_the_file() {
     let mut h = Hand::new(1 << 30);
     h.l1_size = 2;
     h.l1 = vec![0, 1 << 40];
-    refused(&h.write(d.path(), "l2.qcow2"), &["L1 table", "entry 1", "past the end"]);
+    refused(
+        &h.write(d.path(), "l2.qcow2"),
+        &["L1 table", "entry 1", "past the end"],
+    );
     // A data cluster past the end, named by its L1 and L2 entries.
     let mut h = Hand::new(1 << 20);
     h.l1 = vec![2 * CS as u64];
     h.clusters = vec![l2(&[(3, 1 << 30)])];
-    refused(&h.write(d.path(), "data.qcow2"), &["L1 entry 0, L2 entry 3", "past the end"]);
+    refused(
+        &h.write(d.path(), "data.qcow2"),
+        &["L1 entry 0, L2 entry 3", "past the end"],
+    );
 }
 
 #[test]
@@ -549,7 +633,10 @@ fn hostile_backing_file_missing() {
     let d = tempfile::tempdir().unwrap();
     let mut h = Hand::new(1 << 20);
     h.backing = Some("gone-base.qcow2".into());
-    refused(&h.write(d.path(), "orphan.qcow2"), &["backing file", "gone-base.qcow2"]);
+    refused(
+        &h.write(d.path(), "orphan.qcow2"),
+        &["backing file", "gone-base.qcow2"],
+    );
 }
 
 #[test]
@@ -557,7 +644,10 @@ fn hostile_size_overflowing_64_bits() {
     let d = tempfile::tempdir().unwrap();
     let mut h = Hand::new(u64::MAX);
     h.l1_size = u32::MAX;
-    refused(&h.write(d.path(), "huge.qcow2"), &["l1_size", &u64::MAX.to_string()]);
+    refused(
+        &h.write(d.path(), "huge.qcow2"),
+        &["l1_size", &u64::MAX.to_string()],
+    );
 }
 
 #[test]
@@ -575,7 +665,11 @@ fn hostile_compressed_cluster_claiming_a_huge_size() {
     // Opening reads the first sector, in that cluster: the garbage does not inflate, and
     // the error says where.
     let err = match open(&p, &OpenOptions::default()) {
-        Ok(o) => o.source.read_vec(0, 4096).expect_err("garbage does not inflate").to_string(),
+        Ok(o) => o
+            .source
+            .read_vec(0, 4096)
+            .expect_err("garbage does not inflate")
+            .to_string(),
         Err(e) => format!("{e:#}"),
     };
     assert!(err.contains("compressed cluster at byte 196608"), "{err}");
@@ -584,7 +678,10 @@ fn hostile_compressed_cluster_claiming_a_huge_size() {
     let mut h = Hand::new(1 << 20);
     h.l1 = vec![2 * CS as u64];
     h.clusters = vec![l2(&[(1, (1 << 62) | (1 << 40))])];
-    refused(&h.write(d.path(), "cz2.qcow2"), &["L1 entry 0, L2 entry 1", "compressed"]);
+    refused(
+        &h.write(d.path(), "cz2.qcow2"),
+        &["L1 entry 0, L2 entry 1", "compressed"],
+    );
 }
 
 #[test]
@@ -601,7 +698,10 @@ fn damage_that_still_reads_is_a_warning() {
     std::fs::write(&p, &f).unwrap();
     let o = open(&p, &OpenOptions::default()).unwrap();
     let w = o.warnings.join("\n");
-    assert!(w.contains("dirty") && w.contains("corrupt") && w.contains("past the end"), "{w}");
+    assert!(
+        w.contains("dirty") && w.contains("corrupt") && w.contains("past the end"),
+        "{w}"
+    );
     let mut want = b"partial".to_vec();
     want.resize(CS + 10, 0);
     assert_eq!(o.source.read_vec(0, CS + 10).unwrap(), want);
@@ -609,4 +709,61 @@ fn damage_that_still_reads_is_a_warning() {
     f[72..80].copy_from_slice(&(1u64 << 9).to_be_bytes());
     std::fs::write(&p, &f).unwrap();
     refused(&p, &["incompatible feature", "bit 9"]);
+}
+
+/// Read speed against `qemu-img convert -O raw`, on a 1 GiB disk (half random data, half
+/// never written), plain and compressed, both writing it to a raw file
+/// (zeros as holes, no fsync), ours on one thread. Not run by default:
+/// `cargo test --release --test container_qcow -- --ignored --nocapture read_speed`.
+#[test]
+#[ignore]
+fn read_speed_against_qemu_img() {
+    if !tools() {
+        return;
+    }
+    let d =
+        tempfile::tempdir_in(std::env::var("QCOW_BENCH_DIR").unwrap_or("/var/tmp".into())).unwrap();
+    let raw = d.path().join("src.raw");
+    sh(&format!(
+        "head -c 512M /dev/urandom > '{0}' && truncate -s 1G '{0}'",
+        raw.display()
+    ));
+    for (name, opts) in [
+        ("plain", ""),
+        ("zlib", "-c"),
+        ("zstd", "-c -o compression_type=zstd"),
+    ] {
+        let q = d.path().join(format!("{name}.qcow2"));
+        sh(&format!(
+            "qemu-img convert -f raw -O qcow2 {opts} '{}' '{}'",
+            raw.display(),
+            q.display()
+        ));
+        // Both write the raw disk into a file (no fsync), zeros left as holes.
+        let out = d.path().join("out.raw");
+        let t = Instant::now();
+        sh(&format!(
+            "qemu-img convert -O raw '{}' '{}'",
+            q.display(),
+            out.display()
+        ));
+        let qemu = t.elapsed();
+        std::fs::remove_file(&out).unwrap();
+        let t = Instant::now();
+        let o = open(&q, &OpenOptions::default()).unwrap();
+        let f = std::fs::File::create(&out).unwrap();
+        f.set_len(o.source.size()).unwrap();
+        let mut buf = vec![0u8; 4 << 20];
+        let mut at = 0;
+        while at < o.source.size() {
+            let n = o.source.read_at(at, &mut buf).unwrap();
+            if buf[..n].iter().any(|&b| b != 0) {
+                std::os::unix::fs::FileExt::write_all_at(&f, &buf[..n], at).unwrap();
+            }
+            at += n as u64;
+        }
+        let ours = t.elapsed();
+        std::fs::remove_file(&out).unwrap();
+        eprintln!("{name}: qemu-img convert -O raw {qemu:.2?}, blockwise read+write {ours:.2?}");
+    }
 }

@@ -181,7 +181,11 @@ impl Header {
             72
         };
         if self.version >= 3 {
-            let ctype = if header_len > 104 { h.get(104).copied() } else { None };
+            let ctype = if header_len > 104 {
+                h.get(104).copied()
+            } else {
+                None
+            };
             let ctype = ctype.unwrap_or(0);
             match (ctype, self.incompatible & COMPRESSION_TYPE != 0) {
                 (0, false) => {}

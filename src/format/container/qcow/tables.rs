@@ -147,7 +147,10 @@ impl QcowLayout {
                     format!("entry {i}: L2 table offset {off} is not cluster-aligned"),
                 ));
             }
-            if off.checked_add(table_bytes).is_none_or(|end| end > file_len) {
+            if off
+                .checked_add(table_bytes)
+                .is_none_or(|end| end > file_len)
+            {
                 return Err(Error::corrupt(
                     "qcow L1 table",
                     format!(
@@ -199,7 +202,10 @@ impl QcowLayout {
         let cb = self.cluster_bits;
         let cs = 1u64 << cb;
         let bad = |j: u64, what: String| {
-            Error::corrupt("qcow L2 table", format!("L1 entry {l1i}, L2 entry {j}: {what}"))
+            Error::corrupt(
+                "qcow L2 table",
+                format!("L1 entry {l1i}, L2 entry {j}: {what}"),
+            )
         };
         let mut pieces = Vec::new();
         let stride = if h.extended_l2 { 16 } else { 8 };
@@ -278,7 +284,10 @@ impl QcowLayout {
                 push(&mut pieces, start, Kind::Parent);
             } else {
                 if h.version >= 2 && off & (cs - 1) != 0 {
-                    return Err(bad(j, format!("cluster offset {off} is not cluster-aligned")));
+                    return Err(bad(
+                        j,
+                        format!("cluster offset {off} is not cluster-aligned"),
+                    ));
                 }
                 stored(&mut pieces, start, off, cs)?;
             }
@@ -372,7 +381,9 @@ impl Layout for QcowLayout {
         };
         let k = table.pieces.partition_point(|p| p.start <= rel);
         let Some(p) = k.checked_sub(1).and_then(|k| table.pieces.get(k)) else {
-            return Err(invalid(format!("byte {offset}: no qcow L2 piece covers it")));
+            return Err(invalid(format!(
+                "byte {offset}: no qcow L2 piece covers it"
+            )));
         };
         let end = table.pieces.get(k).map_or(table.len, |n| n.start);
         if end <= rel {
@@ -384,7 +395,10 @@ impl Layout for QcowLayout {
         let run = match p.kind {
             Kind::Parent => Run::Parent,
             Kind::Zero => Run::Zero,
-            Kind::Stored(at) => Run::Stored { file: 0, at: at + skip },
+            Kind::Stored(at) => Run::Stored {
+                file: 0,
+                at: at + skip,
+            },
             Kind::Coded(unit) => Run::Coded { unit, skip },
         };
         Ok((run, end - rel))
