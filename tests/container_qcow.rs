@@ -248,7 +248,10 @@ fn backing_files_overlay_and_chain() {
     same_as_qemu(&top);
     let o = open(&top, &OpenOptions::default()).unwrap();
     let detail = o.chain[0].detail.clone().unwrap();
-    assert!(detail.contains("backing file \"base.qcow2\""), "{detail}");
+    assert!(
+        detail.contains("backing file \"base.qcow2\" (qcow2)"),
+        "{detail}"
+    );
     // The allocated hint includes what the base holds below unwritten clusters.
     let hint = o.source.allocated_hint().unwrap();
     assert!(hint.contains(1 << 20) && hint.contains(0));
@@ -270,6 +273,22 @@ fn backing_files_overlay_and_chain() {
         &["write -P 0x22 2M 64k", "write -P 0x23 9M 4k"],
     );
     same_as_qemu(&top3);
+}
+
+#[test]
+fn size_in_part_sectors_rounds_down_like_qemu() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let q = d.path().join("odd.qcow2");
+    sh(&format!("qemu-img create -q -f qcow2 '{}' 1M", q.display()));
+    qemu_io(&q, "qcow2", &["write -P 7 0 4k"]);
+    // Size field: 1000 bytes.
+    let mut f = std::fs::read(&q).unwrap();
+    f[24..32].copy_from_slice(&1000u64.to_be_bytes());
+    std::fs::write(&q, f).unwrap();
+    same_as_qemu(&q);
 }
 
 #[test]

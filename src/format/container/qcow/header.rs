@@ -335,7 +335,11 @@ impl Header {
             d += ", zstd compression";
         }
         if let Some(b) = &self.backing {
-            d += &format!(", backing file {b:?} (differencing image)");
+            d += &format!(", backing file {b:?}");
+            if let Some(f) = &self.backing_format {
+                d += &format!(" ({f})");
+            }
+            d += " (differencing image)";
         }
         if self.incompatible & DIRTY != 0 {
             d += ", dirty";

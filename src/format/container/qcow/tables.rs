@@ -51,6 +51,10 @@ struct Table {
     len: u64,
 }
 
+/// Largest zstd window accepted in a compressed cluster (8 MiB: four of the largest
+/// clusters).
+const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+
 /// No L2 table behind an L1 entry.
 const NO_TABLE: u32 = u32::MAX;
 
@@ -429,6 +433,10 @@ impl Layout for QcowLayout {
                 let mut d = zstd::stream::read::Decoder::with_buffer(&input[..])
                     .map_err(|e| invalid(format!("{}: {e}", what())))?
                     .single_frame();
+                // A frame may claim a window of up to 128 MiB, which the decoder would
+                // allocate; qemu's frames code one cluster (2 MiB at most) and need no more.
+                d.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                    .map_err(|e| invalid(format!("{}: {e}", what())))?;
                 d.read_exact(&mut out)
                     .map_err(|e| invalid(format!("{}: zstd: {e}", what())))?;
             }
