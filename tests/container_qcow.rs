@@ -21,7 +21,12 @@ fn tools() -> bool {
 /// it; returns the warnings.
 #[track_caller]
 fn same_as_qemu(p: &Path) -> Vec<String> {
-    let raw = p.with_extension("qemu.raw");
+    same_as_qemu_via(p, &p.with_extension("qemu.raw"))
+}
+
+/// [`same_as_qemu`], qemu-img's output written to `raw` (and removed after).
+#[track_caller]
+fn same_as_qemu_via(p: &Path, raw: &Path) -> Vec<String> {
     sh(&format!(
         "qemu-img convert -O raw '{}' '{}'",
         p.display(),
@@ -67,7 +72,7 @@ fn same_as_qemu(p: &Path) -> Vec<String> {
             );
         }
     }
-    std::fs::remove_file(&raw).unwrap();
+    std::fs::remove_file(raw).unwrap();
     o.warnings
 }
 
@@ -467,10 +472,66 @@ fn corpus_samples() {
             return;
         }
         let d = tempfile::tempdir().unwrap();
-        let q = d.path().join("qcow.bin");
-        std::fs::copy(&p, &q).unwrap();
-        let w = same_as_qemu(&q);
+        let w = same_as_qemu_via(&p, &d.path().join("bw.raw"));
         assert!(w.iter().any(|w| w.contains("L1 table")), "{w:?}");
+    }
+}
+
+/// Every file of the shared corpus that starts with the qcow magic (whichever sources the
+/// copy holds: dfvfs, sleuthkit, bwLehrpool, binwalk...): read as qemu-img reads it, or
+/// refused where qemu-img refuses it.
+#[test]
+fn every_qcow_in_the_corpus() {
+    let Some(root) = common::corpus_file(".") else {
+        return;
+    };
+    if !tools() {
+        return;
+    }
+    let mut found = vec![];
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                dirs.push(p);
+            } else if ft.is_file() {
+                let mut head = [0u8; 4];
+                let ok = std::fs::File::open(&p)
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                    .is_ok();
+                if ok && &head == b"QFI\xfb" {
+                    found.push(p);
+                }
+            }
+        }
+    }
+    eprintln!("{} qcow files in the corpus", found.len());
+    let d = tempfile::tempdir().unwrap();
+    for p in found {
+        let raw = d.path().join("out.raw");
+        let qemu = std::process::Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&p)
+            .arg(&raw)
+            .output()
+            .unwrap();
+        if qemu.status.success() {
+            std::fs::remove_file(&raw).unwrap();
+            eprintln!("{}: {:?}", p.display(), same_as_qemu_via(&p, &raw));
+        } else {
+            let ours = open(&p, &OpenOptions::default()).and_then(|o| {
+                Ok(o.source
+                    .read_vec(0, o.source.size().min(1 << 30) as usize)?)
+            });
+            assert!(
+                ours.is_err(),
+                "{}: qemu-img refuses it ({}), blockwise reads it",
+                p.display(),
+                String::from_utf8_lossy(&qemu.stderr).trim()
+            );
+        }
     }
 }
 
