@@ -99,7 +99,11 @@ fn decodes_like_qemu(name: &str, args: &str, qfmt: &str, fmt: Format) -> Option<
     let want = qemu_raw(&img, qfmt);
     let o = open_ok(&img);
     assert_eq!(o.chain[0].format, fmt, "{name}");
-    assert_eq!(o.chain.last().unwrap().format, Format::Raw, "{name}: decoded to raw");
+    assert_eq!(
+        o.chain.last().unwrap().format,
+        Format::Raw,
+        "{name}: decoded to raw"
+    );
     assert!(o.warnings.is_empty(), "{name}: {:?}", o.warnings);
     assert_same(name, &*o.source, &want);
     // Whatever is not zero lies inside the allocated hint.
@@ -119,12 +123,7 @@ fn decodes_like_qemu(name: &str, args: &str, qfmt: &str, fmt: Format) -> Option<
 
 #[test]
 fn vpc_fixed_matches_qemu() {
-    if let Some(o) = decodes_like_qemu(
-        "c.vhd",
-        "-O vpc -o subformat=fixed",
-        "vpc",
-        Format::Vhd,
-    ) {
+    if let Some(o) = decodes_like_qemu("c.vhd", "-O vpc -o subformat=fixed", "vpc", Format::Vhd) {
         assert_eq!(formats(&o), vec![Format::Vhd, Format::Raw]);
     }
 }
@@ -263,7 +262,13 @@ fn quick<T>(what: &str, f: impl FnOnce() -> T) -> T {
 /// UTF-16 of `s`, little- or big-endian.
 fn utf16(s: &str, big: bool) -> Vec<u8> {
     s.encode_utf16()
-        .flat_map(|u| if big { u.to_be_bytes() } else { u.to_le_bytes() })
+        .flat_map(|u| {
+            if big {
+                u.to_be_bytes()
+            } else {
+                u.to_le_bytes()
+            }
+        })
         .collect()
 }
 
@@ -450,14 +455,21 @@ fn check_differencing_vhd(loc: Loc) {
     let o = open_ok(&path);
     assert_eq!(o.chain[0].format, Format::Vhd);
     assert!(
-        o.chain[0].detail.as_deref().unwrap_or("").contains("differencing"),
+        o.chain[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("differencing"),
         "{:?}",
         o.chain[0].detail
     );
     assert!(o.warnings.is_empty(), "{:?}", o.warnings);
     assert_same("differencing vhd", &*o.source, &want);
     if let Some(lib) = libvhdi_read(&path, &parent) {
-        assert!(lib == want, "libvhdi reads the differencing disk differently");
+        assert!(
+            lib == want,
+            "libvhdi reads the differencing disk differently"
+        );
     }
 }
 
@@ -559,9 +571,9 @@ const LOCATOR_TYPE: &str = "b04aefb7-d19e-4a81-b789-25b8e9445913";
 fn vhdx_item(v: &[u8], id: &str) -> Option<(usize, usize)> {
     let (m, _) = vhdx_region(v, &guid(META));
     let n = le16(v, m + 10) as usize;
-    (0..n).map(|k| m + 32 + k * 32).find_map(|e| {
-        (v[e..e + 16] == guid(id)).then(|| (m + le32(v, e + 16) as usize, e))
-    })
+    (0..n)
+        .map(|k| m + 32 + k * 32)
+        .find_map(|e| (v[e..e + 16] == guid(id)).then(|| (m + le32(v, e + 16) as usize, e)))
 }
 
 /// qemu can neither make nor read 4096-byte-sector VHDX files ("Operation not supported"), so
@@ -585,13 +597,20 @@ fn vhdx_4096_byte_sectors_matches_qemu() {
     std::fs::write(&img, &v).unwrap();
     let o = open_ok(&img);
     assert!(
-        o.chain[0].detail.as_deref().unwrap_or("").contains("4096-byte sectors"),
+        o.chain[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("4096-byte sectors"),
         "{:?}",
         o.chain[0].detail
     );
     assert_same("4096-byte-sector vhdx", &*o.source, &want);
     if let Some(lib) = libvhdi_read_alone(&img) {
-        assert!(lib == want, "libvhdi reads the 4096-byte-sector vhdx differently");
+        assert!(
+            lib == want,
+            "libvhdi reads the 4096-byte-sector vhdx differently"
+        );
     }
 }
 
@@ -626,12 +645,7 @@ fn libvhdi_read_alone(img: &Path) -> Option<Vec<u8>> {
 /// Turns the dynamic VHDX `child` (block size 1 MiB) into a differencing disk whose parent
 /// locator names `rel` (and `abs`): blocks 0 and 5 partially present (sectors 16..48 from the
 /// parent), NOT_PRESENT blocks from the parent, one FULLY_PRESENT block set to ZERO.
-fn make_differencing_vhdx(
-    child: &[u8],
-    rel: &str,
-    abs: &str,
-    linkage: &str,
-) -> (Vec<u8>, usize) {
+fn make_differencing_vhdx(child: &[u8], rel: &str, abs: &str, linkage: &str) -> (Vec<u8>, usize) {
     let mut v = child.to_vec();
     // File parameters: has parent.
     let (fp, _) = vhdx_item(&v, FILE_PARAMS).unwrap();
@@ -793,7 +807,11 @@ fn differencing_vhdx_matches_the_spec() {
     let o = open_ok(&path);
     assert!(o.warnings.is_empty(), "{:?}", o.warnings);
     assert!(
-        o.chain[0].detail.as_deref().unwrap_or("").contains("differencing"),
+        o.chain[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("differencing"),
         "{:?}",
         o.chain[0].detail
     );
@@ -863,7 +881,11 @@ fn corpus_vhd_and_vhdx_match_qemu() {
         } else {
             f.clone()
         };
-        let qfmt = if name.contains(".vhdx") { "vhdx" } else { "vpc" };
+        let qfmt = if name.contains(".vhdx") {
+            "vhdx"
+        } else {
+            "vpc"
+        };
         let want = qemu_raw_at(&plain, qfmt, d.path());
         let o = open_ok(&f);
         assert_same(&name, &*o.source, &want);
@@ -903,7 +925,10 @@ fn dynamic_vhd_inspect_and_backup() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("vhd"), "{text}");
     assert!(text.contains("MBR, disk id"), "{text}");
-    assert!(text.contains("vfat FAT32") && text.contains("ext4"), "{text}");
+    assert!(
+        text.contains("vfat FAT32") && text.contains("ext4"),
+        "{text}"
+    );
     let raw = d.path().join("card.raw");
     std::fs::write(&raw, qemu_raw(&vhd, "vpc")).unwrap();
     for (src, dst) in [(&vhd, "a.img.zst"), (&raw, "b.img.zst")] {
@@ -913,13 +938,14 @@ fn dynamic_vhd_inspect_and_backup() {
             .arg(d.path().join(dst))
             .output()
             .unwrap();
-        assert!(
-            o.status.success(),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let unz = |n: &str| sh(&format!("zstd -dc '{}' | sha256sum", d.path().join(n).display()));
+    let unz = |n: &str| {
+        sh(&format!(
+            "zstd -dc '{}' | sha256sum",
+            d.path().join(n).display()
+        ))
+    };
     assert_eq!(unz("a.img.zst"), unz("b.img.zst"));
     let bmap = |n: &str| {
         let t = std::fs::read_to_string(d.path().join(n)).unwrap();
@@ -955,7 +981,10 @@ fn hostile_vhd_bat_count_of_gigabytes() {
     vhd_resum(&mut v);
     let f = write(d.path(), "h.vhd", &v);
     let e = quick("huge BAT", || open_err(&f));
-    assert!(e.contains("vhd BAT") && e.contains("MiB a table may take"), "{e}");
+    assert!(
+        e.contains("vhd BAT") && e.contains("MiB a table may take"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1041,7 +1070,9 @@ fn hostile_vhd_footer_bad_checksum_is_a_warning() {
     let f = write(d.path(), "h.vhd", &v);
     let o = open_ok(&f);
     assert!(
-        o.warnings.iter().any(|w| w.contains("vhd footer") && w.contains("checksum")),
+        o.warnings
+            .iter()
+            .any(|w| w.contains("vhd footer") && w.contains("checksum")),
         "{:?}",
         o.warnings
     );
@@ -1121,7 +1152,10 @@ fn hostile_vhdx_overlapping_regions() {
     }
     let f = write(d.path(), "h.vhdx", &v);
     let e = quick("overlap", || open_err(&f));
-    assert!(e.contains("vhdx region table") && e.contains("overlaps"), "{e}");
+    assert!(
+        e.contains("vhdx region table") && e.contains("overlaps"),
+        "{e}"
+    );
 }
 
 /// Sets the log GUID of both VHDX headers (checksums redone) and fills the log with `log`.

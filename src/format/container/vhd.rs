@@ -223,11 +223,15 @@ fn open(src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
                     info.virtual_size.unwrap_or(0)
                 ));
             }
-            let layer = Layer::stored(Format::Vhd, &*src, Some(format!(
-                "virtual size {len} bytes ({}), {}",
-                crate::util::human_bytes(len),
-                info.detail
-            )));
+            let layer = Layer::stored(
+                Format::Vhd,
+                &*src,
+                Some(format!(
+                    "virtual size {len} bytes ({}), {}",
+                    crate::util::human_bytes(len),
+                    info.detail
+                )),
+            );
             Ok(Step::inner(layer, Arc::new(Slice::new(src, off, len))))
         }
         3 | 4 => {
@@ -275,9 +279,9 @@ impl Layout for DynLayout {
             return Ok((self.absent(), left));
         }
         let start = u64::from(entry) * 512;
-        let bitmap = self.bitmaps.get_or_load(b, || {
-            self.src.read_vec(start, self.bitmap_len as usize)
-        })?;
+        let bitmap = self
+            .bitmaps
+            .get_or_load(b, || self.src.read_vec(start, self.bitmap_len as usize))?;
         let sector = within / 512;
         let (present, n) = bit_run(&bitmap, sector, self.block / 512, true);
         let len = n * 512 - within % 512;

@@ -189,9 +189,9 @@ fn parse(src: &dyn ReadAt, ctx: &mut OpenCtx<'_>) -> crate::Result<Vhdx> {
     check_log(src, &h, ctx)?;
     let (bat_region, meta_region) = regions(src, ctx)?;
     let m = metadata(src, meta_region)?;
-    let (block, flags) = m.file_parameters.ok_or_else(|| {
-        Error::corrupt("vhdx metadata", "no file parameters item (block size)")
-    })?;
+    let (block, flags) = m
+        .file_parameters
+        .ok_or_else(|| Error::corrupt("vhdx metadata", "no file parameters item (block size)"))?;
     let size = m
         .disk_size
         .ok_or_else(|| Error::corrupt("vhdx metadata", "no virtual disk size item"))?;
@@ -276,7 +276,11 @@ fn parse(src: &dyn ReadAt, ctx: &mut OpenCtx<'_>) -> crate::Result<Vhdx> {
                         "vhdx BAT",
                         format!(
                             "{what}: state {state} is not valid in a {} disk",
-                            if has_parent { "differencing" } else { "non-differencing" }
+                            if has_parent {
+                                "differencing"
+                            } else {
+                                "non-differencing"
+                            }
                         ),
                     ))
                 }
@@ -470,9 +474,7 @@ fn metadata(src: &dyn ReadAt, (moff, mlen): (u64, u64)) -> crate::Result<Metadat
             .ok_or_else(|| {
                 Error::corrupt(
                     "vhdx metadata table",
-                    format!(
-                        "item {id}: {len} bytes at {off} reach past the {mlen}-byte region"
-                    ),
+                    format!("item {id}: {len} bytes at {off} reach past the {mlen}-byte region"),
                 )
             })?;
         let short = || {
@@ -509,14 +511,12 @@ fn parent_locator(item: &[u8]) -> crate::Result<Vec<(String, String)>> {
     let n = usize::from(le16(item, 18).unwrap_or(0));
     let text = |off: u32, len: u16| -> crate::Result<String> {
         let off = off as usize;
-        let b = item
-            .get(off..off + usize::from(len))
-            .ok_or_else(|| {
-                Error::corrupt(
-                    "vhdx parent locator",
-                    format!("a {len}-byte string at {off} reaches past the item"),
-                )
-            })?;
+        let b = item.get(off..off + usize::from(len)).ok_or_else(|| {
+            Error::corrupt(
+                "vhdx parent locator",
+                format!("a {len}-byte string at {off} reaches past the item"),
+            )
+        })?;
         let units: Vec<u16> = b
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
