@@ -886,8 +886,25 @@ fn corpus_vhd_and_vhdx_match_qemu() {
         } else {
             "vpc"
         };
-        let want = qemu_raw_at(&plain, qfmt, d.path());
         let o = open_ok(&f);
+        if o.chain[0]
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("differencing")
+        {
+            // qemu reads no differencing VHD or VHDX (it ignores or refuses the parent): the
+            // disk must at least read whole through its parent.
+            let mut off = 0;
+            while off < o.source.size() {
+                let n = (1u64 << 20).min(o.source.size() - off) as usize;
+                o.source.read_vec(off, n).unwrap();
+                off += n as u64;
+            }
+            eprintln!("{name}: differencing, read whole through its parent");
+            continue;
+        }
+        let want = qemu_raw_at(&plain, qfmt, d.path());
         assert_same(&name, &*o.source, &want);
         eprintln!("{name}: {} bytes identical to qemu-img", want.len());
         if name.starts_with("ext4-") {
@@ -1213,25 +1230,103 @@ fn hostile_vhdx_log_needing_replay_but_corrupt() {
     assert_same("vhdx with a corrupt log", &*o.source, &want);
 }
 
-/// A log with a valid entry holds writes never applied: refused, saying so.
+#[allow(clippy::too_many_arguments)]
+/// One log entry (sequence `seq`, tail at byte `tail` of the log) that writes `data` (4 KiB)
+/// at `data_at` and zeroes `zero_len` bytes at `zero_at`, as [MS-VHDX] 2.3 lays it out.
+fn log_entry(
+    seq: u64,
+    tail: u32,
+    g: &[u8; 16],
+    file_len: u64,
+    data_at: u64,
+    data: &[u8],
+    zero_at: u64,
+    zero_len: u64,
+) -> Vec<u8> {
+    let mut e = vec![0u8; 8192];
+    put(&mut e, 0, b"loge");
+    put(&mut e, 8, &8192u32.to_le_bytes());
+    put(&mut e, 12, &tail.to_le_bytes());
+    put(&mut e, 16, &seq.to_le_bytes());
+    put(&mut e, 24, &2u32.to_le_bytes());
+    put(&mut e, 32, g);
+    put(&mut e, 48, &file_len.to_le_bytes());
+    put(&mut e, 56, &file_len.to_le_bytes());
+    // Data descriptor: trailing 4 bytes, leading 8 bytes, offset, sequence.
+    put(&mut e, 64, b"desc");
+    put(&mut e, 68, &data[4092..4096]);
+    put(&mut e, 72, &data[..8]);
+    put(&mut e, 80, &data_at.to_le_bytes());
+    put(&mut e, 88, &seq.to_le_bytes());
+    // Zero descriptor.
+    put(&mut e, 96, b"zero");
+    put(&mut e, 104, &zero_len.to_le_bytes());
+    put(&mut e, 112, &zero_at.to_le_bytes());
+    put(&mut e, 120, &seq.to_le_bytes());
+    // The data sector.
+    put(&mut e, 4096, b"data");
+    put(&mut e, 4100, &((seq >> 32) as u32).to_le_bytes());
+    put(&mut e, 4104, &data[8..4092]);
+    put(&mut e, 8188, &(seq as u32).to_le_bytes());
+    let c = crc32c::crc32c(&e);
+    put(&mut e, 4, &c.to_le_bytes());
+    e
+}
+
+/// A log holding writes never applied (one entry: 4 KiB of new data and 8 KiB of zeros in
+/// the first payload block) is replayed in memory: the disk reads as qemu reads the file after
+/// `qemu-img check -r all` replayed the log into a copy, and the file is not changed.
 #[test]
-fn hostile_vhdx_log_with_entries_is_refused() {
+fn vhdx_log_is_replayed_like_qemu() {
     let d = tmpdir();
     let Some(mut v) = small_vhdx(d.path()) else {
         return;
     };
+    let (bat, _) = vhdx_region(&v, &guid(BAT));
+    let b0 = le64(&v, bat) & !0xFFFFF;
+    let file_len = v.len() as u64;
+    let data = common::seeded_bytes(4096, 99);
     vhdx_with_log(&mut v, |log, g| {
         log.fill(0);
-        put(log, 0, b"loge");
-        put(log, 8, &4096u32.to_le_bytes());
-        put(log, 16, &1u64.to_le_bytes());
-        put(log, 32, g);
-        let c = crc32c::crc32c(&log[..4096]);
-        put(log, 4, &c.to_le_bytes());
+        let e = log_entry(5, 0, g, file_len, b0 + 8192, &data, b0 + 65536, 8192);
+        put(log, 0, &e);
+    });
+    let f = write(d.path(), "log.vhdx", &v);
+    let copy = write(d.path(), "copy.vhdx", &v);
+    if !fixture(&format!("qemu-img check -q -r all -f vhdx '{}'", copy.display())) {
+        return;
+    }
+    let want = qemu_raw(&copy, "vhdx");
+    assert_eq!(&want[8192..12288], &data[..], "qemu replayed the data write");
+    assert!(want[65536..73728].iter().all(|&b| b == 0));
+    let o = open_ok(&f);
+    assert!(
+        o.warnings.iter().any(|w| w.contains("replayed in memory")),
+        "{:?}",
+        o.warnings
+    );
+    assert_same("replayed vhdx", &*o.source, &want);
+    assert!(std::fs::read(&f).unwrap() == v, "the file is not written");
+}
+
+/// A log whose newest entry names a tail no valid sequence reaches: refused, saying why.
+#[test]
+fn hostile_vhdx_log_sequence_broken() {
+    let d = tmpdir();
+    let Some(mut v) = small_vhdx(d.path()) else {
+        return;
+    };
+    let data = vec![1u8; 4096];
+    let file_len = v.len() as u64;
+    vhdx_with_log(&mut v, |log, g| {
+        log.fill(0);
+        // Entry 7 at 8192 says the sequence starts at 0, where entry 5 (not 6) lies.
+        put(log, 0, &log_entry(5, 0, g, file_len, 1 << 20, &data, 1 << 20, 4096));
+        put(log, 8192, &log_entry(7, 0, g, file_len, 1 << 20, &data, 1 << 20, 4096));
     });
     let f = write(d.path(), "h.vhdx", &v);
-    let e = quick("valid log", || open_err(&f));
-    assert!(e.contains("vhdx log") && e.contains("replay"), "{e}");
+    let e = quick("broken log", || open_err(&f));
+    assert!(e.contains("vhdx log") && e.contains("tail"), "{e}");
 }
 
 #[test]
@@ -1259,4 +1354,21 @@ fn hostile_vhdx_bat_entry_past_eof() {
     let f = write(d.path(), "h.vhdx", &v);
     let e = quick("vhdx BAT past EOF", || open_err(&f));
     assert!(e.contains("vhdx BAT") && e.contains("entry 0"), "{e}");
+}
+
+/// A differencing VHDX whose locator names the file itself: the loop is refused.
+#[test]
+fn differencing_vhdx_naming_itself_is_a_loop() {
+    if !have("qemu-img") {
+        return;
+    }
+    let d = tmpdir();
+    let Some(img) = card_as(d.path(), "self.vhdx", "-O vhdx -o block_size=1M") else {
+        return;
+    };
+    let v = std::fs::read(&img).unwrap();
+    let (diff, _) = make_differencing_vhdx(&v, r".\self.vhdx", r"C:\self.vhdx", "{}");
+    std::fs::write(&img, &diff).unwrap();
+    let e = quick("vhdx self parent", || open_err(&img));
+    assert!(e.contains("loop"), "{e}");
 }

@@ -12,9 +12,11 @@
 //! reads as zeros, or from the parent in a differencing disk; PARTIALLY_PRESENT (differencing
 //! only) takes each sector from the file or the parent as the chunk's sector bitmap says.
 //!
-//! A header whose log GUID is set says the log may hold writes not yet applied. A log with a
-//! valid entry is refused (this reader never writes, and does not replay logs); a log with no
-//! valid entry has nothing to replay, and the image is read as it is, with a warning.
+//! A header whose log GUID is set says the log may hold writes not yet applied (a crash before
+//! they reached their places). The log's active sequence is replayed in memory, over the file's
+//! bytes, before anything else is read: the file itself is never written. A log with no valid
+//! entry has nothing to replay, and the image is read as it is, with a warning (as qemu does);
+//! a sequence that cannot be replayed whole is refused.
 
 use std::io;
 use std::sync::Arc;
@@ -49,7 +51,9 @@ impl FormatDriver for Driver {
         p.head().starts_with(b"vhdxfile")
     }
 
-    fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+    fn open(&self, file: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
+        // The file as its log says it should be (itself when there is nothing to replay).
+        let src = replay_log(file.clone(), ctx)?;
         let v = parse(&*src, ctx)?;
         let info = v.info();
         let parent = if v.has_parent {
@@ -68,8 +72,8 @@ impl FormatDriver for Driver {
             differencing: v.has_parent,
             bitmaps: RecentTables::default(),
         };
-        let disk = VirtualDisk::new(size, Box::new(layout), vec![src.clone()], parent);
-        Ok(super::disk_step(info, &*src, disk))
+        let disk = VirtualDisk::new(size, Box::new(layout), vec![src], parent);
+        Ok(super::disk_step(info, &*file, disk))
     }
 }
 
@@ -158,9 +162,8 @@ fn header(src: &dyn ReadAt, at: u64) -> io::Result<Result<(u64, Vec<u8>), String
     Ok(Ok((le64(&h, 8).unwrap_or(0), h)))
 }
 
-/// Reads headers, region table, metadata and BAT.
-fn parse(src: &dyn ReadAt, ctx: &mut OpenCtx<'_>) -> crate::Result<Vhdx> {
-    let file_len = src.size();
+/// The current header: the valid copy with the higher sequence number.
+fn current_header(src: &dyn ReadAt, ctx: &mut OpenCtx<'_>) -> crate::Result<Vec<u8>> {
     let h1 = header(src, 64 << 10)?;
     let h2 = header(src, 128 << 10)?;
     let h = match (h1, h2) {
@@ -186,7 +189,12 @@ fn parse(src: &dyn ReadAt, ctx: &mut OpenCtx<'_>) -> crate::Result<Vhdx> {
             ))
         }
     };
-    check_log(src, &h, ctx)?;
+    Ok(h)
+}
+
+/// Reads region table, metadata and BAT (of the file with its log replayed).
+fn parse(src: &dyn ReadAt, ctx: &mut OpenCtx<'_>) -> crate::Result<Vhdx> {
+    let file_len = src.size();
     let (bat_region, meta_region) = regions(src, ctx)?;
     let m = metadata(src, meta_region)?;
     let (block, flags) = m
@@ -308,43 +316,264 @@ fn parse(src: &dyn ReadAt, ctx: &mut OpenCtx<'_>) -> crate::Result<Vhdx> {
     })
 }
 
-/// Refuses a log that holds entries to replay; warns about a log GUID with nothing valid
-/// behind it.
-fn check_log(src: &dyn ReadAt, h: &[u8], ctx: &mut OpenCtx<'_>) -> crate::Result<()> {
+/// One write the log holds: 4 KiB of data, or zeros, at a file offset.
+#[derive(Clone)]
+enum LogWrite {
+    Data { at: u64, bytes: Arc<Vec<u8>> },
+    Zero { at: u64, len: u64 },
+}
+
+impl LogWrite {
+    fn range(&self) -> (u64, u64) {
+        match self {
+            LogWrite::Data { at, bytes } => (*at, at + bytes.len() as u64),
+            LogWrite::Zero { at, len } => (*at, at + len),
+        }
+    }
+}
+
+/// The file with the log's writes laid over it, in the order they were logged; a file shorter
+/// than the log's last file offset reads as zeros up to it.
+struct Replayed {
+    base: Arc<dyn ReadAt>,
+    size: u64,
+    writes: Vec<LogWrite>,
+}
+
+impl ReadAt for Replayed {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let len = (buf.len() as u64).min(self.size - offset) as usize;
+        let buf = &mut buf[..len];
+        let end = offset + len as u64;
+        let have = self.base.size().saturating_sub(offset).min(len as u64) as usize;
+        if have > 0 {
+            self.base.read_exact_at(offset, &mut buf[..have])?;
+        }
+        buf[have..].fill(0);
+        for w in &self.writes {
+            let (s, e) = w.range();
+            if e <= offset || s >= end {
+                continue;
+            }
+            let from = s.max(offset);
+            let to = e.min(end);
+            let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            match w {
+                LogWrite::Data { at, bytes } => {
+                    dst.copy_from_slice(&bytes[(from - at) as usize..(to - at) as usize])
+                }
+                LogWrite::Zero { .. } => dst.fill(0),
+            }
+        }
+        Ok(len)
+    }
+}
+
+/// A log entry that checks out: its place in the log, length, sequence number, tail, and the
+/// file offsets it records.
+struct LogEntry {
+    pos: usize,
+    len: usize,
+    seq: u64,
+    tail: usize,
+    flushed: u64,
+    last: u64,
+}
+
+/// The entry at `pos` of `log` if its signature, length, GUID, checksum and descriptors (with
+/// their data sectors' sequence numbers) are right.
+fn log_entry(log: &[u8], pos: usize, guid: &[u8]) -> Option<LogEntry> {
+    let e = log.get(pos..)?;
+    if !e.starts_with(b"loge") || e.len() < 64 {
+        return None;
+    }
+    let len = le32(e, 8)? as usize;
+    if len < 4096 || len % 4096 != 0 || len > e.len() || &e[32..48] != guid {
+        return None;
+    }
+    let e = &e[..len];
+    if crc(e, 4) != le32(e, 4)? {
+        return None;
+    }
+    let seq = le64(e, 16)?;
+    let count = le32(e, 24)? as usize;
+    // Descriptors follow the header, padded to whole 4 KiB sectors, then a data sector for
+    // each data descriptor.
+    let desc_sectors = (64 + count.checked_mul(32)?).div_ceil(4096);
+    let mut data = desc_sectors;
+    for k in 0..count {
+        let d = e.get(64 + k * 32..96 + k * 32)?;
+        if le64(d, 24)? != seq {
+            return None;
+        }
+        if d.starts_with(b"desc") {
+            let s = e.get(data * 4096..(data + 1) * 4096)?;
+            if !s.starts_with(b"data")
+                || u64::from(le32(s, 4)?) != seq >> 32
+                || u64::from(le32(s, 4092)?) != seq & 0xFFFF_FFFF
+            {
+                return None;
+            }
+            data += 1;
+        } else if !d.starts_with(b"zero") {
+            return None;
+        }
+    }
+    Some(LogEntry {
+        pos,
+        len,
+        seq,
+        tail: le32(e, 12)? as usize,
+        flushed: le64(e, 48)?,
+        last: le64(e, 56)?,
+    })
+}
+
+/// The writes of one entry, in order.
+fn entry_writes(log: &[u8], en: &LogEntry, out: &mut Vec<LogWrite>) -> crate::Result<()> {
+    let e = &log[en.pos..en.pos + en.len];
+    let count = le32(e, 24).unwrap_or(0) as usize;
+    let mut data = (64 + count * 32).div_ceil(4096);
+    let bad = |what: String| Error::corrupt("vhdx log", what);
+    for k in 0..count {
+        let d = &e[64 + k * 32..96 + k * 32];
+        let at = le64(d, 16).unwrap_or(0);
+        if d.starts_with(b"desc") {
+            if at % 4096 != 0 {
+                return Err(bad(format!(
+                    "entry {} writes 4 KiB at byte {at}, not on a 4 KiB boundary",
+                    en.seq
+                )));
+            }
+            let s = &e[data * 4096..(data + 1) * 4096];
+            let mut bytes = Vec::with_capacity(4096);
+            bytes.extend_from_slice(&d[8..16]); // leading bytes
+            bytes.extend_from_slice(&s[8..4092]);
+            bytes.extend_from_slice(&d[4..8]); // trailing bytes
+            out.push(LogWrite::Data {
+                at,
+                bytes: Arc::new(bytes),
+            });
+            data += 1;
+        } else {
+            let len = le64(d, 8).unwrap_or(0);
+            if at % 4096 != 0 || len % 4096 != 0 || at.checked_add(len).is_none() {
+                return Err(bad(format!(
+                    "entry {} zeroes {len} bytes at byte {at}, not whole 4 KiB sectors",
+                    en.seq
+                )));
+            }
+            out.push(LogWrite::Zero { at, len });
+        }
+    }
+    Ok(())
+}
+
+/// Replays the log in memory when the current header's log GUID is set ([MS-VHDX] 2.3.3):
+/// finds the active sequence (the run of valid, consecutively numbered entries whose last one
+/// has the highest sequence number), checks that it reaches back to the tail its last entry
+/// names, and lays its writes over the file. Returns the file itself when there is nothing
+/// to replay.
+fn replay_log(file: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Arc<dyn ReadAt>> {
+    let h = current_header(&*file, ctx)?;
     let guid = &h[48..64];
     if guid.iter().all(|&b| b == 0) {
-        return Ok(());
+        return Ok(file);
     }
-    let len = u64::from(le32(h, 68).unwrap_or(0));
-    let at = le64(h, 72).unwrap_or(0);
-    let log = read_table(src, "vhdx log", at, len)?;
-    let mut valid = 0u64;
-    for pos in (0..log.len()).step_by(4096) {
-        let e = &log[pos..];
-        if !e.starts_with(b"loge") || e.len() < 64 {
-            continue;
-        }
-        let elen = le32(e, 8).unwrap_or(0) as usize;
-        if elen < 4096 || elen % 4096 != 0 || elen > e.len() || &e[32..48] != guid {
-            continue;
-        }
-        if crc(&e[..elen], 4) == le32(e, 4).unwrap_or(0) {
-            valid += 1;
+    let len = u64::from(le32(&h, 68).unwrap_or(0));
+    let at = le64(&h, 72).unwrap_or(0);
+    if len % MIB != 0 || at % MIB != 0 || at < MIB {
+        return Err(Error::corrupt(
+            "vhdx header",
+            format!("log of {len} bytes at byte {at}: not whole MiB past the first"),
+        ));
+    }
+    let log = read_table(&*file, "vhdx log", at, len)?;
+    // Every valid entry, by position.
+    let entries: Vec<LogEntry> = (0..log.len())
+        .step_by(4096)
+        .filter_map(|p| log_entry(&log, p, guid))
+        .collect();
+    if entries.is_empty() {
+        ctx.warn(format!(
+            "vhdx log: the header's log GUID is set but the log ({len} bytes at byte {at}) \
+             holds no valid entry; there is nothing to replay and the image is read as it is"
+        ));
+        return Ok(file);
+    }
+    // The active sequence ends on the entry with the highest sequence number; it goes back,
+    // entry by entry (each ending where the next starts, positions wrapping around the log,
+    // numbers one apart), to the tail that entry names.
+    let mut ending_at: std::collections::HashMap<usize, Vec<usize>> = Default::default();
+    for (k, e) in entries.iter().enumerate() {
+        ending_at.entry((e.pos + e.len) % log.len()).or_default().push(k);
+    }
+    let Some(head) = entries.iter().max_by_key(|e| e.seq) else {
+        return Ok(file);
+    };
+    let mut chain = vec![head];
+    while chain[chain.len() - 1].pos != head.tail {
+        let cur = chain[chain.len() - 1];
+        let prev = ending_at.get(&cur.pos).and_then(|ks| {
+            ks.iter()
+                .map(|&k| &entries[k])
+                .find(|e| e.seq == cur.seq.wrapping_sub(1))
+        });
+        match prev {
+            Some(p) if chain.len() < entries.len() => chain.push(p),
+            _ => {
+                return Err(Error::corrupt(
+                    "vhdx log",
+                    format!(
+                        "the active sequence (entries {}..={}) does not reach back to its \
+                         tail at byte {} of the log; it cannot be replayed",
+                        cur.seq, head.seq, head.tail
+                    ),
+                ))
+            }
         }
     }
-    if valid > 0 {
-        return Err(Error::Unsupported(format!(
-            "vhdx log: the header's log GUID is set and the log at byte {at} holds {valid} \
-             valid entries, writes that were never applied to the file; replaying them is \
-             not supported (open the image once with Hyper-V or `qemu-img check -r all` to \
-             replay it)"
-        )));
+    chain.reverse();
+    if file.size() < head.flushed {
+        return Err(Error::corrupt(
+            "vhdx log",
+            format!(
+                "the log says the file was flushed up to byte {}, but it has {} bytes: \
+                 truncated",
+                head.flushed,
+                file.size()
+            ),
+        ));
     }
+    let mut writes = Vec::new();
+    for e in &chain {
+        entry_writes(&log, e, &mut writes)?;
+    }
+    let size = writes
+        .iter()
+        .map(|w| w.range().1)
+        .chain([file.size(), head.last])
+        .max()
+        .unwrap_or(0);
     ctx.warn(format!(
-        "vhdx log: the header's log GUID is set but the log ({len} bytes at byte {at}) holds \
-         no valid entry; there is nothing to replay and the image is read as it is"
+        "vhdx log: {} entries (sequence {}..={}) were never applied to the file; they are \
+         replayed in memory, the file is not changed",
+        chain.len(),
+        chain[0].seq,
+        head.seq
     ));
-    Ok(())
+    Ok(Arc::new(Replayed {
+        base: file,
+        size,
+        writes,
+    }))
 }
 
 /// The BAT and metadata regions (offset, length) from the region table (its second copy if
