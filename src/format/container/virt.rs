@@ -111,6 +111,75 @@ impl UnitCache {
     }
 }
 
+/// The last few small per-block tables a layout looked at (the sector bitmaps of VHD and VHDX
+/// blocks), so that reading a block run by run does not read its bitmap again each time.
+/// Holds at most [`RecentTables::SLOTS`] tables, the oldest replaced first.
+#[derive(Default)]
+pub(crate) struct RecentTables {
+    slots: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
+}
+
+impl RecentTables {
+    /// Tables kept: enough for a few readers on different threads walking different blocks.
+    pub(crate) const SLOTS: usize = 32;
+
+    /// Table `key`, from the slots or loaded now by `load` (outside the lock).
+    pub(crate) fn get_or_load(
+        &self,
+        key: u64,
+        load: impl FnOnce() -> io::Result<Vec<u8>>,
+    ) -> io::Result<Arc<Vec<u8>>> {
+        {
+            let s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, t)) = s.iter().find(|(k, _)| *k == key) {
+                return Ok(t.clone());
+            }
+        }
+        let t = Arc::new(load()?);
+        let mut s = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len() >= Self::SLOTS {
+            s.remove(0);
+        }
+        s.push((key, t.clone()));
+        Ok(t)
+    }
+}
+
+/// The value of bit `first` of the bitmap `bits` and how many bits from it on have the same
+/// value, stopping at bit `end`: the run of "in this file" or "elsewhere" sectors a sector
+/// bitmap describes. `msb_first` numbers bits from the high bit of each byte (VHD) rather than
+/// the low bit (VHDX). Bits past the end of `bits` read as 0.
+pub(crate) fn bit_run(bits: &[u8], first: u64, end: u64, msb_first: bool) -> (bool, u64) {
+    let bit = |i: u64| -> bool {
+        let Some(&b) = usize::try_from(i / 8).ok().and_then(|k| bits.get(k)) else {
+            return false;
+        };
+        let shift = if msb_first { 7 - (i % 8) } else { i % 8 };
+        (b >> shift) & 1 == 1
+    };
+    let v = bit(first);
+    let whole = if v { 0xFF } else { 0x00 };
+    let mut i = first;
+    while i < end {
+        // Whole bytes of the same value at once: most bitmaps are all ones.
+        if i % 8 == 0 && end - i >= 8 {
+            let same = usize::try_from(i / 8)
+                .ok()
+                .and_then(|k| bits.get(k))
+                .map_or(!v, |&b| b == whole);
+            if same {
+                i += 8;
+                continue;
+            }
+        }
+        if bit(i) != v {
+            break;
+        }
+        i += 1;
+    }
+    (v, i - first)
+}
+
 /// The disk inside a container, read through its [`Layout`].
 pub(crate) struct VirtualDisk {
     size: u64,
@@ -365,6 +434,21 @@ mod tests {
         assert!(c.bytes <= CACHE_BYTES);
         assert!(c.get(99).is_some());
         assert!(c.get(0).is_none());
+    }
+
+    #[test]
+    fn bit_runs() {
+        // LSB first: bits 0..4 set, 4..12 clear, 12.. set.
+        let b = [0x0F, 0xF0, 0xFF];
+        assert_eq!(bit_run(&b, 0, 24, false), (true, 4));
+        assert_eq!(bit_run(&b, 4, 24, false), (false, 8));
+        assert_eq!(bit_run(&b, 12, 24, false), (true, 12));
+        assert_eq!(bit_run(&b, 12, 20, false), (true, 8));
+        // MSB first: the high nibble of byte 0 is bits 0..4.
+        assert_eq!(bit_run(&b, 0, 24, true), (false, 4));
+        assert_eq!(bit_run(&b, 4, 24, true), (true, 8));
+        // Past the bitmap: clear.
+        assert_eq!(bit_run(&b, 24, 40, true), (false, 16));
     }
 
     #[test]
