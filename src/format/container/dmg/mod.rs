@@ -535,9 +535,14 @@ fn open_disk(
             // Partition images (variant 2) say 0; a trailer saying less than the tables
             // cover would cut data off, so the tables win.
             if kol.sectors != 0 {
+                let why = if claimed.is_none() {
+                    "overflows 64-bit byte offsets"
+                } else {
+                    "is less than the block tables cover"
+                };
                 warn(format!(
-                    "dmg koly trailer: sector count {} is less than the block tables cover \
-                     ({} sectors); the disk is read to the end of the tables",
+                    "dmg koly trailer: sector count {} {why} ({} sectors); the disk is read \
+                     to the end of the tables",
                     kol.sectors,
                     end / SECTOR
                 ));
