@@ -240,8 +240,10 @@ fn dmg_of(disk: &[u8], kind: u32, chunk: u64, splits: &[u64]) -> Vec<u8> {
     let mut bounds = vec![0];
     bounds.extend(splits.iter().copied().filter(|&s| s > 0 && s < total));
     bounds.push(total);
-    let mut tables: Vec<(String, u64, u64, Vec<Entry>, Vec<Vec<u8>>)> = Vec::new();
-    for (t, w) in bounds.windows(2).enumerate() {
+    // (first sector, sectors, entries, the stored bytes of its data entries in order)
+    type Table = (u64, u64, Vec<Entry>, Vec<Vec<u8>>);
+    let mut tables: Vec<Table> = Vec::new();
+    for w in bounds.windows(2) {
         let (a, b) = (w[0], w[1]);
         let mut entries = vec![Entry {
             kind: COMMENT,
@@ -290,12 +292,12 @@ fn dmg_of(disk: &[u8], kind: u32, chunk: u64, splits: &[u64]) -> Vec<u8> {
             off: 0,
             len: 0,
         });
-        tables.push((format!("part {t}"), a, b - a, entries, blobs));
+        tables.push((a, b - a, entries, blobs));
     }
     let mut fork = Vec::new();
     for t in tables.iter_mut().rev() {
-        let mut blobs = t.4.iter();
-        for e in t.3.iter_mut().filter(|e| e.kind == kind || e.kind == RAW) {
+        let mut blobs = t.3.iter();
+        for e in t.2.iter_mut().filter(|e| e.kind == kind || e.kind == RAW) {
             let b = blobs.next().unwrap();
             e.off = fork.len() as u64;
             e.len = b.len() as u64;
@@ -304,7 +306,8 @@ fn dmg_of(disk: &[u8], kind: u32, chunk: u64, splits: &[u64]) -> Vec<u8> {
     }
     let named: Vec<(String, Vec<u8>)> = tables
         .iter()
-        .map(|t| (t.0.clone(), mish(t.1, t.2, &t.3)))
+        .enumerate()
+        .map(|(i, t)| (format!("part {i}"), mish(t.0, t.1, &t.2)))
         .collect();
     assemble(&fork, &named, total)
 }
