@@ -166,6 +166,13 @@ fn open_chain(
         src = inner;
         ctx.descend();
     }
+    if let [only] = chain.as_slice() {
+        if only.format == Format::Raw {
+            if let Some(n) = misnamed_note(path) {
+                ctx.note(n);
+            }
+        }
+    }
     Ok(Opened {
         path: path.to_owned(),
         chain,
@@ -177,4 +184,21 @@ fn open_chain(
         cd_tracks: ctx.cd_tracks,
         container: ctx.container,
     })
+}
+
+/// What to say when a file read as raw bytes carries the name of a container, compression or
+/// archive format (`disk.dmg` with no DMG trailer): the name is never how a format is
+/// recognised, but the user expected one, and should hear why the bytes were read as they are.
+fn misnamed_note(path: &Path) -> Option<String> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    let d = registry::DRIVERS.iter().find(|d| {
+        matches!(
+            d.format().kind(),
+            Kind::Container | Kind::Compression | Kind::Archive
+        ) && d.name_hints().contains(&ext.as_str())
+    })?;
+    Some(format!(
+        "named .{ext}, but not a {} file (none of its signatures found): read as a raw image",
+        d.format().name()
+    ))
 }

@@ -8,7 +8,7 @@ use crate::format::driver::{Layer, OpenCtx, Step};
 use crate::io::{ReadAt, Slice};
 
 pub mod android_sparse;
-pub(crate) mod dmg;
+pub mod dmg;
 pub(crate) mod info;
 pub(crate) mod qcow;
 pub(crate) mod vdi;
