@@ -453,7 +453,11 @@ fn corpus_compressed_and_dmg() {
         let o = open_path(&base.join("dmg").join(f));
         assert_eq!(formats(&o), vec![Format::Dmg, Format::Raw], "{f}");
         assert!(o.container.is_none(), "{f}");
-        assert_eq!(o.source.read_vec(0, o.source.size() as usize).unwrap(), a, "{f}");
+        assert_eq!(
+            o.source.read_vec(0, o.source.size() as usize).unwrap(),
+            a,
+            "{f}"
+        );
     }
     let o = open_path(&base.join("dmg/gpt-in-dmg.dmg"));
     assert_eq!(formats(&o), vec![Format::Dmg, Format::Raw]);

@@ -42,8 +42,16 @@ fn b64(data: &[u8]) -> String {
             | u32::from(*c.get(2).unwrap_or(&0));
         s.push(A[(n >> 18) as usize & 63] as char);
         s.push(A[(n >> 12) as usize & 63] as char);
-        s.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
-        s.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
+        s.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        s.push(if c.len() > 2 {
+            A[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     s
 }
@@ -72,7 +80,12 @@ fn from_tables(rest: &[u8]) -> Option<Vec<u8>> {
     xml.push_str("</array></dict></dict></plist>");
     let mut f = fork.to_vec();
     f.extend_from_slice(xml.as_bytes());
-    f.extend_from_slice(&koly(fork.len() as u64, fork.len() as u64, xml.len() as u64, 0));
+    f.extend_from_slice(&koly(
+        fork.len() as u64,
+        fork.len() as u64,
+        xml.len() as u64,
+        0,
+    ));
     Some(f)
 }
 
