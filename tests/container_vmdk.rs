@@ -218,6 +218,47 @@ fn an_ova_opens_its_stream_optimized_vmdk() {
 }
 
 #[test]
+fn a_stream_optimized_vmdk_with_its_directory_in_the_footer_decodes_like_qemu() {
+    if !have("qemu-img") {
+        return;
+    }
+    // qemu writes the directory offset in the header; VMware (and other writers of a stream)
+    // put GD_AT_END there and the real header in a footer at the end. Make one from qemu's
+    // file: footer marker, the header as it was, end-of-stream marker; then the header's
+    // directory offset set to GD_AT_END. qemu reads it through the footer too.
+    let d = tmpdir();
+    let card = unpack_sample(d.path());
+    let v = d.path().join("stream.vmdk");
+    sh(&format!(
+        "qemu-img convert -f raw -O vmdk -o subformat=streamOptimized '{}' '{}'",
+        card.display(),
+        v.display()
+    ));
+    let mut f = std::fs::read(&v).unwrap();
+    assert_eq!(f.len() % 512, 0);
+    let header = f[..512].to_vec();
+    let mut marker = vec![0u8; 512];
+    marker[0..8].copy_from_slice(&1u64.to_le_bytes());
+    marker[12..16].copy_from_slice(&3u32.to_le_bytes());
+    f.extend_from_slice(&marker);
+    f.extend_from_slice(&header);
+    f.extend_from_slice(&[0u8; 512]);
+    f[56..64].copy_from_slice(&u64::MAX.to_le_bytes());
+    let at_end = d.path().join("at-end.vmdk");
+    std::fs::write(&at_end, &f).unwrap();
+    let o = check_like_qemu(&at_end, d.path(), Format::VmdkSparse);
+    let detail = o.chain[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("footer"), "{detail}");
+    // A footer that is not one is refused, as by qemu.
+    let n = f.len();
+    f[n - 1024..n - 1020].copy_from_slice(b"XXXX");
+    let bad = d.path().join("bad-footer.vmdk");
+    std::fs::write(&bad, &f).unwrap();
+    let e = open_path(&bad).err().expect("refused").to_string();
+    assert!(e.contains("vmdk footer"), "{e}");
+}
+
+#[test]
 fn static_and_dynamic_vdis_decode_like_qemu() {
     if !have("qemu-img") {
         return;
