@@ -172,6 +172,34 @@ fn a_differencing_vmdk_reads_through_its_parent() {
         "{:?}",
         o.chain
     );
+    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+    // The parent changed after the child was made (its CID differs from the child's
+    // parentCID): qemu refuses to read the child, we warn.
+    let mut b = std::fs::read(&base).unwrap();
+    let i = b
+        .windows(4)
+        .position(|w| w == b"CID=")
+        .expect("CID in base");
+    b[i + 4..i + 12].copy_from_slice(b"0badc0de");
+    std::fs::write(&base, &b).unwrap();
+    let q = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&child)
+        .arg(d.path().join("x.raw"))
+        .output()
+        .unwrap();
+    assert!(
+        !q.status.success(),
+        "qemu-img reads a child of a changed parent"
+    );
+    let o = open_path(&child).unwrap();
+    assert!(
+        o.warnings
+            .iter()
+            .any(|w| w.contains("parentCID") && w.contains("0badc0de")),
+        "{:?}",
+        o.warnings
+    );
 }
 
 #[test]
@@ -348,9 +376,7 @@ fn vm_format(p: &Path) -> Option<&'static str> {
     let mut f = std::fs::File::open(p).ok()?;
     let n = f.read(&mut h).ok()?;
     let h = &h[..n];
-    if h.starts_with(b"KDMV") || h.starts_with(b"COWD") {
-        Some("vmdk")
-    } else if h.starts_with(b"# Disk DescriptorFile") {
+    if h.starts_with(b"KDMV") || h.starts_with(b"COWD") || h.starts_with(b"# Disk DescriptorFile") {
         Some("vmdk")
     } else if h.starts_with(b"<<< ") && h.get(0x40..0x44) == Some(&[0x7f, 0x10, 0xda, 0xbe]) {
         Some("vdi")

@@ -167,7 +167,28 @@ fn open_parent(
     };
     let p = ctx.open_named("parent", hint)?;
     *detail += &format!(", parent {hint:?}");
+    if let (Some(want), Some(have)) = (&desc.parent_cid, parent_cid(ctx, hint)) {
+        if !want.eq_ignore_ascii_case(&have) {
+            ctx.warn(format!(
+                "vmdk: parentCID {want} differs from the CID {have} of the parent {hint:?}: \
+                 the parent changed after this disk was made (qemu refuses to read it)"
+            ));
+        }
+    }
     Ok(Some(p))
+}
+
+/// The `CID` in the descriptor of the VMDK parent `hint` (embedded or its own file), if it
+/// is a VMDK that says one.
+fn parent_cid(ctx: &OpenCtx<'_>, hint: &str) -> Option<String> {
+    let (_, f) = ctx.open_file_named("parent", hint).ok()?;
+    let text = if f.read_upto(0, 4).ok()?.starts_with(b"KDMV") {
+        let h = sparse::header(&*f, hint).ok()?;
+        embedded(&*f, &h).ok()??
+    } else {
+        text_of(&f.read_upto(0, MAX_DESCRIPTOR).ok()?)
+    };
+    descriptor::parse(&text).ok()?.cid
 }
 
 /// Opens the disk a descriptor describes (`src` holds the descriptor).
