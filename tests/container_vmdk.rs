@@ -369,6 +369,61 @@ fn inspect_bmap_and_backup_work_on_a_vmdk() {
     assert_eq!(parts(&raw_json), parts(&back));
 }
 
+#[test]
+fn flash_from_a_vmdk_and_a_vdi_passes_the_card_restore_proof() {
+    if !(common::is_root()
+        && common::have_all(&[
+            "qemu-img",
+            "mcopy",
+            "fsck.vfat",
+            "e2fsck",
+            "losetup",
+            "mount",
+        ]))
+    {
+        return;
+    }
+    let d = tmpdir();
+    let card = unpack_sample(d.path());
+    let data = std::fs::read(&card).unwrap();
+    let scan = blockwise::scan::scan_source(Arc::new(MemSource(data.clone())), None).unwrap();
+    let parts = [0, 1].map(|i| {
+        let p = &scan.layout.partitions[i];
+        (p.start, p.size)
+    });
+    for (name, args) in [
+        ("card.vmdk", "-O vmdk -o subformat=streamOptimized"),
+        ("card.vdi", "-O vdi"),
+    ] {
+        let img = d.path().join(name);
+        sh(&format!(
+            "qemu-img convert -f raw {args} '{}' '{}'",
+            card.display(),
+            img.display()
+        ));
+        let target = d.path().join(format!("{name}.target"));
+        common::random_file(&target, data.len() as u64, 0x5eed);
+        let Some(lp) = common::Loop::attach(&target) else {
+            return;
+        };
+        let o = blockwise()
+            .arg("flash")
+            .arg(&img)
+            .arg(&lp.dev)
+            .arg("--yes")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        drop(lp);
+        common::assert_card_equivalent(&card, &target, &parts);
+    }
+}
+
 /// The first bytes of a VMDK or VDI file, by content.
 fn vm_format(p: &Path) -> Option<&'static str> {
     use std::io::Read;
