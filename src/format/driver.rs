@@ -314,6 +314,53 @@ impl<'a> OpenCtx<'a> {
         Ok(src)
     }
 
+    /// Opens `name`, a file this image names as its `what` (a VMDK extent), as plain bytes:
+    /// not through the registry, since an extent holds a piece of a disk whatever its first
+    /// bytes look like, and the caller decodes it. Found like [`open_named`](Self::open_named)
+    /// (relative to the image's directory) and refused the same way when it is the image
+    /// itself or a file above it on the chain. Returns the file's canonical path with it, so a
+    /// caller can share one open file between the places that name it. A missing file is an
+    /// [`crate::Error::Io`] of kind `NotFound` naming the path.
+    pub(crate) fn open_file_named(
+        &self,
+        what: &str,
+        name: &str,
+    ) -> crate::Result<(PathBuf, Arc<dyn ReadAt>)> {
+        let Some(dir) = self.sibling_dir() else {
+            return Err(crate::Error::Unsupported(format!(
+                "{what} {name:?}: the image was not opened from a file of its own, so files \
+                 it names cannot be found"
+            )));
+        };
+        let path = dir.join(name);
+        let canon = std::fs::canonicalize(&path).map_err(|e| {
+            crate::Error::Io(io::Error::new(
+                e.kind(),
+                format!("{what} {} cannot be opened: {e}", path.display()),
+            ))
+        })?;
+        let me = std::fs::canonicalize(self.path).ok();
+        if me.as_ref() == Some(&canon) || self.chain.contains(&canon) {
+            return Err(crate::Error::Format(format!(
+                "{what} {} is the image itself or a file that named it: the images loop",
+                path.display()
+            )));
+        }
+        if !std::fs::metadata(&canon).is_ok_and(|m| m.is_file()) {
+            return Err(crate::Error::Format(format!(
+                "{what} {} is not a regular file",
+                path.display()
+            )));
+        }
+        let f = FileSource::open(&canon).map_err(|e| {
+            crate::Error::Io(io::Error::new(
+                e.kind(),
+                format!("{what} {}: {e}", path.display()),
+            ))
+        })?;
+        Ok((canon, Arc::new(f)))
+    }
+
     /// How the caller asked for the image to be opened.
     pub(crate) fn options(&self) -> &OpenOptions {
         self.opts

@@ -25,6 +25,7 @@ pub static DRIVERS: &[&dyn FormatDriver] = &[
     &compress::lz4::Driver,
     &archive::zip::Driver,
     &archive::sevenzip::Driver,
+    &archive::tar::Driver,
     &container::qcow::DriverV1,
     &container::qcow::DriverV2,
     &container::vhdx::Driver,
