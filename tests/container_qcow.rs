@@ -32,7 +32,7 @@ fn same_as_qemu_via(p: &Path, raw: &Path) -> Vec<String> {
         p.display(),
         raw.display()
     ));
-    let want = std::fs::read(&raw).unwrap();
+    let want = std::fs::read(raw).unwrap();
     let o = open(p, &OpenOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     assert!(
         matches!(o.chain[0].format, f if f == Format::Qcow2 || f.name() == "qcow"),
