@@ -297,7 +297,7 @@ impl Layout for VdiLayout {
         self.stored.clone()
     }
 
-    fn from_parent(&self) -> ExtentMap {
+    fn parent_ranges(&self) -> ExtentMap {
         ExtentMap::new()
     }
 

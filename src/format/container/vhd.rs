@@ -306,7 +306,7 @@ impl Layout for DynLayout {
         m
     }
 
-    fn from_parent(&self) -> ExtentMap {
+    fn parent_ranges(&self) -> ExtentMap {
         if !self.differencing {
             return ExtentMap::new();
         }

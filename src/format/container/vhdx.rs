@@ -927,7 +927,7 @@ impl Layout for VhdxLayout {
         m
     }
 
-    fn from_parent(&self) -> ExtentMap {
+    fn parent_ranges(&self) -> ExtentMap {
         let mut m = ExtentMap::new();
         if !self.differencing {
             return m;

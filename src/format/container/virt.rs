@@ -59,7 +59,7 @@ pub(crate) trait Layout: Send + Sync {
     fn stored(&self) -> ExtentMap;
 
     /// Every range whose run is [`Run::Parent`].
-    fn from_parent(&self) -> ExtentMap;
+    fn parent_ranges(&self) -> ExtentMap;
 
     /// The natural read size (a cluster, a block, a grain), a power of two.
     fn unit_size(&self) -> u64;
@@ -201,7 +201,7 @@ impl VirtualDisk {
     ) -> Self {
         let mut allocated = layout.stored().clip(size);
         if let Some(p) = &parent {
-            let inherited = layout.from_parent().clip(size.min(p.size()));
+            let inherited = layout.parent_ranges().clip(size.min(p.size()));
             let inherited = match p.allocated_hint() {
                 Some(a) => inherited.intersect(&a),
                 None => inherited,
@@ -400,7 +400,7 @@ mod tests {
         fn stored(&self) -> ExtentMap {
             ExtentMap::from_ranges([(0, 8), (24, 32)])
         }
-        fn from_parent(&self) -> ExtentMap {
+        fn parent_ranges(&self) -> ExtentMap {
             ExtentMap::single(16, 24)
         }
         fn unit_size(&self) -> u64 {

@@ -326,7 +326,7 @@ impl Layout for DmgLayout {
         )
     }
 
-    fn from_parent(&self) -> ExtentMap {
+    fn parent_ranges(&self) -> ExtentMap {
         ExtentMap::new()
     }
 

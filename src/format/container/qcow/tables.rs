@@ -67,7 +67,8 @@ pub(super) struct QcowLayout {
     span_bits: u32,
     version: u32,
     codec: Codec,
-    /// Per L1 entry the disk needs: its table in `tables`, or [`NO_TABLE`].
+    /// Per L1 entry the disk needs and the file holds: its table in `tables`, or
+    /// [`NO_TABLE`]. Entries past the end of the file (a cut image) are not kept: no table.
     l1: Vec<u32>,
     tables: Vec<Table>,
 }
@@ -105,7 +106,7 @@ impl QcowLayout {
         // header's check, and only the part inside the file is read.
         let l1_len = needed * 8;
         let inside = src.size().saturating_sub(h.l1_offset).min(l1_len);
-        let mut l1_bytes = if inside == 0 {
+        let l1_bytes = if inside == 0 {
             Vec::new()
         } else {
             read_table(&*src, "qcow L1 table", h.l1_offset, inside)?
@@ -117,7 +118,6 @@ impl QcowLayout {
                 h.l1_offset,
                 src.size()
             ));
-            l1_bytes.resize(l1_len as usize, 0);
         }
         let mut me = QcowLayout {
             src,
@@ -126,7 +126,7 @@ impl QcowLayout {
             span_bits,
             version: h.version,
             codec: h.codec,
-            l1: Vec::with_capacity(needed as usize),
+            l1: Vec::with_capacity(l1_bytes.len() / 8),
             tables: Vec::new(),
         };
         let file_len = me.src.size();
@@ -346,6 +346,9 @@ impl QcowLayout {
                 }
             }
         }
+        if none {
+            m.insert((self.l1.len() as u64) << self.span_bits, self.size);
+        }
         m.clip(self.size)
     }
 
@@ -363,6 +366,9 @@ impl QcowLayout {
                 m.insert(base, base + span);
             }
         }
+        if none {
+            m.insert((self.l1.len() as u64) << self.span_bits, self.size);
+        }
         m.clip(self.size)
     }
 }
@@ -376,10 +382,10 @@ impl Layout for QcowLayout {
         let i = (offset >> self.span_bits) as usize;
         let rel = offset & ((1u64 << self.span_bits) - 1);
         let span_left = (1u64 << self.span_bits) - rel;
-        let t = *self
-            .l1
-            .get(i)
-            .ok_or_else(|| invalid(format!("byte {offset} lies past the qcow L1 table")))?;
+        if offset >= self.size {
+            return Err(invalid(format!("byte {offset} lies past the qcow disk")));
+        }
+        let t = self.l1.get(i).copied().unwrap_or(NO_TABLE);
         let Some(table) = self.tables.get(t as usize) else {
             return Ok((Run::Parent, span_left));
         };
@@ -448,7 +454,7 @@ impl Layout for QcowLayout {
         self.ranges(|k| matches!(k, Kind::Stored(_) | Kind::Coded(_)), false)
     }
 
-    fn from_parent(&self) -> ExtentMap {
+    fn parent_ranges(&self) -> ExtentMap {
         self.ranges(|k| k == Kind::Parent, true)
     }
 

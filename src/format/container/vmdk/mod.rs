@@ -461,7 +461,7 @@ impl Layout for VmdkLayout {
         self.stored.clone()
     }
 
-    fn from_parent(&self) -> ExtentMap {
+    fn parent_ranges(&self) -> ExtentMap {
         self.parent.clone()
     }
 
