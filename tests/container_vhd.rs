@@ -977,6 +977,25 @@ fn dynamic_vhd_inspect_and_backup() {
             .join("\n")
     };
     assert_eq!(bmap("a.img.zst.bmap"), bmap("b.img.zst.bmap"));
+    // `bmap` of the VHD itself is refused (bmaptool would write the VHD file as it is, not
+    // its disk), naming the conversion; the conversion writes the same image and bmap as
+    // from qemu's raw reading.
+    let o = blockwise().arg("bmap").arg(&vhd).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--format img"), "{err}");
+    for (src, dst) in [(&vhd, "a.img"), (&raw, "b.img")] {
+        let o = blockwise()
+            .args(["backup", "--format", "img"])
+            .arg(src)
+            .arg(d.path().join(dst))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = |n: &str| std::fs::read(d.path().join(n)).unwrap();
+    assert!(read("a.img") == read("b.img"));
+    assert_eq!(bmap("a.img.bmap"), bmap("b.img.bmap"));
 }
 
 // ---- hostile headers -------------------------------------------------------------------------
