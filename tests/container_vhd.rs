@@ -11,6 +11,10 @@
 //! (a sector whose bitmap bit is set comes from the child, every other one from the parent)
 //! and, when python3-libvhdi is installed, checked against libvhdi's reading as well.
 //!
+//! A VHDX log to replay is written into a qemu-made file by hand (one entry, per [MS-VHDX]
+//! 2.3); `qemu-img check -r all` replays it into a copy, and qemu's reading of that copy is
+//! what the unreplayed file must decode to.
+//!
 //! The hostile-header tests patch one field each of a small qemu-made image and expect a
 //! clear error naming the field, or a warning, quickly and without a large allocation.
 
@@ -973,6 +977,25 @@ fn dynamic_vhd_inspect_and_backup() {
             .join("\n")
     };
     assert_eq!(bmap("a.img.zst.bmap"), bmap("b.img.zst.bmap"));
+    // `bmap` of the VHD itself is refused (bmaptool would write the VHD file as it is, not
+    // its disk), naming the conversion; the conversion writes the same image and bmap as
+    // from qemu's raw reading.
+    let o = blockwise().arg("bmap").arg(&vhd).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--format img"), "{err}");
+    for (src, dst) in [(&vhd, "a.img"), (&raw, "b.img")] {
+        let o = blockwise()
+            .args(["backup", "--format", "img"])
+            .arg(src)
+            .arg(d.path().join(dst))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = |n: &str| std::fs::read(d.path().join(n)).unwrap();
+    assert!(read("a.img") == read("b.img"));
+    assert_eq!(bmap("a.img.bmap"), bmap("b.img.bmap"));
 }
 
 // ---- hostile headers -------------------------------------------------------------------------
@@ -1293,11 +1316,18 @@ fn vhdx_log_is_replayed_like_qemu() {
     });
     let f = write(d.path(), "log.vhdx", &v);
     let copy = write(d.path(), "copy.vhdx", &v);
-    if !fixture(&format!("qemu-img check -q -r all -f vhdx '{}'", copy.display())) {
+    if !fixture(&format!(
+        "qemu-img check -q -r all -f vhdx '{}'",
+        copy.display()
+    )) {
         return;
     }
     let want = qemu_raw(&copy, "vhdx");
-    assert_eq!(&want[8192..12288], &data[..], "qemu replayed the data write");
+    assert_eq!(
+        &want[8192..12288],
+        &data[..],
+        "qemu replayed the data write"
+    );
     assert!(want[65536..73728].iter().all(|&b| b == 0));
     let o = open_ok(&f);
     assert!(
@@ -1321,8 +1351,16 @@ fn hostile_vhdx_log_sequence_broken() {
     vhdx_with_log(&mut v, |log, g| {
         log.fill(0);
         // Entry 7 at 8192 says the sequence starts at 0, where entry 5 (not 6) lies.
-        put(log, 0, &log_entry(5, 0, g, file_len, 1 << 20, &data, 1 << 20, 4096));
-        put(log, 8192, &log_entry(7, 0, g, file_len, 1 << 20, &data, 1 << 20, 4096));
+        put(
+            log,
+            0,
+            &log_entry(5, 0, g, file_len, 1 << 20, &data, 1 << 20, 4096),
+        );
+        put(
+            log,
+            8192,
+            &log_entry(7, 0, g, file_len, 1 << 20, &data, 1 << 20, 4096),
+        );
     });
     let f = write(d.path(), "h.vhdx", &v);
     let e = quick("broken log", || open_err(&f));
@@ -1371,4 +1409,25 @@ fn differencing_vhdx_naming_itself_is_a_loop() {
     std::fs::write(&img, &diff).unwrap();
     let e = quick("vhdx self parent", || open_err(&img));
     assert!(e.contains("loop"), "{e}");
+}
+
+/// A parent whose unique id is not the one the child recorded: read, with a warning.
+#[test]
+fn differencing_vhd_parent_id_mismatch_is_a_warning() {
+    let Some((d, parent, praw, child)) = vhd_pair() else {
+        return;
+    };
+    let mut diff = make_differencing(&child, "parent.vhd", &parent, Loc::All);
+    let p = vhd_parts(&diff);
+    diff[p.dyn_at + 40] ^= 0xFF;
+    vhd_resum(&mut diff);
+    let path = write(d.path(), "child.vhd", &diff);
+    let want = spec_read_vhd(&diff, &praw);
+    let o = open_ok(&path);
+    assert!(
+        o.warnings.iter().any(|w| w.contains("unique id")),
+        "{:?}",
+        o.warnings
+    );
+    assert_same("parent id mismatch", &*o.source, &want);
 }

@@ -542,7 +542,10 @@ fn find_parent(
         )));
     };
     match names.iter().find(|n| dir.join(n).exists()) {
-        Some(n) => ctx.open_named("parent", n),
+        Some(n) => {
+            check_parent_id(&dir.join(n), &h[40..56], n, ctx);
+            ctx.open_named("parent", n)
+        }
         None => Err(Error::Format(format!(
             "vhd differencing disk: its parent was not found; looked for {} (relative to {})",
             names
@@ -552,6 +555,27 @@ fn find_parent(
                 .join(", "),
             dir.display()
         ))),
+    }
+}
+
+/// Warns when the parent found is a VHD whose unique id is not the one the child recorded:
+/// the parent was changed, or another file of that name was found, and the disk may not read
+/// as it was written. (A parent that is not a plain VHD file is not checked.)
+fn check_parent_id(path: &std::path::Path, want: &[u8], name: &str, ctx: &mut OpenCtx<'_>) {
+    let Ok(f) = crate::io::file::FileSource::open(path) else {
+        return;
+    };
+    let Ok(footer) = Footer::find(&f) else {
+        return;
+    };
+    let id = &footer.bytes[68..84];
+    if want.iter().any(|&b| b != 0) && id != want {
+        ctx.warn(format!(
+            "vhd parent {name}: its unique id {} is not the {} this differencing disk \
+             recorded; the parent may have changed since, and the disk may not read as written",
+            crate::util::uuid_be(id.try_into().unwrap_or(&[0; 16])),
+            crate::util::uuid_be(want.try_into().unwrap_or(&[0; 16]))
+        ));
     }
 }
 

@@ -513,7 +513,10 @@ fn replay_log(file: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Arc
     // numbers one apart), to the tail that entry names.
     let mut ending_at: std::collections::HashMap<usize, Vec<usize>> = Default::default();
     for (k, e) in entries.iter().enumerate() {
-        ending_at.entry((e.pos + e.len) % log.len()).or_default().push(k);
+        ending_at
+            .entry((e.pos + e.len) % log.len())
+            .or_default()
+            .push(k);
     }
     let Some(head) = entries.iter().max_by_key(|e| e.seq) else {
         return Ok(file);
@@ -822,7 +825,12 @@ fn find_parent(
         )));
     };
     match names.iter().find(|n| dir.join(n).exists()) {
-        Some(n) => ctx.open_named("parent", n),
+        Some(n) => {
+            if let Some(link) = get("parent_linkage") {
+                check_linkage(&dir.join(n), &link, n, ctx);
+            }
+            ctx.open_named("parent", n)
+        }
         None => Err(Error::Format(format!(
             "vhdx differencing disk: its parent was not found; looked for {} (relative to {})",
             names
@@ -832,6 +840,37 @@ fn find_parent(
                 .join(", "),
             dir.display()
         ))),
+    }
+}
+
+/// Warns when the parent found is a VHDX whose data write GUID is not the `parent_linkage`
+/// the child recorded: the parent was written since, and the disk may not read as it was.
+/// (A parent that is not a plain VHDX file is not checked.)
+fn check_linkage(path: &std::path::Path, link: &str, name: &str, ctx: &mut OpenCtx<'_>) {
+    let Ok(f) = crate::io::file::FileSource::open(path) else {
+        return;
+    };
+    if !f.read_upto(0, 8).is_ok_and(|h| h == b"vhdxfile") {
+        return;
+    }
+    let mut best: Option<(u64, Vec<u8>)> = None;
+    for at in [64u64 << 10, 128 << 10] {
+        if let Ok(Ok((seq, h))) = header(&f, at) {
+            if best.as_ref().is_none_or(|b| b.0 < seq) {
+                best = Some((seq, h));
+            }
+        }
+    }
+    let Some(id) = best.and_then(|(_, h)| guid_at(&h, 32)) else {
+        return;
+    };
+    let want = link.trim_matches(['{', '}']).to_ascii_lowercase();
+    if want != id {
+        ctx.warn(format!(
+            "vhdx parent {name}: its data write GUID {id} is not the parent_linkage {link} \
+             this differencing disk recorded; the parent may have been written since, and \
+             the disk may not read as written"
+        ));
     }
 }
 
