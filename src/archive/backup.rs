@@ -361,6 +361,10 @@ fn encode(encoder: &dyn Encoder, job: &Job<Segment>, data: Option<Buf>) -> crate
         }
         pos = e.end;
     }
+    // A segment widened to whole clusters (an aligned plan) ends after its last mapped byte.
+    if pos < d.end() {
+        buf[(pos - d.offset) as usize..d.len].fill(0);
+    }
     let enc = encoder.encode(d, &buf)?;
     Ok(Chunk {
         data: Some(buf),
