@@ -19,7 +19,8 @@
 #
 #   usage: sudo benches/convert_compare.sh [SIZE] [USED_MB]     (default 4G 400)
 #   env:   CARD=path   reuse an image made by make-card.sh instead of building one
-#          WORK=dir    where outputs go (default: a fresh directory under /tmp, removed at exit)
+#          WORK=dir    where outputs go (default: a fresh directory under /tmp, removed at exit;
+#                      up to four card-sized files at a time, each removed once compared)
 #
 # Every tool starts from a warm page cache (its input is read once before), and every timing
 # includes `sync`, so all pay for getting their output to disk. Needs: root (make-card.sh),
@@ -88,6 +89,9 @@ for spec in "qcow2 qcow2 qcow2 -" "vhd vpc vpc -" "fixed.vhd vpc vpc subformat=f
   row "raw -> $ext" "$qs" "$qb" "$bs" "$bb" "$(check "$WORK/b.$ext" "$cfmt"), $(compare "$WORK/ref.img" "$WORK/b.$ext" "$cfmt") to ref"
   timed "$card" "$WORK/k.$ext" "'$bw' convert '$card' '$WORK/k.$ext' --keep-free ${extra[*]}" "$WORK/k.$ext.log"; ks=$secs; kb=$bytes
   row "raw -> $ext (--keep-free)" "$qs" "$qb" "$ks" "$kb" "$(check "$WORK/k.$ext" "$cfmt"), $(compare "$card" "$WORK/k.$ext" "$cfmt") to card"
+  # Each output is as large as the card: keep the disk from filling (qemu's qcow2 is read
+  # below).
+  rm -f "$WORK/b.$ext" "$WORK/k.$ext"; [[ $ext == qcow2 ]] || rm -f "$WORK/q.$ext"
 done
 
 # Reading qcow2: the peer's own outputs as inputs.
@@ -100,6 +104,7 @@ if [ -n "$reads_qcow2" ]; then
   timed "$WORK/q.qcow2" "$WORK/q2r.img" "qemu-img convert -O raw '$WORK/q.qcow2' '$WORK/q2r.img'" "$WORK/q2r.log"; qs=$secs; qb=$bytes
   timed "$WORK/q.qcow2" "$WORK/b2r.img" "'$bw' convert '$WORK/q.qcow2' '$WORK/b2r.img'" "$WORK/b2r.log"; bs=$secs; bb=$bytes
   row "qcow2 -> raw" "$qs" "$qb" "$bs" "$bb" "$(compare "$WORK/ref.img" "$WORK/b2r.img")"
+  rm -f "$WORK/q2r.img" "$WORK/b2r.img"
   timed "$WORK/qc.qcow2" "$WORK/qc.img $WORK/qc.img.zst" "qemu-img convert -O raw '$WORK/qc.qcow2' '$WORK/qc.img' && zstd -T0 -3 -q '$WORK/qc.img' -o '$WORK/qc.img.zst'" "$WORK/qcz.log"; qs=$secs
   qb=$(stat -c %s "$WORK/qc.img.zst")
   timed "$WORK/qc.qcow2" "$WORK/bc.img.zst" "'$bw' convert '$WORK/qc.qcow2' '$WORK/bc.img.zst'" "$WORK/bcz.log"; bs=$secs; bb=$bytes

@@ -312,6 +312,9 @@ impl ArchiveWriter for Qcow2Writer {
             )));
         }
         let mut at = 0usize;
+        // Stored clusters go to consecutive host clusters (unless an L2 table comes between):
+        // they are written as one run, not a write per cluster.
+        let mut run: Option<(u64, usize, usize)> = None; // (host, data start, data end)
         for (k, &part) in enc.parts.iter().enumerate() {
             let start = seg.offset + k as u64 * c;
             let end = (start + c).min(seg.end());
@@ -322,7 +325,18 @@ impl ArchiveWriter for Qcow2Writer {
                 STORED => {
                     let host = self.alloc_cluster()?;
                     let s = k * c as usize;
-                    out.write_all_at(host, &data[s..s + (end - start) as usize])?;
+                    let e = s + (end - start) as usize;
+                    run = match run {
+                        Some((h, rs, re)) if h + (re - rs) as u64 == host && re == s => {
+                            Some((h, rs, e))
+                        }
+                        other => {
+                            if let Some((h, rs, re)) = other {
+                                out.write_all_at(h, &data[rs..re])?;
+                            }
+                            Some((host, s, e))
+                        }
+                    };
                     self.set(out, idx, host | COPIED)?;
                 }
                 n => {
@@ -344,6 +358,9 @@ impl ArchiveWriter for Qcow2Writer {
                     self.set(out, idx, COMPRESSED | (extra << shift) | host)?;
                 }
             }
+        }
+        if let Some((h, rs, re)) = run {
+            out.write_all_at(h, &data[rs..re])?;
         }
         Ok(())
     }

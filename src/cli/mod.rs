@@ -191,8 +191,10 @@ exists without --force, is the source, or a device), 130 if interrupted (nothing
 OUT).")]
     Convert {
         /// Image to convert (any format inspect reads, or a block device).
+        #[arg(value_name = "IN")]
         src: PathBuf,
         /// File to write.
+        #[arg(value_name = "OUT")]
         dest: PathBuf,
         /// Output format (default: from OUT's extension).
         #[arg(long, value_enum)]
