@@ -17,7 +17,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::codec::{ArchiveWriter, CodecOptions, Encoded, Encoder};
+use super::codec::{ArchiveWriter, CodecOptions, ContainerOptions, Encoded, Encoder};
 use super::formats::ArchiveFormat;
 use super::plan::{DataSegment, Segment};
 use crate::bmap::{self, write::block_ranges, ChecksumType, RangeHasher};
@@ -54,6 +54,8 @@ pub struct BackupOptions {
     /// Byte ranges that readers of the archive will want on their own (the metadata inspect
     /// reads): segments are cut at their edges.
     pub hot: ExtentMap,
+    /// Layout of the virtual-disk containers (qcow2 cluster size and compression).
+    pub container: ContainerOptions,
 }
 
 impl Default for BackupOptions {
@@ -66,6 +68,7 @@ impl Default for BackupOptions {
             bmap_block_size: 4096,
             checksums: true,
             hot: ExtentMap::new(),
+            container: ContainerOptions::default(),
         }
     }
 }
@@ -160,7 +163,9 @@ impl Backup {
         let size = src.size();
         let b = Backup {
             src,
-            level: opts.level.unwrap_or_else(|| opts.format.default_level()),
+            level: opts
+                .level
+                .unwrap_or_else(|| opts.format.default_level_with(&opts.container)),
             opts,
             sector_hint: None,
             size,
@@ -236,6 +241,7 @@ impl Backup {
             &CodecOptions {
                 level: self.level,
                 image_size: self.size,
+                container: self.opts.container,
             },
         )
     }
@@ -266,7 +272,7 @@ impl Backup {
             .iter()
             .flat_map(|e| [e.start, e.end])
             .collect();
-        let plan_opts = self.opts.format.plan_options();
+        let plan_opts = self.opts.format.plan_options(&self.opts.container);
         let jobs: Vec<Job<Segment>> = super::plan::plan_with_cuts(size, &map, &cuts, &plan_opts)
             .into_iter()
             .map(|seg| Job {
@@ -355,6 +361,10 @@ fn encode(encoder: &dyn Encoder, job: &Job<Segment>, data: Option<Buf>) -> crate
         }
         pos = e.end;
     }
+    // A segment widened to whole clusters (an aligned plan) ends after its last mapped byte.
+    if pos < d.end() {
+        buf[(pos - d.offset) as usize..d.len].fill(0);
+    }
     let enc = encoder.encode(d, &buf)?;
     Ok(Chunk {
         data: Some(buf),
@@ -433,7 +443,7 @@ pub fn check_destination(src: &Path, dest: &Path, force: bool) -> crate::Result<
     let refuse = |reason: String| Err(Error::Refused { reason });
     if dm.file_type().is_block_device() {
         return refuse(format!(
-            "{} is a block device; backup writes an archive file (use flash to write devices)",
+            "{} is a block device; backup and convert write files (use flash to write devices)",
             dest.display()
         ));
     }

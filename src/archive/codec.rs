@@ -19,6 +19,9 @@ pub(crate) struct Encoded {
     pub bytes: Vec<u8>,
     /// Format-defined extra (see each format).
     pub aux: u64,
+    /// Format-defined sizes of the pieces of `bytes` (qcow2: one per cluster); empty for
+    /// the formats that store a segment whole.
+    pub parts: Vec<u32>,
 }
 
 /// Turns one data segment into output bytes. Runs on worker threads, one segment at a time
@@ -53,6 +56,8 @@ pub(crate) struct CodecOptions {
     pub level: i32,
     /// Size of the image being archived (after any truncation).
     pub image_size: u64,
+    /// What the container formats (qcow2, VHD, VHDX) are asked for.
+    pub container: ContainerOptions,
 }
 
 /// Checks a compression level against a codec's range, with a message naming both.
@@ -69,4 +74,34 @@ pub(crate) fn check_level(
         levels.start(),
         levels.end()
     )))
+}
+
+/// How a virtual-disk container is laid out: what `convert` asks of the qcow2, VHD and VHDX
+/// writers (the other formats ignore it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContainerOptions {
+    /// qcow2 cluster size in bytes: a power of two from 512 B to 2 MiB.
+    pub cluster_size: u32,
+    /// qcow2: compress every data cluster with this codec (a cluster that does not shrink is
+    /// stored as it is, as qemu does).
+    pub compress: Option<ClusterCompression>,
+}
+
+impl Default for ContainerOptions {
+    fn default() -> Self {
+        ContainerOptions {
+            cluster_size: 64 << 10,
+            compress: None,
+        }
+    }
+}
+
+/// The codecs of qcow2's compressed clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterCompression {
+    /// Raw deflate with a 4 KiB window (every qcow2 reader knows it).
+    Zlib,
+    /// zstd frames (qcow2 v3 with the compression-type header field; qemu 5.1 and later).
+    Zstd,
 }

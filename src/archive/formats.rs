@@ -10,11 +10,11 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::codec::{ArchiveWriter, CodecOptions, Encoded, Encoder};
+use super::codec::{ArchiveWriter, CodecOptions, ContainerOptions, Encoded, Encoder};
 use super::plan::{DataSegment, PlanOptions};
-use super::{simg, sparse, xz, zstd};
+use super::{qcow2, simg, sparse, vhd, vhdx, xz, zstd};
 
-/// Output format of a backup.
+/// Output format of a backup or a conversion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ArchiveFormat {
@@ -26,6 +26,14 @@ pub enum ArchiveFormat {
     SparseRaw,
     /// Android sparse image (`.simg`): unmapped space as DONT_CARE chunks.
     AndroidSparse,
+    /// qcow2 version 3 (`.qcow2`): unmapped space as unallocated clusters.
+    Qcow2,
+    /// Fixed VHD (`.vhd`): the disk padded to whole MiB, then the footer (what Azure takes).
+    VhdFixed,
+    /// Dynamic VHD (`.vhd`): 2 MiB blocks allocated where data is.
+    VhdDynamic,
+    /// Dynamic VHDX (`.vhdx`): 32 MiB blocks allocated where data is.
+    Vhdx,
 }
 
 impl ArchiveFormat {
@@ -42,6 +50,25 @@ impl ArchiveFormat {
         }
     }
 
+    /// Like [`from_name`](Self::from_name), and also the virtual-disk containers `convert`
+    /// writes: `.qcow2`, `.vhd` (dynamic, as qemu-img makes it), `.vhdx`.
+    pub fn from_output_name(path: &Path) -> Option<ArchiveFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "qcow2" => Some(ArchiveFormat::Qcow2),
+            "vhd" | "vpc" => Some(ArchiveFormat::VhdDynamic),
+            "vhdx" => Some(ArchiveFormat::Vhdx),
+            _ => Self::from_name(path),
+        }
+    }
+
+    /// True for the formats whose free space is left for the reader to skip (an Android
+    /// sparse image's DONT_CARE chunks are not written by fastboot): there, every byte not
+    /// known to be free must be mapped. Elsewhere free space reads as zeros.
+    pub fn free_is_skipped(self) -> bool {
+        self == ArchiveFormat::AndroidSparse
+    }
+
     /// Short name used in messages and JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +76,10 @@ impl ArchiveFormat {
             ArchiveFormat::Xz => "multi-block xz",
             ArchiveFormat::SparseRaw => "sparse raw",
             ArchiveFormat::AndroidSparse => "Android sparse",
+            ArchiveFormat::Qcow2 => "qcow2",
+            ArchiveFormat::VhdFixed => "fixed VHD",
+            ArchiveFormat::VhdDynamic => "dynamic VHD",
+            ArchiveFormat::Vhdx => "dynamic VHDX",
         }
     }
 
@@ -59,10 +90,26 @@ impl ArchiveFormat {
             ArchiveFormat::Xz => "xz",
             ArchiveFormat::SparseRaw => "img",
             ArchiveFormat::AndroidSparse => "simg",
+            ArchiveFormat::Qcow2 => "qcow2",
+            ArchiveFormat::VhdFixed | ArchiveFormat::VhdDynamic => "vhd",
+            ArchiveFormat::Vhdx => "vhdx",
         }
     }
 
-    /// Default compression level (ignored by the uncompressed formats).
+    /// Size of the disk this format stores for an image of `image_size` bytes: VHD and VHDX
+    /// hold whole 512-byte sectors, and a fixed VHD whole MiB (Azure's rule); the rest is
+    /// zeros.
+    pub fn disk_size(self, image_size: u64) -> u64 {
+        let unit = match self {
+            ArchiveFormat::VhdFixed => 1 << 20,
+            ArchiveFormat::VhdDynamic | ArchiveFormat::Vhdx => 512,
+            _ => 1,
+        };
+        image_size.div_ceil(unit).saturating_mul(unit)
+    }
+
+    /// Default compression level (ignored by the uncompressed formats). qcow2's is that
+    /// of its cluster codec, given by [`default_level_with`](Self::default_level_with).
     pub fn default_level(self) -> i32 {
         match self {
             ArchiveFormat::Zstd => 3,
@@ -71,8 +118,27 @@ impl ArchiveFormat {
         }
     }
 
+    /// Default compression level, for qcow2 that of its cluster codec (as qemu: zlib 6,
+    /// zstd 3).
+    pub fn default_level_with(self, container: &ContainerOptions) -> i32 {
+        match (self, container.compress) {
+            (ArchiveFormat::Qcow2, Some(super::codec::ClusterCompression::Zlib)) => 6,
+            (ArchiveFormat::Qcow2, Some(super::codec::ClusterCompression::Zstd)) => 3,
+            _ => self.default_level(),
+        }
+    }
+
+    /// True if the level means something for this format with these container options.
+    pub fn uses_level(self, container: &ContainerOptions) -> bool {
+        match self {
+            ArchiveFormat::Zstd | ArchiveFormat::Xz => true,
+            ArchiveFormat::Qcow2 => container.compress.is_some(),
+            _ => false,
+        }
+    }
+
     /// How this format wants the image cut into segments.
-    pub(crate) fn plan_options(self) -> PlanOptions {
+    pub(crate) fn plan_options(self, container: &ContainerOptions) -> PlanOptions {
         match self {
             // Frames of 2 MiB: about zstd -3's window, so the ratio barely suffers, and a
             // random read decodes at most 2 MiB.
@@ -80,17 +146,31 @@ impl ArchiveFormat {
                 frame_size: 2 << 20,
                 merge_gap: 256 << 10,
                 max_zero: zstd::MAX_ZERO_FRAME,
+                align: 1,
             },
             // LZMA gains from longer blocks; 8 MiB keeps a random read cheap enough.
             ArchiveFormat::Xz => PlanOptions {
                 frame_size: 8 << 20,
                 merge_gap: 1 << 20,
                 max_zero: xz::MAX_ZERO_BLOCK,
+                align: 1,
             },
-            ArchiveFormat::SparseRaw | ArchiveFormat::AndroidSparse => PlanOptions {
+            ArchiveFormat::SparseRaw
+            | ArchiveFormat::AndroidSparse
+            | ArchiveFormat::VhdFixed
+            | ArchiveFormat::VhdDynamic
+            | ArchiveFormat::Vhdx => PlanOptions {
                 frame_size: 4 << 20,
                 merge_gap: 64 << 10,
                 max_zero: u64::MAX,
+                align: 1,
+            },
+            // Whole clusters, so each is classified and compressed on any core.
+            ArchiveFormat::Qcow2 => PlanOptions {
+                frame_size: 4 << 20,
+                merge_gap: 64 << 10,
+                max_zero: u64::MAX,
+                align: u64::from(container.cluster_size).max(1),
             },
         }
     }
@@ -114,6 +194,22 @@ pub(crate) fn make(
         ArchiveFormat::AndroidSparse => (
             Arc::new(Passthrough),
             Box::new(simg::SimgWriter::new(o.image_size)?),
+        ),
+        ArchiveFormat::Qcow2 => (
+            Arc::new(qcow2::ClusterEncoder::new(&o.container, o.level)?),
+            Box::new(qcow2::Qcow2Writer::new(o.image_size, &o.container)?),
+        ),
+        ArchiveFormat::VhdFixed => (
+            Arc::new(Passthrough),
+            Box::new(vhd::VhdFixedWriter::new(o.image_size)?),
+        ),
+        ArchiveFormat::VhdDynamic => (
+            Arc::new(Passthrough),
+            Box::new(vhd::VhdDynamicWriter::new(o.image_size)?),
+        ),
+        ArchiveFormat::Vhdx => (
+            Arc::new(Passthrough),
+            Box::new(vhdx::VhdxWriter::new(o.image_size)?),
         ),
     })
 }

@@ -16,6 +16,10 @@ pub(crate) struct PlanOptions {
     pub(crate) merge_gap: u64,
     /// Largest zero run, in bytes.
     pub(crate) max_zero: u64,
+    /// Segments start and end at multiples of this (but for the image's end), the bytes
+    /// they gain unmapped: a container of clusters (qcow2) then receives whole clusters, each
+    /// encoded on any core. 1 (or 0) for none.
+    pub(crate) align: u64,
 }
 
 /// A stretch of the image holding mapped bytes.
@@ -26,7 +30,8 @@ pub(crate) struct DataSegment {
     /// Length in bytes (at most the plan's `frame_size`).
     pub(crate) len: usize,
     /// The mapped byte ranges inside it, absolute, sorted, disjoint; the first starts at
-    /// `offset` and the last ends at `offset + len`. Everything else in the segment is zero.
+    /// `offset` and the last ends at `offset + len` (with an `align`ed plan, they may start
+    /// after and end before). Everything else in the segment is zero.
     pub(crate) mapped: Vec<Extent>,
 }
 
@@ -93,6 +98,33 @@ pub(crate) fn plan_with_cuts(
     cuts: &[u64],
     o: &PlanOptions,
 ) -> Vec<Segment> {
+    if o.align <= 1 {
+        return plan_exact(size, map, cuts, o);
+    }
+    // Plan the shape of the map widened to whole units, with cuts and frames on unit
+    // edges, then give each data segment the exact mapped ranges inside it: what the widening
+    // added stays unmapped, so it is zeroed like any free byte.
+    let a = o.align;
+    let exact = map.clip(size);
+    let shape = exact.align_out(a).clip(size);
+    let mut unit_cuts: Vec<u64> = cuts.iter().map(|c| c - c % a).collect();
+    unit_cuts.dedup();
+    let frame = ((o.frame_size as u64 / a).max(1) * a) as usize;
+    let wide = PlanOptions {
+        frame_size: frame,
+        align: 1,
+        ..*o
+    };
+    let mut segs = plan_exact(size, &shape, &unit_cuts, &wide);
+    for s in &mut segs {
+        if let Segment::Data(d) = s {
+            d.mapped = exact.within(d.offset, d.end()).iter().collect();
+        }
+    }
+    segs
+}
+
+fn plan_exact(size: u64, map: &ExtentMap, cuts: &[u64], o: &PlanOptions) -> Vec<Segment> {
     let frame = (o.frame_size.max(1)) as u64;
     let max_zero = o.max_zero.max(1);
     let map = map.clip(size);
@@ -189,6 +221,7 @@ mod tests {
             frame_size: 100,
             merge_gap: 10,
             max_zero: 1000,
+            align: 1,
         };
         let map = ExtentMap::from_ranges([(0, 250), (255, 260), (300, 310)]);
         let segs = check(5000, &map, &o);
@@ -216,6 +249,7 @@ mod tests {
             frame_size: 100,
             merge_gap: 10,
             max_zero: 64,
+            align: 1,
         };
         let segs = check(200, &ExtentMap::new(), &o);
         assert_eq!(segs.len(), 4);
@@ -227,6 +261,7 @@ mod tests {
             frame_size: 100,
             merge_gap: 50,
             max_zero: 1000,
+            align: 1,
         };
         let map = ExtentMap::from_ranges([(0, 90), (95, 180)]);
         let segs = plan_with_cuts(200, &map, &[30, 95, 150], &o);
@@ -241,7 +276,7 @@ mod tests {
                             size in 0u64..6000, frame in 1usize..300) {
             cuts.sort_unstable();
             let map = ExtentMap::from_ranges(ranges.into_iter().map(|(s, l)| (s, s + l)));
-            let o = PlanOptions { frame_size: frame, merge_gap: 20, max_zero: 700 };
+            let o = PlanOptions { frame_size: frame, merge_gap: 20, max_zero: 700, align: 1 };
             let segs = plan_with_cuts(size, &map, &cuts, &o);
             let mut pos = 0;
             for s in &segs {
@@ -255,10 +290,36 @@ mod tests {
         }
 
         #[test]
+        fn aligned_plans_tile_on_unit_edges(ranges in proptest::collection::vec((0u64..5000, 1u64..400), 0..30),
+                            mut cuts in proptest::collection::vec(0u64..6000, 0..10),
+                            size in 0u64..6000, frame in 1usize..300, align in 1u64..90) {
+            cuts.sort_unstable();
+            let map = ExtentMap::from_ranges(ranges.into_iter().map(|(s, l)| (s, s + l)));
+            let o = PlanOptions { frame_size: frame, merge_gap: 20, max_zero: 700, align };
+            let segs = plan_with_cuts(size, &map, &cuts, &o);
+            let mut pos = 0;
+            let mut covered = ExtentMap::new();
+            for s in &segs {
+                prop_assert_eq!(s.offset(), pos);
+                pos += s.len();
+                if let Segment::Data(d) = s {
+                    prop_assert!(d.offset % align == 0);
+                    prop_assert!(d.end() % align == 0 || d.end() == size);
+                    for e in &d.mapped {
+                        prop_assert!(e.start >= d.offset && e.end <= d.end());
+                        covered.insert(e.start, e.end);
+                    }
+                }
+            }
+            prop_assert_eq!(pos, size);
+            prop_assert_eq!(covered, map.clip(size));
+        }
+
+        #[test]
         fn tiles_and_covers(ranges in proptest::collection::vec((0u64..5000, 1u64..400), 0..30),
                             size in 0u64..6000, frame in 1usize..300, gap in 0u64..50, mz in 1u64..500) {
             let map = ExtentMap::from_ranges(ranges.into_iter().map(|(s, l)| (s, s + l)));
-            check(size, &map, &PlanOptions { frame_size: frame, merge_gap: gap, max_zero: mz });
+            check(size, &map, &PlanOptions { frame_size: frame, merge_gap: gap, max_zero: mz, align: 1 });
         }
     }
 }

@@ -134,6 +134,7 @@ impl Encoder for BlockEncoder {
         Ok(Encoded {
             bytes,
             aux: unpadded,
+            parts: Vec::new(),
         })
     }
 }

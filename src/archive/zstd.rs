@@ -56,7 +56,11 @@ impl Encoder for FrameEncoder {
             }
             let (_, z) = c.as_mut().expect("context just created");
             let bytes = z.compress(data)?;
-            Ok(Encoded { bytes, aux: 0 })
+            Ok(Encoded {
+                bytes,
+                aux: 0,
+                parts: Vec::new(),
+            })
         })
     }
 }

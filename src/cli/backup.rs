@@ -253,7 +253,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
 
 /// Says what went wrong and what state things are in: the temporary file is gone, nothing
 /// was written under the final name. The exit code stays that of the library error.
-fn explain_failure(e: blockwise::Error, src: &Path, dest: &Path) -> anyhow::Error {
+pub(super) fn explain_failure(e: blockwise::Error, src: &Path, dest: &Path) -> anyhow::Error {
     let state = format!(
         "nothing was written under {} (the partial temporary file was removed)",
         dest.display()

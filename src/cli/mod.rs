@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod backup;
 mod bmap;
 mod common;
+mod convert;
 mod demo;
 mod drives;
 mod flash;
@@ -37,6 +38,7 @@ Examples:
   blockwise inspect /dev/sdb --json   Machine-readable report of a card in a reader
   blockwise backup /dev/sdb pi.img.zst  Back up only the used blocks (zstd -d restores it)
   blockwise flash pi.img.zst /dev/sdb Write only the used blocks to a card, verified
+  blockwise convert card.img vm.qcow2 Any image to raw, .zst, .xz, .simg, qcow2, VHD or VHDX
   blockwise drives                    Which disks are safe targets (and, with --all, why not others)"
 )]
 struct Cli {
@@ -161,6 +163,72 @@ SRC mounted read-write), 130 if interrupted (nothing left under DEST).")]
         #[arg(long)]
         whole_metadata: bool,
         /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert an image to another format: sparse raw, seekable zstd, multi-block xz,
+    /// Android sparse, qcow2, VHD or VHDX, carrying only the blocks that matter.
+    #[command(after_help = "\
+Examples:
+  blockwise convert card.img card.qcow2                  qcow2 v3, free space unallocated
+  blockwise convert card.img card.qcow2 --compress zstd  compressed clusters (zlib or zstd)
+  blockwise convert card.img.xz azure.vhd --vhd fixed    fixed VHD, size whole MiB (Azure)
+  blockwise convert vm.qcow2 vm.vhdx                     any input blockwise reads
+  blockwise convert disk.vhd disk.img.zst                seekable zstd; `zstd -d` restores it
+  blockwise convert card.img out.simg --keep-free        Android sparse, every byte carried
+  blockwise convert card.img out.bin --to img            the format from --to, not the name
+
+By default only the blocks the skip rule keeps (partition tables, bootloader gaps, the blocks
+the filesystems use, partitions blockwise cannot read) are carried; free space becomes holes,
+unallocated clusters or blocks, DONT_CARE chunks or zero frames, so deleted data never
+reaches the output. --keep-free carries everything the source holds (its allocated ranges
+when it is a container that knows them, else every byte).
+The format follows --to, else OUT's extension (.img/.raw/.bin/.iso, .zst, .xz, .simg,
+.qcow2, .vhd, .vhdx). The output appears under OUT only once complete and synced.
+Exit status: 0 on success, 1 on failure (unreadable or undecodable input), 2 on bad usage
+(OUT's name says no format, an option for another format), 4 if refused for safety (OUT
+exists without --force, is the source, or a device), 130 if interrupted (nothing left under
+OUT).")]
+    Convert {
+        /// Image to convert (any format inspect reads, or a block device).
+        #[arg(value_name = "IN")]
+        src: PathBuf,
+        /// File to write.
+        #[arg(value_name = "OUT")]
+        dest: PathBuf,
+        /// Output format (default: from OUT's extension).
+        #[arg(long, value_enum)]
+        to: Option<convert::ToArg>,
+        /// Kind of VHD (default dynamic).
+        #[arg(long, value_enum)]
+        vhd: Option<convert::VhdArg>,
+        /// qcow2: compress the clusters with this codec.
+        #[arg(long, value_enum)]
+        compress: Option<convert::CompressArg>,
+        /// qcow2: cluster size in bytes, a power of two from 512 to 2097152 (default 65536).
+        #[arg(long)]
+        cluster_size: Option<u32>,
+        /// Compression level (zst 1-22, default 3; xz 0-9, default 6; qcow2 zlib 1-9,
+        /// default 6; qcow2 zstd 1-22, default 3).
+        #[arg(long, allow_negative_numbers = true)]
+        level: Option<i32>,
+        /// Decoding and compression threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Carry everything the source holds, free space included.
+        #[arg(long)]
+        keep_free: bool,
+        /// Replace OUT if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Read a device even though a partition of it is mounted read-write.
+        #[arg(long)]
+        allow_mounted: bool,
+        /// Keep every ext metadata block in use (whole inode tables, reserved descriptor
+        /// copies, bitmaps of uninitialised groups), as partclone does.
+        #[arg(long)]
+        whole_metadata: bool,
+        /// Print the summary as JSON on stdout (schema: spec/json-output.md, "convert").
         #[arg(long)]
         json: bool,
     },
@@ -342,6 +410,35 @@ pub fn main() -> ExitCode {
             level,
             threads,
             truncate,
+            force,
+            allow_mounted,
+            json,
+            rules: rules(whole_metadata),
+        }),
+        Command::Convert {
+            src,
+            dest,
+            to,
+            vhd,
+            compress,
+            cluster_size,
+            level,
+            threads,
+            keep_free,
+            force,
+            allow_mounted,
+            whole_metadata,
+            json,
+        } => convert::run(convert::Args {
+            src,
+            dest,
+            to,
+            vhd,
+            compress,
+            cluster_size,
+            level,
+            threads,
+            keep_free,
             force,
             allow_mounted,
             json,
