@@ -262,7 +262,11 @@ impl<'a> OpenCtx<'a> {
     /// one step further down the chain; its warnings come back prefixed with its name.
     /// Refused, naming the files, when the chain loops or is deeper than [`MAX_CHAIN`]; a
     /// missing file is an error naming `what` and the path looked for.
-    pub(crate) fn open_named(&mut self, what: &str, name: &str) -> crate::Result<Arc<dyn ReadAt>> {
+    pub(crate) fn open_named(
+        &mut self,
+        what: &str,
+        name: &str,
+    ) -> crate::Result<Arc<dyn ReadAt>> {
         let Some(dir) = self.sibling_dir() else {
             return Err(crate::Error::Unsupported(format!(
                 "{what} {name:?}: the image was not opened from a file of its own, so files \

@@ -21,7 +21,11 @@ pub use info::ContainerInfo;
 
 /// The layer of a container decoded to a virtual disk: its header facts as the layer's
 /// detail, then the disk.
-pub(crate) fn disk_step(info: ContainerInfo, src: &dyn ReadAt, disk: virt::VirtualDisk) -> Step {
+pub(crate) fn disk_step(
+    info: ContainerInfo,
+    src: &dyn ReadAt,
+    disk: virt::VirtualDisk,
+) -> Step {
     let vs = info.virtual_size.map_or_else(
         || "unknown".to_string(),
         |v| format!("{v} bytes ({})", crate::util::human_bytes(v)),
@@ -30,10 +34,7 @@ pub(crate) fn disk_step(info: ContainerInfo, src: &dyn ReadAt, disk: virt::Virtu
     if !info.detail.is_empty() {
         detail = format!("{detail}, {}", info.detail);
     }
-    Step::inner(
-        Layer::stored(info.format, src, Some(detail)),
-        Arc::new(disk),
-    )
+    Step::inner(Layer::stored(info.format, src, Some(detail)), Arc::new(disk))
 }
 
 /// The layer of a VM-disk container: its header facts, then its payload window when it has

@@ -147,12 +147,7 @@ impl VirtualDisk {
     /// The decoded bytes of `unit`, from the cache or decoded now (outside the lock, so
     /// readers on other threads decode other units at the same time).
     fn unit(&self, unit: u64) -> io::Result<Arc<Vec<u8>>> {
-        if let Some(d) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(unit)
-        {
+        if let Some(d) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(unit) {
             return Ok(d);
         }
         let d = Arc::new(self.layout.decode(unit)?);
@@ -301,13 +296,7 @@ mod tests {
             let u = offset / 8;
             let left = 8 - offset % 8;
             Ok(match u {
-                0 => (
-                    Run::Stored {
-                        file: 0,
-                        at: offset,
-                    },
-                    left,
-                ),
+                0 => (Run::Stored { file: 0, at: offset }, left),
                 1 => (Run::Zero, left),
                 2 => (Run::Parent, left),
                 _ => (
