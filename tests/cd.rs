@@ -322,6 +322,30 @@ fn multi_file_sheet_with_pregap_and_case_insensitive_names() {
     for f in ["x.iso", "x-02.wav", "x-03.wav"] {
         same(&dir.join("s").join(f), &dir.join("m").join(f));
     }
+    // EAC's default layout: track 2's pregap at the end of track 1's file, its INDEX 00
+    // there and its INDEX 01 at the start of the next FILE.
+    std::fs::write(dir.join("e01.bin"), [&d.data[..], &d.gap].concat()).unwrap();
+    std::fs::write(dir.join("e02.bin"), &d.audio2).unwrap();
+    std::fs::write(
+        dir.join("eac.cue"),
+        format!(
+            "FILE \"e01.bin\" BINARY\n  TRACK 01 MODE1/2352\n    INDEX 01 00:00:00\n  TRACK 02 AUDIO\n    INDEX 00 {}\nFILE \"e02.bin\" BINARY\n    INDEX 01 00:00:00\nFILE \"t03.bin\" BINARY\n  TRACK 03 AUDIO\n    INDEX 01 00:00:00\n",
+            cd::msf_string(d.data.len() as u64 / 2352)
+        ),
+    )
+    .unwrap();
+    let eac = open_disc(&dir.join("eac.cue")).unwrap();
+    for (a, b) in single.tracks.iter().zip(&eac.tracks) {
+        assert_eq!(
+            (a.number, a.mode, a.start, a.length, a.index0),
+            (b.number, b.mode, b.start, b.length, b.index0)
+        );
+    }
+    std::fs::create_dir(dir.join("e")).unwrap();
+    extract(&eac, &dir.join("e/x.iso"), &wav()).unwrap();
+    for f in ["x.iso", "x-02.wav", "x-03.wav"] {
+        same(&dir.join("s").join(f), &dir.join("e").join(f));
+    }
     // Opened as an image through the registry too.
     let o = format::open(&dir.join("multi.cue"), &OpenOptions::default()).unwrap();
     assert!(o.source.read_vec(0, d.iso.len()).unwrap() == d.iso);

@@ -69,6 +69,8 @@ pub(crate) struct CueTrack {
     pub(crate) postgap: u32,
     /// The TRACK line's number, for messages.
     pub(crate) line: usize,
+    /// Its INDEX 00 was at the end of the previous FILE (see [`CueSheet::cut`]).
+    pub(crate) moved_pregap: bool,
 }
 
 /// A parsed CUE sheet.
@@ -80,6 +82,9 @@ pub struct CueSheet {
     pub(crate) tracks: Vec<CueTrack>,
     /// Session of the tracks that follow (REM SESSION nn).
     session: u8,
+    /// Per FILE: where its last track ends when the file also holds the next track's pregap
+    /// (the next track's INDEX 00, its INDEX 01 in the next FILE: EAC's default layout).
+    pub(crate) cut: Vec<Option<u32>>,
 }
 
 impl CueSheet {
@@ -188,6 +193,7 @@ impl CueSheet {
                 let kind = w[w.len() - 1].to_ascii_uppercase();
                 let name = w[1..w.len() - 1].join(" ");
                 self.files.push(CueFile { name, kind });
+                self.cut.push(None);
             }
             "TRACK" => self.track(w, ln)?,
             "INDEX" => self.index(w)?,
@@ -268,6 +274,7 @@ impl CueSheet {
             pregap: 0,
             postgap: 0,
             line: ln,
+            moved_pregap: false,
         });
         Ok(())
     }
@@ -275,10 +282,6 @@ impl CueSheet {
     /// An INDEX line: its number and time, in the last TRACK.
     fn index(&mut self, w: &[String]) -> Result<(), String> {
         let file = self.files.len().checked_sub(1);
-        let t = self.tracks.last_mut().ok_or("INDEX before TRACK")?;
-        if Some(t.file) != file {
-            return Err("INDEX in a FILE after its TRACK's".into());
-        }
         let (Some(i), Some(at)) = (w.get(1), w.get(2)) else {
             return Err("INDEX needs a number and a time".into());
         };
@@ -288,6 +291,29 @@ impl CueSheet {
             .ok()
             .filter(|v| *v <= 99)
             .ok_or_else(|| format!("index number {i:?}"))?;
+        let t = self.tracks.last_mut().ok_or("INDEX before TRACK")?;
+        if Some(t.file) != file {
+            // The track's INDEX 00 was in the previous FILE and its INDEX 01 is in this one
+            // (EAC's "gaps appended to the previous track"): the pregap ends the previous
+            // file, and the track starts in this one.
+            if i != 1 || t.index1.is_some() || t.index0.is_none() {
+                return Err(
+                    "INDEX in a FILE after its TRACK's (only INDEX 01 may follow INDEX 00 there)"
+                        .into(),
+                );
+            }
+            let old = t.file;
+            let cut = t.index0;
+            t.file = file.unwrap_or(old);
+            t.index0 = None;
+            t.first_index = None;
+            t.last_index = 0;
+            t.moved_pregap = true;
+            if let Some(c) = self.cut.get_mut(old) {
+                *c = cut;
+            }
+        }
+        let t = self.tracks.last_mut().ok_or("INDEX before TRACK")?;
         if t.first_index.is_some() && at_s < t.last_index {
             return Err(format!(
                 "INDEX {i:02} {at} goes back before the track's previous index"
@@ -409,6 +435,8 @@ impl CueSheet {
         let mut cursor: u64 = 0;
         let mut session = 1u8;
         let mut postgap = 0u64;
+        // Disc LBA of the INDEX 00 of a track whose pregap ended the previous file.
+        let mut moved_index0: Option<u64> = None;
         for (fi, f) in files.iter().enumerate() {
             let in_file: Vec<&CueTrack> = self.tracks.iter().filter(|t| t.file == fi).collect();
             // The sheet sector and file byte where the last placed track starts (INDEX 01),
@@ -449,7 +477,10 @@ impl CueSheet {
                     session = t.session;
                 }
                 cursor += u64::from(t.pregap);
-                let index0_lba = t.index0.map(|_| cursor);
+                let index0_lba = t
+                    .index0
+                    .map(|_| cursor)
+                    .or(moved_index0.take().filter(|_| t.moved_pregap));
                 let size = t.mode.sector_size();
                 pos_byte += (index1 - first) * size;
                 cursor += index1 - first;
@@ -467,9 +498,21 @@ impl CueSheet {
                             )
                         })?,
                     None => {
-                        // The last track of a file runs to the file's end.
-                        let l = f.src.size().saturating_sub(start_byte) / size;
+                        // The last track of a file runs to the file's end, or to the next
+                        // track's INDEX 00 when the file ends with that pregap.
+                        let whole = f.src.size().saturating_sub(start_byte) / size;
+                        let l = match self.cut.get(fi).copied().flatten() {
+                            Some(c) => u64::from(c).checked_sub(index1).ok_or_else(|| {
+                                bad(t, "the next track's INDEX 00 comes before INDEX 01".into())
+                            })?,
+                            None => whole,
+                        }
+                        .min(whole);
                         cursor += l;
+                        if self.cut.get(fi).copied().flatten().is_some() {
+                            moved_index0 = Some(cursor);
+                            cursor += whole - l;
+                        }
                         l
                     }
                 };

@@ -407,8 +407,27 @@ pub(crate) fn sheet_step(
     }
     // An audio CD opens to nothing: no data track holds a disk image, and the sheet's own
     // bytes are not one either.
-    let step = if disc.first_data_track().is_some() {
-        Step::inner(layer, disc.data_source()?)
+    let step = if let Some(t) = disc.first_data_track() {
+        let mut step = Step::inner(layer, disc.data_source()?);
+        // A sheet names the file of its data track: shown as a layer of its own (a Nero
+        // image holds its sectors itself).
+        let file = t
+            .segments
+            .iter()
+            .find_map(|s| s.file)
+            .and_then(|f| disc.files.get(f));
+        if let Some(f) = file.filter(|_| format != crate::format::Format::Nrg) {
+            step.layers.push(crate::format::Layer::stored(
+                crate::format::Format::CdRaw,
+                &*f.src,
+                Some(format!(
+                    "{} sectors of {} bytes",
+                    t.mode.name(),
+                    t.sector_size
+                )),
+            ));
+        }
+        step
     } else {
         Step::inner(layer, Arc::new(crate::io::MemSource(Vec::new())))
     };
