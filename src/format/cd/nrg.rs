@@ -223,11 +223,7 @@ pub fn parse_nrg(src: Arc<dyn ReadAt>) -> crate::Result<CdDisc> {
                     cuex.push((bcd(e[1]), bcd(e[2]), lsn));
                 }
             }
-            b"SINF" => {
-                if sessions.len() < MAX_TRACKS {
-                    sessions.push(be32(body, 0));
-                }
-            }
+            b"SINF" if sessions.len() < MAX_TRACKS => sessions.push(be32(body, 0)),
             b"END!" => {
                 seen_end = true;
                 break;
