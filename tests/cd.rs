@@ -846,3 +846,30 @@ fn corpus_cd_images() {
     let v = open_disc(&lib.join("videocd.nrg")).unwrap();
     assert!(v.tracks.len() >= 2);
 }
+
+#[test]
+fn wave_and_motorola_files_read_as_little_endian_pcm() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let pcm = common::seeded_bytes(30 * 2352, 9);
+    let wav_in = [&cd::wav_header(pcm.len() as u32)[..], &pcm].concat();
+    std::fs::write(dir.join("a.wav"), &wav_in).unwrap();
+    let swapped: Vec<u8> = pcm.chunks_exact(2).flat_map(|p| [p[1], p[0]]).collect();
+    std::fs::write(dir.join("m.bin"), &swapped).unwrap();
+    std::fs::write(
+        dir.join("w.cue"),
+        "FILE \"a.wav\" WAVE\n TRACK 01 AUDIO\n  INDEX 01 00:00:00\nFILE \"m.bin\" MOTOROLA\n TRACK 02 AUDIO\n  INDEX 01 00:00:00\n",
+    )
+    .unwrap();
+    let disc = open_disc(&dir.join("w.cue")).unwrap();
+    assert_eq!((disc.tracks[0].length, disc.tracks[1].length), (30, 30));
+    assert_eq!(disc.tracks[1].start, 30);
+    let w = extract(&disc, &dir.join("out.iso"), &wav()).unwrap();
+    assert_eq!(w.len(), 2);
+    assert!(read(&dir.join("out-01.wav")) == wav_in);
+    assert!(read(&dir.join("out-02.wav")) == wav_in);
+    // An audio CD opens to an empty image, its tracks listed.
+    let o = format::open(&dir.join("w.cue"), &OpenOptions::default()).unwrap();
+    assert_eq!(o.source.size(), 0);
+    assert_eq!(o.cd_tracks.len(), 2);
+}

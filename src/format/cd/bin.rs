@@ -51,8 +51,12 @@ impl FormatDriver for Driver {
         }
         let layer_src = src.clone();
         let user = CdUserData::raw(src, 0, mode, None)?;
-        let disc = lone_bin_disc(layer_src.clone(), mode, ctx.path());
-        ctx.set_cd_tracks(disc.tracks);
+        // Inside a sheet's data track (raw sectors where the sheet said cooked ones) the
+        // sheet's tracks stand; only a lone BIN has its one track guessed.
+        if ctx.cd_tracks.is_empty() {
+            let disc = lone_bin_disc(layer_src.clone(), mode, ctx.path());
+            ctx.set_cd_tracks(disc.tracks);
+        }
         let layer = Layer::stored(
             Format::CdRaw,
             &*layer_src,

@@ -355,12 +355,12 @@ impl CdDisc {
             s.push_str(&format!(" in {sessions} sessions"));
         }
         match self.first_data_track() {
-            Some(t) => s.push_str(&format!(
-                "; data track {} {} in {:?}",
-                t.number,
-                t.mode.name(),
-                t.file
-            )),
+            Some(t) => {
+                s.push_str(&format!("; data track {} {}", t.number, t.mode.name()));
+                if !t.file.is_empty() {
+                    s.push_str(&format!(" in {:?}", t.file));
+                }
+            }
             None => s.push_str("; audio only"),
         }
         s
