@@ -183,6 +183,7 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "  {:<12} {d}", l.format.name());
         }
     }
+    cd_tracks(&mut o, r);
     if !r.contents_decoded {
         return finish(o, r);
     }
@@ -192,14 +193,6 @@ pub fn render(r: &Report) -> String {
         human_bytes(r.image_size),
         r.image_size
     );
-    if !r.cd_tracks.is_empty() {
-        let list: Vec<String> = r
-            .cd_tracks
-            .iter()
-            .map(|t| format!("{} {:?} at sector {}", t.number, t.mode, t.start))
-            .collect();
-        let _ = writeln!(o, "  cd tracks    {}", list.join("; "));
-    }
     let lay = &r.layout;
     match lay.table {
         TableKind::None => {
@@ -379,6 +372,59 @@ fn cross_check_line(r: &Report, index: u32, f: &FsInfo) -> Option<String> {
             blockwise::fs::unchecked_reason(f.fs_type)
         ),
     })
+}
+
+/// The tracks of a CD image, one line each: number, session (when there are several), mode,
+/// start and length as MSF and sectors, INDEX 00 when there is a pregap, and the file.
+fn cd_tracks(o: &mut String, r: &Report) {
+    if r.cd_tracks.is_empty() {
+        return;
+    }
+    let sessions = r.cd_tracks.iter().map(|t| t.session).max().unwrap_or(1);
+    let _ = writeln!(
+        o,
+        "  cd tracks    {}{}",
+        r.cd_tracks.len(),
+        if sessions > 1 {
+            format!(" in {sessions} sessions")
+        } else {
+            String::new()
+        }
+    );
+    for t in &r.cd_tracks {
+        let session = if sessions > 1 {
+            format!("session {}  ", t.session)
+        } else {
+            String::new()
+        };
+        let form = if t.form2 { " form 2" } else { "" };
+        let pregap = match t.index0 {
+            Some(i0) => format!(
+                "  pregap {}",
+                blockwise::format::cd::msf_string(u64::from(t.start.saturating_sub(i0)))
+            ),
+            None if t.pregap > 0 => format!(
+                "  pregap {}",
+                blockwise::format::cd::msf_string(u64::from(t.pregap))
+            ),
+            None => String::new(),
+        };
+        let file = if t.file.is_empty() {
+            String::new()
+        } else {
+            format!("  {:?}", t.file)
+        };
+        let _ = writeln!(
+            o,
+            "    {:02}  {session}{:<10}{form}  start {} (LBA {})  length {} ({} sectors){pregap}{file}",
+            t.number,
+            t.mode.name(),
+            t.start_msf(),
+            t.start,
+            t.length_msf(),
+            t.length,
+        );
+    }
 }
 
 fn finish(mut o: String, r: &Report) -> String {

@@ -12,7 +12,6 @@ use super::cd::Track;
 use super::container::info::ContainerInfo;
 use super::stream::codec::StreamEnd;
 use crate::format::kind::Format;
-use crate::io::file::FileSource;
 use crate::io::{Access, ReadAt, ReadAtExt, SizeKnown};
 
 /// Most layers peeled before the payload (e.g. zip → xz → sparse → raw): also the bound on
@@ -392,28 +391,6 @@ impl<'a> OpenCtx<'a> {
     /// file's own (not a layer decoded from it, not a device, not memory).
     pub(crate) fn sibling_dir(&self) -> Option<&Path> {
         self.dir.as_deref().filter(|_| self.depth == 0)
-    }
-
-    /// Opens a file the opened file names (a CUE sheet's BIN): `name` as written, relative to
-    /// the file's directory, or else its last component beside the file, since sheets often
-    /// keep the path a file had where it was made (even with Windows separators).
-    pub(crate) fn sibling(&self, name: &str) -> io::Result<Arc<dyn ReadAt>> {
-        let dir = self.sibling_dir().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                "no directory to look in (not opened from a file)",
-            )
-        })?;
-        let mut path = dir.join(name);
-        if !path.exists() {
-            if let Some(base) = name.rsplit(['/', '\\']).next() {
-                path = dir.join(base);
-            }
-        }
-        // The path as resolved: the caller only knows the name as the sheet wrote it.
-        let f = FileSource::open(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        Ok(Arc::new(f))
     }
 
     /// Tells the user something they should know about this layer.

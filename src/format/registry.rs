@@ -17,6 +17,7 @@ use crate::io::ReadAt;
 pub static DRIVERS: &[&dyn FormatDriver] = &[
     &container::vhd::Driver,
     &container::dmg::Driver,
+    &cd::nrg::Driver,
     &compress::gzip::Driver,
     &compress::xz::Driver,
     &compress::seekable_zstd::Driver,
@@ -36,6 +37,7 @@ pub static DRIVERS: &[&dyn FormatDriver] = &[
     &cd::bin::Driver,
     &cd::iso::Driver,
     &cd::cue::Driver,
+    &cd::toc::Driver,
     &raw::Driver,
 ];
 

@@ -3,7 +3,12 @@
 
 use std::sync::Arc;
 
-use super::{cue, raw_sector_mode, CdUserData, Track, TrackMode, CD_SYNC, RAW_SECTOR};
+use std::path::Path;
+
+use super::{
+    cue, raw_sector_mode, CdDisc, CdUserData, DiscFile, Segment, Track, TrackMode, CD_SYNC,
+    RAW_SECTOR,
+};
 use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
 use crate::format::kind::{Format, Kind};
 use crate::io::{ReadAt, ReadAtExt};
@@ -46,18 +51,12 @@ impl FormatDriver for Driver {
         }
         let layer_src = src.clone();
         let user = CdUserData::raw(src, 0, mode, None)?;
-        ctx.set_cd_tracks(vec![Track {
-            number: 1,
-            mode: if mode == 2 {
-                TrackMode::Mode2_2352
-            } else {
-                TrackMode::Mode1_2352
-            },
-            file: 0,
-            index0: None,
-            start: 0,
-            pregap: 0,
-        }]);
+        // Inside a sheet's data track (raw sectors where the sheet said cooked ones) the
+        // sheet's tracks stand; only a lone BIN has its one track guessed.
+        if ctx.cd_tracks.is_empty() {
+            let disc = lone_bin_disc(layer_src.clone(), mode, ctx.path());
+            ctx.set_cd_tracks(disc.tracks);
+        }
         let layer = Layer::stored(
             Format::CdRaw,
             &*layer_src,
@@ -65,4 +64,44 @@ impl FormatDriver for Driver {
         );
         Ok(Step::inner(layer, Arc::new(user)))
     }
+}
+
+/// A lone BIN as a disc: one MODE1 (`mode` 1) or MODE2 (`mode` 2) track of raw sectors over
+/// the whole file, named after `path`.
+pub(crate) fn lone_bin_disc(src: Arc<dyn ReadAt>, mode: u8, path: &Path) -> CdDisc {
+    let sectors = src.size() / RAW_SECTOR;
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let mut disc = CdDisc {
+        tracks: vec![Track {
+            number: 1,
+            session: 1,
+            mode: if mode == 2 {
+                TrackMode::Mode2_2352
+            } else {
+                TrackMode::Mode1_2352
+            },
+            sector_size: RAW_SECTOR as u32,
+            form2: false,
+            start: 0,
+            length: sectors.min(u64::from(u32::MAX)) as u32,
+            index0: None,
+            pregap: 0,
+            file: name.clone(),
+            segments: vec![Segment {
+                file: Some(0),
+                offset: 0,
+                sectors,
+            }],
+        }],
+        files: vec![DiscFile {
+            name,
+            src,
+            swap_audio: false,
+        }],
+        warnings: Vec::new(),
+    };
+    disc.detect_forms();
+    disc
 }

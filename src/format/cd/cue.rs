@@ -4,12 +4,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use super::{CdUserData, Track, TrackMode, MAX_TRACKS, RAW_SECTOR};
+use super::{
+    open_named, CdDisc, DiscFile, Segment, Track, TrackMode, FIRST_SESSION_GAP, LATER_SESSION_GAP,
+    MAX_TRACKS, MSF_OFFSET,
+};
 use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
 use crate::format::kind::{Format, Kind};
-use crate::io::{ReadAt, ReadAtExt};
+use crate::io::{ReadAt, ReadAtExt, Slice};
 use crate::Error;
 
 impl Format {
@@ -40,7 +41,7 @@ const CUE_KEYWORDS: &[&str] = &[
 ];
 
 /// A FILE line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CueFile {
     /// File name as written (relative to the sheet's directory).
     pub(crate) name: String,
@@ -48,28 +49,62 @@ pub(crate) struct CueFile {
     pub(crate) kind: String,
 }
 
+/// A TRACK of a CUE sheet, as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CueTrack {
+    pub(crate) number: u8,
+    pub(crate) mode: TrackMode,
+    pub(crate) session: u8,
+    /// Index into [`CueSheet::files`].
+    pub(crate) file: usize,
+    /// INDEX 00, in sectors from the start of the file.
+    pub(crate) index0: Option<u32>,
+    /// INDEX 01 (the track's start) in sectors from the start of the file.
+    pub(crate) index1: Option<u32>,
+    /// The first INDEX line's time: where the previous track in the same file ends.
+    pub(crate) first_index: Option<u32>,
+    /// The last INDEX line's time, where bchunk starts the track.
+    pub(crate) last_index: u32,
+    pub(crate) pregap: u32,
+    pub(crate) postgap: u32,
+    /// The TRACK line's number, for messages.
+    pub(crate) line: usize,
+    /// Its INDEX 00 was at the end of the previous FILE (see [`CueSheet::cut`]).
+    pub(crate) moved_pregap: bool,
+}
+
 /// A parsed CUE sheet.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CueSheet {
     /// FILE entries in order.
     pub(crate) files: Vec<CueFile>,
     /// Tracks in order.
-    pub(crate) tracks: Vec<Track>,
+    pub(crate) tracks: Vec<CueTrack>,
+    /// Session of the tracks that follow (REM SESSION nn).
+    session: u8,
+    /// Per FILE: where its last track ends when the file also holds the next track's pregap
+    /// (the next track's INDEX 00, its INDEX 01 in the next FILE: EAC's default layout).
+    pub(crate) cut: Vec<Option<u32>>,
 }
 
 impl CueSheet {
-    /// The first data track, if any.
-    pub(crate) fn first_data_track(&self) -> Option<&Track> {
-        self.tracks.iter().find(|t| t.mode.is_data())
+    /// Number of tracks.
+    pub fn track_count(&self) -> usize {
+        self.tracks.len()
     }
 }
 
 /// Parses `mm:ss:ff` (75 frames per second) into a sector count.
 pub(crate) fn msf(s: &str) -> Option<u32> {
     let mut it = s.split(':');
-    let m: u32 = it.next()?.trim().parse().ok()?;
-    let sec: u32 = it.next()?.trim().parse().ok()?;
-    let f: u32 = it.next()?.trim().parse().ok()?;
+    let mut part = || -> Option<u32> {
+        let p = it.next()?.trim();
+        if p.is_empty() || p.len() > 4 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        p.parse().ok()
+    };
+    let (m, sec, f) = (part()?, part()?, part()?);
     if it.next().is_some() || sec >= 60 || f >= 75 || m > 9999 {
         return None;
     }
@@ -108,7 +143,8 @@ fn words(line: &str) -> Vec<String> {
     out
 }
 
-/// Parses a CUE sheet.
+/// Parses a CUE sheet. Errors name the line and what is wrong with it: an unknown track mode
+/// names the mode.
 pub fn parse_cue(text: &str) -> crate::Result<CueSheet> {
     if text.len() > MAX_CUE_BYTES {
         return Err(Error::corrupt(
@@ -117,21 +153,32 @@ pub fn parse_cue(text: &str) -> crate::Result<CueSheet> {
         ));
     }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut sheet = CueSheet::default();
+    let mut sheet = CueSheet {
+        session: 1,
+        ..CueSheet::default()
+    };
     for (ln, line) in text.lines().enumerate() {
         sheet
-            .line(&words(line))
+            .line(&words(line), ln + 1)
             .map_err(|d| Error::corrupt("cue sheet", format!("line {}: {d}", ln + 1)))?;
     }
     if sheet.tracks.is_empty() {
         return Err(Error::corrupt("cue sheet", "no TRACK lines"));
+    }
+    for t in &sheet.tracks {
+        if t.index1.is_none() {
+            return Err(Error::corrupt(
+                "cue sheet",
+                format!("line {}: track {} has no INDEX 01", t.line, t.number),
+            ));
+        }
     }
     Ok(sheet)
 }
 
 impl CueSheet {
     /// Adds what one line (split into words) says; the error is what is wrong with it.
-    fn line(&mut self, w: &[String]) -> Result<(), String> {
+    fn line(&mut self, w: &[String], ln: usize) -> Result<(), String> {
         let Some(kw) = w.first() else {
             return Ok(());
         };
@@ -141,39 +188,54 @@ impl CueSheet {
                     return Err("FILE needs a name and a type".into());
                 }
                 if self.files.len() >= MAX_TRACKS {
-                    return Err("too many FILE lines".into());
+                    return Err(format!("more than {MAX_TRACKS} FILE lines"));
                 }
                 let kind = w[w.len() - 1].to_ascii_uppercase();
                 let name = w[1..w.len() - 1].join(" ");
                 self.files.push(CueFile { name, kind });
+                self.cut.push(None);
             }
-            "TRACK" => self.track(w)?,
-            "INDEX" => {
-                let t = self.tracks.last_mut().ok_or("INDEX before TRACK")?;
-                let (Some(i), Some(at)) = (w.get(1), w.get(2)) else {
-                    return Err("INDEX needs a number and a time".into());
-                };
-                let at = msf(at).ok_or_else(|| format!("bad time {at:?}"))?;
-                match i.parse::<u8>() {
-                    Ok(0) => t.index0 = Some(at),
-                    Ok(1) => t.start = at,
-                    Ok(x) if x <= 99 => {}
-                    _ => return Err(format!("index number {i:?}")),
+            "TRACK" => self.track(w, ln)?,
+            "INDEX" => self.index(w)?,
+            "PREGAP" | "POSTGAP" => {
+                let t = self.tracks.last_mut().ok_or(format!("{kw} before TRACK"))?;
+                let at = w.get(1).ok_or(format!("{kw} needs a time"))?;
+                let v = msf(at).ok_or_else(|| format!("bad {kw} time {at:?}"))?;
+                if kw.eq_ignore_ascii_case("PREGAP") {
+                    t.pregap = v;
+                } else {
+                    t.postgap = v;
                 }
             }
-            "PREGAP" => {
-                let t = self.tracks.last_mut().ok_or("PREGAP before TRACK")?;
-                t.pregap = w.get(1).and_then(|s| msf(s)).ok_or("bad PREGAP time")?;
+            "REM" => {
+                // REM SESSION nn: the tracks that follow are in session nn.
+                if w.get(1).is_some_and(|k| k.eq_ignore_ascii_case("SESSION")) {
+                    let n = w.get(2).ok_or("REM SESSION needs a number")?;
+                    let n: u8 = n
+                        .parse()
+                        .ok()
+                        .filter(|v| (1..=99).contains(v))
+                        .ok_or_else(|| format!("session number {n:?}"))?;
+                    if n < self.session {
+                        return Err(format!("session {n} after session {}", self.session));
+                    }
+                    self.session = n;
+                }
             }
-            "REM" | "CATALOG" | "PERFORMER" | "TITLE" | "SONGWRITER" | "CDTEXTFILE" | "FLAGS"
-            | "ISRC" | "POSTGAP" => {}
+            "CATALOG" => {
+                let c = w.get(1).ok_or("CATALOG without a number")?;
+                if c.len() != 13 || !c.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(format!("CATALOG {c:?} is not 13 digits"));
+                }
+            }
+            "PERFORMER" | "TITLE" | "SONGWRITER" | "CDTEXTFILE" | "FLAGS" | "ISRC" => {}
             other => return Err(format!("unknown keyword {other:?}")),
         }
         Ok(())
     }
 
     /// A TRACK line: number and mode, in the last FILE.
-    fn track(&mut self, w: &[String]) -> Result<(), String> {
+    fn track(&mut self, w: &[String], ln: usize) -> Result<(), String> {
         if self.files.is_empty() {
             return Err("TRACK before any FILE".into());
         }
@@ -188,19 +250,309 @@ impl CueSheet {
             .ok()
             .filter(|v| (1..=99).contains(v))
             .ok_or_else(|| format!("track number {num:?}"))?;
-        self.tracks.push(Track {
+        if let Some(prev) = self.tracks.last() {
+            if number <= prev.number {
+                return Err(format!("track {number} after track {}", prev.number));
+            }
+        }
+        let mode = TrackMode::parse(mode).ok_or_else(|| {
+            let known: Vec<&str> = TrackMode::CUE_NAMES.iter().map(|(n, _)| *n).collect();
+            format!(
+                "track {number} has mode {mode:?}, which is not a CUE track mode ({})",
+                known.join(", ")
+            )
+        })?;
+        self.tracks.push(CueTrack {
             number,
-            mode: TrackMode::parse(mode),
+            mode,
+            session: self.session,
             file: self.files.len() - 1,
             index0: None,
-            start: 0,
+            index1: None,
+            first_index: None,
+            last_index: 0,
             pregap: 0,
+            postgap: 0,
+            line: ln,
+            moved_pregap: false,
         });
+        Ok(())
+    }
+
+    /// An INDEX line: its number and time, in the last TRACK.
+    fn index(&mut self, w: &[String]) -> Result<(), String> {
+        let file = self.files.len().checked_sub(1);
+        let (Some(i), Some(at)) = (w.get(1), w.get(2)) else {
+            return Err("INDEX needs a number and a time".into());
+        };
+        let at_s = msf(at).ok_or_else(|| format!("bad time {at:?}"))?;
+        let i: u8 = i
+            .parse()
+            .ok()
+            .filter(|v| *v <= 99)
+            .ok_or_else(|| format!("index number {i:?}"))?;
+        let t = self.tracks.last_mut().ok_or("INDEX before TRACK")?;
+        if Some(t.file) != file {
+            // The track's INDEX 00 was in the previous FILE and its INDEX 01 is in this one
+            // (EAC's "gaps appended to the previous track"): the pregap ends the previous
+            // file, and the track starts in this one.
+            if i != 1 || t.index1.is_some() || t.index0.is_none() {
+                return Err(
+                    "INDEX in a FILE after its TRACK's (only INDEX 01 may follow INDEX 00 there)"
+                        .into(),
+                );
+            }
+            let old = t.file;
+            let cut = t.index0;
+            t.file = file.unwrap_or(old);
+            t.index0 = None;
+            t.first_index = None;
+            t.last_index = 0;
+            t.moved_pregap = true;
+            if let Some(c) = self.cut.get_mut(old) {
+                *c = cut;
+            }
+        }
+        let t = self.tracks.last_mut().ok_or("INDEX before TRACK")?;
+        if t.first_index.is_some() && at_s < t.last_index {
+            return Err(format!(
+                "INDEX {i:02} {at} goes back before the track's previous index"
+            ));
+        }
+        match i {
+            0 if t.index1.is_some() || t.index0.is_some() => {
+                return Err("INDEX 00 after another index of the track".into())
+            }
+            0 => t.index0 = Some(at_s),
+            1 if t.index1.is_some() => return Err("a second INDEX 01".into()),
+            1 => t.index1 = Some(at_s),
+            _ if t.index1.is_none() => return Err(format!("INDEX {i:02} before INDEX 01")),
+            _ => {}
+        }
+        t.first_index.get_or_insert(at_s);
+        t.last_index = at_s;
         Ok(())
     }
 }
 
-/// Recognises CUE sheets and opens the first data track of the BIN they name.
+/// Opens a FILE of the sheet: BINARY and MOTOROLA as they are, WAVE as its PCM data.
+fn open_file(dir: &Path, f: &CueFile) -> crate::Result<DiscFile> {
+    let src = open_named(dir, &f.name, "CUE sheet")?;
+    match f.kind.as_str() {
+        "BINARY" | "MOTOROLA" => Ok(DiscFile {
+            name: f.name.clone(),
+            src,
+            swap_audio: f.kind == "MOTOROLA",
+        }),
+        "WAVE" => {
+            let (at, len) = wave_data(&*src).map_err(|d| {
+                Error::corrupt("WAVE file", format!("{}: {d}", f.name))
+            })?;
+            Ok(DiscFile {
+                name: f.name.clone(),
+                src: Arc::new(Slice::new(src, at, len)),
+                swap_audio: false,
+            })
+        }
+        other => Err(Error::Unsupported(format!(
+            "CUE FILE {:?} of type {other} (only BINARY, MOTOROLA and 16-bit PCM WAVE files are read)",
+            f.name
+        ))),
+    }
+}
+
+/// Finds the PCM data of a WAVE file (16-bit stereo 44.1 kHz, as CD audio): its offset and
+/// length. Looks at no more than 64 chunks.
+fn wave_data(src: &dyn ReadAt) -> Result<(u64, u64), String> {
+    let h = src.read_upto(0, 12).map_err(|e| e.to_string())?;
+    if h.len() < 12 || &h[..4] != b"RIFF" || &h[8..12] != b"WAVE" {
+        return Err("no RIFF WAVE header".into());
+    }
+    let mut at = 12u64;
+    for _ in 0..64 {
+        let c = src.read_upto(at, 8).map_err(|e| e.to_string())?;
+        if c.len() < 8 {
+            break;
+        }
+        let len = u64::from(u32::from_le_bytes([c[4], c[5], c[6], c[7]]));
+        if &c[..4] == b"fmt " {
+            let f = src.read_upto(at + 8, 16).map_err(|e| e.to_string())?;
+            if f.len() < 16 || f[0..2] != [1, 0] || f[2..4] != [2, 0] || f[14..16] != [16, 0] {
+                return Err("not 16-bit stereo PCM".into());
+            }
+        }
+        if &c[..4] == b"data" {
+            let avail = src.size().saturating_sub(at + 8);
+            return Ok((at + 8, len.min(avail)));
+        }
+        at = at + 8 + len + (len & 1);
+    }
+    Err("no data chunk".into())
+}
+
+impl CueSheet {
+    /// Resolves the sheet against the files it names (found in `dir`): every track's place
+    /// on the disc and in its file.
+    ///
+    /// A track runs from its INDEX 01 to the first INDEX of the next track in the same file
+    /// (INDEX 00 when it has one), or to the end of its file, in whole sectors: the stored
+    /// pregap between INDEX 00 and INDEX 01 belongs to neither, as with bchunk. PREGAP and
+    /// POSTGAP are silence no file holds; they only move later tracks on the disc.
+    pub fn resolve(&self, dir: &Path) -> crate::Result<CdDisc> {
+        let mut files = Vec::with_capacity(self.files.len());
+        for f in &self.files {
+            files.push(open_file(dir, f)?);
+        }
+        self.resolve_with(files)
+    }
+
+    /// Resolves the sheet with every file it names read from `src` (tests and fuzzing:
+    /// no file system involved).
+    pub fn resolve_over(&self, src: Arc<dyn ReadAt>) -> crate::Result<CdDisc> {
+        let files = self
+            .files
+            .iter()
+            .map(|f| DiscFile {
+                name: f.name.clone(),
+                src: src.clone(),
+                swap_audio: false,
+            })
+            .collect();
+        self.resolve_with(files)
+    }
+
+    /// [`resolve`](Self::resolve) over files already opened, one per FILE line.
+    pub(crate) fn resolve_with(&self, files: Vec<DiscFile>) -> crate::Result<CdDisc> {
+        let bad = |t: &CueTrack, d: String| {
+            Error::corrupt(
+                "cue sheet",
+                format!("line {}: track {}: {d}", t.line, t.number),
+            )
+        };
+        let mut tracks: Vec<Track> = Vec::with_capacity(self.tracks.len());
+        // Disc LBA of the next sector, the session of the last track placed, and the
+        // POSTGAP of the last track, placed before the next.
+        let mut cursor: u64 = 0;
+        let mut session = 1u8;
+        let mut postgap = 0u64;
+        // Disc LBA of the INDEX 00 of a track whose pregap ended the previous file.
+        let mut moved_index0: Option<u64> = None;
+        for (fi, f) in files.iter().enumerate() {
+            let in_file: Vec<&CueTrack> = self.tracks.iter().filter(|t| t.file == fi).collect();
+            // The sheet sector and file byte where the last placed track starts (INDEX 01),
+            // and its sector size: spans are counted in the size of the track they belong to.
+            let (mut pos_sec, mut pos_byte, mut span_size) = (0u64, 0u64, 0u64);
+            for (k, t) in in_file.iter().enumerate() {
+                let index1 = u64::from(t.index1.unwrap_or(0));
+                let first = u64::from(t.first_index.unwrap_or(0));
+                // The previous track of this file runs up to this one's first index.
+                let span = first.checked_sub(pos_sec).ok_or_else(|| {
+                    bad(
+                        t,
+                        format!(
+                            "its first INDEX {} in {:?} comes before the previous track's INDEX 01",
+                            super::msf_string(first),
+                            f.name
+                        ),
+                    )
+                })?;
+                pos_byte += span * span_size;
+                if k > 0 {
+                    cursor += span;
+                } else {
+                    // A file's first track: what the file holds before its first index is
+                    // neither track nor disc time.
+                    pos_byte = first * t.mode.sector_size();
+                }
+                cursor += std::mem::take(&mut postgap);
+                if t.session > session {
+                    cursor += u64::from(if session == 1 {
+                        FIRST_SESSION_GAP
+                    } else {
+                        LATER_SESSION_GAP
+                    });
+                    if t.pregap == 0 && t.index0.is_none() {
+                        cursor += u64::from(MSF_OFFSET);
+                    }
+                    session = t.session;
+                }
+                cursor += u64::from(t.pregap);
+                let index0_lba = t
+                    .index0
+                    .map(|_| cursor)
+                    .or(moved_index0.take().filter(|_| t.moved_pregap));
+                let size = t.mode.sector_size();
+                pos_byte += (index1 - first) * size;
+                cursor += index1 - first;
+                let start_byte = pos_byte;
+                let start = cursor;
+                (pos_sec, span_size) = (index1, size);
+                // Its end: the next track's first index in this file, or the file's end.
+                let length = match in_file.get(k + 1) {
+                    Some(n) => u64::from(n.first_index.unwrap_or(0))
+                        .checked_sub(index1)
+                        .ok_or_else(|| {
+                            bad(
+                                n,
+                                "its first INDEX comes before the previous track's INDEX 01".into(),
+                            )
+                        })?,
+                    None => {
+                        // The last track of a file runs to the file's end, or to the next
+                        // track's INDEX 00 when the file ends with that pregap.
+                        let whole = f.src.size().saturating_sub(start_byte) / size;
+                        let l = match self.cut.get(fi).copied().flatten() {
+                            Some(c) => u64::from(c).checked_sub(index1).ok_or_else(|| {
+                                bad(t, "the next track's INDEX 00 comes before INDEX 01".into())
+                            })?,
+                            None => whole,
+                        }
+                        .min(whole);
+                        cursor += l;
+                        if self.cut.get(fi).copied().flatten().is_some() {
+                            moved_index0 = Some(cursor);
+                            cursor += whole - l;
+                        }
+                        l
+                    }
+                };
+                let lba = u32::try_from(start)
+                    .ok()
+                    .filter(|&v| v <= 0x00FF_FFFF)
+                    .ok_or_else(|| bad(t, format!("starts at sector {start}, past any CD")))?;
+                let length32 =
+                    u32::try_from(length).map_err(|_| bad(t, format!("{length} sectors long")))?;
+                tracks.push(Track {
+                    number: t.number,
+                    session: t.session,
+                    mode: t.mode,
+                    sector_size: size as u32,
+                    form2: false,
+                    start: lba,
+                    length: length32,
+                    index0: index0_lba.map(|v| v.min(u64::from(u32::MAX)) as u32),
+                    pregap: t.pregap,
+                    file: f.name.clone(),
+                    segments: vec![Segment {
+                        file: Some(fi),
+                        offset: start_byte,
+                        sectors: length,
+                    }],
+                });
+                postgap = u64::from(t.postgap);
+            }
+        }
+        let mut disc = CdDisc {
+            tracks,
+            files,
+            warnings: Vec::new(),
+        };
+        disc.detect_forms();
+        Ok(disc)
+    }
+}
+
+/// Recognises CUE sheets and opens the first data track of the files they name.
 pub(crate) struct Driver;
 
 impl FormatDriver for Driver {
@@ -208,67 +560,23 @@ impl FormatDriver for Driver {
         Format::Cue
     }
 
+    fn name_hints(&self) -> &'static [&'static str] {
+        &["cue"]
+    }
+
     fn detect(&self, p: &Probe<'_>) -> bool {
         p.size() <= MAX_CUE_BYTES as u64 && looks_like_cue(p.head())
     }
 
     fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
-        if ctx.sibling_dir().is_none() {
+        let Some(dir) = ctx.sibling_dir().map(Path::to_path_buf) else {
             // A sheet inside an archive or in memory cannot reach the files it names.
             return Ok(Step::end(Layer::stored(Format::Cue, &*src, None)));
-        }
+        };
         let text = src.read_upto(0, MAX_CUE_BYTES)?;
         let sheet = parse_cue(&String::from_utf8_lossy(&text))?;
-        let t = sheet
-            .first_data_track()
-            .ok_or_else(|| Error::Unsupported("CUE sheet has no data track (audio CD)".into()))?
-            .clone();
-        let file = sheet
-            .files
-            .get(t.file)
-            .ok_or_else(|| Error::corrupt("cue sheet", "track without file"))?;
-        let bin = ctx.sibling(&file.name).map_err(|e| {
-            Error::Format(format!(
-                "CUE sheet refers to {:?}, which cannot be opened: {e}",
-                file.name
-            ))
-        })?;
-        let sheet_layer = Layer::stored(
-            Format::Cue,
-            &*src,
-            Some(format!(
-                "{} track(s); data track {} {:?} in {:?}",
-                sheet.tracks.len(),
-                t.number,
-                t.mode,
-                file.name
-            )),
-        );
-        let ss = t.mode.sector_size().unwrap_or(RAW_SECTOR);
-        let bin_layer = Layer::stored(
-            Format::CdRaw,
-            &*bin,
-            Some(format!("{:?} sectors of {ss} bytes", t.mode)),
-        );
-        // The data track runs to the next track in the same file, or the file's end.
-        let next = sheet
-            .tracks
-            .iter()
-            .find(|n| n.number > t.number && n.file == t.file)
-            .map(|n| u64::from(n.start.saturating_sub(t.start)));
-        let user = CdUserData::new(
-            bin,
-            u64::from(t.start) * ss,
-            ss,
-            t.mode.user_data_offset().unwrap_or(16),
-            next,
-        )?;
-        ctx.set_cd_tracks(sheet.tracks);
-        Ok(Step {
-            layers: vec![sheet_layer, bin_layer],
-            inner: Some(Arc::new(user)),
-            tail_is_free: false,
-        })
+        let disc = sheet.resolve(&dir)?;
+        super::sheet_step(Format::Cue, &*src, disc, ctx)
     }
 }
 
@@ -376,9 +684,9 @@ mod tests {
         assert_eq!(s.files[0].name, "My Disc.bin");
         assert_eq!(s.files[0].kind, "BINARY");
         assert_eq!(s.tracks.len(), 2);
-        assert_eq!(s.tracks[1].start, (10 * 60 + 2) * 75);
+        assert_eq!(s.tracks[1].index1, Some((10 * 60 + 2) * 75));
         assert_eq!(s.tracks[1].pregap, 150);
-        assert_eq!(s.first_data_track().unwrap().number, 1);
+        assert_eq!(s.tracks[0].mode, TrackMode::Mode1_2352);
     }
 
     #[test]
