@@ -12,6 +12,7 @@ use super::cd::Track;
 use super::container::info::ContainerInfo;
 use super::stream::codec::StreamEnd;
 use crate::format::kind::Format;
+use crate::io::file::FileSource;
 use crate::io::{Access, ReadAt, ReadAtExt, SizeKnown};
 
 /// Most layers peeled before the payload (e.g. zip → xz → sparse → raw): also the bound on
