@@ -873,3 +873,67 @@ fn wave_and_motorola_files_read_as_little_endian_pcm() {
     assert_eq!(o.source.size(), 0);
     assert_eq!(o.cd_tracks.len(), 2);
 }
+
+/// `blockwise convert disc.cue disc.iso` (and the same disc as a Nero image): the data track
+/// as the ISO the test built and bchunk writes, the audio tracks as bchunk's WAVs, or raw with
+/// `--audio raw`; the JSON lists every file; a second run without --force is refused (exit 4)
+/// and changes nothing; --audio on a disk image is a usage error (exit 2).
+#[test]
+fn convert_writes_the_tracks_like_bchunk() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let Some(d) = mode1_disc(dir) else { return };
+    std::fs::write(dir.join("disc.nrg"), nrg(&d, true)).unwrap();
+    let convert = |args: &[&str]| {
+        common::blockwise()
+            .arg("convert")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    for (src, out) in [("disc.cue", "c.iso"), ("disc.nrg", "n.iso")] {
+        let o = convert(&[src, out, "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["format"], "cd-tracks");
+        let paths: Vec<&str> = v["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["path"].as_str().unwrap())
+            .collect();
+        let stem = out.trim_end_matches(".iso");
+        assert_eq!(
+            paths,
+            [
+                out.to_string(),
+                format!("{stem}-02.wav"),
+                format!("{stem}-03.wav")
+            ]
+        );
+        assert!(read(&dir.join(out)) == d.iso, "{src}: the ISO differs");
+        assert_eq!(read(&dir.join(format!("{stem}-02.wav")))[44..], d.audio2[..]);
+        // Again without --force: refused, nothing replaced.
+        let before = read(&dir.join(out));
+        let o = convert(&[src, out]);
+        assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(read(&dir.join(out)) == before);
+    }
+    let o = convert(&["disc.cue", "r.iso", "--audio", "raw"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(read(&dir.join("r-03.cdr")) == d.audio3);
+    if bchunk(dir, "-w", "disc.bin", "disc.cue", "bw") {
+        same(&dir.join("c.iso"), &dir.join("bw01.iso"));
+        same(&dir.join("c-02.wav"), &dir.join("bw02.wav"));
+        same(&dir.join("c-03.wav"), &dir.join("bw03.wav"));
+        same(&dir.join("n-03.wav"), &dir.join("bw03.wav"));
+    } else {
+        common::skip(common::Need::Oracle, "bchunk is needed to compare the tracks");
+    }
+    // The ISO itself converts as an image (no tracks), and --audio is refused for it.
+    let o = convert(&["c.iso", "copy.iso"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = convert(&["c.iso", "copy2.iso", "--audio", "wav"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}

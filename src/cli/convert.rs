@@ -33,6 +33,16 @@ pub struct Args {
     pub allow_mounted: bool,
     pub json: bool,
     pub rules: blockwise::map::MapRules,
+    pub audio: Option<AudioArg>,
+}
+
+/// `--audio`: how a CD image's audio tracks are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AudioArg {
+    /// WAV (44-byte RIFF header, 16-bit stereo 44.1 kHz), as `bchunk -w` writes.
+    Wav,
+    /// The PCM as stored (`.cdr`), as `bchunk` writes without `-w`.
+    Raw,
 }
 
 /// `--to`: the output formats.
@@ -59,6 +69,11 @@ pub enum ToArg {
     /// VHDX (dynamic).
     #[value(name = "vhdx")]
     Vhdx,
+    /// A CD image's tracks (CUE/TOC sheet, Nero image, raw BIN) as `bchunk` writes them: the
+    /// data track's user data as OUT (an ISO), the other tracks beside it. Any other image:
+    /// as `img`.
+    #[value(name = "iso")]
+    Iso,
 }
 
 /// `--vhd`: which kind of VHD.
@@ -106,6 +121,23 @@ struct Summary {
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
+    if wants_tracks(&a) {
+        if let Some(format) = disc_format(&a.src)? {
+            return cd_tracks(&a, format);
+        }
+        if a.audio.is_some() {
+            return Err(usage(format!(
+                "--audio applies to CD images (CUE or TOC sheets, Nero images, raw BIN files), \
+                 and {} is none",
+                a.src.display()
+            )));
+        }
+    } else if a.audio.is_some() {
+        return Err(usage(
+            "--audio applies when a CD image is written as tracks (OUT named .iso, or --to iso)"
+                .into(),
+        ));
+    }
     // Options are checked before the image is read.
     let format = output_format(&a)?;
     let container = container_options(&a, format)?;
@@ -129,6 +161,7 @@ fn output_format(a: &Args) -> anyhow::Result<ArchiveFormat> {
         Some(ToArg::Qcow2) => ArchiveFormat::Qcow2,
         Some(ToArg::Vhd) => ArchiveFormat::VhdDynamic,
         Some(ToArg::Vhdx) => ArchiveFormat::Vhdx,
+        Some(ToArg::Iso) => ArchiveFormat::SparseRaw,
         None => ArchiveFormat::from_output_name(&a.dest).ok_or_else(|| {
             usage(format!(
                 "{}: the name does not say which format to write; name it {CHOICES}, or pass \
@@ -333,6 +366,144 @@ fn attempt(
             stats.seconds,
             human_bytes((carried as f64 / stats.seconds.max(1e-9)) as u64)
         );
+    }
+    Ok(exit::OK)
+}
+
+/// True when OUT is to be a CD's tracks if IN is a CD image: `--to iso`, or no `--to` and
+/// OUT named `.iso`.
+fn wants_tracks(a: &Args) -> bool {
+    match a.to {
+        Some(t) => t == ToArg::Iso,
+        None => a
+            .dest
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("iso")),
+    }
+}
+
+/// IN's format if its bytes are a CD image whose tracks can be written out (a CUE or cdrdao
+/// TOC sheet, a Nero image, raw 2352-byte sectors); `None` for an ISO9660 file or a disk image.
+fn disc_format(src: &std::path::Path) -> anyhow::Result<Option<blockwise::format::Format>> {
+    use blockwise::format::Format;
+    let meta = std::fs::metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let f = blockwise::io::FileSource::open(src)
+        .with_context(|| format!("cannot read {}", src.display()))?;
+    let format = blockwise::format::sniff(&f)
+        .with_context(|| format!("cannot read {}", src.display()))?;
+    Ok([Format::Cue, Format::Toc, Format::Nrg, Format::CdRaw]
+        .contains(&format)
+        .then_some(format))
+}
+
+/// The `--json` summary of a CD image written as tracks (spec/json-output.md, "convert").
+#[derive(serde::Serialize)]
+struct TracksSummary {
+    schema_version: u32,
+    source: String,
+    source_format: Vec<&'static str>,
+    output: String,
+    format: &'static str,
+    audio: &'static str,
+    tracks: Vec<TrackOut>,
+    seconds: f64,
+}
+
+/// One file of [`TracksSummary`].
+#[derive(serde::Serialize)]
+struct TrackOut {
+    number: u8,
+    mode: &'static str,
+    path: String,
+    sectors: u64,
+    bytes: u64,
+    form2_sectors: u64,
+}
+
+/// Writes a CD image's tracks the way `bchunk` does (`format::cd::extract`): the first data
+/// track to OUT, the others beside it, every file renamed into place only once all are
+/// written.
+fn cd_tracks(a: &Args, format: blockwise::format::Format) -> anyhow::Result<u8> {
+    use blockwise::format::cd::{extract, open_disc, AudioFormat, ExtractOptions};
+    let t0 = std::time::Instant::now();
+    if a.vhd.is_some()
+        || a.compress.is_some()
+        || a.cluster_size.is_some()
+        || a.level.is_some()
+        || a.keep_free
+    {
+        return Err(usage(format!(
+            "{} is a CD image written as tracks: --vhd, --compress, --cluster-size, --level \
+             and --keep-free do not apply",
+            a.src.display()
+        )));
+    }
+    let disc = open_disc(&a.src).with_context(|| format!("cannot read {}", a.src.display()))?;
+    let audio = match a.audio {
+        Some(AudioArg::Raw) => AudioFormat::Raw,
+        _ => AudioFormat::Wav,
+    };
+    let opts = ExtractOptions {
+        audio,
+        overwrite: a.force,
+    };
+    let written = extract(&disc, &a.dest, &opts).map_err(|e| match e {
+        blockwise::Error::Format(m) if m.contains("exists") => anyhow::Error::new(Explained {
+            message: m,
+            code: exit::REFUSED,
+        }),
+        e => anyhow::Error::new(e).context(format!("cannot convert {}", a.src.display())),
+    })?;
+    let seconds = t0.elapsed().as_secs_f64();
+    if a.json {
+        let s = TracksSummary {
+            schema_version: 1,
+            source: a.src.display().to_string(),
+            source_format: vec![format.name()],
+            output: a.dest.display().to_string(),
+            format: "cd-tracks",
+            audio: match audio {
+                AudioFormat::Wav => "wav",
+                AudioFormat::Raw => "raw",
+            },
+            tracks: written
+                .iter()
+                .map(|w| TrackOut {
+                    number: w.number,
+                    mode: w.mode.name(),
+                    path: w.path.display().to_string(),
+                    sectors: w.sectors,
+                    bytes: w.bytes,
+                    form2_sectors: w.form2_sectors,
+                })
+                .collect(),
+            seconds,
+        };
+        super::common::print_json(&s)?;
+    } else {
+        eprintln!(
+            "blockwise: wrote the {} track(s) of {}",
+            written.len(),
+            a.src.display()
+        );
+        for w in &written {
+            eprintln!(
+                "  track {:02} {:<10} {:>8} sectors  {}",
+                w.number,
+                w.mode.name(),
+                w.sectors,
+                w.path.display()
+            );
+            if w.form2_sectors > 0 {
+                eprintln!(
+                    "           {} form 2 sectors: their first 2048 bytes only, as bchunk writes them",
+                    w.form2_sectors
+                );
+            }
+        }
     }
     Ok(exit::OK)
 }

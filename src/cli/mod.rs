@@ -177,6 +177,7 @@ Examples:
   blockwise convert disk.vhd disk.img.zst                seekable zstd; `zstd -d` restores it
   blockwise convert card.img out.simg --keep-free        Android sparse, every byte carried
   blockwise convert card.img out.bin --to img            the format from --to, not the name
+  blockwise convert disc.cue disc.iso                    data track as ISO, audio as disc-NN.wav
 
 By default only the blocks the skip rule keeps (partition tables, bootloader gaps, the blocks
 the filesystems use, partitions blockwise cannot read) are carried; free space becomes holes,
@@ -228,6 +229,9 @@ OUT).")]
         /// copies, bitmaps of uninitialised groups), as partclone does.
         #[arg(long)]
         whole_metadata: bool,
+        /// CD images: write audio tracks as WAV (default) or raw PCM (.cdr).
+        #[arg(long, value_enum)]
+        audio: Option<convert::AudioArg>,
         /// Print the summary as JSON on stdout (schema: spec/json-output.md, "convert").
         #[arg(long)]
         json: bool,
@@ -428,6 +432,7 @@ pub fn main() -> ExitCode {
             force,
             allow_mounted,
             whole_metadata,
+            audio,
             json,
         } => convert::run(convert::Args {
             src,
@@ -443,6 +448,7 @@ pub fn main() -> ExitCode {
             allow_mounted,
             json,
             rules: rules(whole_metadata),
+            audio,
         }),
         Command::Flash {
             image,
