@@ -38,8 +38,8 @@ pub struct Report {
     pub image_size: u64,
     /// True if the path is a block device.
     pub block_device: bool,
-    /// False when the payload is a container or archive this version cannot decode (qcow2,
-    /// dynamic VHD, VHDX, VMDK, VDI, DMG, 7z): then nothing below the chain was probed.
+    /// False when the payload is a container or archive this version cannot decode (a 7z
+    /// archive): then nothing below the chain was probed.
     pub contents_decoded: bool,
     /// Header facts of an undecoded container.
     pub(crate) container: Option<ContainerInfo>,

@@ -24,8 +24,8 @@ pub struct Scan {
     /// Size of the decoded image in bytes; for an undecoded container, the virtual size its
     /// header declares (0 when unknown).
     pub(crate) image_size: u64,
-    /// False when the payload is a container or archive this version cannot decode (qcow2,
-    /// dynamic VHD, VHDX, VMDK, VDI, DMG, 7z): then nothing below the wrapper chain was read,
+    /// False when the payload is a container or archive this version cannot decode (a 7z
+    /// archive): then nothing below the wrapper chain was read,
     /// the layout is empty and there are no volumes.
     pub decoded: bool,
     /// The partition table.

@@ -913,11 +913,19 @@ fn convert_writes_the_tracks_like_bchunk() {
             ]
         );
         assert!(read(&dir.join(out)) == d.iso, "{src}: the ISO differs");
-        assert_eq!(read(&dir.join(format!("{stem}-02.wav")))[44..], d.audio2[..]);
+        assert_eq!(
+            read(&dir.join(format!("{stem}-02.wav")))[44..],
+            d.audio2[..]
+        );
         // Again without --force: refused, nothing replaced.
         let before = read(&dir.join(out));
         let o = convert(&[src, out]);
-        assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(read(&dir.join(out)) == before);
     }
     let o = convert(&["disc.cue", "r.iso", "--audio", "raw"]);
@@ -929,11 +937,19 @@ fn convert_writes_the_tracks_like_bchunk() {
         same(&dir.join("c-03.wav"), &dir.join("bw03.wav"));
         same(&dir.join("n-03.wav"), &dir.join("bw03.wav"));
     } else {
-        common::skip(common::Need::Oracle, "bchunk is needed to compare the tracks");
+        common::skip(
+            common::Need::Oracle,
+            "bchunk is needed to compare the tracks",
+        );
     }
     // The ISO itself converts as an image (no tracks), and --audio is refused for it.
     let o = convert(&["c.iso", "copy.iso"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = convert(&["c.iso", "copy2.iso", "--audio", "wav"]);
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -1031,3 +1031,40 @@ fn a_fake_card_that_wraps_around_is_refused() {
         "the probed blocks were not all put back"
     );
 }
+
+/// VM disks flash like any image: a `.qcow2` (compressed clusters) and a dynamic `.vhdx` of
+/// the card, made by qemu-img (a VMDK and a VDI: tests/container_vmdk.rs), onto reused cards through loop devices;
+/// only the mapped blocks are written, each card passes the restore proof.
+#[test]
+fn vm_disks_onto_reused_cards() {
+    let Some(c) = card() else { return };
+    if !have("qemu-img") {
+        skip(Need::Oracle, "qemu-img is needed to make the VM disks");
+        return;
+    }
+    let cases = [("card.qcow2", "-O qcow2 -c"), ("card.vhdx", "-O vhdx")];
+    for (i, (name, args)) in cases.into_iter().enumerate() {
+        let vm = c.path(name);
+        sh(&format!(
+            "qemu-img convert -f raw {args} '{}' '{}'",
+            c.img.display(),
+            vm.display()
+        ));
+        let back = c.reused(&format!("sd{i}.bin"), 128, 40 + i as u64);
+        let Some(lp) = Loop::attach(&back) else {
+            return;
+        };
+        let o = flash(&[&vm, &lp.dev, &"--yes", &"--json"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let j = json(&o);
+        assert_eq!(j["ok"], true, "{name}: {j}");
+        let t = &j["targets"][0];
+        assert_eq!(t["verified"], j["mapped_bytes"], "{name}: {j}");
+        assert!(
+            j["mapped_bytes"].as_u64().unwrap() < 40 * MIB,
+            "{name}: {j}"
+        );
+        drop(lp);
+        c.assert_restored(&back);
+    }
+}

@@ -58,9 +58,11 @@ fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
         bail!(
             "{}: a bmap describes the bytes bmaptool writes from this file, and bmaptool writes \
              a {} file as it is, not the disk image blockwise decodes from it; convert it to a \
-             raw image first (`blockwise backup {} OUT.img --format img` writes one with its bmap)",
+             raw image first: `blockwise convert {} OUT.img`, then `blockwise bmap OUT.img` (or \
+             `blockwise backup {} OUT.img --format img`, which writes both)",
             a.image.display(),
             l.format.name(),
+            a.image.display(),
             a.image.display()
         );
     }

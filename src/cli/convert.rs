@@ -392,8 +392,8 @@ fn disc_format(src: &std::path::Path) -> anyhow::Result<Option<blockwise::format
     }
     let f = blockwise::io::FileSource::open(src)
         .with_context(|| format!("cannot read {}", src.display()))?;
-    let format = blockwise::format::sniff(&f)
-        .with_context(|| format!("cannot read {}", src.display()))?;
+    let format =
+        blockwise::format::sniff(&f).with_context(|| format!("cannot read {}", src.display()))?;
     Ok([Format::Cue, Format::Toc, Format::Nrg, Format::CdRaw]
         .contains(&format)
         .then_some(format))

@@ -1,6 +1,7 @@
 //! Disk-image containers: Android sparse images (expanded with random access) and VM disks
-//! (qcow/qcow2, VHD, VHDX, VMDK, VDI, DMG), of which this version reads the header facts and
-//! decodes only a fixed VHD (raw data followed by a footer, exposed as a payload window).
+//! (qcow/qcow2, VHD, VHDX, VMDK, VDI, DMG), each decoded to its virtual disk through
+//! `virt::VirtualDisk` (a fixed VHD as a payload window of the file): one file or folder per
+//! format, the reads, unit cache and parent chain written once in `virt.rs`.
 
 use std::sync::Arc;
 
