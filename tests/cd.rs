@@ -7,9 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use blockwise::format::cd::{
-    self, cue, extract, open_disc, toc, AudioFormat, ExtractOptions, TrackMode,
-};
+use blockwise::format::cd::extract::{extract, open_disc, AudioFormat, ExtractOptions};
+use blockwise::format::cd::{self, cue, toc, TrackMode};
 use blockwise::format::{self, OpenOptions};
 use blockwise::io::{ReadAt, ReadAtExt};
 
@@ -852,7 +851,7 @@ fn wave_and_motorola_files_read_as_little_endian_pcm() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     let pcm = common::seeded_bytes(30 * 2352, 9);
-    let wav_in = [&cd::wav_header(pcm.len() as u32)[..], &pcm].concat();
+    let wav_in = [&cd::extract::wav_header(pcm.len() as u32)[..], &pcm].concat();
     std::fs::write(dir.join("a.wav"), &wav_in).unwrap();
     let swapped: Vec<u8> = pcm.chunks_exact(2).flat_map(|p| [p[1], p[0]]).collect();
     std::fs::write(dir.join("m.bin"), &swapped).unwrap();

@@ -119,26 +119,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
     let notes = job.notes().to_vec();
     let (size, original_size, level) = (job.size(), job.original_size(), job.level());
 
-    let cancel = blockwise::io::sys::catch_interrupts();
-    let mut tmp = AtomicFile::create(&a.dest)
-        .with_context(|| format!("cannot create {}", a.dest.display()))?;
-    let bar = super::common::progress_bar("backing up", job.map().total(), a.json);
-    let mut on_progress = |p: &archive::Progress| {
-        if let Some(b) = &bar {
-            b.set_position(p.mapped_done);
-        }
-    };
-    let result = job.run(tmp.file(), &mut on_progress, cancel);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let stats = match result {
-        Ok(s) => s,
-        Err(e) => {
-            drop(tmp);
-            return Err(explain_failure(e, &a.src, &a.dest));
-        }
-    };
+    let (mut tmp, stats) = run_into_temporary(job, &a.src, &a.dest, "backing up", a.json)?;
     let bmap_text = stats.bmap();
     let mut btmp = AtomicFile::create(&bmap_path)
         .with_context(|| format!("cannot create {}", bmap_path.display()))?;
@@ -276,4 +257,37 @@ pub(super) fn explain_failure(e: blockwise::Error, src: &Path, dest: &Path) -> a
         _ => format!("{e}; {state}"),
     };
     anyhow::Error::new(super::common::Explained { message, code })
+}
+
+/// Runs a prepared backup or conversion into a temporary file beside `dest` (a progress bar
+/// on a terminal, Ctrl-C honoured): the file, not yet renamed into place, and what was
+/// written. On failure the temporary file is gone and the error says what state things are
+/// in.
+pub(super) fn run_into_temporary(
+    job: Backup,
+    src: &Path,
+    dest: &Path,
+    verb: &str,
+    json: bool,
+) -> anyhow::Result<(AtomicFile, archive::BackupStats)> {
+    let cancel = blockwise::io::sys::catch_interrupts();
+    let mut tmp =
+        AtomicFile::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let bar = super::common::progress_bar(verb, job.map().total(), json);
+    let mut on_progress = |p: &archive::Progress| {
+        if let Some(b) = &bar {
+            b.set_position(p.mapped_done);
+        }
+    };
+    let result = job.run(tmp.file(), &mut on_progress, cancel);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    match result {
+        Ok(s) => Ok((tmp, s)),
+        Err(e) => {
+            drop(tmp);
+            Err(explain_failure(e, src, dest))
+        }
+    }
 }

@@ -13,7 +13,6 @@ use blockwise::archive::{
     self, ArchiveFormat, Backup, BackupOptions, ClusterCompression, ContainerOptions,
 };
 use blockwise::format::OpenOptions;
-use blockwise::io::atomic::AtomicFile;
 use blockwise::scan::open_and_scan_with_reads;
 use blockwise::util::human_bytes;
 
@@ -272,26 +271,9 @@ fn attempt(
         ));
     }
 
-    let cancel = blockwise::io::sys::catch_interrupts();
-    let mut tmp = AtomicFile::create(&a.dest)
-        .with_context(|| format!("cannot create {}", a.dest.display()))?;
-    let bar = super::common::progress_bar("converting", job.map().total(), a.json);
-    let mut on_progress = |p: &archive::Progress| {
-        if let Some(b) = &bar {
-            b.set_position(p.mapped_done);
-        }
-    };
-    let result = job.run(tmp.file(), &mut on_progress, cancel);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let stats = match result {
-        Ok(s) => s,
-        Err(e) => {
-            drop(tmp);
-            return Err(super::backup::explain_failure(e, &a.src, &a.dest));
-        }
-    };
+    let level = job.level();
+    let (mut tmp, stats) =
+        super::backup::run_into_temporary(job, &a.src, &a.dest, "converting", a.json)?;
     let (output_bytes, allocated) = {
         let m = tmp.file().metadata()?;
         (m.len(), m.blocks() * 512)
@@ -316,7 +298,7 @@ fn attempt(
             format,
             compression: container.compress.filter(|_| qcow2),
             cluster_size: qcow2.then_some(container.cluster_size),
-            level: format.uses_level(&container).then_some(job.level()),
+            level: format.uses_level(&container).then_some(level),
             keep_free: a.keep_free,
             image_size: size,
             output_disk_size: disk_size,
@@ -427,7 +409,7 @@ struct TrackOut {
 /// track to OUT, the others beside it, every file renamed into place only once all are
 /// written.
 fn cd_tracks(a: &Args, format: blockwise::format::Format) -> anyhow::Result<u8> {
-    use blockwise::format::cd::{extract, open_disc, AudioFormat, ExtractOptions};
+    use blockwise::format::cd::extract::{extract, open_disc, AudioFormat, ExtractOptions};
     let t0 = std::time::Instant::now();
     if a.vhd.is_some()
         || a.compress.is_some()

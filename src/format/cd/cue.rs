@@ -8,7 +8,7 @@ use super::{
     open_named, CdDisc, DiscFile, Segment, Track, TrackMode, FIRST_SESSION_GAP, LATER_SESSION_GAP,
     MAX_TRACKS, MSF_OFFSET,
 };
-use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
+use crate::format::driver::{FormatDriver, OpenCtx, Probe, Step};
 use crate::format::kind::{Format, Kind};
 use crate::io::{ReadAt, ReadAtExt, Slice};
 use crate::Error;
@@ -569,14 +569,9 @@ impl FormatDriver for Driver {
     }
 
     fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
-        let Some(dir) = ctx.sibling_dir().map(Path::to_path_buf) else {
-            // A sheet inside an archive or in memory cannot reach the files it names.
-            return Ok(Step::end(Layer::stored(Format::Cue, &*src, None)));
-        };
-        let text = src.read_upto(0, MAX_CUE_BYTES)?;
-        let sheet = parse_cue(&String::from_utf8_lossy(&text))?;
-        let disc = sheet.resolve(&dir)?;
-        super::sheet_step(Format::Cue, &*src, disc, ctx)
+        super::sheet::open_sheet(Format::Cue, MAX_CUE_BYTES, &*src, ctx, |text, dir| {
+            parse_cue(text)?.resolve(dir)
+        })
     }
 }
 

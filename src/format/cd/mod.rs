@@ -5,7 +5,7 @@
 //! of its stored sectors, its place on the disc (LBA and MSF) and the segments of files (or of
 //! silence) that hold it from INDEX 01 on. [`CdDisc::track_data`] reads a track as user data
 //! ([`TrackData`]): 2048 bytes per sector for data tracks (2324 for a MODE2 form 2 track),
-//! the 2352 bytes of PCM per sector for audio. [`extract()`] writes the tracks out as `.iso`
+//! the 2352 bytes of PCM per sector for audio. [`extract::extract`] writes the tracks out as `.iso`
 //! and `.wav` (or raw `.cdr`) files the way `bchunk` does.
 //!
 //! A data track stored as raw sectors carries 2048 user bytes per 2352-byte sector, after a
@@ -18,18 +18,16 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::format::Step;
 use crate::io::{Caps, ReadAt, ReadAtExt, SizeKnown};
 use crate::Error;
 
 pub(crate) mod bin;
 pub mod cue;
-mod extract;
+pub mod extract;
 pub(crate) mod iso;
 pub mod nrg;
+mod sheet;
 pub mod toc;
-
-pub use extract::{extract, open_disc, wav_header, AudioFormat, ExtractOptions, WrittenTrack};
 
 /// Raw CD sector size.
 pub(crate) const RAW_SECTOR: u64 = 2352;
@@ -380,59 +378,6 @@ impl CdDisc {
             })?;
         Ok(Arc::new(self.track_data(i).expect("index in range")))
     }
-}
-
-/// The step a sheet driver returns: its own layer (naming the tracks) and the first data
-/// track's user data inside, or the end of the chain for an audio CD. The tracks are recorded
-/// for `inspect`.
-pub(crate) fn sheet_step(
-    format: crate::format::Format,
-    src: &dyn ReadAt,
-    disc: CdDisc,
-    ctx: &mut crate::format::OpenCtx<'_>,
-) -> crate::Result<Step> {
-    let layer = crate::format::Layer::stored(format, src, Some(disc.summary()));
-    for w in &disc.warnings {
-        ctx.warn(w.clone());
-    }
-    for t in &disc.tracks {
-        if t.length == 0 {
-            ctx.warn(format!(
-                "track {} ({}) holds no sectors: its file {:?} ends before it starts",
-                t.number,
-                t.mode.name(),
-                t.file
-            ));
-        }
-    }
-    // An audio CD opens to nothing: no data track holds a disk image, and the sheet's own
-    // bytes are not one either.
-    let step = if let Some(t) = disc.first_data_track() {
-        let mut step = Step::inner(layer, disc.data_source()?);
-        // A sheet names the file of its data track: shown as a layer of its own (a Nero
-        // image holds its sectors itself).
-        let file = t
-            .segments
-            .iter()
-            .find_map(|s| s.file)
-            .and_then(|f| disc.files.get(f));
-        if let Some(f) = file.filter(|_| format != crate::format::Format::Nrg) {
-            step.layers.push(crate::format::Layer::stored(
-                crate::format::Format::CdRaw,
-                &*f.src,
-                Some(format!(
-                    "{} sectors of {} bytes",
-                    t.mode.name(),
-                    t.sector_size
-                )),
-            ));
-        }
-        step
-    } else {
-        Step::inner(layer, Arc::new(crate::io::MemSource(Vec::new())))
-    };
-    ctx.set_cd_tracks(disc.tracks);
-    Ok(step)
 }
 
 /// Finds `name`, a file a sheet names, in `dir`: as written (relative to `dir`, or absolute);

@@ -345,7 +345,7 @@ impl FormatDriver for Driver {
 
     fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
         let disc = parse_nrg(src.clone())?;
-        super::sheet_step(Format::Nrg, &*src, disc, ctx)
+        super::sheet::sheet_step(Format::Nrg, &*src, disc, ctx)
     }
 }
 

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use super::cue::msf;
 use super::{open_named, CdDisc, DiscFile, Segment, Track, TrackMode, MAX_SEGMENTS, MAX_TRACKS};
-use crate::format::driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
+use crate::format::driver::{FormatDriver, OpenCtx, Probe, Step};
 use crate::format::kind::{Format, Kind};
-use crate::io::{ReadAt, ReadAtExt};
+use crate::io::ReadAt;
 use crate::Error;
 
 impl Format {
@@ -734,13 +734,9 @@ impl FormatDriver for Driver {
     }
 
     fn open(&self, src: Arc<dyn ReadAt>, ctx: &mut OpenCtx<'_>) -> crate::Result<Step> {
-        let Some(dir) = ctx.sibling_dir().map(Path::to_path_buf) else {
-            return Ok(Step::end(Layer::stored(Format::Toc, &*src, None)));
-        };
-        let text = src.read_upto(0, MAX_TOC_BYTES)?;
-        let sheet = parse_toc(&String::from_utf8_lossy(&text))?;
-        let disc = sheet.resolve(&dir)?;
-        super::sheet_step(Format::Toc, &*src, disc, ctx)
+        super::sheet::open_sheet(Format::Toc, MAX_TOC_BYTES, &*src, ctx, |text, dir| {
+            parse_toc(text)?.resolve(dir)
+        })
     }
 }
 
