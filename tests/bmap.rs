@@ -296,11 +296,12 @@ fn sidecar_lookup_follows_bmaptool() {
     assert_eq!(c, ["/d/x.img.xz.bmap", "/d/x.img.bmap", "/d/x.bmap"]);
 }
 
-/// A bmap describes the bytes bmaptool writes from the file; for containers bmaptool writes
-/// as they are (raw CD sectors, Android sparse) that is not the image blockwise decodes, so
-/// the command refuses and names the conversion instead of writing a bmap no tool can apply.
+/// bmaptool writes some containers as they are (raw CD sectors, Android sparse, VM disks), so
+/// a bmap of the image blockwise decodes from them applies to that image (as `convert` writes
+/// it, or to `flash --bmap`), not to the file: the command says so, and refuses a name
+/// bmaptool would take as the container's own sidecar.
 #[test]
-fn cli_refuses_bmaps_for_containers_bmaptool_writes_raw() {
+fn cli_bmaps_of_containers_describe_the_disk_inside() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
@@ -321,13 +322,26 @@ fn cli_refuses_bmaps_for_containers_bmaptool_writes_raw() {
     )
     .unwrap();
     let o = blockwise().arg("bmap").arg(&bin_path).output().unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(0));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("bmaptool writes a raw cd sectors (bin) file as it is"),
+        err.contains("describes the disk inside") && err.contains("raw cd sectors (bin) file"),
         "{err}"
     );
-    assert!(err.contains("--format img"), "{err}");
+    let parsed = bmap::parse(&o.stdout).unwrap();
+    assert_eq!(parsed.image_size, std::fs::metadata(&iso).unwrap().len());
+    // x.bmap is what bmaptool would look for beside x.bin: refused, nothing written.
+    let side = dir.path().join("x.bmap");
+    let o = blockwise()
+        .arg("bmap")
+        .arg(&bin_path)
+        .arg("-o")
+        .arg(&side)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("blockwise convert"));
+    assert!(!side.exists());
     // The ISO itself is fine.
     let o = blockwise().arg("bmap").arg(&iso).output().unwrap();
     assert_eq!(o.status.code(), Some(0));

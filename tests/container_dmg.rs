@@ -863,3 +863,54 @@ fn gaps_between_tables_read_as_zeros_and_are_not_stored() {
     let h = o.source.allocated_hint().unwrap();
     assert_eq!(h.total(), 1024);
 }
+
+/// A DMG converts to our qcow2, VHD and VHDX like any image: with `--keep-free` each is
+/// `qemu-img check` clean (VHD: qemu has no check) and `qemu-img compare` identical to the
+/// etcher GPT image the DMG holds.
+#[test]
+fn a_dmg_converts_to_every_container_output() {
+    let Some(base) = common::corpus_file("etcher-sdk/tests/data") else {
+        return;
+    };
+    if !common::have("qemu-img") {
+        common::skip(
+            common::Need::Oracle,
+            "qemu-img is needed to check the outputs",
+        );
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let want = all(&open(
+        &base.join("images/etcher-gpt-test.img.gz"),
+        &OpenOptions::default(),
+    )
+    .unwrap());
+    let raw = d.path().join("want.img");
+    std::fs::write(&raw, &want).unwrap();
+    for (ext, fmt) in [("qcow2", "qcow2"), ("vhd", "vpc"), ("vhdx", "vhdx")] {
+        let out = d.path().join(format!("out.{ext}"));
+        let o = common::blockwise()
+            .arg("convert")
+            .arg(base.join("dmg/gpt-in-dmg.dmg"))
+            .arg(&out)
+            .arg("--keep-free")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        if fmt != "vpc" {
+            common::sh(&format!("qemu-img check -f {fmt} '{}'", out.display()));
+        }
+        let o = std::process::Command::new("qemu-img")
+            .args(["compare", "-f", "raw", "-F", fmt])
+            .arg(&raw)
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{ext}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

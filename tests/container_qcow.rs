@@ -420,17 +420,42 @@ fn inspect_backup_and_bmap_of_a_qcow2_card() {
         std::fs::read(d.path().join("a.img.bmap")).unwrap(),
         std::fs::read(d.path().join("b.img.bmap")).unwrap()
     );
-    // A bmap beside a qcow2 would describe bytes bmaptool never writes (it copies the file as
-    // is): refused, pointing at backup.
+    // The bmap of a qcow2 describes the disk inside it: the raw card's bmap. Under a name
+    // bmaptool would pair with the qcow2 itself (card.bmap) it is refused (exit 4), since
+    // bmaptool copies a qcow2 file as it is.
     let out = blockwise()
         .arg("bmap")
         .arg(&q)
         .arg("-o")
-        .arg(d.path().join("c.bmap"))
+        .arg(d.path().join("card.bmap"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("blockwise backup"));
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("blockwise convert"));
+    assert!(!d.path().join("card.bmap").exists());
+    for (src, dst) in [(&raw, "raw.bmap"), (&q, "disk.img.bmap")] {
+        let out = blockwise()
+            .arg("bmap")
+            .arg(src)
+            .arg("-o")
+            .arg(d.path().join(dst))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ranges = |n: &str| {
+        std::fs::read_to_string(d.path().join(n))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("<Range") || l.contains("ImageSize"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ranges("raw.bmap"), ranges("disk.img.bmap"));
 }
 
 #[test]

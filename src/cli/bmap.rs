@@ -50,21 +50,32 @@ fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
             opened.payload_format().name()
         );
     }
-    if let Some(l) = opened
+    // A container bmaptool copies as it is (qcow2, VHD, VMDK, Android sparse, raw CD
+    // sectors): the bmap describes the disk inside it, which `blockwise convert` writes as a
+    // raw image and `blockwise flash --bmap` writes from the container itself. A name bmaptool
+    // would take as the container's own sidecar is refused: bmaptool would write the
+    // container's bytes under this bmap's ranges.
+    let container = opened
         .chain
         .iter()
         .find(|l| !bmaptool_reads_through(l.format))
-    {
-        bail!(
-            "{}: a bmap describes the bytes bmaptool writes from this file, and bmaptool writes \
-             a {} file as it is, not the disk image blockwise decodes from it; convert it to a \
-             raw image first: `blockwise convert {} OUT.img`, then `blockwise bmap OUT.img` (or \
-             `blockwise backup {} OUT.img --format img`, which writes both)",
-            a.image.display(),
-            l.format.name(),
-            a.image.display(),
-            a.image.display()
-        );
+        .map(|l| l.format);
+    if let (Some(f), Some(out)) = (container, &a.output) {
+        if is_sidecar_of(out, &a.image) {
+            return Err(anyhow::Error::new(super::common::Explained {
+                message: format!(
+                    "{}: bmaptool would take {} as the bmap of {} and write the {} file as it \
+                     is, not the disk this bmap describes; name it after the raw image \
+                     instead (`blockwise convert {} DISK.img` writes it; then DISK.img.bmap)",
+                    a.image.display(),
+                    out.display(),
+                    a.image.display(),
+                    f.name(),
+                    a.image.display()
+                ),
+                code: exit::REFUSED,
+            }));
+        }
     }
     let src = opened.source.clone();
     let map = match a.from {
@@ -76,6 +87,17 @@ fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
     };
     for w in &blockwise::report::warnings(&opened, &scan, image_map.as_ref()) {
         eprintln!("blockwise: warning: {w}");
+    }
+    if let Some(f) = container {
+        eprintln!(
+            "blockwise: note: this bmap describes the disk inside {} (the raw image `blockwise \
+             convert {} DISK.img` writes), not the {} file: use it with that image, or with \
+             `blockwise flash {} --bmap FILE`",
+            a.image.display(),
+            a.image.display(),
+            f.name(),
+            a.image.display()
+        );
     }
     let opts = BmapWriteOptions {
         block_size: a.block_size,
@@ -120,6 +142,24 @@ fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
             .unwrap_or_default()
     );
     Ok(exit::OK)
+}
+
+/// True if bmaptool, given `image`, would find `out` as its bmap (`IMG.bmap`, then `IMG` with
+/// one extension after another stripped, in the same directory).
+fn is_sidecar_of(out: &Path, image: &Path) -> bool {
+    let canon = |p: &Path| -> Option<PathBuf> {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+    };
+    let Some(out) = canon(out) else {
+        return false;
+    };
+    bmap::sidecar_candidates(image)
+        .iter()
+        .any(|c| canon(c).as_ref() == Some(&out))
 }
 
 /// Layers bmaptool itself decodes (or that are the image as it is), so a bmap of the decoded
