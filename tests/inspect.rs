@@ -141,6 +141,13 @@ fn demo_runs() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ext4"), "{text}");
     assert!(text.contains("vfat"), "{text}");
+    // It converts the card to a qcow2 and reads it back as the card.
+    assert!(
+        text.contains("$ blockwise convert card.img card.qcow2")
+            && text.contains("128.0 MiB disk with 2 partitions"),
+        "{text}"
+    );
+    assert!(dir.path().join("card.qcow2").exists());
     // It ends by flashing the archive onto a card-sized file and verifying that.
     assert!(
         text.contains("$ blockwise flash card.img.zst sdcard.img"),

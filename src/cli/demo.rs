@@ -179,6 +179,38 @@ fn demo_in(dir: &Path) -> anyhow::Result<u8> {
          table last",
         blockwise::util::human_bytes(parsed.image_size)
     )?;
+    writeln!(
+        o,
+        "\n$ blockwise convert card.img card.qcow2     # a VM disk of the card: free space left unallocated"
+    )?;
+    o.flush()?;
+    let qcow2 = dir.join("card.qcow2");
+    super::convert::run(super::convert::Args {
+        src: img.clone(),
+        dest: qcow2.clone(),
+        to: None,
+        vhd: None,
+        compress: None,
+        cluster_size: None,
+        level: None,
+        threads: None,
+        keep_free: false,
+        force: true,
+        allow_mounted: false,
+        json: false,
+        rules: Default::default(),
+        audio: None,
+    })?;
+    let r = inspect_path(&qcow2)?;
+    writeln!(
+        o,
+        "card.qcow2 is {}; read back, it is the card: a {} disk with {} partitions, as every \
+         command (inspect, bmap, backup, verify, flash) sees it",
+        blockwise::util::human_bytes(fs::metadata(&qcow2)?.len()),
+        blockwise::util::human_bytes(r.image_size),
+        r.partitions.len()
+    )?;
+
     writeln!(o, "\n$ blockwise verify sdcard.img --bmap card.img.bmap")?;
     o.flush()?;
     super::verify::run(card, Some(dir.join("card.img.bmap")), false)
