@@ -657,7 +657,10 @@ fn hostile_descriptor_naming_itself_is_refused() {
     )
     .unwrap();
     let e = open_path(&p).err().expect("refused").to_string();
-    assert!(e.contains("the image itself"), "{e}");
+    assert!(
+        e.contains("the chain of images loops") && e.contains("self.vmdk -> "),
+        "{e}"
+    );
 }
 
 #[test]

@@ -257,6 +257,49 @@ impl<'a> OpenCtx<'a> {
         self
     }
 
+    /// Where `name`, a file this image names as its `what`, lies: joined to the image's
+    /// directory (an absolute name as is), and its canonical path (or why there is none: a
+    /// missing file, for the caller to report in its terms).
+    fn locate_named(
+        &self,
+        what: &str,
+        name: &str,
+    ) -> crate::Result<(PathBuf, io::Result<PathBuf>)> {
+        let Some(dir) = self.sibling_dir() else {
+            return Err(crate::Error::Unsupported(format!(
+                "{what} {name:?}: the image was not opened from a file of its own, so files \
+                 it names cannot be found"
+            )));
+        };
+        let path = dir.join(name);
+        let canon = std::fs::canonicalize(&path);
+        Ok((path, canon))
+    }
+
+    /// The chain down to `canon` (the files above, then this image), refused, naming every
+    /// file, when `canon` is already on it: the images would loop.
+    fn chain_to(&self, what: &str, path: &Path, canon: &PathBuf) -> crate::Result<Vec<PathBuf>> {
+        let mut chain = self.chain.clone();
+        if let Ok(me) = std::fs::canonicalize(self.path) {
+            if chain.last() != Some(&me) {
+                chain.push(me);
+            }
+        }
+        if chain.contains(canon) {
+            let names: Vec<String> = chain
+                .iter()
+                .chain(std::iter::once(canon))
+                .map(|p| p.display().to_string())
+                .collect();
+            return Err(crate::Error::Format(format!(
+                "{what} {}: the chain of images loops: {}",
+                path.display(),
+                names.join(" -> ")
+            )));
+        }
+        Ok(chain)
+    }
+
     /// Opens `name`, a file this image names as its `what` ("backing file", "parent",
     /// "extent"), the way qemu-img does: an absolute path as is, a relative one from the
     /// image's directory. The file is opened as a whole image (any format, compressed or not)
@@ -264,38 +307,16 @@ impl<'a> OpenCtx<'a> {
     /// Refused, naming the files, when the chain loops or is deeper than [`MAX_CHAIN`]; a
     /// missing file is an error naming `what` and the path looked for.
     pub(crate) fn open_named(&mut self, what: &str, name: &str) -> crate::Result<Arc<dyn ReadAt>> {
-        let Some(dir) = self.sibling_dir() else {
-            return Err(crate::Error::Unsupported(format!(
-                "{what} {name:?}: the image was not opened from a file of its own, so files \
-                 it names cannot be found"
-            )));
-        };
         let Some(opener) = self.opener else {
             return Err(crate::Error::Unsupported(format!(
                 "{what} {name:?}: files named by this image cannot be opened here"
             )));
         };
-        let path = dir.join(name);
-        let canon = std::fs::canonicalize(&path).map_err(|e| {
+        let (path, canon) = self.locate_named(what, name)?;
+        let canon = canon.map_err(|e| {
             crate::Error::Format(format!("{what} {} cannot be opened: {e}", path.display()))
         })?;
-        let mut chain = self.chain.clone();
-        if let Ok(me) = std::fs::canonicalize(self.path) {
-            if chain.last() != Some(&me) {
-                chain.push(me);
-            }
-        }
-        if chain.contains(&canon) {
-            let names: Vec<String> = chain
-                .iter()
-                .chain(std::iter::once(&canon))
-                .map(|p| p.display().to_string())
-                .collect();
-            return Err(crate::Error::Format(format!(
-                "the chain of images loops: {}",
-                names.join(" -> ")
-            )));
-        }
+        let chain = self.chain_to(what, &path, &canon)?;
         if chain.len() >= MAX_CHAIN {
             return Err(crate::Error::Unsupported(format!(
                 "{what} {}: more than {MAX_CHAIN} images deep",
@@ -326,26 +347,14 @@ impl<'a> OpenCtx<'a> {
         what: &str,
         name: &str,
     ) -> crate::Result<(PathBuf, Arc<dyn ReadAt>)> {
-        let Some(dir) = self.sibling_dir() else {
-            return Err(crate::Error::Unsupported(format!(
-                "{what} {name:?}: the image was not opened from a file of its own, so files \
-                 it names cannot be found"
-            )));
-        };
-        let path = dir.join(name);
-        let canon = std::fs::canonicalize(&path).map_err(|e| {
+        let (path, canon) = self.locate_named(what, name)?;
+        let canon = canon.map_err(|e| {
             crate::Error::Io(io::Error::new(
                 e.kind(),
                 format!("{what} {} cannot be opened: {e}", path.display()),
             ))
         })?;
-        let me = std::fs::canonicalize(self.path).ok();
-        if me.as_ref() == Some(&canon) || self.chain.contains(&canon) {
-            return Err(crate::Error::Format(format!(
-                "{what} {} is the image itself or a file that named it: the images loop",
-                path.display()
-            )));
-        }
+        self.chain_to(what, &path, &canon)?;
         if !std::fs::metadata(&canon).is_ok_and(|m| m.is_file()) {
             return Err(crate::Error::Format(format!(
                 "{what} {} is not a regular file",
