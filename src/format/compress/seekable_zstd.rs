@@ -269,11 +269,21 @@ impl SeekableZstd {
     /// A zero frame is 4 bytes per 128 KiB block after its header, so only frames that small
     /// are read to check; a frame that cannot be read counts as data.
     fn data_frames(&self) -> ExtentMap {
+        let small = |f: &SeekFrame| {
+            let blocks = u64::from(f.out_len).div_ceil(ZERO_BLOCK).max(1);
+            u64::from(f.comp_len) <= MAX_FRAME_HEADER as u64 + 4 * blocks
+        };
+        // Only the small frames are read (a zero frame is a few bytes per 128 KiB): said up
+        // front, so a remote archive fetches just those bytes, in parallel.
+        self.src.will_read(&ExtentMap::from_ranges(
+            self.frames
+                .iter()
+                .filter(|f| small(f))
+                .map(|f| (f.comp_off, f.comp_off + u64::from(f.comp_len))),
+        ));
         let mut m = ExtentMap::new();
         for f in &self.frames {
-            let blocks = u64::from(f.out_len).div_ceil(ZERO_BLOCK).max(1);
-            let zero_len = MAX_FRAME_HEADER as u64 + 4 * blocks;
-            let zero = u64::from(f.comp_len) <= zero_len
+            let zero = small(f)
                 && self
                     .src
                     .read_vec(f.comp_off, f.comp_len as usize)
@@ -430,6 +440,16 @@ impl ReadAt for SeekableZstd {
 
     fn allocated_hint(&self) -> Option<ExtentMap> {
         Some(self.data.get_or_init(|| self.data_frames()).clone())
+    }
+
+    fn will_read(&self, ranges: &ExtentMap) {
+        let fr = &self.frames;
+        self.src.will_read(&frames::stored_ranges(
+            ranges,
+            fr.len(),
+            |i| (fr[i].out_off, fr[i].out_off + u64::from(fr[i].out_len)),
+            |i| (fr[i].comp_off, fr[i].comp_off + u64::from(fr[i].comp_len)),
+        ));
     }
 
     fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
