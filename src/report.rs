@@ -66,7 +66,6 @@ pub struct Report {
     /// place where more is kept than the filesystems alone would keep.
     pub warnings: Vec<String>,
     /// For an image read from a web server or a bucket: what it took to inspect it.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteReport>,
 }
 

@@ -75,7 +75,6 @@ struct Summary {
     warnings: Vec<String>,
     notes: Vec<String>,
     /// For an image read from a URL: what was downloaded of it.
-    #[serde(skip_serializing_if = "Option::is_none")]
     remote: Option<blockwise::report::RemoteReport>,
 }
 

@@ -525,4 +525,63 @@ mod tests {
         assert_eq!(a, ExtentMap::from_ranges([(0, 1000), (end - 1000, end)]));
         assert_eq!(s.read_vec(1000, 10).unwrap(), [0; 10]);
     }
+
+    /// Remembers what it was told it will be read.
+    struct Told(crate::io::MemSource, std::sync::Mutex<Vec<ExtentMap>>);
+    impl ReadAt for Told {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read_at(offset, buf)
+        }
+        fn will_read(&self, ranges: &ExtentMap) {
+            self.1.lock().unwrap().push(ranges.clone());
+        }
+    }
+
+    #[test]
+    fn a_plan_reaches_the_file_as_the_frames_holding_it() {
+        // Bytes that do not compress, so the data frames are not mistaken for zero frames.
+        let mut x = 1u32;
+        let noise: Vec<u8> = (0..1000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        let data = zstd::bulk::compress(&noise, 3).unwrap();
+        let zeros = crate::archive::zstd::zero_frame(300 << 10);
+        let mut file = Vec::new();
+        let mut table = Vec::new();
+        for (f, n) in [
+            (&data, 1000u32),
+            (&zeros, 300 << 10),
+            (&data, 1000),
+            (&data, 1000),
+        ] {
+            file.extend_from_slice(f);
+            table.push((f.len() as u32, n));
+        }
+        file.extend(SeekTable::encode(&table).unwrap());
+        let told = Arc::new(Told(crate::io::MemSource(file), Default::default()));
+        let s = SeekableZstd::open(told.clone()).unwrap().unwrap();
+        let (d, z) = (data.len() as u64, zeros.len() as u64);
+        // The map of the allocated frames reads only the small ones, and says so first.
+        s.allocated_hint().unwrap();
+        assert_eq!(
+            told.1.lock().unwrap().last().unwrap(),
+            &ExtentMap::single(d, d + z)
+        );
+        // Bytes in the first frame and across the third and fourth: those frames' bytes.
+        let third = 1000 + (300 << 10);
+        s.will_read(&ExtentMap::from_ranges([
+            (10, 20),
+            (third + 999, third + 1001),
+        ]));
+        assert_eq!(
+            told.1.lock().unwrap().last().unwrap(),
+            &ExtentMap::from_ranges([(0, d), (d + z, d + z + 2 * d)])
+        );
+    }
 }

@@ -69,7 +69,7 @@ enum Mode {
 }
 
 /// Most bytes the cache keeps (fetched pieces not yet read are kept first).
-const CACHE_BYTES: u64 = 128 << 20;
+const CACHE_BYTES: u64 = 64 << 20;
 /// Planned ranges closer than this are fetched as one request: a few KiB of gap cost less
 /// than a request's round trip, and far less than 10% of a piece.
 const PLAN_GAP: u64 = 16 << 10;
@@ -960,5 +960,244 @@ mod tests {
             validator_of(&h).0.unwrap(),
             ("if-match", "\"abc\"".to_string())
         );
+    }
+
+    /// A tiny web server on 127.0.0.1 for these tests: one request per connection, ranges
+    /// as asked, and faults on cue.
+    mod server {
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::TcpListener;
+        use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+
+        #[derive(Default)]
+        pub(super) struct Faults {
+            /// Answer this many requests with 503 first.
+            pub(super) busy: AtomicUsize,
+            /// Cut this many bodies in half.
+            pub(super) cut: AtomicUsize,
+            /// Ignore Range headers.
+            pub(super) no_ranges: AtomicBool,
+            /// After this many requests, serve another version (new ETag).
+            pub(super) change_after: AtomicU64,
+        }
+
+        pub(super) struct Server {
+            pub(super) url: String,
+            pub(super) faults: Arc<Faults>,
+            pub(super) sent: Arc<AtomicU64>,
+            pub(super) requests: Arc<AtomicU64>,
+            pub(super) ranges: Arc<Mutex<Vec<(u64, u64)>>>,
+        }
+
+        pub(super) fn start(data: Vec<u8>) -> Server {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}/card.img", l.local_addr().unwrap());
+            let faults = Arc::new(Faults::default());
+            let sent = Arc::new(AtomicU64::new(0));
+            let requests = Arc::new(AtomicU64::new(0));
+            let ranges = Arc::new(Mutex::new(Vec::new()));
+            let (f, s, r, rg) = (
+                faults.clone(),
+                sent.clone(),
+                requests.clone(),
+                ranges.clone(),
+            );
+            let data = Arc::new(data);
+            std::thread::spawn(move || {
+                for c in l.incoming() {
+                    let Ok(mut c) = c else { continue };
+                    let (f, s, r, rg, data) =
+                        (f.clone(), s.clone(), r.clone(), rg.clone(), data.clone());
+                    std::thread::spawn(move || {
+                        let mut range = None;
+                        let mut if_match = None;
+                        let mut rd = BufReader::new(c.try_clone().unwrap());
+                        loop {
+                            let mut line = String::new();
+                            if rd.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let l = line.trim_end().to_ascii_lowercase();
+                            if l.is_empty() {
+                                break;
+                            }
+                            if let Some(v) = l.strip_prefix("range: bytes=") {
+                                let (a, b) = v.split_once('-').unwrap();
+                                range =
+                                    Some((a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()));
+                            }
+                            if let Some(v) = l.strip_prefix("if-match: ") {
+                                if_match = Some(v.to_string());
+                            }
+                        }
+                        let n = r.fetch_add(1, Ordering::SeqCst) + 1;
+                        let after = f.change_after.load(Ordering::SeqCst);
+                        let etag = if after > 0 && n > after {
+                            "\"v2\""
+                        } else {
+                            "\"v1\""
+                        };
+                        let take = |k: &AtomicUsize| {
+                            k.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+                                .is_ok()
+                        };
+                        if take(&f.busy) {
+                            let _ = c.write_all(b"HTTP/1.1 503 Busy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                            return;
+                        }
+                        if if_match.is_some_and(|m| m != etag) {
+                            let _ = c.write_all(b"HTTP/1.1 412 Precondition Failed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                            return;
+                        }
+                        let len = data.len() as u64;
+                        let (status, body, extra) = match range {
+                            Some((a, b)) if !f.no_ranges.load(Ordering::SeqCst) && a < len => {
+                                let b = b.min(len - 1);
+                                rg.lock().unwrap().push((a, b + 1));
+                                (
+                                    "206 Partial Content",
+                                    &data[a as usize..=b as usize],
+                                    format!("content-range: bytes {a}-{b}/{len}\r\n"),
+                                )
+                            }
+                            _ => ("200 OK", &data[..], String::new()),
+                        };
+                        let head = format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: {}\r\netag: {etag}\r\n{extra}connection: close\r\n\r\n",
+                            body.len()
+                        );
+                        if c.write_all(head.as_bytes()).is_err() {
+                            return;
+                        }
+                        let body = if take(&f.cut) {
+                            &body[..body.len() / 2]
+                        } else {
+                            body
+                        };
+                        if c.write_all(body).is_ok() {
+                            s.fetch_add(body.len() as u64, Ordering::SeqCst);
+                        }
+                    });
+                }
+            });
+            Server {
+                url,
+                faults,
+                sent,
+                requests,
+                ranges,
+            }
+        }
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x = 7u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn open(url: &str) -> RemoteSource {
+        super::super::open(
+            &super::super::Location::Http(url.to_owned()),
+            &RemoteOptions::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_plan_is_fetched_exactly_and_in_parallel() {
+        use crate::io::ReadAtExt;
+        let data = noise(16 << 20);
+        let srv = server::start(data.clone());
+        let src = open(&srv.url);
+        assert!(src.ranges());
+        assert_eq!(src.size(), 16 << 20);
+        let plan = ExtentMap::from_ranges([
+            (3 << 20, (3 << 20) + 100),
+            (5 << 20, 9 << 20),
+            ((12 << 20) + 7, (12 << 20) + 5000),
+        ]);
+        src.will_read(&plan);
+        for r in plan.iter() {
+            let got = src.read_vec(r.start, (r.end - r.start) as usize).unwrap();
+            assert!(
+                got == data[r.start as usize..r.end as usize],
+                "bytes at {}",
+                r.start
+            );
+        }
+        // The first block (the opening probe) and exactly the plan, nothing else.
+        let sent = srv.sent.load(Ordering::SeqCst);
+        assert_eq!(
+            sent,
+            (1 << 20) + plan.total(),
+            "{:?}",
+            srv.ranges.lock().unwrap()
+        );
+        assert_eq!(src.stats().downloaded(), sent);
+    }
+
+    #[test]
+    fn sequential_reads_fetch_ahead_and_stay_correct() {
+        use crate::io::ReadAtExt;
+        let data = noise(12 << 20);
+        let srv = server::start(data.clone());
+        let src = open(&srv.url);
+        let mut all = Vec::new();
+        io::Read::read_to_end(&mut src.sequential(0).unwrap(), &mut all).unwrap();
+        assert!(all == data);
+        assert_eq!(
+            src.stats().downloaded(),
+            12 << 20,
+            "each block fetched once"
+        );
+        assert!(src.read_vec(100, 10).unwrap() == data[100..110]);
+    }
+
+    #[test]
+    fn busy_servers_and_cut_bodies_are_retried() {
+        use crate::io::ReadAtExt;
+        let data = noise(4 << 20);
+        let srv = server::start(data.clone());
+        srv.faults.busy.store(2, Ordering::SeqCst);
+        let src = open(&srv.url);
+        srv.faults.cut.store(2, Ordering::SeqCst);
+        srv.faults.busy.store(1, Ordering::SeqCst);
+        assert!(src.read_vec(3 << 20, 1 << 20).unwrap() == data[3 << 20..]);
+        assert!(srv.requests.load(Ordering::SeqCst) >= 6);
+    }
+
+    #[test]
+    fn an_object_replaced_while_read_is_an_error() {
+        use crate::io::ReadAtExt;
+        let srv = server::start(noise(4 << 20));
+        let src = open(&srv.url);
+        srv.faults.change_after.store(1, Ordering::SeqCst);
+        let e = src.read_vec(2 << 20, 10).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("changed while it was read"), "{e}");
+    }
+
+    #[test]
+    fn a_server_without_ranges_is_read_as_one_stream() {
+        use crate::io::ReadAtExt;
+        let data = noise(6 << 20);
+        let srv = server::start(data.clone());
+        srv.faults.no_ranges.store(true, Ordering::SeqCst);
+        let src = open(&srv.url);
+        assert!(!src.ranges());
+        assert_eq!(src.caps().access, Access::Sequential);
+        assert!(src.read_vec(0, 4096).unwrap() == data[..4096]);
+        assert!(src.read_vec(5 << 20, 4096).unwrap() == data[5 << 20..(5 << 20) + 4096]);
+        // Behind the stream's position, but kept: no second download.
+        assert!(src.read_vec(1 << 20, 4096).unwrap() == data[1 << 20..(1 << 20) + 4096]);
+        assert_eq!(srv.requests.load(Ordering::SeqCst), 1);
     }
 }
