@@ -82,12 +82,12 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
 
 fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
     let (opened, scan, hot) = open_and_scan_with_reads(&a.src, open)
-        .with_context(|| format!("cannot read {}", a.src.display()))?;
+        .with_context(|| format!("cannot read {}", super::common::shown(&a.src)))?;
     scan.still_fits(&*opened.source)?;
     if !scan.decoded {
         bail!(
             "{}: {} contents are not decoded by this version; convert it to a raw image first",
-            a.src.display(),
+            super::common::shown(&a.src),
             opened.payload_format().name()
         );
     }
@@ -112,7 +112,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
     let mut job = Backup::prepare(&opened, &usage.used, opts)?;
     if a.truncate {
         job.truncate()
-            .with_context(|| format!("--truncate: {}", a.src.display()))?;
+            .with_context(|| format!("--truncate: {}", super::common::shown(&a.src)))?;
     }
     let mut warnings = blockwise::report::warnings(&opened, &scan, Some(&usage));
     warnings.extend_from_slice(job.warnings());
@@ -153,7 +153,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
     if a.json {
         let s = Summary {
             schema_version: 1,
-            source: a.src.display().to_string(),
+            source: super::common::shown(&a.src),
             archive: a.dest.display().to_string(),
             bmap: bmap_path.display().to_string(),
             format,
@@ -182,7 +182,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
         let secs = stats.seconds.max(1e-9);
         eprintln!(
             "blockwise: backed up {} to {} ({})",
-            a.src.display(),
+            super::common::shown(&a.src),
             a.dest.display(),
             format.name()
         );
@@ -250,7 +250,7 @@ pub(super) fn explain_failure(e: blockwise::Error, src: &Path, dest: &Path) -> a
         blockwise::Error::Read { .. } => {
             format!(
                 "reading {}: {}; {state}",
-                src.display(),
+                super::common::shown(src),
                 super::common::chain(&e)
             )
         }

@@ -16,6 +16,7 @@ pub mod atomic;
 pub(crate) mod blockdev;
 pub mod file;
 pub(crate) mod overlay;
+pub mod remote;
 #[allow(unsafe_code)] // the one module allowed to: ioctls and lseek, each wrapped once
 pub mod sys;
 pub(crate) mod write;
@@ -115,6 +116,18 @@ impl<S: ReadAt> ReadAt for Slice<S> {
                 self.inner.note_free(pos, end - offset);
             }
         }
+    }
+    fn will_read(&self, ranges: &crate::ExtentMap) {
+        let window = ranges.within(0, self.len);
+        self.inner
+            .will_read(&crate::ExtentMap::from_ranges(window.iter().filter_map(
+                |r| {
+                    Some((
+                        self.offset.checked_add(r.start)?,
+                        self.offset.checked_add(r.end)?,
+                    ))
+                },
+            )));
     }
     fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
         let len = self.len.saturating_sub(offset);
