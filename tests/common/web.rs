@@ -198,9 +198,12 @@ http {{
             root = root.display(),
         );
         std::fs::write(d.join("nginx.conf"), conf).unwrap();
+        // `-e`: the startup error log too, which is otherwise /var/log/nginx (root's).
         let child = Command::new(bin)
             .arg("-p")
             .arg(d)
+            .arg("-e")
+            .arg(d.join("error.log"))
             .arg("-c")
             .arg(d.join("nginx.conf"))
             .stdin(Stdio::null())
