@@ -16,6 +16,7 @@ pub mod atomic;
 pub(crate) mod blockdev;
 pub mod file;
 pub(crate) mod overlay;
+pub mod remote;
 #[allow(unsafe_code)] // the one module allowed to: ioctls and lseek, each wrapped once
 pub mod sys;
 pub(crate) mod write;
