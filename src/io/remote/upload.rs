@@ -173,7 +173,7 @@ impl Destination {
     /// `cancel` is polled while waiting on the network (set by SIGINT/SIGTERM).
     pub fn upload(&self, in_order: bool, cancel: &'static AtomicBool) -> crate::Result<Upload> {
         let sink = if in_order {
-            Sink::Stream(Parts::new(self.object.clone(), cancel))
+            Sink::Stream
         } else {
             let file = tempfile::tempfile().map_err(|e| {
                 Error::Io(io::Error::new(
@@ -188,9 +188,10 @@ impl Destination {
             Sink::Spool { file, len: 0 }
         };
         Ok(Upload {
-            object: self.object.clone(),
-            sink: Some(sink),
+            sink,
+            parts: Parts::new(self.object.clone(), cancel),
             cancel,
+            finished: false,
         })
     }
 
@@ -214,72 +215,68 @@ pub struct UploadStats {
 }
 
 enum Sink {
-    Stream(Parts),
-    Spool { file: File, len: u64 },
+    Stream,
+    /// The spool file and the length written to it; `parts` starts at finish.
+    Spool {
+        file: File,
+        len: u64,
+    },
 }
 
 /// An object being written; it appears in the bucket only on [`finish`](Self::finish).
-/// Dropped unfinished, it aborts the upload (waiting for parts in flight to end first).
+/// Failed, or dropped unfinished, it must be [`abort`](Self::abort)ed (dropping does it too,
+/// ignoring errors): parts in flight are waited for, then the upload is deleted.
 pub struct Upload {
-    object: S3Object,
-    sink: Option<Sink>,
+    sink: Sink,
+    parts: Parts,
     cancel: &'static AtomicBool,
+    finished: bool,
 }
 
 impl std::fmt::Debug for Upload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upload")
-            .field("url", &super::http::Object::shown(&self.object))
+            .field("url", &super::http::Object::shown(&self.parts.object))
             .finish()
     }
 }
 
 impl Upload {
     /// Uploads what is still held (or the spool file), then completes the upload: the object
-    /// appears. On error or interrupt ([`Error::Interrupted`]) the upload is aborted first.
-    pub fn finish(mut self) -> crate::Result<UploadStats> {
+    /// appears. An interrupt seen on the way is [`Error::Interrupted`]. After an error,
+    /// [`abort`](Self::abort) the upload.
+    pub fn finish(&mut self) -> crate::Result<UploadStats> {
         let cancel = self.cancel;
-        let r = match self.sink.take() {
-            Some(Sink::Stream(mut parts)) => {
-                let r = parts.finish().map_err(|e| aborted(e, parts.abort()));
-                r.map(|(size, parts)| UploadStats {
-                    object_size: size,
-                    parts,
-                    spooled: false,
-                })
-            }
-            Some(Sink::Spool { file, len }) => {
-                let mut parts = Parts::new(self.object.clone(), cancel);
-                let r = upload_spool(&file, len, &mut parts, cancel)
-                    .and_then(|()| parts.finish())
-                    .map_err(|e| aborted(e, parts.abort()));
-                r.map(|(size, parts)| UploadStats {
-                    object_size: size,
-                    parts,
-                    spooled: true,
-                })
-            }
-            None => Err(io::Error::other("internal error: upload finished twice")),
-        };
-        r.map_err(|e| interrupted_or(e, cancel))
+        if self.finished {
+            return Err(Error::Io(io::Error::other(
+                "internal error: upload finished twice",
+            )));
+        }
+        if let Sink::Spool { file, len } = &self.sink {
+            upload_spool(file, *len, &mut self.parts, cancel)
+                .map_err(|e| interrupted_or(e, cancel))?;
+        }
+        let (object_size, parts) = self.parts.finish().map_err(|e| interrupted_or(e, cancel))?;
+        self.finished = true;
+        Ok(UploadStats {
+            object_size,
+            parts,
+            spooled: matches!(self.sink, Sink::Spool { .. }),
+        })
     }
 
     /// Aborts the upload: parts in flight are waited for, then the upload and its parts are
-    /// deleted. An error here means parts may be left (S3 bills them until a lifecycle rule
-    /// or another abort removes them).
-    pub fn abort(mut self) -> crate::Result<()> {
-        match self.sink.take() {
-            Some(Sink::Stream(mut p)) => p.abort().map_err(Error::Io),
-            _ => Ok(()),
-        }
+    /// deleted. An error here means parts may be left in the bucket (billed, though invisible,
+    /// until a lifecycle rule or another abort removes them). Nothing to do once finished.
+    pub fn abort(&mut self) -> crate::Result<()> {
+        self.parts.abort().map_err(Error::Io)
     }
 
     /// Bytes accepted so far.
     pub fn len(&self) -> u64 {
         match &self.sink {
-            Some(Sink::Stream(p)) => p.pos,
-            Some(Sink::Spool { len, .. }) => *len,
-            None => 0,
+            Sink::Stream => self.parts.pos,
+            Sink::Spool { len, .. } => *len,
         }
     }
 
@@ -291,23 +288,7 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if let Some(Sink::Stream(mut p)) = self.sink.take() {
-            let _ = p.abort();
-        }
-    }
-}
-
-/// `e`, and what became of the upload if aborting it failed too (parts are then left).
-fn aborted(e: io::Error, abort: io::Result<()>) -> io::Error {
-    match abort {
-        Ok(()) => e,
-        Err(a) => io::Error::new(
-            e.kind(),
-            format!(
-                "{e}; aborting the multipart upload failed too ({a}): its parts stay in the \
-                 bucket until a lifecycle rule or `aws s3api abort-multipart-upload` removes them"
-            ),
-        ),
+        let _ = self.parts.abort();
     }
 }
 
@@ -339,33 +320,31 @@ fn upload_spool(file: &File, len: u64, parts: &mut Parts, cancel: &AtomicBool) -
 impl WriteAt for Upload {
     fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
         match &mut self.sink {
-            Some(Sink::Stream(p)) => {
-                p.skip_to(offset)?;
-                p.append(buf)
+            Sink::Stream => {
+                self.parts.skip_to(offset)?;
+                self.parts.append(buf)
             }
-            Some(Sink::Spool { file, len }) => {
+            Sink::Spool { file, len } => {
                 FileExt::write_all_at(file, buf, offset)?;
                 *len = (*len).max(offset + buf.len() as u64);
                 Ok(())
             }
-            None => Err(io::Error::other("internal error: write after finish")),
         }
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         match &mut self.sink {
-            Some(Sink::Stream(p)) => {
-                if len < p.pos {
-                    return Err(p.backwards(len));
+            Sink::Stream => {
+                if len < self.parts.pos {
+                    return Err(self.parts.backwards(len));
                 }
-                p.skip_to(len)
+                self.parts.skip_to(len)
             }
-            Some(Sink::Spool { file, len: l }) => {
+            Sink::Spool { file, len: l } => {
                 file.set_len(len)?;
                 *l = len;
                 Ok(())
             }
-            None => Err(io::Error::other("internal error: write after finish")),
         }
     }
 }
