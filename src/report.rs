@@ -65,6 +65,36 @@ pub struct Report {
     /// Problems the user should know about, collected from every layer: damage, and every
     /// place where more is kept than the filesystems alone would keep.
     pub warnings: Vec<String>,
+    /// For an image read from a web server or a bucket: what it took to inspect it.
+    pub remote: Option<RemoteReport>,
+}
+
+/// What was fetched of a remote image (by the time the report was made).
+#[derive(Clone, Debug, Serialize)]
+pub struct RemoteReport {
+    /// The image's address, query string redacted.
+    pub url: String,
+    /// Size of the object as stored.
+    pub object_size: u64,
+    /// Body bytes downloaded.
+    pub downloaded_bytes: u64,
+    /// HTTP requests sent (retries included).
+    pub requests: u64,
+    /// Whether the server took range requests (false: the object was read as one stream).
+    pub ranges: bool,
+}
+
+impl RemoteReport {
+    /// The figures of `info` now.
+    pub fn of(info: &crate::format::RemoteInfo) -> RemoteReport {
+        RemoteReport {
+            url: info.shown.clone(),
+            object_size: info.object_size,
+            downloaded_bytes: info.stats.downloaded(),
+            requests: info.stats.requests(),
+            ranges: info.ranges,
+        }
+    }
 }
 
 /// One partition and what lives in it.
@@ -112,7 +142,16 @@ pub fn inspect_path(path: &Path) -> crate::Result<Report> {
 
 /// [`inspect_path`], mapping with the user's choices about the skip rule.
 pub fn inspect_path_with(path: &Path, rules: MapRules) -> crate::Result<Report> {
-    let (opened, scan) = scan::open_and_scan(path, &OpenOptions::default())?;
+    inspect_path_opts(path, rules, &OpenOptions::default())
+}
+
+/// [`inspect_path_with`], opening the image with `opts` (how URLs are read).
+pub fn inspect_path_opts(
+    path: &Path,
+    rules: MapRules,
+    opts: &OpenOptions,
+) -> crate::Result<Report> {
+    let (opened, scan) = scan::open_and_scan(path, opts)?;
     let map = image_map_with(&scan, rules);
     Ok(Report::new(&opened, &scan, map.as_ref()))
 }
@@ -149,18 +188,14 @@ fn collect_warnings(opening: &[String], scan: &Scan, map: Option<&ImageMap>) -> 
 impl Report {
     /// The report of an opened image, from its scan and the map of that scan.
     pub(crate) fn new(opened: &Opened, scan: &Scan, map: Option<&ImageMap>) -> Report {
-        let mut r = Report::build(
-            opened.path.display().to_string(),
-            scan,
-            map,
-            &opened.warnings,
-        );
+        let mut r = Report::build(opened.shown_path(), scan, map, &opened.warnings);
         r.chain = opened.chain.clone();
         r.stored_size = opened.chain.first().and_then(|l| l.size);
         r.block_device = opened.is_block_device;
         r.container = opened.container.clone();
         r.cd_tracks = opened.cd_tracks.clone();
         r.notes = opened.notes.clone();
+        r.remote = opened.remote.as_ref().map(RemoteReport::of);
         r
     }
 
@@ -207,6 +242,7 @@ impl Report {
             usage: map.cloned(),
             notes: vec![],
             warnings: collect_warnings(opening, scan, map),
+            remote: None,
         }
     }
 }

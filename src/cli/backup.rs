@@ -133,7 +133,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
 
 /// DEST as a local path or a bucket's object; a web URL is a usage error.
 pub(super) fn destination(dest: &Path) -> anyhow::Result<Dest> {
-    match upload::parse_destination(dest, None) {
+    match upload::parse_destination(dest, super::common::endpoint().as_deref()) {
         Ok(d) => Ok(d),
         Err(blockwise::Error::Unsupported(m)) => {
             Err(anyhow::Error::new(super::common::Explained {
@@ -168,12 +168,12 @@ pub(super) fn check_object(
 
 fn attempt(a: &Args, dest: &Dest, open: &OpenOptions) -> anyhow::Result<u8> {
     let (opened, scan, hot) = open_and_scan_with_reads(&a.src, open)
-        .with_context(|| format!("cannot read {}", a.src.display()))?;
+        .with_context(|| format!("cannot read {}", super::common::shown(&a.src)))?;
     scan.still_fits(&*opened.source)?;
     if !scan.decoded {
         bail!(
             "{}: {} contents are not decoded by this version; convert it to a raw image first",
-            a.src.display(),
+            super::common::shown(&a.src),
             opened.payload_format().name()
         );
     }
@@ -208,7 +208,7 @@ fn attempt(a: &Args, dest: &Dest, open: &OpenOptions) -> anyhow::Result<u8> {
     let mut job = Backup::prepare(&opened, &usage.used, opts)?;
     if a.truncate {
         job.truncate()
-            .with_context(|| format!("--truncate: {}", a.src.display()))?;
+            .with_context(|| format!("--truncate: {}", super::common::shown(&a.src)))?;
     }
     let mut warnings = blockwise::report::warnings(&opened, &scan, Some(&usage));
     warnings.extend_from_slice(job.warnings());
@@ -276,7 +276,7 @@ fn attempt(a: &Args, dest: &Dest, open: &OpenOptions) -> anyhow::Result<u8> {
     if a.json {
         let s = Summary {
             schema_version: 1,
-            source: a.src.display().to_string(),
+            source: super::common::shown(&a.src),
             archive: archive_name,
             bmap: bmap_name,
             format,
@@ -306,7 +306,7 @@ fn attempt(a: &Args, dest: &Dest, open: &OpenOptions) -> anyhow::Result<u8> {
         let secs = stats.seconds.max(1e-9);
         eprintln!(
             "blockwise: backed up {} to {} ({})",
-            a.src.display(),
+            super::common::shown(&a.src),
             archive_name,
             format.name()
         );
@@ -377,7 +377,7 @@ pub(super) fn explain_failure(e: blockwise::Error, src: &Path, dest: &Path) -> a
         blockwise::Error::Read { .. } => {
             format!(
                 "reading {}: {}; {state}",
-                src.display(),
+                super::common::shown(src),
                 super::common::chain(&e)
             )
         }
@@ -487,7 +487,7 @@ fn explain_upload_failure(
         blockwise::Error::Interrupted => format!("interrupted; {state}"),
         blockwise::Error::Read { .. } => format!(
             "reading {}: {}; {state}",
-            src.display(),
+            super::common::shown(src),
             super::common::chain(&e)
         ),
         _ => format!("{}; {state}", super::common::chain(&e)),

@@ -33,20 +33,20 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     let t0 = Instant::now();
     if a.no_checksum {
         // Nothing is read after the scan, so the image is sized while opening.
-        return attempt(&a, &OpenOptions::default(), t0);
+        return attempt(&a, &super::common::open_options(), t0);
     }
     super::common::one_pass(&a.image, |open| attempt(&a, open, t0))
 }
 
 fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
     let (opened, scan) = open_and_scan(&a.image, open)
-        .with_context(|| format!("cannot read {}", a.image.display()))?;
+        .with_context(|| format!("cannot read {}", super::common::shown(&a.image)))?;
     scan.still_fits(&*opened.source)?;
     let image_map = blockwise::map::image_map_with(&scan, a.rules);
     if !scan.decoded {
         bail!(
             "{}: {} contents are not decoded by this version; convert it to a raw image first",
-            a.image.display(),
+            super::common::shown(&a.image),
             opened.payload_format().name()
         );
     }
@@ -67,11 +67,11 @@ fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
                     "{}: bmaptool would take {} as the bmap of {} and write the {} file as it \
                      is, not the disk this bmap describes; name it after the raw image \
                      instead (`blockwise convert {} DISK.img` writes it; then DISK.img.bmap)",
-                    a.image.display(),
+                    super::common::shown(&a.image),
                     out.display(),
-                    a.image.display(),
+                    super::common::shown(&a.image),
                     f.name(),
-                    a.image.display()
+                    super::common::shown(&a.image)
                 ),
                 code: exit::REFUSED,
             }));
@@ -93,10 +93,10 @@ fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
             "blockwise: note: this bmap describes the disk inside {} (the raw image `blockwise \
              convert {} DISK.img` writes), not the {} file: use it with that image, or with \
              `blockwise flash {} --bmap FILE`",
-            a.image.display(),
-            a.image.display(),
+            super::common::shown(&a.image),
+            super::common::shown(&a.image),
             f.name(),
-            a.image.display()
+            super::common::shown(&a.image)
         );
     }
     let opts = BmapWriteOptions {
@@ -109,7 +109,7 @@ fn attempt(a: &Args, open: &OpenOptions, t0: Instant) -> anyhow::Result<u8> {
         }
     };
     let text = bmap::generate_with_progress(&*src, &map, !a.no_checksum, &opts, &on_progress)
-        .with_context(|| format!("reading {}", a.image.display()))?;
+        .with_context(|| format!("reading {}", super::common::shown(&a.image)))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }

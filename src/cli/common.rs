@@ -6,7 +6,125 @@
 //! command's module) so that the commands take these from here and they and the façade never
 //! import each other.
 
+use std::sync::OnceLock;
+
 use blockwise::format::OpenOptions;
+use blockwise::io::remote::RemoteOptions;
+
+/// How images given as URLs are read: set once from the global options.
+static REMOTE: OnceLock<RemoteOptions> = OnceLock::new();
+
+/// Sets how images given as URLs are read (the global `--endpoint`, `--fetch-*` options).
+pub(super) fn set_remote(r: RemoteOptions) {
+    let _ = REMOTE.set(r);
+}
+
+/// The S3-compatible server given by `--endpoint` (the environment's otherwise).
+pub(super) fn endpoint() -> Option<String> {
+    REMOTE.get().and_then(|r| r.endpoint.clone())
+}
+
+/// Options to open an image with, learning a stream's end at open (what `inspect` needs).
+pub(super) fn open_options() -> OpenOptions {
+    OpenOptions::default().with_remote(REMOTE.get().cloned().unwrap_or_default())
+}
+
+/// Options to open an image read once, in order ([`OpenOptions::deferred`]).
+pub(super) fn deferred_options() -> OpenOptions {
+    OpenOptions::deferred().with_remote(REMOTE.get().cloned().unwrap_or_default())
+}
+
+/// An image's name fit to print: a URL with its query string redacted (a presigned URL's
+/// signature is a secret), a path as it is.
+pub(super) fn shown(path: &std::path::Path) -> String {
+    match path
+        .to_str()
+        .and_then(blockwise::io::remote::Location::parse)
+    {
+        Some(Ok(loc)) => loc.shown(),
+        Some(Err(_)) | None => path.display().to_string(),
+    }
+}
+
+/// The bmap found beside `image` (a file, or an object next to a URL) where bmaptool would
+/// look for it: its name as shown, and its bytes. `Ok(None)` when there is none.
+pub(super) fn find_sidecar(
+    image: &std::path::Path,
+) -> anyhow::Result<Option<(std::path::PathBuf, Vec<u8>)>> {
+    use anyhow::Context as _;
+    if let Some(loc) = image
+        .to_str()
+        .and_then(blockwise::io::remote::Location::parse)
+    {
+        let loc = loc?;
+        let opts = REMOTE.get().cloned().unwrap_or_default();
+        for c in blockwise::io::remote::sidecar_candidates(&loc) {
+            // A bmap is a few KiB per GiB of image; 64 MiB is far beyond any real one.
+            if let Some(data) = blockwise::io::remote::fetch_small(&c, &opts, 64 << 20)
+                .with_context(|| format!("looking for a bmap at {}", c.shown()))?
+            {
+                return Ok(Some((std::path::PathBuf::from(c.shown()), data)));
+            }
+        }
+        return Ok(None);
+    }
+    for p in blockwise::bmap::sidecar_candidates(image) {
+        if p.is_file() {
+            let data = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            return Ok(Some((p, data)));
+        }
+    }
+    Ok(None)
+}
+
+/// The names [`find_sidecar`] tries for `image`, for a message.
+pub(super) fn sidecar_tried(image: &std::path::Path) -> String {
+    let names: Vec<String> = match image
+        .to_str()
+        .and_then(blockwise::io::remote::Location::parse)
+    {
+        Some(Ok(loc)) => blockwise::io::remote::sidecar_candidates(&loc)
+            .iter()
+            .map(|l| l.shown())
+            .collect(),
+        _ => blockwise::bmap::sidecar_candidates(image)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+    };
+    names.join(", ")
+}
+
+/// The name to give a bmap of `image` written here (`-o`), as the user can publish it
+/// beside the image: for a URL, its file name.
+pub(super) fn sidecar_name(image: &std::path::Path) -> String {
+    match image
+        .to_str()
+        .and_then(blockwise::io::remote::Location::parse)
+    {
+        Some(Ok(loc)) => format!("{}.bmap", loc.file_name()),
+        _ => format!("{}.bmap", image.display()),
+    }
+}
+
+/// `--fetch-block`: a size in bytes with an optional K/M suffix, a power of two from 64 KiB
+/// to 64 MiB.
+pub(super) fn parse_fetch_block(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 1 << 20),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 1M, 4M, 262144)"))?;
+    let v = n.checked_mul(mult).ok_or("too large")?;
+    if !(64 << 10..=64 << 20).contains(&v) || !v.is_power_of_two() {
+        return Err(format!("{s}: a power of two from 64K to 64M"));
+    }
+    Ok(v)
+}
 
 /// Exit codes (see spec/exit-codes.md).
 pub mod exit {
@@ -72,14 +190,14 @@ pub(super) fn one_pass<T>(
     image: &std::path::Path,
     mut attempt: impl FnMut(&OpenOptions) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    match attempt(&OpenOptions::deferred()) {
+    match attempt(&deferred_options()) {
         Err(e) => match e.chain().find_map(|c| c.downcast_ref::<blockwise::Error>()) {
             Some(blockwise::Error::Replan { reason, .. }) => {
                 eprintln!(
                     "blockwise: note: {}: {reason}; reading it again, sized first",
-                    image.display()
+                    shown(image)
                 );
-                attempt(&OpenOptions::default())
+                attempt(&open_options())
             }
             _ => Err(e),
         },

@@ -130,7 +130,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
                 return Err(usage(format!(
                     "{} is a CD image, written as several track files: write them to a local \
                      directory, not to {}",
-                    a.src.display(),
+                    super::common::shown(&a.src),
                     d.url()
                 )));
             }
@@ -140,7 +140,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
             return Err(usage(format!(
                 "--audio applies to CD images (CUE or TOC sheets, Nero images, raw BIN files), \
                  and {} is none",
-                a.src.display()
+                super::common::shown(&a.src)
             )));
         }
     } else if a.audio.is_some() {
@@ -228,13 +228,13 @@ fn attempt(
     open: &OpenOptions,
 ) -> anyhow::Result<u8> {
     let (opened, scan, hot) = open_and_scan_with_reads(&a.src, open)
-        .with_context(|| format!("cannot read {}", a.src.display()))?;
+        .with_context(|| format!("cannot read {}", super::common::shown(&a.src)))?;
     scan.still_fits(&*opened.source)?;
     if !scan.decoded {
         anyhow::bail!(
             "{}: {} contents are not decoded by this version of blockwise, so they cannot be \
              converted",
-            a.src.display(),
+            super::common::shown(&a.src),
             opened.payload_format().name()
         );
     }
@@ -327,7 +327,7 @@ fn attempt(
     if a.json {
         let s = Summary {
             schema_version: 1,
-            source: a.src.display().to_string(),
+            source: super::common::shown(&a.src),
             source_format: opened.chain.iter().map(|l| l.format.name()).collect(),
             output: output_name,
             format,
@@ -358,7 +358,7 @@ fn attempt(
         let chain: Vec<&str> = opened.chain.iter().map(|l| l.format.name()).collect();
         eprintln!(
             "blockwise: converted {} ({}) to {} ({})",
-            a.src.display(),
+            super::common::shown(&a.src),
             chain.join(" > "),
             output_name,
             format.name()
@@ -407,14 +407,15 @@ fn wants_tracks(a: &Args) -> bool {
 /// TOC sheet, a Nero image, raw 2352-byte sectors); `None` for an ISO9660 file or a disk image.
 fn disc_format(src: &std::path::Path) -> anyhow::Result<Option<blockwise::format::Format>> {
     use blockwise::format::Format;
-    let meta = std::fs::metadata(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let meta = std::fs::metadata(src)
+        .with_context(|| format!("cannot read {}", super::common::shown(src)))?;
     if !meta.is_file() {
         return Ok(None);
     }
     let f = blockwise::io::FileSource::open(src)
-        .with_context(|| format!("cannot read {}", src.display()))?;
-    let format =
-        blockwise::format::sniff(&f).with_context(|| format!("cannot read {}", src.display()))?;
+        .with_context(|| format!("cannot read {}", super::common::shown(src)))?;
+    let format = blockwise::format::sniff(&f)
+        .with_context(|| format!("cannot read {}", super::common::shown(src)))?;
     Ok([Format::Cue, Format::Toc, Format::Nrg, Format::CdRaw]
         .contains(&format)
         .then_some(format))
@@ -459,10 +460,11 @@ fn cd_tracks(a: &Args, format: blockwise::format::Format) -> anyhow::Result<u8> 
         return Err(usage(format!(
             "{} is a CD image written as tracks: --vhd, --compress, --cluster-size, --level \
              and --keep-free do not apply",
-            a.src.display()
+            super::common::shown(&a.src)
         )));
     }
-    let disc = open_disc(&a.src).with_context(|| format!("cannot read {}", a.src.display()))?;
+    let disc = open_disc(&a.src)
+        .with_context(|| format!("cannot read {}", super::common::shown(&a.src)))?;
     let audio = match a.audio {
         Some(AudioArg::Raw) => AudioFormat::Raw,
         _ => AudioFormat::Wav,
@@ -476,13 +478,14 @@ fn cd_tracks(a: &Args, format: blockwise::format::Format) -> anyhow::Result<u8> 
             message: m,
             code: exit::REFUSED,
         }),
-        e => anyhow::Error::new(e).context(format!("cannot convert {}", a.src.display())),
+        e => anyhow::Error::new(e)
+            .context(format!("cannot convert {}", super::common::shown(&a.src))),
     })?;
     let seconds = t0.elapsed().as_secs_f64();
     if a.json {
         let s = TracksSummary {
             schema_version: 1,
-            source: a.src.display().to_string(),
+            source: super::common::shown(&a.src),
             source_format: vec![format.name()],
             output: a.dest.display().to_string(),
             format: "cd-tracks",
@@ -508,7 +511,7 @@ fn cd_tracks(a: &Args, format: blockwise::format::Format) -> anyhow::Result<u8> 
         eprintln!(
             "blockwise: wrote the {} track(s) of {}",
             written.len(),
-            a.src.display()
+            super::common::shown(&a.src)
         );
         for w in &written {
             eprintln!(

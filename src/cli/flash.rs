@@ -74,6 +74,8 @@ struct Summary {
     targets: Vec<TargetSummary>,
     warnings: Vec<String>,
     notes: Vec<String>,
+    /// For an image read from a URL: what was downloaded of it.
+    remote: Option<blockwise::report::RemoteReport>,
 }
 
 #[derive(serde::Serialize)]
@@ -124,17 +126,16 @@ fn choose_bmap(a: &Args) -> anyhow::Result<Option<(PathBuf, Bmap)>> {
     if a.no_bmap {
         return Ok(None);
     }
-    let path = match &a.bmap {
-        Some(p) => p.clone(),
-        None => match bmap::sidecar_candidates(&a.image)
-            .into_iter()
-            .find(|p| p.is_file())
-        {
-            Some(p) => p,
+    let (path, data) = match &a.bmap {
+        Some(p) => (
+            p.clone(),
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
+        None => match super::common::find_sidecar(&a.image)? {
+            Some(found) => found,
             None => return Ok(None),
         },
     };
-    let data = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let b =
         bmap::parse(&data).with_context(|| format!("{} is not a usable bmap", path.display()))?;
     Ok(Some((path, b)))
@@ -233,7 +234,7 @@ fn attempt(
 ) -> anyhow::Result<u8> {
     let started = Instant::now();
     let opened = format::open(&a.image, open)
-        .with_context(|| format!("cannot open {}", a.image.display()))?;
+        .with_context(|| format!("cannot open {}", super::common::shown(&a.image)))?;
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
     let mut layout = None;
@@ -248,7 +249,7 @@ fn attempt(
                     "{} describes an image of {} bytes, but {} holds {size}: the wrong bmap",
                     path.display(),
                     b.image_size,
-                    a.image.display()
+                    super::common::shown(&a.image)
                 );
             }
             notes.push(format!("following {}", path.display()));
@@ -263,8 +264,16 @@ fn attempt(
                 MapSource::Everything,
             )
         }
-        // `--one-pass`: a stream is read once, its map learned as it goes by.
-        None if a.one_pass && !opened.random_access() => {
+        // `--one-pass`: a stream is read once, its map learned as it goes by. So is a stream
+        // from a URL: a scan beside it would download it a second time.
+        None if (a.one_pass || opened.remote.is_some()) && !opened.random_access() => {
+            if !a.one_pass {
+                notes.push(
+                    "a stream from a URL is downloaded and decoded once: its map is learned as \
+                     it goes by (as with --one-pass)"
+                        .into(),
+                );
+            }
             let size = opened.source.size();
             (ExtentMap::single(0, size), size, 4096, MapSource::Stream)
         }
@@ -276,7 +285,7 @@ fn attempt(
             && !a.gpt_to_end
             && fits_whole(a, {
                 blockwise::scan::size_from_head(&*opened.source, opened.device_sector_size)
-                    .with_context(|| format!("cannot read {}", a.image.display()))?;
+                    .with_context(|| format!("cannot read {}", super::common::shown(&a.image)))?;
                 opened.source.size()
             }) =>
         {
@@ -286,13 +295,13 @@ fn attempt(
         }
         None => {
             let scan = blockwise::scan::scan(&opened)
-                .with_context(|| format!("cannot read {}", a.image.display()))?;
+                .with_context(|| format!("cannot read {}", super::common::shown(&a.image)))?;
             scan.still_fits(&*opened.source)?;
             if !scan.decoded {
                 bail!(
                     "{}: {} contents are not decoded by this version; convert it to a raw \
                      image first",
-                    a.image.display(),
+                    super::common::shown(&a.image),
                     opened.payload_format().name()
                 );
             }
@@ -376,8 +385,12 @@ fn attempt(
     }
     // A checksum file beside the image vouches for it: checked while the flash runs, before
     // any head is written.
-    let vouch = flash::find_sum(&a.image)
-        .with_context(|| format!("looking for a checksum file of {}", a.image.display()))?;
+    let vouch = flash::find_sum(&a.image).with_context(|| {
+        format!(
+            "looking for a checksum file of {}",
+            super::common::shown(&a.image)
+        )
+    })?;
     let mut sum_check = vouch.map(|v| flash::SumCheck::start(&a.image, v));
     let mut sum_outcome = None;
     let opts = FlashOptions {
@@ -461,13 +474,35 @@ fn attempt(
         notes.extend(stream_notes.iter().cloned());
         notes.push(format!(
             "{} of the stream's {} was known free as it went by; for a full skip, flash with a \
-             bmap (`blockwise bmap {} -o {}.bmap` writes one beside it) or an archive \
-             (`blockwise backup {} card.img.zst`)",
+             bmap (`blockwise bmap {} -o {}` writes one, to keep beside the image) or an \
+             archive (`blockwise backup {} card.img.zst`)",
             human_bytes(report.skipped),
             human_bytes(image_size),
-            a.image.display(),
-            a.image.display(),
-            a.image.display()
+            super::common::shown(&a.image),
+            super::common::sidecar_name(&a.image),
+            super::common::shown(&a.image)
+        ));
+    }
+    let remote = opened
+        .remote
+        .as_ref()
+        .map(blockwise::report::RemoteReport::of);
+    if let Some(r) = &remote {
+        notes.push(format!(
+            "downloaded {} of the {} object ({:.1}%) in {} requests{}",
+            human_bytes(r.downloaded_bytes),
+            human_bytes(r.object_size),
+            if r.object_size > 0 {
+                r.downloaded_bytes as f64 * 100.0 / r.object_size as f64
+            } else {
+                0.0
+            },
+            r.requests,
+            if r.ranges {
+                ""
+            } else {
+                " (the server takes no range requests: streamed)"
+            }
         ));
     }
     let written_map = plan.mapped() - report.skipped;
@@ -507,7 +542,7 @@ fn attempt(
     if a.json {
         let s = Summary {
             schema_version: 1,
-            image: a.image.display().to_string(),
+            image: super::common::shown(&a.image),
             bmap: bmap.map(|(p, _)| p.display().to_string()),
             map_source: source,
             image_size,
@@ -524,6 +559,7 @@ fn attempt(
             targets: summaries,
             warnings,
             notes,
+            remote,
         };
         super::common::print_json(&s)?;
     } else {
@@ -645,7 +681,7 @@ fn confirm(a: &Args, checked: &[Checked], image_size: u64, mapped: u64) -> anyho
     }
     eprintln!(
         "blockwise: about to write {} ({} of {} mapped) to:",
-        a.image.display(),
+        super::common::shown(&a.image),
         human_bytes(mapped),
         human_bytes(image_size)
     );
@@ -737,7 +773,7 @@ fn print_summary(
     };
     eprintln!(
         "blockwise: flashed {} ({}; {} mapped, {:.1}%, from {from}) in {seconds:.2}s",
-        a.image.display(),
+        super::common::shown(&a.image),
         human_bytes(image_size),
         human_bytes(mapped),
         pct(mapped, image_size)

@@ -8,14 +8,14 @@ use anyhow::Context;
 use blockwise::format::Format;
 use blockwise::fs::FsInfo;
 use blockwise::layout::{PartKind, TableKind};
-use blockwise::report::{inspect_path_with, Report};
+use blockwise::report::{inspect_path_opts, Report};
 use blockwise::util::human_bytes;
 
 use super::common::exit;
 
 pub fn run(image: &Path, json: bool, rules: blockwise::map::MapRules) -> anyhow::Result<u8> {
-    let report = inspect_path_with(image, rules)
-        .with_context(|| format!("cannot inspect {}", image.display()))?;
+    let report = inspect_path_opts(image, rules, &super::common::open_options())
+        .with_context(|| format!("cannot inspect {}", super::common::shown(image)))?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &report)?;
@@ -177,6 +177,26 @@ pub fn render(r: &Report) -> String {
                 }
             );
         }
+    }
+    if let Some(rem) = &r.remote {
+        let pct = if rem.object_size > 0 {
+            rem.downloaded_bytes as f64 * 100.0 / rem.object_size as f64
+        } else {
+            0.0
+        };
+        let how = if rem.ranges {
+            "range requests"
+        } else {
+            "one stream: the server takes no range requests"
+        };
+        let _ = writeln!(
+            o,
+            "  downloaded   {} ({} bytes) of {} ({pct:.1}%), {} requests, {how}",
+            human_bytes(rem.downloaded_bytes),
+            rem.downloaded_bytes,
+            human_bytes(rem.object_size),
+            rem.requests
+        );
     }
     for l in &r.chain {
         if let Some(d) = &l.detail {

@@ -39,11 +39,30 @@ Examples:
   blockwise backup /dev/sdb pi.img.zst  Back up only the used blocks (zstd -d restores it)
   blockwise flash pi.img.zst /dev/sdb Write only the used blocks to a card, verified
   blockwise convert card.img vm.qcow2 Any image to raw, .zst, .xz, .simg, qcow2, VHD or VHDX
-  blockwise drives                    Which disks are safe targets (and, with --all, why not others)"
+  blockwise drives                    Which disks are safe targets (and, with --all, why not others)
+  blockwise flash https://example.org/os.img.xz /dev/sdb   Fetch only the blocks that matter
+  blockwise backup /dev/sdb s3://backups/pi.img.zst       Straight to a bucket (multipart upload)
+
+Images may be given as http(s):// URLs or s3://bucket/key: read with range requests, only
+what the command needs (credentials for s3:// from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or
+~/.aws/credentials; none: anonymous)."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// S3-compatible server for s3:// images and destinations (MinIO, Ceph, R2, ...);
+    /// default: AWS_ENDPOINT_URL, else Amazon S3.
+    #[arg(long, global = true, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Size of one range request when reading an image from a URL (64K to 64M; the cache
+    /// keeps such blocks).
+    #[arg(long, global = true, value_name = "BYTES", default_value = "1M",
+          value_parser = common::parse_fetch_block)]
+    fetch_block: u64,
+    /// Range requests in flight at once when reading an image from a URL.
+    #[arg(long, global = true, value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    fetch_parallel: u16,
 }
 
 #[derive(Subcommand, Debug)]
@@ -374,6 +393,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    common::set_remote(blockwise::io::remote::RemoteOptions {
+        endpoint: cli.endpoint.clone(),
+        block: cli.fetch_block,
+        parallel: usize::from(cli.fetch_parallel),
+    });
     let result = match cli.command {
         Command::Inspect {
             image,

@@ -5,43 +5,37 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use blockwise::bmap;
-use blockwise::format::{self, OpenOptions};
+use blockwise::format;
 use blockwise::util::human_bytes;
 
 use super::common::exit;
 
 pub fn run(image: PathBuf, bmap_path: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
-    let bmap_path = match bmap_path {
-        Some(p) => p,
-        None => match bmap::sidecar_candidates(&image)
-            .into_iter()
-            .find(|p| p.is_file())
-        {
-            Some(p) => p,
+    let (bmap_path, data) = match bmap_path {
+        Some(p) => {
+            let data = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            (p, data)
+        }
+        None => match super::common::find_sidecar(&image)? {
+            Some(found) => found,
             None => bail!(
                 "no bmap found for {} (tried {}); pass --bmap FILE",
-                image.display(),
-                bmap::sidecar_candidates(&image)
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                super::common::shown(&image),
+                super::common::sidecar_tried(&image)
             ),
         },
     };
-    let data = std::fs::read(&bmap_path)
-        .with_context(|| format!("cannot read {}", bmap_path.display()))?;
     let b = bmap::parse(&data)
         .with_context(|| format!("{} is not a usable bmap", bmap_path.display()))?;
     // Read once, in order: a stream's end is not needed, only the bytes up to the bmap's
     // image size, which stands in for a size its headers do not give exactly.
-    let opened = format::open(&image, &OpenOptions::deferred())
-        .with_context(|| format!("cannot open {}", image.display()))?;
+    let opened = format::open(&image, &super::common::deferred_options())
+        .with_context(|| format!("cannot open {}", super::common::shown(&image)))?;
     opened.source.refine_size_hint(b.image_size);
     let res = bmap::verify(&*opened.source, &b).with_context(|| {
         format!(
             "verifying {} against {}",
-            image.display(),
+            super::common::shown(&image),
             bmap_path.display()
         )
     })?;
@@ -50,7 +44,7 @@ pub fn run(image: PathBuf, bmap_path: Option<PathBuf>, json: bool) -> anyhow::Re
         serde_json::to_writer_pretty(
             &mut out,
             &serde_json::json!({
-                "image": image.display().to_string(),
+                "image": super::common::shown(&image),
                 "bmap": bmap_path.display().to_string(),
                 "ok": res.mismatches.is_empty(),
                 "result": res,
@@ -60,7 +54,7 @@ pub fn run(image: PathBuf, bmap_path: Option<PathBuf>, json: bool) -> anyhow::Re
     } else if res.mismatches.is_empty() {
         println!(
             "{}: OK, {} in {} ranges match {}{}",
-            image.display(),
+            super::common::shown(&image),
             human_bytes(res.bytes_checked),
             res.ranges_checked,
             bmap_path.display(),
@@ -73,7 +67,7 @@ pub fn run(image: PathBuf, bmap_path: Option<PathBuf>, json: bool) -> anyhow::Re
     } else {
         println!(
             "{}: MISMATCH in {} of {} ranges (bmap {}):",
-            image.display(),
+            super::common::shown(&image),
             res.mismatches.len(),
             res.ranges_checked,
             bmap_path.display()

@@ -277,6 +277,10 @@ impl ReadAt for Watched {
         self.inner.refine_size_hint(at_least)
     }
 
+    fn will_read(&self, ranges: &ExtentMap) {
+        self.inner.will_read(ranges)
+    }
+
     fn note_free(&self, offset: u64, len: u64) {
         self.hints.add_free(offset, len);
     }

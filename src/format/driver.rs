@@ -39,6 +39,8 @@ pub struct OpenOptions {
     /// When a stream's exact size and trailer are learnt: at open (the default, what
     /// `inspect` needs) or while reading (for a single in-order pass over the image).
     pub(crate) stream_end: StreamEnd,
+    /// How images on web servers and in buckets are reached and read.
+    pub(crate) remote: crate::io::remote::RemoteOptions,
 }
 
 impl Default for OpenOptions {
@@ -46,6 +48,7 @@ impl Default for OpenOptions {
         OpenOptions {
             decompress: true,
             stream_end: StreamEnd::Eager,
+            remote: crate::io::remote::RemoteOptions::default(),
         }
     }
 }
@@ -58,6 +61,12 @@ impl OpenOptions {
             stream_end: StreamEnd::Deferred,
             ..OpenOptions::default()
         }
+    }
+
+    /// These options, with `remote` for images given as URLs.
+    pub fn with_remote(mut self, remote: crate::io::remote::RemoteOptions) -> Self {
+        self.remote = remote;
+        self
     }
 }
 

@@ -24,6 +24,43 @@ pub(crate) fn starts_within(
     (lo..count).map(out_off).take_while(|&o| o < end).collect()
 }
 
+/// The stored (compressed) byte ranges of the frames that hold any byte of `ranges`, from
+/// `count` frames tiling the decoded bytes in order, frame `i` decoded at
+/// `out(i)` and stored at `stored(i)`: what a reader of `ranges` will fetch from below, for
+/// [`crate::io::ReadAt::will_read`].
+pub(crate) fn stored_ranges(
+    ranges: &crate::ExtentMap,
+    count: usize,
+    out: impl Fn(usize) -> (u64, u64),
+    stored: impl Fn(usize) -> (u64, u64),
+) -> crate::ExtentMap {
+    let mut m = crate::ExtentMap::new();
+    let mut i = 0usize;
+    for r in ranges.iter() {
+        // First frame ending after the range's start: searched from where the last range
+        // left off, so the walk is linear in frames plus ranges.
+        let (mut lo, mut hi) = (i, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if out(mid).1 <= r.start {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        i = lo;
+        while i < count && out(i).0 < r.end {
+            let (s, e) = stored(i);
+            m.insert(s, e);
+            if out(i).1 > r.end {
+                break;
+            }
+            i += 1;
+        }
+    }
+    m
+}
+
 /// The power-of-two read size for frames of these sizes: the most common (median) one.
 pub(crate) fn typical_chunk(mut lens: Vec<u64>) -> u64 {
     if lens.is_empty() {

@@ -95,6 +95,6 @@ pub use driver::OpenOptions;
 pub use driver::MAX_DEPTH;
 pub use driver::{FormatDriver, Layer, OpenCtx, Probe, Step};
 pub use kind::Format;
-pub use open::{open, open_source, Opened};
+pub use open::{open, open_source, Opened, RemoteInfo};
 pub(crate) use registry::check_tail;
 pub use registry::{sniff, trailer_format, DRIVERS};

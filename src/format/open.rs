@@ -12,6 +12,7 @@ use super::stream::codec::end_is_cheap;
 use crate::format::kind::{Format, Kind};
 use crate::io::blockdev::BlockDevice;
 use crate::io::file::FileSource;
+use crate::io::remote::{self, Location, RemoteStats};
 use crate::io::{Access, ReadAt};
 use crate::Error;
 
@@ -39,6 +40,21 @@ pub struct Opened {
     pub cd_tracks: Vec<Track>,
     /// Header facts when the payload is a container this version does not decode.
     pub container: Option<ContainerInfo>,
+    /// When the image is on a web server or in a bucket: what was fetched of it.
+    pub remote: Option<RemoteInfo>,
+}
+
+/// An image read from a web server or a bucket, and what has been fetched of it so far.
+#[derive(Clone)]
+pub struct RemoteInfo {
+    /// The image's address, fit to print (query string redacted).
+    pub shown: String,
+    /// The object's size in bytes (as stored: compressed, if it is).
+    pub object_size: u64,
+    /// Whether the server takes range requests (else the object is read as one stream).
+    pub ranges: bool,
+    /// Bytes and requests so far (counting on as the image is read).
+    pub stats: Arc<RemoteStats>,
 }
 
 impl Opened {
@@ -46,6 +62,15 @@ impl Opened {
     /// the payload source says of itself.
     pub fn random_access(&self) -> bool {
         self.source.caps().access == Access::Random
+    }
+
+    /// The image's name fit to print: a URL as [`RemoteInfo::shown`] (query string
+    /// redacted), a path as it is.
+    pub fn shown_path(&self) -> String {
+        match &self.remote {
+            Some(r) => r.shown.clone(),
+            None => self.path.display().to_string(),
+        }
     }
 
     /// The payload format (last layer of the chain).
@@ -61,6 +86,9 @@ impl Opened {
 /// the file it was asked to open ("cannot inspect PATH: ..."). Files that `path` names in turn
 /// (a CUE sheet's BIN) are named in their errors.
 pub fn open(path: &Path, opts: &OpenOptions) -> crate::Result<Opened> {
+    if let Some(loc) = path.to_str().and_then(Location::parse) {
+        return open_remote(&loc?, path, opts);
+    }
     let meta = std::fs::metadata(path)?;
     if meta.file_type().is_block_device() {
         let dev = BlockDevice::open(path)?;
@@ -88,6 +116,37 @@ pub fn open(path: &Path, opts: &OpenOptions) -> crate::Result<Opened> {
         _ => PathBuf::from("."),
     };
     open_chain(Arc::new(f), path, opts, Some(dir), Vec::new())
+}
+
+/// Opens an image on a web server or in a bucket: range requests through a cache, or one
+/// stream when the server takes no ranges (said once).
+fn open_remote(loc: &Location, path: &Path, opts: &OpenOptions) -> crate::Result<Opened> {
+    let src = remote::open(loc, &opts.remote)?;
+    let info = RemoteInfo {
+        shown: src.shown().to_owned(),
+        object_size: src.size(),
+        ranges: src.ranges(),
+        stats: src.stats(),
+    };
+    // Messages name the image as shown: a presigned URL's query is a secret.
+    let mut o = open_chain(
+        Arc::new(src),
+        Path::new(&info.shown),
+        opts,
+        None,
+        Vec::new(),
+    )?;
+    if !info.ranges {
+        o.notes.insert(
+            0,
+            "the server does not take range requests: the image is read as one stream, \
+             front to back"
+                .into(),
+        );
+    }
+    o.path = path.to_owned();
+    o.remote = Some(info);
+    Ok(o)
 }
 
 /// Opens a file that another image names (see [`OpenCtx::open_named`]): regular files only,
@@ -183,6 +242,7 @@ fn open_chain(
         notes: ctx.notes,
         cd_tracks: ctx.cd_tracks,
         container: ctx.container,
+        remote: None,
     })
 }
 

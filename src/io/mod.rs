@@ -117,6 +117,18 @@ impl<S: ReadAt> ReadAt for Slice<S> {
             }
         }
     }
+    fn will_read(&self, ranges: &crate::ExtentMap) {
+        let window = ranges.within(0, self.len);
+        self.inner
+            .will_read(&crate::ExtentMap::from_ranges(window.iter().filter_map(
+                |r| {
+                    Some((
+                        self.offset.checked_add(r.start)?,
+                        self.offset.checked_add(r.end)?,
+                    ))
+                },
+            )));
+    }
     fn sequential(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
         let len = self.len.saturating_sub(offset);
         let pos = self.offset.saturating_add(offset.min(self.len));

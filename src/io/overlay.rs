@@ -103,6 +103,11 @@ impl ReadAt for Overlay {
             .boundaries(start, end.min(self.size).min(self.inner.size()))
     }
 
+    fn will_read(&self, ranges: &crate::ExtentMap) {
+        self.inner
+            .will_read(&ranges.within(0, self.size.min(self.inner.size())))
+    }
+
     fn allocated_hint(&self) -> Option<crate::ExtentMap> {
         let mut a = self.inner.allocated_hint()?.clip(self.size);
         for (off, b) in &self.patches {

@@ -134,6 +134,15 @@ pub trait ReadAt: Send + Sync {
         let _ = (offset, len);
     }
 
+    /// A reader's word that it is about to read `ranges`, in order (flash, backup and convert
+    /// pass their whole map before they start). A source that fetches from far away (a web
+    /// server, a bucket) fetches exactly those bytes ahead of the reader, in parallel;
+    /// decoders pass it on in their own terms (the frames or blocks holding those bytes);
+    /// everything else ignores it. Only a hint: reads outside `ranges` still work.
+    fn will_read(&self, ranges: &crate::ExtentMap) {
+        let _ = ranges;
+    }
+
     /// An in-order reader of the bytes from `offset` to the end. Sequential sources return a
     /// fresh decoder that bypasses their random-access cache (one decode, no restarts); the
     /// default reads through [`read_at`](Self::read_at) in [`Caps::chunk`] pieces.
@@ -343,6 +352,9 @@ macro_rules! forward_caps {
         }
         fn note_free(&$s, offset: u64, len: u64) {
             $inner.note_free(offset, len)
+        }
+        fn will_read(&$s, ranges: &crate::ExtentMap) {
+            $inner.will_read(ranges)
         }
     };
 }

@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use crate::io::{Access, ReadAt, SizeKnown};
 use crate::Error;
+use crate::ExtentMap;
 
 mod buf;
 mod decode;
@@ -177,6 +178,14 @@ impl<'a> Pipeline<'a> {
         // already, and each decoder transforms what it read, while it is in its cache.
         let sequential = self.src.caps().access == Access::Sequential;
         decode::check_jobs(jobs, sequential, sinks.len())?;
+        if !sequential {
+            // Everything the run will read, said up front: a remote source fetches it ahead,
+            // in parallel, and nothing else.
+            self.src.will_read(&ExtentMap::from_ranges(
+                jobs.iter()
+                    .filter_map(|j| j.read.as_ref().map(|r| (r.start, r.end))),
+            ));
+        }
         // Nothing to read, yet a hinted stream must still end where the plan says.
         if let (true, Some(end), SizeKnown::Hint) =
             (jobs.is_empty(), self.to_end, self.src.caps().size)

@@ -269,11 +269,21 @@ impl SeekableZstd {
     /// A zero frame is 4 bytes per 128 KiB block after its header, so only frames that small
     /// are read to check; a frame that cannot be read counts as data.
     fn data_frames(&self) -> ExtentMap {
+        let small = |f: &SeekFrame| {
+            let blocks = u64::from(f.out_len).div_ceil(ZERO_BLOCK).max(1);
+            u64::from(f.comp_len) <= MAX_FRAME_HEADER as u64 + 4 * blocks
+        };
+        // Only the small frames are read (a zero frame is a few bytes per 128 KiB): said up
+        // front, so a remote archive fetches just those bytes, in parallel.
+        self.src.will_read(&ExtentMap::from_ranges(
+            self.frames
+                .iter()
+                .filter(|f| small(f))
+                .map(|f| (f.comp_off, f.comp_off + u64::from(f.comp_len))),
+        ));
         let mut m = ExtentMap::new();
         for f in &self.frames {
-            let blocks = u64::from(f.out_len).div_ceil(ZERO_BLOCK).max(1);
-            let zero_len = MAX_FRAME_HEADER as u64 + 4 * blocks;
-            let zero = u64::from(f.comp_len) <= zero_len
+            let zero = small(f)
                 && self
                     .src
                     .read_vec(f.comp_off, f.comp_len as usize)
@@ -432,6 +442,16 @@ impl ReadAt for SeekableZstd {
         Some(self.data.get_or_init(|| self.data_frames()).clone())
     }
 
+    fn will_read(&self, ranges: &ExtentMap) {
+        let fr = &self.frames;
+        self.src.will_read(&frames::stored_ranges(
+            ranges,
+            fr.len(),
+            |i| (fr[i].out_off, fr[i].out_off + u64::from(fr[i].out_len)),
+            |i| (fr[i].comp_off, fr[i].comp_off + u64::from(fr[i].comp_len)),
+        ));
+    }
+
     fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
         let fr = &self.frames;
         Some(frames::starts_within(
@@ -504,5 +524,64 @@ mod tests {
         let end = 2000 + (300 << 10);
         assert_eq!(a, ExtentMap::from_ranges([(0, 1000), (end - 1000, end)]));
         assert_eq!(s.read_vec(1000, 10).unwrap(), [0; 10]);
+    }
+
+    /// Remembers what it was told it will be read.
+    struct Told(crate::io::MemSource, std::sync::Mutex<Vec<ExtentMap>>);
+    impl ReadAt for Told {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read_at(offset, buf)
+        }
+        fn will_read(&self, ranges: &ExtentMap) {
+            self.1.lock().unwrap().push(ranges.clone());
+        }
+    }
+
+    #[test]
+    fn a_plan_reaches_the_file_as_the_frames_holding_it() {
+        // Bytes that do not compress, so the data frames are not mistaken for zero frames.
+        let mut x = 1u32;
+        let noise: Vec<u8> = (0..1000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        let data = zstd::bulk::compress(&noise, 3).unwrap();
+        let zeros = crate::archive::zstd::zero_frame(300 << 10);
+        let mut file = Vec::new();
+        let mut table = Vec::new();
+        for (f, n) in [
+            (&data, 1000u32),
+            (&zeros, 300 << 10),
+            (&data, 1000),
+            (&data, 1000),
+        ] {
+            file.extend_from_slice(f);
+            table.push((f.len() as u32, n));
+        }
+        file.extend(SeekTable::encode(&table).unwrap());
+        let told = Arc::new(Told(crate::io::MemSource(file), Default::default()));
+        let s = SeekableZstd::open(told.clone()).unwrap().unwrap();
+        let (d, z) = (data.len() as u64, zeros.len() as u64);
+        // The map of the allocated frames reads only the small ones, and says so first.
+        s.allocated_hint().unwrap();
+        assert_eq!(
+            told.1.lock().unwrap().last().unwrap(),
+            &ExtentMap::single(d, d + z)
+        );
+        // Bytes in the first frame and across the third and fourth: those frames' bytes.
+        let third = 1000 + (300 << 10);
+        s.will_read(&ExtentMap::from_ranges([
+            (10, 20),
+            (third + 999, third + 1001),
+        ]));
+        assert_eq!(
+            told.1.lock().unwrap().last().unwrap(),
+            &ExtentMap::from_ranges([(0, d), (d + z, d + z + 2 * d)])
+        );
     }
 }

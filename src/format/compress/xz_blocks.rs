@@ -382,6 +382,16 @@ impl ReadAt for XzBlocks {
         .over(self.src.caps())
     }
 
+    fn will_read(&self, ranges: &crate::ExtentMap) {
+        let bl = &self.blocks;
+        self.src.will_read(&crate::format::frames::stored_ranges(
+            ranges,
+            bl.len(),
+            |i| (bl[i].out_off, bl[i].out_off + bl[i].out_len),
+            |i| (bl[i].comp_off, bl[i].comp_off + ((bl[i].unpadded + 3) & !3)),
+        ));
+    }
+
     fn boundaries(&self, start: u64, end: u64) -> Option<Vec<u64>> {
         let bl = &self.blocks;
         Some(crate::format::frames::starts_within(

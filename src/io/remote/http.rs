@@ -1,24 +1,21 @@
-//! The HTTP transport under the remote layer: one ureq agent (rustls) for the process, and
-//! [`Transport::send`], which retries what is worth retrying and hands every other answer back.
+//! The HTTP transport under every remote source: one agent, retries with backoff, and the
+//! redirect rule.
 //!
-//! Requests come from an [`Object`], which knows its store: a plain web server, or a bucket
-//! that signs each request. The request is built again for every attempt, so a signature
-//! (which carries the time) is always fresh.
+//! Requests are built by the caller for every attempt ([`Transport::send`] calls the builder
+//! again), so a store that signs its requests signs each retry with a fresh date. Redirects
+//! are followed here, not by the agent, because the rule depends on what is being sent: only
+//! GET and HEAD are redirected, only for objects that say they may be, and a redirect to
+//! another host drops every header that could carry a credential.
 
 use std::io;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub(crate) use ureq::http;
+use ureq::http;
 
-/// Attempts per request (the first and the retries).
-const ATTEMPTS: u32 = 5;
-/// The first retry waits this long; each next one twice as long.
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-
-/// An object on a server that requests can be made for.
+/// Something that can be fetched: a URL on a web server, or an object in a bucket.
 pub(crate) trait Object: Send + Sync {
-    /// The object's address for messages (query redacted, no credentials).
+    /// The object's address for messages (query string redacted, no credentials).
     fn shown(&self) -> &str;
     /// A request for `method` on the object carrying `headers` (signed if the store needs it).
     fn request(
@@ -26,12 +23,34 @@ pub(crate) trait Object: Send + Sync {
         method: &str,
         headers: &[(&str, String)],
     ) -> io::Result<http::Request<Vec<u8>>>;
-    /// Whether 3xx redirects may be followed (plain web servers, GET/HEAD only): false for
-    /// stores that sign.
+    /// Whether 3xx redirects may be followed (plain web servers, GET and HEAD only). Stores
+    /// that sign their requests answer false: a redirect there is a misconfiguration (a
+    /// wrong region), reported, not followed.
     fn follows_redirects(&self) -> bool;
+    /// What an answer with an unwanted status means when the store says more than its status
+    /// (a bucket's error code, the region it is in); `None`: the status's plain words.
+    fn explain(&self, what: &str, resp: &mut http::Response<ureq::Body>) -> Option<io::Error> {
+        let _ = (what, resp);
+        None
+    }
 }
 
-/// The process's HTTP client.
+/// How many times a request is tried before its failure is reported.
+const ATTEMPTS: u32 = 6;
+/// First pause between attempts; doubled each time, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// Redirects followed for one request before giving up (as curl and browsers bound them).
+const MAX_REDIRECTS: u32 = 10;
+/// Headers that may carry a credential, dropped on a redirect to another host.
+const CREDENTIAL_HEADERS: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-amz-security-token",
+];
+
+/// The one HTTP agent of the process (connection pool, TLS configuration).
 pub(crate) struct Transport {
     agent: ureq::Agent,
 }
@@ -41,24 +60,25 @@ impl Transport {
     pub(crate) fn shared() -> Arc<Transport> {
         static SHARED: OnceLock<Arc<Transport>> = OnceLock::new();
         SHARED
-            .get_or_init(|| {
-                let config = ureq::Agent::config_builder()
-                    // Statuses are the caller's to read: a 404 or a 403 is an answer.
-                    .http_status_as_error(false)
-                    // Redirects are the caller's decision (signed requests never follow one).
-                    .max_redirects(0)
-                    .max_redirects_will_error(false)
-                    .timeout_connect(Some(Duration::from_secs(30)))
-                    .timeout_recv_response(Some(Duration::from_secs(120)))
-                    .timeout_per_read(Some(Duration::from_secs(120)))
-                    .timeout_per_write(Some(Duration::from_secs(120)))
-                    .user_agent(concat!("blockwise/", env!("CARGO_PKG_VERSION")))
-                    .build();
-                Arc::new(Transport {
-                    agent: ureq::Agent::new_with_config(config),
-                })
-            })
+            .get_or_init(|| Arc::new(Transport::new(Timeouts::from_env())))
             .clone()
+    }
+
+    fn new(t: Timeouts) -> Transport {
+        let config = ureq::Agent::config_builder()
+            // Statuses are ours to judge: a 206, a 412 and a 503 each mean something else.
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_connect(Some(t.connect))
+            .timeout_recv_response(Some(t.response))
+            .timeout_recv_body(Some(t.body))
+            .timeout_send_body(Some(t.body))
+            .user_agent(concat!("blockwise/", env!("CARGO_PKG_VERSION")))
+            .max_idle_connections_per_host(32)
+            .build();
+        Transport {
+            agent: ureq::Agent::new_with_config(config),
+        }
     }
 
     /// Sends what `build` makes (called again for every retry, so signatures are fresh);
@@ -69,52 +89,289 @@ impl Transport {
         what: &str,
         build: &mut dyn FnMut() -> io::Result<http::Request<Vec<u8>>>,
     ) -> io::Result<http::Response<ureq::Body>> {
-        let mut wait = FIRST_BACKOFF;
-        let mut attempt = 1;
-        loop {
-            let request = build()?;
-            let last = attempt >= ATTEMPTS;
-            match self.agent.run(request) {
-                Ok(r) if retryable(r.status().as_u16()) && !last => {}
-                Ok(r) => return Ok(r),
-                Err(e) if last || !transient(&e) => {
-                    return Err(io::Error::new(
-                        kind_of(&e),
-                        format!("{what}: {e} (after {attempt} attempt(s))"),
-                    ))
-                }
-                Err(_) => {}
+        self.send_following(what, false, build)
+    }
+
+    /// Like [`send`](Self::send), following redirects of GET and HEAD requests when `follow`
+    /// is set (see the module's rule).
+    pub(crate) fn send_following(
+        &self,
+        what: &str,
+        follow: bool,
+        build: &mut dyn FnMut() -> io::Result<http::Request<Vec<u8>>>,
+    ) -> io::Result<http::Response<ureq::Body>> {
+        retry(|| {
+            let req = build().map_err(Attempt::Fatal)?;
+            self.attempt(what, follow, req)
+        })
+    }
+
+    /// One attempt at `req`, redirects included: for callers that check the response further
+    /// (a body's length, a validator) and retry the whole exchange with [`retry`]. A status
+    /// worth retrying ([`retryable`]) is an [`Attempt::Retry`].
+    pub(crate) fn attempt(
+        &self,
+        what: &str,
+        follow: bool,
+        mut req: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<ureq::Body>, Attempt> {
+        for _ in 0..=MAX_REDIRECTS {
+            let method = req.method().clone();
+            let resp = self
+                .agent
+                .run(clone_request(&req))
+                .map_err(|e| transport_error(what, e))?;
+            let status = resp.status();
+            if retryable(status) {
+                return Err(Attempt::Retry(io::Error::other(format!(
+                    "{what}: the server answered {status}"
+                ))));
             }
-            std::thread::sleep(wait);
-            wait *= 2;
-            attempt += 1;
+            if !status.is_redirection() || status == http::StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+            let Some(to) = resp
+                .headers()
+                .get(http::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+            else {
+                return Ok(resp);
+            };
+            let may = follow && (method == http::Method::GET || method == http::Method::HEAD);
+            if !may {
+                return Err(Attempt::Fatal(io::Error::other(format!(
+                    "{what}: the server redirects ({status}) to {}, which is not followed for this request",
+                    super::redact(to)
+                ))));
+            }
+            req = redirected(req, to)
+                .map_err(|e| Attempt::Fatal(io::Error::other(format!("{what}: {e}"))))?;
+        }
+        Err(Attempt::Fatal(io::Error::other(format!(
+            "{what}: more than {MAX_REDIRECTS} redirects"
+        ))))
+    }
+}
+
+/// Timeouts of one request. A stalled server fails the attempt (and it is tried again); a
+/// slow one that keeps sending is waited for.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    response: Duration,
+    body: Duration,
+}
+
+impl Timeouts {
+    /// The defaults, or `BLOCKWISE_HTTP_TIMEOUT` seconds for the response and body (tests of
+    /// a stalled server set it low).
+    fn from_env() -> Timeouts {
+        let secs = std::env::var("BLOCKWISE_HTTP_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|&s| s > 0);
+        Timeouts {
+            connect: Duration::from_secs(secs.unwrap_or(15).min(15)),
+            response: Duration::from_secs(secs.unwrap_or(60)),
+            body: Duration::from_secs(secs.unwrap_or(600)),
         }
     }
 }
 
-/// Statuses that a later attempt may not get: timeouts, throttling, server trouble.
-fn retryable(status: u16) -> bool {
-    status == 408 || status == 429 || (500..600).contains(&status)
+/// One attempt's outcome when it did not succeed.
+pub(crate) enum Attempt {
+    /// Worth trying again (a reset, a timeout, a 5xx, a short body).
+    Retry(io::Error),
+    /// Final (a 404, a changed object, a refused redirect).
+    Fatal(io::Error),
 }
 
-/// Transport failures worth another attempt (a reset, a timeout), not a bad address.
-fn transient(e: &ureq::Error) -> bool {
-    matches!(
-        e,
-        ureq::Error::Io(_)
-            | ureq::Error::Timeout(_)
-            | ureq::Error::ConnectionFailed
-            | ureq::Error::Protocol(_)
-    )
-}
-
-fn kind_of(e: &ureq::Error) -> io::ErrorKind {
-    match e {
-        ureq::Error::Io(io) => io.kind(),
-        ureq::Error::Timeout(_) => io::ErrorKind::TimedOut,
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => {
-            io::ErrorKind::ConnectionRefused
+/// Runs `once` until it succeeds, fails for good, or [`ATTEMPTS`] are spent, pausing with
+/// exponential backoff (and some jitter, so parallel fetches do not retry in lockstep).
+pub(crate) fn retry<T>(mut once: impl FnMut() -> Result<T, Attempt>) -> io::Result<T> {
+    let mut pause = FIRST_BACKOFF;
+    let mut last = None;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            let jitter = Duration::from_millis(u64::from(std::process::id() ^ attempt) % 97);
+            std::thread::sleep(pause + jitter);
+            pause = (pause * 2).min(MAX_BACKOFF);
         }
-        _ => io::ErrorKind::Other,
+        match once() {
+            Ok(v) => return Ok(v),
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Retry(e)) => last = Some(e),
+        }
+    }
+    let e = last.unwrap_or_else(|| io::Error::other("no attempt made"));
+    Err(io::Error::new(
+        e.kind(),
+        format!("{e} (gave up after {ATTEMPTS} attempts)"),
+    ))
+}
+
+/// Whether a status is worth another attempt: the server says it is busy or failed.
+pub(crate) fn retryable(status: http::StatusCode) -> bool {
+    status.is_server_error()
+        || status == http::StatusCode::TOO_MANY_REQUESTS
+        || status == http::StatusCode::REQUEST_TIMEOUT
+}
+
+/// A transport failure (connection refused or reset, a timeout, TLS), worth retrying unless
+/// it is about the request itself (a bad URL, a certificate that does not verify).
+fn transport_error(what: &str, e: ureq::Error) -> Attempt {
+    let fatal = matches!(
+        e,
+        ureq::Error::BadUri(_)
+            | ureq::Error::Http(_)
+            | ureq::Error::InvalidProxyUrl
+            | ureq::Error::Tls(_)
+    ) || matches!(&e, ureq::Error::Rustls(_));
+    let err = io::Error::other(format!("{what}: {}", describe(&e)));
+    if fatal {
+        Attempt::Fatal(err)
+    } else {
+        Attempt::Retry(err)
+    }
+}
+
+/// The error in words, never with a URL in it: ureq's messages may carry the address with
+/// its query string, which can hold a presigned URL's signature.
+fn describe(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Io(io) => io.to_string(),
+        ureq::Error::Timeout(t) => format!("timed out ({t})"),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::Rustls(t) => format!("TLS: {t}"),
+        ureq::Error::Tls(t) => format!("TLS: {t}"),
+        ureq::Error::BadUri(_) => "not a valid URL".into(),
+        other => super::redact(&other.to_string()),
+    }
+}
+
+/// A copy of `req` to send (the agent takes its request by value; the original stays for a
+/// redirect or a retry).
+fn clone_request(req: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    let mut b = http::Request::builder()
+        .method(req.method().clone())
+        .uri(req.uri().clone())
+        .version(req.version());
+    if let Some(h) = b.headers_mut() {
+        *h = req.headers().clone();
+    }
+    b.body(req.body().clone())
+        .expect("a copy of a valid request is valid")
+}
+
+/// The request `req` sent again to `location` (absolute, or relative to `req`'s URL). Going
+/// to another host (or scheme, or port) drops the headers that could carry a credential, as
+/// curl does; an `https` to `http` redirect is refused.
+fn redirected(
+    req: http::Request<Vec<u8>>,
+    location: &str,
+) -> Result<http::Request<Vec<u8>>, String> {
+    let base = req.uri().clone();
+    let target: http::Uri = if location.starts_with("http://") || location.starts_with("https://") {
+        location
+            .parse()
+            .map_err(|_| format!("a redirect to an invalid URL ({})", super::redact(location)))?
+    } else if location.starts_with('/') {
+        let mut parts = base.clone().into_parts();
+        parts.path_and_query = Some(location.parse().map_err(|_| {
+            format!(
+                "a redirect to an invalid path ({})",
+                super::redact(location)
+            )
+        })?);
+        http::Uri::from_parts(parts).map_err(|_| "a redirect that makes no URL".to_string())?
+    } else {
+        return Err(format!(
+            "a redirect to {} (only absolute URLs and paths are followed)",
+            super::redact(location)
+        ));
+    };
+    if base.scheme_str() == Some("https") && target.scheme_str() != Some("https") {
+        return Err(format!(
+            "a redirect from https to {}, which would drop encryption",
+            super::redact(location)
+        ));
+    }
+    let same_origin = base.scheme() == target.scheme() && base.authority() == target.authority();
+    let (mut parts, body) = req.into_parts();
+    parts.uri = target;
+    if !same_origin {
+        for h in CREDENTIAL_HEADERS {
+            parts.headers.remove(h);
+        }
+    }
+    parts.headers.remove(http::header::HOST);
+    Ok(http::Request::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(url: &str, auth: bool) -> http::Request<Vec<u8>> {
+        let mut b = http::Request::get(url).header("range", "bytes=0-9");
+        if auth {
+            b = b
+                .header("authorization", "Basic c2VjcmV0")
+                .header("cookie", "a=b");
+        }
+        b.body(Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn redirect_to_another_host_drops_credentials_and_keeps_range() {
+        let r = redirected(
+            get("http://a.example/x.img", true),
+            "http://b.example/y.img",
+        )
+        .unwrap();
+        assert_eq!(r.uri(), "http://b.example/y.img");
+        assert!(r.headers().get("authorization").is_none());
+        assert!(r.headers().get("cookie").is_none());
+        assert_eq!(r.headers().get("range").unwrap(), "bytes=0-9");
+    }
+
+    #[test]
+    fn redirect_on_the_same_host_keeps_headers() {
+        let r = redirected(get("http://a.example/x.img", true), "/mirror/x.img").unwrap();
+        assert_eq!(r.uri(), "http://a.example/mirror/x.img");
+        assert!(r.headers().get("authorization").is_some());
+        let r = redirected(
+            get("http://a.example/x.img", true),
+            "http://a.example:8080/x",
+        )
+        .unwrap();
+        assert!(
+            r.headers().get("authorization").is_none(),
+            "another port is another origin"
+        );
+    }
+
+    #[test]
+    fn redirect_from_https_to_http_is_refused() {
+        let e = redirected(get("https://a.example/x", false), "http://a.example/x").unwrap_err();
+        assert!(e.contains("drop encryption"), "{e}");
+        let e = redirected(get("https://a.example/x", false), "x.img?sig=SECRET").unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+
+    #[test]
+    fn retry_gives_up_after_the_attempts_and_says_so() {
+        let mut n = 0;
+        let r: io::Result<()> = retry(|| {
+            n += 1;
+            if n < 3 {
+                Err(Attempt::Retry(io::Error::other("reset")))
+            } else {
+                Err(Attempt::Fatal(io::Error::other("gone")))
+            }
+        });
+        assert_eq!(n, 3);
+        assert_eq!(r.unwrap_err().to_string(), "gone");
     }
 }

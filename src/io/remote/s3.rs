@@ -23,8 +23,9 @@ use std::time::SystemTime;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-use super::http::{http, Object, Transport};
+use super::http::{Object, Transport};
 use crate::checksum::hex;
+use ureq::http;
 
 /// The SHA-256 of no bytes: the payload hash of every request without a body.
 const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -894,7 +895,7 @@ impl S3Object {
         stop: &dyn Fn() -> bool,
     ) -> io::Result<http::Response<ureq::Body>> {
         let what = format!("{what} {}", self.shown);
-        let resp = self.transport.send(&what, &mut || {
+        let mut resp = self.transport.send(&what, &mut || {
             if stop() {
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted"));
             }
@@ -903,12 +904,12 @@ impl S3Object {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        Err(self.explain(&what, resp))
+        Err(self.error_of(&what, &mut resp))
     }
 
     /// The error an unsuccessful answer stands for: the store's code and message, the
     /// object's name, never a signature or a key.
-    pub(crate) fn explain(&self, what: &str, mut resp: http::Response<ureq::Body>) -> io::Error {
+    fn error_of(&self, what: &str, resp: &mut http::Response<ureq::Body>) -> io::Error {
         let status = resp.status().as_u16();
         let region = resp
             .headers()
@@ -1047,7 +1048,7 @@ impl S3Object {
                     _ => Ok(false),
                 }
             }
-            _ => Err(self.explain(&what, resp)),
+            _ => Err(self.error_of(&what, &mut resp)),
         }
     }
 
@@ -1251,6 +1252,10 @@ impl Object for S3Object {
 
     fn follows_redirects(&self) -> bool {
         false
+    }
+
+    fn explain(&self, what: &str, resp: &mut http::Response<ureq::Body>) -> Option<io::Error> {
+        Some(self.error_of(what, resp))
     }
 }
 
