@@ -303,9 +303,19 @@ fn an_existing_object_is_refused_without_force() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    // --force replaces both.
+    // Never over the source itself.
+    let o = moto
+        .blockwise(keys)
+        .args(["backup", "s3://cards/card.img.zst", "s3://cards/card.img.zst", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("source itself"), "{}", stderr(&o));
+    // --force replaces both (the server named by --endpoint this time).
     ok(&moto
         .blockwise(keys)
+        .env_remove("AWS_ENDPOINT_URL")
+        .args(["--endpoint", &moto.endpoint])
         .args(["backup", p(&img), "s3://cards/card.img.zst", "--force"])
         .output()
         .unwrap());
@@ -458,6 +468,12 @@ fn a_card_backed_up_to_a_bucket_flashes_back_from_it() {
         "the bmap object beside the archive was used"
     );
     assert_eq!(j["remote"]["url"], "s3://cards/card.img.zst");
+    // Only the mapped frames (and the metadata) were downloaded: at most the archive.
+    let downloaded = j["remote"]["downloaded_bytes"].as_u64().unwrap();
+    assert!(
+        downloaded <= j["remote"]["object_size"].as_u64().unwrap(),
+        "{downloaded}"
+    );
     drop(lp);
     assert_card_equivalent(&c.img, &target, &c.parts);
 }
