@@ -306,7 +306,12 @@ fn an_existing_object_is_refused_without_force() {
     // Never over the source itself.
     let o = moto
         .blockwise(keys)
-        .args(["backup", "s3://cards/card.img.zst", "s3://cards/card.img.zst", "--force"])
+        .args([
+            "backup",
+            "s3://cards/card.img.zst",
+            "s3://cards/card.img.zst",
+            "--force",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
