@@ -2,7 +2,8 @@
 //! each test: tests/common/s3.rs): the object equals the local archive byte for byte and its
 //! bmap is bmaptool's; an interrupted backup leaves no object, no bmap and no pending
 //! multipart upload; an existing object is refused without --force; anonymous requests reach
-//! public objects; wrong keys are a clear error that never shows the secret; and a card backed
+//! public objects; wrong keys are a clear error that never shows the secret; a part that fails
+//! aborts the upload (a proxy injects the failure); and a card backed
 //! up to the bucket flashes back from it and passes the restore proof.
 //!
 //! Signatures are checked by the server (moto recomputes them with botocore) in every test
@@ -261,6 +262,40 @@ fn an_interrupted_backup_leaves_nothing_in_the_bucket() {
         Vec::<String>::new(),
         "no multipart upload pending"
     );
+}
+
+#[test]
+fn a_failed_part_aborts_the_upload_and_leaves_nothing() {
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("cards");
+    // The third part's upload fails (a final error, not one worth retrying).
+    let proxy = s3::FailingProxy::start(&moto.endpoint, "partNumber=3&");
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("blob.img");
+    random_file(&img, 48 * MIB, 9);
+    let o = moto
+        .blockwise(Some(("test", "test")))
+        .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+        .args(["backup", p(&img), "s3://cards/blob.img.zst", "--level", "1"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("uploading part 3 of s3://cards/blob.img.zst"),
+        "{e}"
+    );
+    assert!(e.contains("InvalidRequest"), "{e}");
+    assert!(
+        e.contains("nothing was written to s3://cards/blob.img.zst (the upload was aborted)"),
+        "{e}"
+    );
+    assert_eq!(
+        moto.keys("cards"),
+        Vec::<String>::new(),
+        "no object, no bmap"
+    );
+    assert_eq!(moto.pending_uploads("cards"), Vec::<String>::new());
 }
 
 #[test]

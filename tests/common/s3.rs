@@ -278,3 +278,91 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// A proxy in front of a [`Moto`] that answers some requests itself with an S3 error instead
+/// of passing them on (a failure injected at a chosen point of an upload). Requests are read
+/// whole and forwarded one connection each; the proxy's threads end with the process.
+pub struct FailingProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl FailingProxy {
+    /// Forwards to `upstream` (`http://127.0.0.1:PORT`), except requests whose first line
+    /// contains `fail_on`, answered `400 InvalidRequest`.
+    pub fn start(upstream: &str, fail_on: &'static str) -> FailingProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = upstream.trim_start_matches("http://").to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let up = up.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &up, fail_on);
+                });
+            }
+        });
+        FailingProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// One client connection: request after request until it closes.
+fn serve(mut conn: std::net::TcpStream, upstream: &str, fail_on: &str) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut reader = BufReader::new(conn.try_clone()?);
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                return Ok(());
+            }
+            let end = line == b"\r\n";
+            head.extend_from_slice(&line);
+            if end {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        let len: usize = text
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body)?;
+        if text.lines().next().is_some_and(|l| l.contains(fail_on)) {
+            let err = "<Error><Code>InvalidRequest</Code><Message>injected by the test \
+                       proxy</Message></Error>";
+            write!(
+                conn,
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/xml\r\n\
+                 content-length: {}\r\n\r\n{err}",
+                err.len()
+            )?;
+            continue;
+        }
+        // One upstream connection per request, closed after its answer.
+        let mut up = std::net::TcpStream::connect(upstream)?;
+        let mut fwd = String::new();
+        for l in text.split("\r\n").filter(|l| !l.is_empty()) {
+            if !l.to_ascii_lowercase().starts_with("connection:") {
+                fwd.push_str(l);
+                fwd.push_str("\r\n");
+            }
+        }
+        fwd.push_str("connection: close\r\n\r\n");
+        up.write_all(fwd.as_bytes())?;
+        up.write_all(&body)?;
+        let mut answer = Vec::new();
+        up.read_to_end(&mut answer)?;
+        conn.write_all(&answer)?;
+        // The answer says `connection: close` (or is HTTP/1.0): the client opens another.
+        return Ok(());
+    }
+}

@@ -1144,7 +1144,19 @@ impl S3Object {
             payload_hash: &hash,
         };
         let what = "completing the multipart upload of";
-        let mut resp = self.call(what, &call, &body, &|| false)?;
+        let mut resp = self
+            .call(what, &call, &body, &|| false)
+            .map_err(|e| match e.kind() {
+                // A retry after an answer that was lost: the first attempt may have completed.
+                io::ErrorKind::NotFound if e.to_string().contains("NoSuchUpload") => {
+                    io::Error::other(format!(
+                    "{e}: either an earlier attempt completed it and its answer was lost (then \
+                     {} is there), or it was aborted meanwhile",
+                        self.shown
+                    ))
+                }
+                _ => e,
+            })?;
         let x = read_xml(&mut resp, what, &self.shown)?;
         if x.name == "Error" {
             let code = x.text_of("Code").unwrap_or("");

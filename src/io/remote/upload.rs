@@ -102,15 +102,6 @@ pub struct Destination {
     object: S3Object,
 }
 
-/// What [`Destination::check`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Existing {
-    /// No object under the key.
-    Absent,
-    /// An object is there, and `force` allows replacing it.
-    Replaced,
-}
-
 impl Destination {
     /// `s3://bucket/key`, as shown in messages and JSON.
     pub fn url(&self) -> &str {
@@ -129,10 +120,10 @@ impl Destination {
     /// Refuses ([`Error::Refused`]) to replace an existing object without `force`, before
     /// anything is computed or uploaded. Also the first request of a run, so a wrong key,
     /// bucket or region fails here rather than after the whole archive was compressed.
-    pub fn check(&self, force: bool) -> crate::Result<Existing> {
+    pub fn check(&self, force: bool) -> crate::Result<()> {
         match self.object.exists() {
-            Ok(false) => Ok(Existing::Absent),
-            Ok(true) if force => Ok(Existing::Replaced),
+            Ok(false) => Ok(()),
+            Ok(true) if force => Ok(()),
             Ok(true) => Err(Error::Refused {
                 reason: format!("{} already exists; pass --force to replace it", self.url()),
             }),
@@ -140,7 +131,7 @@ impl Destination {
             // one: only --force may go ahead blind.
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied && !self.bad_keys(&e) => {
                 if force {
-                    Ok(Existing::Replaced)
+                    Ok(())
                 } else {
                     Err(Error::Refused {
                         reason: format!(
