@@ -3,8 +3,8 @@
 //! bmap is bmaptool's; an interrupted backup leaves no object, no bmap and no pending
 //! multipart upload; an existing object is refused without --force; anonymous requests reach
 //! public objects; wrong keys are a clear error that never shows the secret; a part that fails
-//! aborts the upload (a proxy injects the failure); and a card backed
-//! up to the bucket flashes back from it and passes the restore proof.
+//! aborts the upload (a proxy injects the failure); and a card backed up to the bucket flashes
+//! back from it and passes the restore proof.
 //!
 //! Signatures are checked by the server (moto recomputes them with botocore) in every test
 //! that uses keys, so a signing mistake fails the request.
