@@ -489,7 +489,7 @@ fn attempt(
         .map(blockwise::report::RemoteReport::of);
     if let Some(r) = &remote {
         notes.push(format!(
-            "downloaded {} of the {} object ({:.1}%) in {} requests{}",
+            "downloaded {} of the {} object ({:.1}%) in {} request{}{}",
             human_bytes(r.downloaded_bytes),
             human_bytes(r.object_size),
             if r.object_size > 0 {
@@ -498,6 +498,7 @@ fn attempt(
                 0.0
             },
             r.requests,
+            if r.requests == 1 { "" } else { "s" },
             if r.ranges {
                 ""
             } else {

@@ -191,11 +191,12 @@ pub fn render(r: &Report) -> String {
         };
         let _ = writeln!(
             o,
-            "  downloaded   {} ({} bytes) of {} ({pct:.1}%), {} requests, {how}",
+            "  downloaded   {} ({} bytes) of {} ({pct:.1}%), {} request{}, {how}",
             human_bytes(rem.downloaded_bytes),
             rem.downloaded_bytes,
             human_bytes(rem.object_size),
-            rem.requests
+            rem.requests,
+            if rem.requests == 1 { "" } else { "s" }
         );
     }
     for l in &r.chain {

@@ -220,6 +220,18 @@ pub(crate) fn retryable(status: http::StatusCode) -> bool {
 /// A transport failure (connection refused or reset, a timeout, TLS), worth retrying unless
 /// it is about the request itself (a bad URL, a certificate that does not verify).
 fn transport_error(what: &str, e: ureq::Error) -> Attempt {
+    // A certificate that does not verify will not verify on a second try; rustls reports it
+    // inside an I/O error.
+    let tls = match &e {
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+            .map(|t| format!("TLS: {t}")),
+        _ => None,
+    };
+    if let Some(t) = tls {
+        return Attempt::Fatal(io::Error::other(format!("{what}: {t}")));
+    }
     let fatal = matches!(
         e,
         ureq::Error::BadUri(_)

@@ -148,7 +148,8 @@ impl Default for RemoteOptions {
 
 /// Opens the object at `loc` for reading.
 pub fn open(loc: &Location, opts: &RemoteOptions) -> io::Result<RemoteSource> {
-    RemoteSource::open(object(loc, opts)?, opts)
+    let key = format!("{loc:?} {:?}", opts.endpoint);
+    RemoteSource::open_keyed(key, object(loc, opts)?, opts)
 }
 
 /// The whole object at `loc` if it exists and is at most `limit` bytes (a bmap sidecar, a

@@ -47,7 +47,16 @@ impl RemoteStats {
 /// An object on a web server or in a bucket, readable at any offset.
 pub struct RemoteSource {
     inner: Arc<Inner>,
+    /// A stream (the server takes no ranges) that was downloaded whole before this source
+    /// was handed out: every byte is in the spool, so it reads as a random-access file.
+    spooled_whole: bool,
 }
+
+/// Streamed objects opened in this process, most recent last (at most
+/// [`STREAMS_KEPT`]): opening the same URL again (a command reading an image a second time,
+/// sized first) reads the spool instead of downloading it again.
+static STREAMS: Mutex<Vec<(String, Arc<Inner>)>> = Mutex::new(Vec::new());
+const STREAMS_KEPT: usize = 4;
 
 struct Inner {
     obj: Arc<dyn Object>,
@@ -107,6 +116,39 @@ struct State {
 }
 
 impl RemoteSource {
+    /// Opens `obj` (known as `key`: its full address and how it is reached), or the stream
+    /// of it this process already holds.
+    pub(crate) fn open_keyed(
+        key: String,
+        obj: Arc<dyn Object>,
+        opts: &RemoteOptions,
+    ) -> io::Result<RemoteSource> {
+        {
+            let streams = STREAMS.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, inner)) = streams.iter().rev().find(|(k, _)| *k == key) {
+                let whole = match &inner.mode {
+                    Mode::Streamed(st) => {
+                        st.lock().unwrap_or_else(|p| p.into_inner()).pos >= inner.size
+                    }
+                    Mode::Ranged { .. } => false,
+                };
+                return Ok(RemoteSource {
+                    inner: inner.clone(),
+                    spooled_whole: whole,
+                });
+            }
+        }
+        let src = RemoteSource::open(obj, opts)?;
+        if !src.ranges() {
+            let mut streams = STREAMS.lock().unwrap_or_else(|p| p.into_inner());
+            streams.push((key, src.inner.clone()));
+            if streams.len() > STREAMS_KEPT {
+                streams.remove(0);
+            }
+        }
+        Ok(src)
+    }
+
     /// Opens `obj`: one request for its first block, which tells the size, the version and
     /// whether the server takes ranges.
     pub(crate) fn open(obj: Arc<dyn Object>, opts: &RemoteOptions) -> io::Result<RemoteSource> {
@@ -162,6 +204,7 @@ impl RemoteSource {
                     state.insert(0, data);
                 }
                 Ok(RemoteSource {
+                    spooled_whole: false,
                     inner: Arc::new(Inner {
                         obj,
                         transport,
@@ -189,6 +232,7 @@ impl RemoteSource {
                 })?;
                 let (validator, etag) = validator_of(&head.headers);
                 Ok(RemoteSource {
+                    spooled_whole: false,
                     inner: Arc::new(Inner {
                         obj,
                         transport,
@@ -201,8 +245,14 @@ impl RemoteSource {
                         mode: Mode::Streamed(Mutex::new(Stream {
                             body: Some(Box::new(body.into_reader())),
                             pos: 0,
-                            head: Vec::new(),
-                            recent: Default::default(),
+                            spool: tempfile::tempfile().map_err(|e| {
+                                io::Error::new(
+                                    e.kind(),
+                                    format!(
+                                        "cannot make a temporary file to keep the stream in: {e}"
+                                    ),
+                                )
+                            })?,
                         })),
                     }),
                 })
@@ -275,6 +325,10 @@ impl ReadAt for RemoteSource {
     fn caps(&self) -> Caps {
         match self.inner.mode {
             Mode::Ranged { .. } => Caps {
+                chunk: self.inner.block,
+                ..Caps::RANDOM
+            },
+            Mode::Streamed(_) if self.spooled_whole => Caps {
                 chunk: self.inner.block,
                 ..Caps::RANDOM
             },
@@ -505,9 +559,8 @@ impl Inner {
         ))
     }
 
-    /// Serves a read of a server that takes no ranges: from the kept head, or forward from
-    /// the stream's position; a read behind it starts the download again (counted). Returns
-    /// the bytes read, short only at the end.
+    /// Serves a read of a server that takes no ranges: from the spool, or by streaming on to
+    /// `offset`. Returns the bytes read, short only at the end.
     fn read_streamed(&self, s: &mut Stream, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut attempts = 0;
         loop {
@@ -528,16 +581,24 @@ impl Inner {
     }
 
     fn read_stream_once(&self, s: &mut Stream, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(n) = s.copy_out(offset, buf) {
+        if let Some(n) = s.copy_out(offset, buf)? {
             return Ok(n);
         }
-        if s.body.is_none() || offset < s.pos {
-            s.body = Some(self.restart()?);
-            s.pos = 0;
-            s.recent.clear();
+        if s.body.is_none() {
+            // A download that failed midway: the server cannot resume, so start again and
+            // pass over what is already spooled.
+            let mut body = self.restart()?;
+            let have = s.pos;
+            let got = io::copy(&mut body.by_ref().take(have), &mut io::sink())?;
+            self.stats.downloaded.fetch_add(got, Ordering::Relaxed);
+            if got < have {
+                return Err(self.ended_early(got));
+            }
+            s.body = Some(body);
         }
+        let mut piece = vec![0u8; STREAM_PIECE];
         while s.pos <= offset {
-            let n = s.pull()?;
+            let n = s.pull(&mut piece)?;
             self.stats.downloaded.fetch_add(n as u64, Ordering::Relaxed);
             if n == 0 {
                 if s.pos < self.size {
@@ -546,8 +607,7 @@ impl Inner {
                 return Ok(0);
             }
         }
-        s.copy_out(offset, buf)
-            .ok_or_else(|| io::Error::other("a streamed piece does not cover the read"))
+        Ok(s.copy_out(offset, buf)?.unwrap_or(0))
     }
 
     fn ended_early(&self, at: u64) -> io::Error {
@@ -599,56 +659,39 @@ impl Inner {
     }
 }
 
-/// A server that takes no ranges: the live download, where it is, the object's first bytes
-/// and the last ones streamed. Opening reads the head (and a decoder's first megabytes)
-/// before the reader starts again at 0, and a stream flashed as it is scanned has two
-/// decoders reading a little apart: kept bytes serve them, where each would otherwise start
-/// the download again.
+/// A server that takes no ranges: the live download and where it is. Everything streamed is
+/// kept in an unlinked temporary file (the spool), so a read behind the stream's position
+/// (opening reads the head, then a decoder starts again at 0; a flash scans the stream as it
+/// writes it) is served from disk, and the object is downloaded once.
 struct Stream {
     body: Option<Box<dyn Read + Send>>,
+    /// Bytes streamed so far, all of them in `spool`.
     pos: u64,
-    head: Vec<u8>,
-    /// Pieces just streamed, in order, by start offset, at most [`STREAM_WINDOW`] bytes.
-    recent: std::collections::VecDeque<(u64, Vec<u8>)>,
+    spool: std::fs::File,
 }
 
-/// How much of the start of a stream is kept.
-const HEAD_KEEP: u64 = 32 << 20;
-/// How much of what was streamed last is kept.
-const STREAM_WINDOW: usize = 64 << 20;
 /// Size of one piece pulled from the stream.
 const STREAM_PIECE: usize = 1 << 20;
 
 impl Stream {
-    /// Copies kept bytes at `offset` into `buf`; `None` if none are kept there.
-    fn copy_out(&self, offset: u64, buf: &mut [u8]) -> Option<usize> {
-        let (start, data) = match self.head.get(offset as usize..) {
-            Some(k) if !k.is_empty() && offset < HEAD_KEEP => (0, &self.head[..]),
-            _ => {
-                let i = self
-                    .recent
-                    .partition_point(|(s, d)| s + d.len() as u64 <= offset);
-                let (s, d) = self.recent.get(i)?;
-                if *s > offset {
-                    return None;
-                }
-                (*s, &d[..])
-            }
-        };
-        let from = (offset - start) as usize;
-        let n = (data.len() - from).min(buf.len());
-        buf[..n].copy_from_slice(&data[from..from + n]);
-        Some(n)
+    /// Copies spooled bytes at `offset` into `buf`; `None` if they have not come yet.
+    fn copy_out(&self, offset: u64, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        if offset >= self.pos {
+            return Ok(None);
+        }
+        let n = ((self.pos - offset) as usize).min(buf.len());
+        std::os::unix::fs::FileExt::read_exact_at(&self.spool, &mut buf[..n], offset)?;
+        Ok(Some(n))
     }
 
-    /// Pulls the next piece of the download (up to [`STREAM_PIECE`] bytes; 0 at its end),
-    /// keeping it.
-    fn pull(&mut self) -> io::Result<usize> {
+    /// Pulls the next piece of the download (up to [`STREAM_PIECE`] bytes; 0 at its end)
+    /// into the spool. `skip` bytes of it were spooled before (a download started again
+    /// after a failure) and are only checked for length.
+    fn pull(&mut self, piece: &mut [u8]) -> io::Result<usize> {
         let body = self
             .body
             .as_mut()
             .ok_or_else(|| io::Error::other("no download in progress"))?;
-        let mut piece = vec![0u8; STREAM_PIECE];
         let mut n = 0;
         while n < piece.len() {
             match body.read(&mut piece[n..]) {
@@ -658,21 +701,9 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         }
-        piece.truncate(n);
-        if n == 0 {
-            return Ok(0);
-        }
-        if self.pos == self.head.len() as u64 && self.pos < HEAD_KEEP {
-            let keep = (n as u64).min(HEAD_KEEP - self.pos) as usize;
-            self.head.extend_from_slice(&piece[..keep]);
-        }
-        self.recent.push_back((self.pos, piece));
-        self.pos += n as u64;
-        let mut kept: usize = self.recent.iter().map(|(_, d)| d.len()).sum();
-        while kept > STREAM_WINDOW {
-            if let Some((_, d)) = self.recent.pop_front() {
-                kept -= d.len();
-            }
+        if n > 0 {
+            std::os::unix::fs::FileExt::write_all_at(&self.spool, &piece[..n], self.pos)?;
+            self.pos += n as u64;
         }
         Ok(n)
     }
