@@ -78,7 +78,7 @@ impl Endpoint {
         let bad = |why: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("endpoint {}: {why}", super_redact(url)),
+                format!("endpoint {}: {why}", redacted(url)),
             )
         };
         let uri: http::Uri = url
@@ -108,8 +108,9 @@ impl Endpoint {
     }
 }
 
-/// A URL for messages: userinfo and query dropped.
-fn super_redact(url: &str) -> String {
+/// A URL for messages: userinfo dropped, the query string (a presigned URL's signature)
+/// replaced by `?…`, a fragment dropped.
+pub(crate) fn redacted(url: &str) -> String {
     let no_query = url.split(['?', '#']).next().unwrap_or("");
     match no_query.split_once("://") {
         Some((scheme, rest)) => {

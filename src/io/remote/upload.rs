@@ -71,7 +71,7 @@ pub fn parse_destination(dest: &Path, endpoint: Option<&str>) -> crate::Result<D
         return Err(Error::Unsupported(format!(
             "{}: blockwise reads images from web servers but cannot write to one; write to a \
              file or to a bucket (s3://BUCKET/KEY)",
-            super_redacted(s)
+            super::s3::redacted(s)
         )));
     }
     if lower.starts_with("s3://") {
@@ -80,20 +80,6 @@ pub fn parse_destination(dest: &Path, endpoint: Option<&str>) -> crate::Result<D
         }));
     }
     Ok(Dest::Path(dest.to_path_buf()))
-}
-
-/// A URL with its query string and userinfo left out (presigned URLs carry secrets there).
-fn super_redacted(url: &str) -> String {
-    let base = url.split(['?', '#']).next().unwrap_or("");
-    let cut = if base.len() < url.len() { "?…" } else { "" };
-    match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let (auth, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = auth.rsplit('@').next().unwrap_or(auth);
-            format!("{scheme}://{host}{path}{cut}")
-        }
-        None => base.to_string(),
-    }
 }
 
 /// An object in a bucket that an archive (or its bmap) is written to.
