@@ -248,19 +248,6 @@ impl Upload {
     pub fn abort(&mut self) -> crate::Result<()> {
         self.parts.abort().map_err(Error::Io)
     }
-
-    /// Bytes accepted so far.
-    pub fn len(&self) -> u64 {
-        match &self.sink {
-            Sink::Stream => self.parts.pos,
-            Sink::Spool { len, .. } => *len,
-        }
-    }
-
-    /// True when nothing was written yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Drop for Upload {
