@@ -141,7 +141,7 @@ impl Transport {
             if !may {
                 return Err(Attempt::Fatal(io::Error::other(format!(
                     "{what}: the server redirects ({status}) to {}, which is not followed for this request",
-                    super::redact(to)
+                    super::location::redact(to)
                 ))));
             }
             req = redirected(req, to)
@@ -258,7 +258,7 @@ fn describe(e: &ureq::Error) -> String {
         ureq::Error::Rustls(t) => format!("TLS: {t}"),
         ureq::Error::Tls(t) => format!("TLS: {t}"),
         ureq::Error::BadUri(_) => "not a valid URL".into(),
-        other => super::redact(&other.to_string()),
+        other => super::location::redact(&other.to_string()),
     }
 }
 
@@ -285,28 +285,31 @@ fn redirected(
 ) -> Result<http::Request<Vec<u8>>, String> {
     let base = req.uri().clone();
     let target: http::Uri = if location.starts_with("http://") || location.starts_with("https://") {
-        location
-            .parse()
-            .map_err(|_| format!("a redirect to an invalid URL ({})", super::redact(location)))?
+        location.parse().map_err(|_| {
+            format!(
+                "a redirect to an invalid URL ({})",
+                super::location::redact(location)
+            )
+        })?
     } else if location.starts_with('/') {
         let mut parts = base.clone().into_parts();
         parts.path_and_query = Some(location.parse().map_err(|_| {
             format!(
                 "a redirect to an invalid path ({})",
-                super::redact(location)
+                super::location::redact(location)
             )
         })?);
         http::Uri::from_parts(parts).map_err(|_| "a redirect that makes no URL".to_string())?
     } else {
         return Err(format!(
             "a redirect to {} (only absolute URLs and paths are followed)",
-            super::redact(location)
+            super::location::redact(location)
         ));
     };
     if base.scheme_str() == Some("https") && target.scheme_str() != Some("https") {
         return Err(format!(
             "a redirect from https to {}, which would drop encryption",
-            super::redact(location)
+            super::location::redact(location)
         ));
     }
     let same_origin = base.scheme() == target.scheme() && base.authority() == target.authority();

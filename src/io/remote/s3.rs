@@ -78,7 +78,7 @@ impl Endpoint {
         let bad = |why: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("endpoint {}: {why}", redacted(url)),
+                format!("endpoint {}: {why}", super::location::redact(url)),
             )
         };
         let uri: http::Uri = url
@@ -105,25 +105,6 @@ impl Endpoint {
             authority: authority.as_str().to_ascii_lowercase(),
             prefix: uri.path().trim_end_matches('/').to_string(),
         })
-    }
-}
-
-/// A URL for messages: userinfo dropped, the query string (a presigned URL's signature)
-/// replaced by `?…`, a fragment dropped.
-pub(crate) fn redacted(url: &str) -> String {
-    let no_query = url.split(['?', '#']).next().unwrap_or("");
-    match no_query.split_once("://") {
-        Some((scheme, rest)) => {
-            let (auth, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = auth.rsplit('@').next().unwrap_or(auth);
-            let q = if no_query.len() < url.len() {
-                "?…"
-            } else {
-                ""
-            };
-            format!("{scheme}://{host}{path}{q}")
-        }
-        None => no_query.to_string(),
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use ureq::http;
 
 use super::http::{retry, Attempt, Object, Transport};
-use super::RemoteOptions;
+use super::location::RemoteOptions;
 use crate::io::{Access, Caps, ReadAt};
 use crate::ExtentMap;
 

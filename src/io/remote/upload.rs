@@ -71,7 +71,7 @@ pub fn parse_destination(dest: &Path, endpoint: Option<&str>) -> crate::Result<D
         return Err(Error::Unsupported(format!(
             "{}: blockwise reads images from web servers but cannot write to one; write to a \
              file or to a bucket (s3://BUCKET/KEY)",
-            super::s3::redacted(s)
+            super::location::redact(s)
         )));
     }
     if lower.starts_with("s3://") {
