@@ -115,41 +115,66 @@ impl Transport {
         follow: bool,
         mut req: http::Request<Vec<u8>>,
     ) -> Result<http::Response<ureq::Body>, Attempt> {
+        let may_follow =
+            follow && (req.method() == http::Method::GET || req.method() == http::Method::HEAD);
+        if !may_follow {
+            // Sent as it is (a part upload's body is not copied): a redirect is an error.
+            let resp = self.agent.run(req).map_err(|e| transport_error(what, e))?;
+            return match judge(what, resp)? {
+                Judged::Final(resp) => Ok(resp),
+                Judged::Redirect(status, to) => Err(Attempt::Fatal(io::Error::other(format!(
+                    "{what}: the server redirects ({status}) to {}, which is not followed for \
+                     this request",
+                    super::location::redact(&to)
+                )))),
+            };
+        }
         for _ in 0..=MAX_REDIRECTS {
-            let method = req.method().clone();
             let resp = self
                 .agent
                 .run(clone_request(&req))
                 .map_err(|e| transport_error(what, e))?;
-            let status = resp.status();
-            if retryable(status) {
-                return Err(Attempt::Retry(io::Error::other(format!(
-                    "{what}: the server answered {status}"
-                ))));
+            match judge(what, resp)? {
+                Judged::Final(resp) => return Ok(resp),
+                Judged::Redirect(_, to) => {
+                    req = redirected(req, &to)
+                        .map_err(|e| Attempt::Fatal(io::Error::other(format!("{what}: {e}"))))?;
+                }
             }
-            if !status.is_redirection() || status == http::StatusCode::NOT_MODIFIED {
-                return Ok(resp);
-            }
-            let Some(to) = resp
-                .headers()
-                .get(http::header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-            else {
-                return Ok(resp);
-            };
-            let may = follow && (method == http::Method::GET || method == http::Method::HEAD);
-            if !may {
-                return Err(Attempt::Fatal(io::Error::other(format!(
-                    "{what}: the server redirects ({status}) to {}, which is not followed for this request",
-                    super::location::redact(to)
-                ))));
-            }
-            req = redirected(req, to)
-                .map_err(|e| Attempt::Fatal(io::Error::other(format!("{what}: {e}"))))?;
         }
         Err(Attempt::Fatal(io::Error::other(format!(
             "{what}: more than {MAX_REDIRECTS} redirects"
         ))))
+    }
+}
+
+/// What an answer means for the request.
+enum Judged {
+    /// The answer to give the caller.
+    Final(http::Response<ureq::Body>),
+    /// A redirect: its status and where to.
+    Redirect(http::StatusCode, String),
+}
+
+/// A status worth retrying is an [`Attempt::Retry`]; a 3xx with a `Location` a redirect;
+/// anything else final.
+fn judge(what: &str, resp: http::Response<ureq::Body>) -> Result<Judged, Attempt> {
+    let status = resp.status();
+    if retryable(status) {
+        return Err(Attempt::Retry(io::Error::other(format!(
+            "{what}: the server answered {status}"
+        ))));
+    }
+    if !status.is_redirection() || status == http::StatusCode::NOT_MODIFIED {
+        return Ok(Judged::Final(resp));
+    }
+    match resp
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+    {
+        Some(to) => Ok(Judged::Redirect(status, to.to_owned())),
+        None => Ok(Judged::Final(resp)),
     }
 }
 
