@@ -69,6 +69,20 @@ impl ArchiveFormat {
         self == ArchiveFormat::AndroidSparse
     }
 
+    /// True for the formats whose writer only appends or skips forward over a hole, never
+    /// going back to patch what it wrote: their output can be streamed to a destination that
+    /// cannot seek (an upload, where a hole becomes zeros). The others write chunk headers,
+    /// tables or a header over earlier bytes.
+    pub fn writes_in_order(self) -> bool {
+        matches!(
+            self,
+            ArchiveFormat::Zstd
+                | ArchiveFormat::Xz
+                | ArchiveFormat::SparseRaw
+                | ArchiveFormat::VhdFixed
+        )
+    }
+
     /// Short name used in messages and JSON.
     pub fn name(self) -> &'static str {
         match self {
@@ -220,5 +234,74 @@ pub(crate) struct Passthrough;
 impl Encoder for Passthrough {
     fn encode(&self, _seg: &DataSegment, _data: &[u8]) -> io::Result<Encoded> {
         Ok(Encoded::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{Backup, BackupOptions};
+    use crate::io::{MemSource, WriteAt};
+    use crate::ExtentMap;
+
+    /// Remembers whether anything was written below what was already written.
+    #[derive(Default)]
+    struct InOrder {
+        end: u64,
+        went_back: bool,
+    }
+
+    impl WriteAt for InOrder {
+        fn write_all_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+            self.went_back |= offset < self.end;
+            self.end = self.end.max(offset + buf.len() as u64);
+            Ok(())
+        }
+        fn set_len(&mut self, len: u64) -> io::Result<()> {
+            self.went_back |= len < self.end;
+            self.end = len;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn writes_in_order_says_which_writers_never_go_back() {
+        let size = 12usize << 20;
+        let image: Vec<u8> = (0..size).map(|i| (i / 4096 * 7 + i) as u8).collect();
+        let map = ExtentMap::from_ranges([
+            (0, 1 << 20),
+            (3 << 20, (5 << 20) + 4096),
+            (9 << 20, 10 << 20),
+        ]);
+        for format in [
+            ArchiveFormat::Zstd,
+            ArchiveFormat::Xz,
+            ArchiveFormat::SparseRaw,
+            ArchiveFormat::AndroidSparse,
+            ArchiveFormat::Qcow2,
+            ArchiveFormat::VhdFixed,
+            ArchiveFormat::VhdDynamic,
+            ArchiveFormat::Vhdx,
+        ] {
+            let job = Backup::from_source(
+                Arc::new(MemSource(image.clone())),
+                &map,
+                BackupOptions {
+                    format,
+                    threads: 2,
+                    level: format.uses_level(&ContainerOptions::default()).then_some(1),
+                    ..BackupOptions::default()
+                },
+            )
+            .unwrap();
+            let mut out = InOrder::default();
+            job.run(
+                &mut out,
+                &mut |_| {},
+                &std::sync::atomic::AtomicBool::new(false),
+            )
+            .unwrap();
+            assert_eq!(!out.went_back, format.writes_in_order(), "{format:?}");
+        }
     }
 }

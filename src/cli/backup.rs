@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use blockwise::archive::{self, ArchiveFormat, Backup, BackupOptions};
 use blockwise::format::OpenOptions;
 use blockwise::io::atomic::AtomicFile;
+use blockwise::io::remote::upload::{self, Dest, Destination, UploadStats};
 use blockwise::scan::open_and_scan_with_reads;
 use blockwise::util::human_bytes;
 
@@ -72,15 +73,100 @@ struct Summary {
     archive_allocated_bytes: u64,
     bmap_ranges: usize,
     seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload: Option<UploadSummary>,
     warnings: Vec<String>,
     notes: Vec<String>,
 }
 
-pub fn run(a: Args) -> anyhow::Result<u8> {
-    super::common::one_pass(&a.src, |opts| attempt(&a, opts))
+/// The `upload` member of the `--json` summaries when DEST is in a bucket.
+#[derive(serde::Serialize)]
+pub(super) struct UploadSummary {
+    /// The object, `s3://bucket/key`.
+    url: String,
+    /// Its bmap object (backup only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bmap_url: Option<String>,
+    object_size: u64,
+    /// Bytes of the objects written (the archive, and its bmap).
+    uploaded_bytes: u64,
+    parts: u32,
+    spooled: bool,
 }
 
-fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
+impl UploadSummary {
+    pub(super) fn new(
+        dest: &Destination,
+        up: &UploadStats,
+        bmap: Option<(&Destination, u64)>,
+    ) -> Self {
+        UploadSummary {
+            url: dest.url().to_string(),
+            bmap_url: bmap.map(|(b, _)| b.url().to_string()),
+            object_size: up.object_size,
+            uploaded_bytes: up.object_size + bmap.map_or(0, |(_, n)| n),
+            parts: up.parts,
+            spooled: up.spooled,
+        }
+    }
+
+    /// The human summary's line.
+    pub(super) fn line(&self) -> String {
+        format!(
+            "  uploaded   {} in {} {}{}",
+            human_bytes(self.object_size),
+            self.parts,
+            if self.parts == 1 { "request" } else { "parts" },
+            if self.spooled {
+                " (written to a temporary file first: this format goes back to patch its tables)"
+            } else {
+                ", streamed as it was written"
+            }
+        )
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    let dest = destination(&a.dest)?;
+    super::common::one_pass(&a.src, |opts| attempt(&a, &dest, opts))
+}
+
+/// DEST as a local path or a bucket's object; a web URL is a usage error.
+pub(super) fn destination(dest: &Path) -> anyhow::Result<Dest> {
+    match upload::parse_destination(dest, super::common::endpoint().as_deref()) {
+        Ok(d) => Ok(d),
+        Err(blockwise::Error::Unsupported(m)) => {
+            Err(anyhow::Error::new(super::common::Explained {
+                message: m,
+                code: exit::USAGE,
+            }))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot write to {}", dest.display()))),
+    }
+}
+
+/// Refuses to replace DEST's object (and its bmap's, `bmap`) without `force`, and to write
+/// over the source.
+pub(super) fn check_object(
+    src: &Path,
+    dest: &Destination,
+    bmap: Option<&Destination>,
+    force: bool,
+) -> anyhow::Result<()> {
+    if src.as_os_str() == dest.url() {
+        return Err(blockwise::Error::Refused {
+            reason: format!("{} is the source itself", dest.url()),
+        }
+        .into());
+    }
+    dest.check(force)?;
+    if let Some(b) = bmap {
+        b.check(force)?;
+    }
+    Ok(())
+}
+
+fn attempt(a: &Args, dest: &Dest, open: &OpenOptions) -> anyhow::Result<u8> {
     let (opened, scan, hot) = open_and_scan_with_reads(&a.src, open)
         .with_context(|| format!("cannot read {}", super::common::shown(&a.src)))?;
     scan.still_fits(&*opened.source)?;
@@ -98,9 +184,19 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
         .map(ArchiveFormat::from)
         .or_else(|| ArchiveFormat::from_name(&a.dest))
         .unwrap_or(ArchiveFormat::Zstd);
-    archive::check_destination(&a.src, &a.dest, a.force)?;
     let bmap_path = archive::bmap_path(&a.dest);
-    archive::check_destination(&a.src, &bmap_path, a.force)?;
+    let bmap_object = match dest {
+        Dest::S3(d) => {
+            let b = d.with_suffix(".bmap");
+            check_object(&a.src, d, Some(&b), a.force)?;
+            Some(b)
+        }
+        Dest::Path(_) => {
+            archive::check_destination(&a.src, &a.dest, a.force)?;
+            archive::check_destination(&a.src, &bmap_path, a.force)?;
+            None
+        }
+    };
     let opts = BackupOptions {
         format,
         level: a.level,
@@ -119,24 +215,51 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
     let notes = job.notes().to_vec();
     let (size, original_size, level) = (job.size(), job.original_size(), job.level());
 
-    let (mut tmp, stats) = run_into_temporary(job, &a.src, &a.dest, "backing up", a.json)?;
-    let bmap_text = stats.bmap();
-    let mut btmp = AtomicFile::create(&bmap_path)
-        .with_context(|| format!("cannot create {}", bmap_path.display()))?;
-    btmp.write_all(&bmap_text)
-        .map_err(|e| explain_failure(e.into(), &a.src, &bmap_path))?;
-    let (archive_bytes, allocated) = {
-        let m = tmp.file().metadata()?;
-        (m.len(), m.blocks() * 512)
+    let (stats, archive_bytes, allocated, upload) = match (dest, &bmap_object) {
+        (Dest::S3(d), Some(b)) => {
+            let (up, stats) = run_into_upload(
+                job,
+                &a.src,
+                d,
+                format.writes_in_order(),
+                "backing up",
+                a.json,
+            )?;
+            let bmap_text = stats.bmap();
+            b.put(&bmap_text, blockwise::io::sys::catch_interrupts())
+                .with_context(|| format!("{} was uploaded, but its bmap could not be", d.url()))?;
+            let summary = UploadSummary::new(d, &up, Some((b, bmap_text.len() as u64)));
+            (stats, up.object_size, up.object_size, Some(summary))
+        }
+        _ => {
+            let (mut tmp, stats) = run_into_temporary(job, &a.src, &a.dest, "backing up", a.json)?;
+            let bmap_text = stats.bmap();
+            let mut btmp = AtomicFile::create(&bmap_path)
+                .with_context(|| format!("cannot create {}", bmap_path.display()))?;
+            btmp.write_all(&bmap_text)
+                .map_err(|e| explain_failure(e.into(), &a.src, &bmap_path))?;
+            let (archive_bytes, allocated) = {
+                let m = tmp.file().metadata()?;
+                (m.len(), m.blocks() * 512)
+            };
+            tmp.commit()
+                .map_err(|e| explain_failure(e.into(), &a.src, &a.dest))?;
+            btmp.commit().with_context(|| {
+                format!(
+                    "{} was written, but its bmap could not be",
+                    a.dest.display()
+                )
+            })?;
+            (stats, archive_bytes, allocated, None)
+        }
     };
-    tmp.commit()
-        .map_err(|e| explain_failure(e.into(), &a.src, &a.dest))?;
-    btmp.commit().with_context(|| {
-        format!(
-            "{} was written, but its bmap could not be",
-            a.dest.display()
-        )
-    })?;
+    let (archive_name, bmap_name) = match (dest, &bmap_object) {
+        (Dest::S3(d), Some(b)) => (d.url().to_string(), b.url().to_string()),
+        _ => (
+            a.dest.display().to_string(),
+            bmap_path.display().to_string(),
+        ),
+    };
 
     let mapped = stats.map.total();
     for w in &warnings {
@@ -145,7 +268,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
     for n in &notes {
         eprintln!("blockwise: note: {n}");
     }
-    let stored = if format == ArchiveFormat::SparseRaw {
+    let stored = if format == ArchiveFormat::SparseRaw && upload.is_none() {
         allocated
     } else {
         archive_bytes
@@ -154,8 +277,8 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
         let s = Summary {
             schema_version: 1,
             source: super::common::shown(&a.src),
-            archive: a.dest.display().to_string(),
-            bmap: bmap_path.display().to_string(),
+            archive: archive_name,
+            bmap: bmap_name,
             format,
             level: matches!(format, ArchiveFormat::Zstd | ArchiveFormat::Xz).then_some(level),
             image_size: stats.image_size,
@@ -167,6 +290,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
             archive_allocated_bytes: allocated,
             bmap_ranges: stats.bmap_ranges.len(),
             seconds: stats.seconds,
+            upload,
             warnings,
             notes,
         };
@@ -183,7 +307,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
         eprintln!(
             "blockwise: backed up {} to {} ({})",
             super::common::shown(&a.src),
-            a.dest.display(),
+            archive_name,
             format.name()
         );
         if a.truncate && size != original_size {
@@ -212,7 +336,7 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
             human_bytes(stored),
             pct(stored, size),
             pct(stored, mapped),
-            if format == ArchiveFormat::SparseRaw {
+            if format == ArchiveFormat::SparseRaw && upload.is_none() {
                 format!(" allocated; apparent size {}", human_bytes(archive_bytes))
             } else {
                 String::new()
@@ -223,9 +347,12 @@ fn attempt(a: &Args, open: &OpenOptions) -> anyhow::Result<u8> {
             stats.seconds,
             human_bytes((mapped as f64 / secs) as u64)
         );
+        if let Some(u) = &upload {
+            eprintln!("{}", u.line());
+        }
         eprintln!(
             "  bmap       {} ({} ranges, SHA-256)",
-            bmap_path.display(),
+            bmap_name,
             stats.bmap_ranges.len()
         );
     }
@@ -290,4 +417,80 @@ pub(super) fn run_into_temporary(
             Err(explain_failure(e, src, dest))
         }
     }
+}
+
+/// Runs a prepared backup or conversion into an upload to `dest` (a progress bar on a
+/// terminal, Ctrl-C honoured): streamed as parts if the format writes `in_order`, else spooled
+/// to a temporary file first. The object exists once this returns; on failure or interrupt the
+/// upload is aborted and the error says what state the bucket is in.
+pub(super) fn run_into_upload(
+    job: Backup,
+    src: &Path,
+    dest: &Destination,
+    in_order: bool,
+    verb: &str,
+    json: bool,
+) -> anyhow::Result<(UploadStats, archive::BackupStats)> {
+    let cancel = blockwise::io::sys::catch_interrupts();
+    let mut up = dest.upload(in_order, cancel)?;
+    let bar = super::common::progress_bar(verb, job.map().total(), json);
+    let mut on_progress = |p: &archive::Progress| {
+        if let Some(b) = &bar {
+            b.set_position(p.mapped_done);
+        }
+    };
+    let result = job.run(&mut up, &mut on_progress, cancel);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let result = result.and_then(|stats| up.finish().map(|u| (u, stats)));
+    match result {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            // A write the upload refused because of the interrupt comes back as an I/O error.
+            let e = if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                blockwise::Error::Interrupted
+            } else {
+                e
+            };
+            let aborted = up.abort().err();
+            Err(explain_upload_failure(e, aborted, src, dest))
+        }
+    }
+}
+
+/// Says what went wrong and what state the bucket is in: the multipart upload was aborted (or
+/// could not be), no object was written. The exit code stays that of the library error.
+fn explain_upload_failure(
+    e: blockwise::Error,
+    abort_failed: Option<blockwise::Error>,
+    src: &Path,
+    dest: &Destination,
+) -> anyhow::Error {
+    if let blockwise::Error::Replan { .. } = e {
+        return e.into();
+    }
+    let state = match &abort_failed {
+        None => format!(
+            "nothing was written to {} (the upload was aborted)",
+            dest.url()
+        ),
+        Some(a) => format!(
+            "no object was written to {}, but aborting the multipart upload failed ({a}): its \
+             parts stay in the bucket until a lifecycle rule or `aws s3api \
+             abort-multipart-upload` removes them",
+            dest.url()
+        ),
+    };
+    let code = exit::of(&e);
+    let message = match &e {
+        blockwise::Error::Interrupted => format!("interrupted; {state}"),
+        blockwise::Error::Read { .. } => format!(
+            "reading {}: {}; {state}",
+            super::common::shown(src),
+            super::common::chain(&e)
+        ),
+        _ => format!("{}; {state}", super::common::chain(&e)),
+    };
+    anyhow::Error::new(super::common::Explained { message, code })
 }

@@ -19,6 +19,11 @@ pub(super) fn set_remote(r: RemoteOptions) {
     let _ = REMOTE.set(r);
 }
 
+/// The S3-compatible server given by `--endpoint` (the environment's otherwise).
+pub(super) fn endpoint() -> Option<String> {
+    REMOTE.get().and_then(|r| r.endpoint.clone())
+}
+
 /// Options to open an image with, learning a stream's end at open (what `inspect` needs).
 pub(super) fn open_options() -> OpenOptions {
     OpenOptions::default().with_remote(REMOTE.get().cloned().unwrap_or_default())

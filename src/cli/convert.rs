@@ -13,6 +13,7 @@ use blockwise::archive::{
     self, ArchiveFormat, Backup, BackupOptions, ClusterCompression, ContainerOptions,
 };
 use blockwise::format::OpenOptions;
+use blockwise::io::remote::upload::Dest;
 use blockwise::scan::open_and_scan_with_reads;
 use blockwise::util::human_bytes;
 
@@ -115,13 +116,24 @@ struct Summary {
     output_bytes: u64,
     output_allocated_bytes: u64,
     seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload: Option<super::backup::UploadSummary>,
     warnings: Vec<String>,
     notes: Vec<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
+    let dest = super::backup::destination(&a.dest)?;
     if wants_tracks(&a) {
         if let Some(format) = disc_format(&a.src)? {
+            if let Dest::S3(d) = &dest {
+                return Err(usage(format!(
+                    "{} is a CD image, written as several track files: write them to a local \
+                     directory, not to {}",
+                    super::common::shown(&a.src),
+                    d.url()
+                )));
+            }
             return cd_tracks(&a, format);
         }
         if a.audio.is_some() {
@@ -140,7 +152,7 @@ pub fn run(a: Args) -> anyhow::Result<u8> {
     // Options are checked before the image is read.
     let format = output_format(&a)?;
     let container = container_options(&a, format)?;
-    super::common::one_pass(&a.src, |opts| attempt(&a, format, container, opts))
+    super::common::one_pass(&a.src, |opts| attempt(&a, &dest, format, container, opts))
 }
 
 fn usage(message: String) -> anyhow::Error {
@@ -210,6 +222,7 @@ fn container_options(a: &Args, format: ArchiveFormat) -> anyhow::Result<Containe
 
 fn attempt(
     a: &Args,
+    dest: &Dest,
     format: ArchiveFormat,
     container: ContainerOptions,
     open: &OpenOptions,
@@ -241,7 +254,10 @@ fn attempt(
     } else {
         usage.used.clone()
     };
-    archive::check_destination(&a.src, &a.dest, a.force)?;
+    match dest {
+        Dest::S3(d) => super::backup::check_object(&a.src, d, None, a.force)?,
+        Dest::Path(_) => archive::check_destination(&a.src, &a.dest, a.force)?,
+    }
     let opts = BackupOptions {
         format,
         level: a.level,
@@ -272,14 +288,33 @@ fn attempt(
     }
 
     let level = job.level();
-    let (mut tmp, stats) =
-        super::backup::run_into_temporary(job, &a.src, &a.dest, "converting", a.json)?;
-    let (output_bytes, allocated) = {
-        let m = tmp.file().metadata()?;
-        (m.len(), m.blocks() * 512)
+    let (stats, output_bytes, allocated, upload, output_name) = match dest {
+        Dest::S3(d) => {
+            let (up, stats) = super::backup::run_into_upload(
+                job,
+                &a.src,
+                d,
+                format.writes_in_order(),
+                "converting",
+                a.json,
+            )?;
+            let summary = super::backup::UploadSummary::new(d, &up, None);
+            let size = up.object_size;
+            (stats, size, size, Some(summary), d.url().to_string())
+        }
+        Dest::Path(_) => {
+            let (mut tmp, stats) =
+                super::backup::run_into_temporary(job, &a.src, &a.dest, "converting", a.json)?;
+            let (output_bytes, allocated) = {
+                let m = tmp.file().metadata()?;
+                (m.len(), m.blocks() * 512)
+            };
+            tmp.commit()
+                .map_err(|e| super::backup::explain_failure(e.into(), &a.src, &a.dest))?;
+            let name = a.dest.display().to_string();
+            (stats, output_bytes, allocated, None, name)
+        }
     };
-    tmp.commit()
-        .map_err(|e| super::backup::explain_failure(e.into(), &a.src, &a.dest))?;
 
     for w in &warnings {
         eprintln!("blockwise: warning: {w}");
@@ -294,7 +329,7 @@ fn attempt(
             schema_version: 1,
             source: super::common::shown(&a.src),
             source_format: opened.chain.iter().map(|l| l.format.name()).collect(),
-            output: a.dest.display().to_string(),
+            output: output_name,
             format,
             compression: container.compress.filter(|_| qcow2),
             cluster_size: qcow2.then_some(container.cluster_size),
@@ -307,6 +342,7 @@ fn attempt(
             output_bytes,
             output_allocated_bytes: allocated,
             seconds: stats.seconds,
+            upload,
             warnings,
             notes,
         };
@@ -324,7 +360,7 @@ fn attempt(
             "blockwise: converted {} ({}) to {} ({})",
             super::common::shown(&a.src),
             chain.join(" > "),
-            a.dest.display(),
+            output_name,
             format.name()
         );
         eprintln!("  image      {}", human_bytes(size));
@@ -343,6 +379,9 @@ fn attempt(
             human_bytes(output_bytes),
             human_bytes(allocated)
         );
+        if let Some(u) = &upload {
+            eprintln!("{}", u.line());
+        }
         eprintln!(
             "  time       {:.2}s ({}/s of carried data)",
             stats.seconds,

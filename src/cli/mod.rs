@@ -146,18 +146,21 @@ Examples:
   blockwise backup card.img card.simg             Android sparse; `simg2img` restores it
   blockwise backup card.img small.img             sparse raw file, free space as holes
   blockwise backup /dev/sdb pi.img.zst --truncate end the image at the last partition
+  blockwise backup /dev/sdb s3://backups/pi.img.zst   to a bucket, with s3://backups/pi.img.zst.bmap
 
 Only blocks the filesystems use are read and stored; free blocks become zeros (deleted data
 never leaks into the archive). Bootloader gaps, partition tables and partitions blockwise
 cannot read are stored whole. DEST.bmap is written beside the archive (bmaptool finds it),
 with SHA-256 of every mapped range. The archive appears under DEST only once complete.
 The format follows DEST's extension (.zst, .xz, .simg, .img), else --format, else zst.
+DEST s3://BUCKET/KEY: a multipart upload, parts sent while the next are compressed; the object
+appears only once complete, and a failure or an interrupt aborts the upload (nothing left).
 Exit status: 0 on success, 1 on failure, 4 if refused for safety (DEST exists without --force,
 SRC mounted read-write), 130 if interrupted (nothing left under DEST).")]
     Backup {
         /// Block device or image file to back up (any format inspect reads).
         src: PathBuf,
-        /// Archive to write; DEST.bmap is written beside it.
+        /// Archive to write (a file, or s3://BUCKET/KEY); DEST.bmap is written beside it.
         dest: PathBuf,
         /// Output format (default: from DEST's extension, else zst).
         #[arg(long, value_enum)]
@@ -205,6 +208,8 @@ reaches the output. --keep-free carries everything the source holds (its allocat
 when it is a container that knows them, else every byte).
 The format follows --to, else OUT's extension (.img/.raw/.bin/.iso, .zst, .xz, .simg,
 .qcow2, .vhd, .vhdx). The output appears under OUT only once complete and synced.
+OUT s3://BUCKET/KEY: uploaded (.simg, .qcow2, dynamic .vhd and .vhdx through a temporary file
+first, since their writers go back to patch tables); the object appears only once complete.
 Exit status: 0 on success, 1 on failure (unreadable or undecodable input), 2 on bad usage
 (OUT's name says no format, an option for another format), 4 if refused for safety (OUT
 exists without --force, is the source, or a device), 130 if interrupted (nothing left under
@@ -213,7 +218,7 @@ OUT).")]
         /// Image to convert (any format inspect reads, or a block device).
         #[arg(value_name = "IN")]
         src: PathBuf,
-        /// File to write.
+        /// File to write (or s3://BUCKET/KEY).
         #[arg(value_name = "OUT")]
         dest: PathBuf,
         /// Output format (default: from OUT's extension).

@@ -27,6 +27,12 @@ pub(crate) trait Object: Send + Sync {
     /// that sign their requests answer false: a redirect there is a misconfiguration (a
     /// wrong region), reported, not followed.
     fn follows_redirects(&self) -> bool;
+    /// What an answer with an unwanted status means when the store says more than its status
+    /// (a bucket's error code, the region it is in); `None`: the status's plain words.
+    fn explain(&self, what: &str, resp: &mut http::Response<ureq::Body>) -> Option<io::Error> {
+        let _ = (what, resp);
+        None
+    }
 }
 
 /// How many times a request is tried before its failure is reported.
@@ -109,41 +115,66 @@ impl Transport {
         follow: bool,
         mut req: http::Request<Vec<u8>>,
     ) -> Result<http::Response<ureq::Body>, Attempt> {
+        let may_follow =
+            follow && (req.method() == http::Method::GET || req.method() == http::Method::HEAD);
+        if !may_follow {
+            // Sent as it is (a part upload's body is not copied): a redirect is an error.
+            let resp = self.agent.run(req).map_err(|e| transport_error(what, e))?;
+            return match judge(what, resp)? {
+                Judged::Final(resp) => Ok(resp),
+                Judged::Redirect(status, to) => Err(Attempt::Fatal(io::Error::other(format!(
+                    "{what}: the server redirects ({status}) to {}, which is not followed for \
+                     this request",
+                    super::location::redact(&to)
+                )))),
+            };
+        }
         for _ in 0..=MAX_REDIRECTS {
-            let method = req.method().clone();
             let resp = self
                 .agent
                 .run(clone_request(&req))
                 .map_err(|e| transport_error(what, e))?;
-            let status = resp.status();
-            if retryable(status) {
-                return Err(Attempt::Retry(io::Error::other(format!(
-                    "{what}: the server answered {status}"
-                ))));
+            match judge(what, resp)? {
+                Judged::Final(resp) => return Ok(resp),
+                Judged::Redirect(_, to) => {
+                    req = redirected(req, &to)
+                        .map_err(|e| Attempt::Fatal(io::Error::other(format!("{what}: {e}"))))?;
+                }
             }
-            if !status.is_redirection() || status == http::StatusCode::NOT_MODIFIED {
-                return Ok(resp);
-            }
-            let Some(to) = resp
-                .headers()
-                .get(http::header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-            else {
-                return Ok(resp);
-            };
-            let may = follow && (method == http::Method::GET || method == http::Method::HEAD);
-            if !may {
-                return Err(Attempt::Fatal(io::Error::other(format!(
-                    "{what}: the server redirects ({status}) to {}, which is not followed for this request",
-                    super::redact(to)
-                ))));
-            }
-            req = redirected(req, to)
-                .map_err(|e| Attempt::Fatal(io::Error::other(format!("{what}: {e}"))))?;
         }
         Err(Attempt::Fatal(io::Error::other(format!(
             "{what}: more than {MAX_REDIRECTS} redirects"
         ))))
+    }
+}
+
+/// What an answer means for the request.
+enum Judged {
+    /// The answer to give the caller.
+    Final(http::Response<ureq::Body>),
+    /// A redirect: its status and where to.
+    Redirect(http::StatusCode, String),
+}
+
+/// A status worth retrying is an [`Attempt::Retry`]; a 3xx with a `Location` a redirect;
+/// anything else final.
+fn judge(what: &str, resp: http::Response<ureq::Body>) -> Result<Judged, Attempt> {
+    let status = resp.status();
+    if retryable(status) {
+        return Err(Attempt::Retry(io::Error::other(format!(
+            "{what}: the server answered {status}"
+        ))));
+    }
+    if !status.is_redirection() || status == http::StatusCode::NOT_MODIFIED {
+        return Ok(Judged::Final(resp));
+    }
+    match resp
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+    {
+        Some(to) => Ok(Judged::Redirect(status, to.to_owned())),
+        None => Ok(Judged::Final(resp)),
     }
 }
 
@@ -252,7 +283,7 @@ fn describe(e: &ureq::Error) -> String {
         ureq::Error::Rustls(t) => format!("TLS: {t}"),
         ureq::Error::Tls(t) => format!("TLS: {t}"),
         ureq::Error::BadUri(_) => "not a valid URL".into(),
-        other => super::redact(&other.to_string()),
+        other => super::location::redact(&other.to_string()),
     }
 }
 
@@ -279,28 +310,31 @@ fn redirected(
 ) -> Result<http::Request<Vec<u8>>, String> {
     let base = req.uri().clone();
     let target: http::Uri = if location.starts_with("http://") || location.starts_with("https://") {
-        location
-            .parse()
-            .map_err(|_| format!("a redirect to an invalid URL ({})", super::redact(location)))?
+        location.parse().map_err(|_| {
+            format!(
+                "a redirect to an invalid URL ({})",
+                super::location::redact(location)
+            )
+        })?
     } else if location.starts_with('/') {
         let mut parts = base.clone().into_parts();
         parts.path_and_query = Some(location.parse().map_err(|_| {
             format!(
                 "a redirect to an invalid path ({})",
-                super::redact(location)
+                super::location::redact(location)
             )
         })?);
         http::Uri::from_parts(parts).map_err(|_| "a redirect that makes no URL".to_string())?
     } else {
         return Err(format!(
             "a redirect to {} (only absolute URLs and paths are followed)",
-            super::redact(location)
+            super::location::redact(location)
         ));
     };
     if base.scheme_str() == Some("https") && target.scheme_str() != Some("https") {
         return Err(format!(
             "a redirect from https to {}, which would drop encryption",
-            super::redact(location)
+            super::location::redact(location)
         ));
     }
     let same_origin = base.scheme() == target.scheme() && base.authority() == target.authority();

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use ureq::http;
 
 use super::http::{retry, Attempt, Object, Transport};
-use super::RemoteOptions;
+use super::location::RemoteOptions;
 use crate::io::{Access, Caps, ReadAt};
 use crate::ExtentMap;
 
@@ -162,7 +162,7 @@ impl RemoteSource {
                 .request("GET", &[("range", format!("bytes=0-{}", block - 1))])
                 .map_err(Attempt::Fatal)?;
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = transport.attempt(&what, obj.follows_redirects(), req)?;
+            let mut resp = transport.attempt(&what, obj.follows_redirects(), req)?;
             match resp.status().as_u16() {
                 206 => {
                     let (start, end, total) = content_range(&resp).ok_or_else(|| {
@@ -190,7 +190,10 @@ impl RemoteSource {
                     Ok(First::Ranged(head.headers, 0, Vec::new()))
                 }
                 200 => Ok(First::Streamed(resp)),
-                s => Err(Attempt::Fatal(status_error(&what, s))),
+                s => Err(Attempt::Fatal(
+                    obj.explain(&what, &mut resp)
+                        .unwrap_or_else(|| status_error(&what, s)),
+                )),
             }
         })?;
         match first {
@@ -495,7 +498,7 @@ impl Inner {
             }
             let req = self.obj.request("GET", &headers).map_err(Attempt::Fatal)?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = self
+            let mut resp = self
                 .transport
                 .attempt(&what, self.obj.follows_redirects(), req)?;
             match resp.status().as_u16() {
@@ -512,7 +515,13 @@ impl Inner {
                         ),
                     )))
                 }
-                s => return Err(Attempt::Fatal(status_error(&what, s))),
+                s => {
+                    return Err(Attempt::Fatal(
+                        self.obj
+                            .explain(&what, &mut resp)
+                            .unwrap_or_else(|| status_error(&what, s)),
+                    ))
+                }
             }
             if let (Some(mine), Some(theirs)) = (&self.etag, etag_of(resp.headers())) {
                 if *mine != theirs {
@@ -622,13 +631,19 @@ impl Inner {
             }
             let req = self.obj.request("GET", &headers).map_err(Attempt::Fatal)?;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = self
+            let mut resp = self
                 .transport
                 .attempt(&what, self.obj.follows_redirects(), req)?;
             match resp.status().as_u16() {
                 200 => {}
                 412 => return Err(self.changed("it no longer matches the version first read")),
-                s => return Err(Attempt::Fatal(status_error(&what, s))),
+                s => {
+                    return Err(Attempt::Fatal(
+                        self.obj
+                            .explain(&what, &mut resp)
+                            .unwrap_or_else(|| status_error(&what, s)),
+                    ))
+                }
             }
             if let (Some(mine), Some(theirs)) = (&self.etag, etag_of(resp.headers())) {
                 if *mine != theirs {
