@@ -190,7 +190,7 @@ proof() { # log file; sets proof_result to PASS or "FAIL (what)"
 f() { printf "%.${2:-2}f" "$1"; }
 log_lines() { wc -l < "$ng/access.log"; }
 # Body bytes and requests nginx logged after line $1.
-log_bytes() { tail -n +"$(( $1 + 1 ))" "$ng/access.log" | awk -F'\t' '{ b += $3 } END { print b + 0 }'; }
+log_bytes() { tail -n +"$(( $1 + 1 ))" "$ng/access.log" | awk -F'\t' '{ b += $3 } END { printf "%.0f\n", b }'; }
 log_reqs() { tail -n +"$(( $1 + 1 ))" "$ng/access.log" | wc -l; }
 
 # 5. The timed runs.
@@ -251,7 +251,7 @@ echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, kernel $(uname -r); blockwise
   "load average $load0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end."
 echo "Served by nginx on 127.0.0.1, its responses through an htb class of $rate on lo (link check: 16 MiB at $(f "$link" 1) Mbit/s)."
 echo "Objects: card.img.xz $xz_size B (xz -T2, $xz_blocks blocks) with card.img.bmap ($(stat -c %s "$bmapf") B, blockwise bmap) beside it;" \
-  "card.img.zst $zst_size B (blockwise backup) with its .bmap. Image $raw B, mapped $(awk -F'[<>]' '/<BlockSize>/ { b = $3 } /<MappedBlocksCount>/ { m = $3 } END { print m * b }' "$bmapf") B."
+  "card.img.zst $zst_size B (blockwise backup) with its .bmap. Image $raw B, mapped $(awk -F'[<>]' '/<BlockSize>/ { b = $3 } /<MappedBlocksCount>/ { m = $3 } END { printf "%.0f", m * b }' "$bmapf") B."
 echo "Target: loop device over a file in $emu_dir, refilled with old random data before each run; sync + drop_caches before each run."
 echo "Restore proof: bytes before partition 1 and sfdisk -d identical, fsck.vfat -n and e2fsck -fn clean, SHA-256 of every file identical."
 echo "Downloaded: body bytes in nginx's access log for the run's requests (1 MB = 10^6 B); blockwise's own count beside it."
