@@ -900,7 +900,7 @@ fn content_range<B>(resp: &http::Response<B>) -> Option<(u64, u64, Option<u64>)>
     parse_content_range(v)
 }
 
-fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
     let total = match total.trim() {
