@@ -12,6 +12,8 @@
 #![allow(dead_code)]
 
 pub mod damage;
+pub mod proxy;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
