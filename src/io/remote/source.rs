@@ -196,30 +196,17 @@ impl RemoteSource {
                 )),
             }
         })?;
-        match first {
+        let (headers, size, mode) = match first {
             First::Ranged(headers, size, data) => {
-                let (validator, etag) = validator_of(&headers);
                 let mut state = State::default();
                 if !data.is_empty() {
                     state.insert(0, data);
                 }
-                Ok(RemoteSource {
-                    spooled_whole: false,
-                    inner: Arc::new(Inner {
-                        obj,
-                        transport,
-                        size,
-                        validator,
-                        etag,
-                        block,
-                        parallel,
-                        stats,
-                        mode: Mode::Ranged {
-                            state: Mutex::new(state),
-                            cv: Condvar::new(),
-                        },
-                    }),
-                })
+                let mode = Mode::Ranged {
+                    state: Mutex::new(state),
+                    cv: Condvar::new(),
+                };
+                (headers, size, mode)
             }
             First::Streamed(resp) => {
                 let (head, body) = resp.into_parts();
@@ -230,34 +217,35 @@ impl RemoteSource {
                         obj.shown()
                     ))
                 })?;
-                let (validator, etag) = validator_of(&head.headers);
-                Ok(RemoteSource {
-                    spooled_whole: false,
-                    inner: Arc::new(Inner {
-                        obj,
-                        transport,
-                        size,
-                        validator,
-                        etag,
-                        block,
-                        parallel,
-                        stats,
-                        mode: Mode::Streamed(Mutex::new(Stream {
-                            body: Some(Box::new(body.into_reader())),
-                            pos: 0,
-                            spool: tempfile::tempfile().map_err(|e| {
-                                io::Error::new(
-                                    e.kind(),
-                                    format!(
-                                        "cannot make a temporary file to keep the stream in: {e}"
-                                    ),
-                                )
-                            })?,
-                        })),
-                    }),
-                })
+                let spool = tempfile::tempfile().map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot make a temporary file to keep the stream in: {e}"),
+                    )
+                })?;
+                let mode = Mode::Streamed(Mutex::new(Stream {
+                    body: Some(Box::new(body.into_reader())),
+                    pos: 0,
+                    spool,
+                }));
+                (head.headers, size, mode)
             }
-        }
+        };
+        let (validator, etag) = validator_of(&headers);
+        Ok(RemoteSource {
+            spooled_whole: false,
+            inner: Arc::new(Inner {
+                obj,
+                transport,
+                size,
+                validator,
+                etag,
+                block,
+                parallel,
+                stats,
+                mode,
+            }),
+        })
     }
 
     /// Whether the server takes range requests (else the object is read as one stream).
