@@ -503,19 +503,9 @@ impl Inner {
                         ),
                     )))
                 }
-                s => {
-                    return Err(Attempt::Fatal(
-                        self.obj
-                            .explain(&what, &mut resp)
-                            .unwrap_or_else(|| status_error(&what, s)),
-                    ))
-                }
+                s => return Err(self.refused(&what, &mut resp, s)),
             }
-            if let (Some(mine), Some(theirs)) = (&self.etag, etag_of(resp.headers())) {
-                if *mine != theirs {
-                    return Err(self.changed("its ETag changed"));
-                }
-            }
+            self.same_etag(&resp)?;
             match content_range(&resp) {
                 Some((s, e, t)) if s == start && e + 1 == end => {
                     if t.is_some_and(|t| t != self.size) {
@@ -533,6 +523,23 @@ impl Inner {
             let (_, body) = resp.into_parts();
             read_body(body, end - start, &what, &self.stats)
         })
+    }
+
+    /// The error for a status that ends a request: the store's own words when it has them.
+    fn refused(&self, what: &str, resp: &mut http::Response<ureq::Body>, status: u16) -> Attempt {
+        Attempt::Fatal(
+            self.obj
+                .explain(what, resp)
+                .unwrap_or_else(|| status_error(what, status)),
+        )
+    }
+
+    /// An answer whose `ETag` is not the one first seen is from another version.
+    fn same_etag<B>(&self, resp: &http::Response<B>) -> Result<(), Attempt> {
+        match (&self.etag, etag_of(resp.headers())) {
+            (Some(mine), Some(theirs)) if *mine != theirs => Err(self.changed("its ETag changed")),
+            _ => Ok(()),
+        }
     }
 
     /// The error for an object replaced while it is read.
@@ -625,19 +632,9 @@ impl Inner {
             match resp.status().as_u16() {
                 200 => {}
                 412 => return Err(self.changed("it no longer matches the version first read")),
-                s => {
-                    return Err(Attempt::Fatal(
-                        self.obj
-                            .explain(&what, &mut resp)
-                            .unwrap_or_else(|| status_error(&what, s)),
-                    ))
-                }
+                s => return Err(self.refused(&what, &mut resp, s)),
             }
-            if let (Some(mine), Some(theirs)) = (&self.etag, etag_of(resp.headers())) {
-                if *mine != theirs {
-                    return Err(self.changed("its ETag changed"));
-                }
-            }
+            self.same_etag(&resp)?;
             if resp.body().content_length().is_some_and(|l| l != self.size) {
                 return Err(self.changed("its length changed"));
             }
