@@ -27,21 +27,7 @@ fn card() -> Option<Card> {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = unpack_sample(dir.path());
-    let mut parts = [(0, 0); 2];
-    let dump = sh(&format!("sfdisk -J '{}'", img.display()));
-    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
-    for (i, p) in v["partitiontable"]["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(2)
-        .enumerate()
-    {
-        parts[i] = (
-            p["start"].as_u64().unwrap() * 512,
-            p["size"].as_u64().unwrap() * 512,
-        );
-    }
+    let parts = common::first_two_partitions(&img);
     Some(Card { dir, img, parts })
 }
 
@@ -73,17 +59,7 @@ impl Card {
     /// The restore proof of `target` (a file, or a loop device's backing file).
     fn assert_restored(&self, target: &Path) {
         assert_card_equivalent(&self.img, target, &self.parts);
-        let table = |p: &Path| {
-            sh(&format!("sfdisk -d '{}'", p.display()))
-                .lines()
-                .filter(|l| !l.starts_with("device:"))
-                .map(|l| {
-                    l.split_once(':')
-                        .map_or(l.to_string(), |(_, r)| r.to_string())
-                })
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(table(&self.img), table(target), "sfdisk -d differs");
+        common::assert_same_table(&self.img, target);
     }
 }
 

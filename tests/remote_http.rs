@@ -317,16 +317,7 @@ fn built_card(size: &str, used_mb: u32) -> Option<Card> {
 
 impl Card {
     fn new(dir: tempfile::TempDir, img: PathBuf) -> Card {
-        let dump = sh(&format!("sfdisk -J '{}'", img.display()));
-        let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
-        let p = &v["partitiontable"]["partitions"];
-        let part = |i: usize| {
-            (
-                p[i]["start"].as_u64().unwrap() * 512,
-                p[i]["size"].as_u64().unwrap() * 512,
-            )
-        };
-        let parts = [part(0), part(1)];
+        let parts = common::first_two_partitions(&img);
         Card { dir, img, parts }
     }
 
@@ -361,17 +352,7 @@ impl Card {
     /// The restore proof of `target` (a loop device's backing file, detached).
     fn assert_restored(&self, target: &Path) {
         assert_card_equivalent(&self.img, target, &self.parts);
-        let table = |p: &Path| {
-            sh(&format!("sfdisk -d '{}'", p.display()))
-                .lines()
-                .filter(|l| !l.starts_with("device:"))
-                .map(|l| {
-                    l.split_once(':')
-                        .map_or(l.to_string(), |(_, r)| r.to_string())
-                })
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(table(&self.img), table(target), "sfdisk -d differs");
+        common::assert_same_table(&self.img, target);
     }
 }
 

@@ -60,21 +60,7 @@ fn card() -> Option<Card> {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = unpack_sample(dir.path());
-    let v: serde_json::Value =
-        serde_json::from_str(&sh(&format!("sfdisk -J '{}'", img.display()))).unwrap();
-    let mut parts = [(0, 0); 2];
-    for (i, part) in v["partitiontable"]["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .take(2)
-        .enumerate()
-    {
-        parts[i] = (
-            part["start"].as_u64().unwrap() * 512,
-            part["size"].as_u64().unwrap() * 512,
-        );
-    }
+    let parts = common::first_two_partitions(&img);
     Some(Card { dir, img, parts })
 }
 

@@ -583,3 +583,33 @@ pub fn fresh_image(tool: &str, mkfs: &str, mib: u64) -> Option<Vec<u8>> {
     sh(&mkfs.replace("{img}", &img.display().to_string()));
     Some(std::fs::read(&img).unwrap())
 }
+
+/// Byte offset and length of the first two partitions of `img` (a card: boot and root), as
+/// `sfdisk -J` reads its table.
+pub fn first_two_partitions(img: &Path) -> [(u64, u64); 2] {
+    let dump = sh(&format!("sfdisk -J '{}'", img.display()));
+    let v: serde_json::Value = serde_json::from_str(&dump).unwrap();
+    let p = &v["partitiontable"]["partitions"];
+    let part = |i: usize| {
+        (
+            p[i]["start"].as_u64().unwrap() * 512,
+            p[i]["size"].as_u64().unwrap() * 512,
+        )
+    };
+    [part(0), part(1)]
+}
+
+/// Asserts that `a` and `b` hold the same partition table (`sfdisk -d`, device names aside).
+pub fn assert_same_table(a: &Path, b: &Path) {
+    let table = |p: &Path| {
+        sh(&format!("sfdisk -d '{}'", p.display()))
+            .lines()
+            .filter(|l| !l.starts_with("device:"))
+            .map(|l| {
+                l.split_once(':')
+                    .map_or(l.to_string(), |(_, r)| r.to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(table(a), table(b), "sfdisk -d differs");
+}

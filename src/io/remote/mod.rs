@@ -20,6 +20,31 @@ pub mod upload;
 mod web;
 
 pub use location::{redact, sidecar_candidates, Location, RemoteOptions};
+
+/// The parsers of what servers and users hand this layer, for the fuzz target `remote`: not
+/// an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Runs every parser on `data`: a `Content-Range` value, a URL (parsed, redacted, its
+    /// sidecar names), an S3 XML answer and error document, an AWS credentials/config file.
+    pub fn parsers(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        if let Some((s, e, t)) = super::source::parse_content_range(&text) {
+            assert!(s <= e && t.is_none_or(|t| e < t || (s, e) == (0, 0)));
+        }
+        if let Some(Ok(loc)) = super::Location::parse(&text) {
+            let shown = loc.shown();
+            // A bucket key may hold a `?`; a URL's query never shows.
+            if let super::Location::Http(_) = loc {
+                assert!(!shown.contains('?') || shown.ends_with("?…"));
+            }
+            let _ = super::sidecar_candidates(&loc);
+        }
+        let _ = super::redact(&text);
+        let _ = super::web::HttpObject::new(&text);
+        super::s3::fuzz_answers(data);
+    }
+}
 pub use source::{RemoteSource, RemoteStats};
 
 /// Opens the object at `loc` for reading.

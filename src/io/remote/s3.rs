@@ -676,6 +676,17 @@ impl Xml {
     }
 }
 
+/// Parses `data` as each kind of answer S3 sends and as AWS credentials/config text (for
+/// the fuzz target: none of it may panic or grow without bound).
+pub(crate) fn fuzz_answers(data: &[u8]) {
+    if let Ok(x) = Xml::parse(data) {
+        let _ = (x.text_of("UploadId"), x.all("Upload").count());
+    }
+    let _ = error_document(data);
+    let _ = parse_ini(&String::from_utf8_lossy(data));
+    let _ = Endpoint::parse(&String::from_utf8_lossy(data));
+}
+
 /// The `Code` and `Message` of an S3 `<Error>` document, if the body is one.
 fn error_document(body: &[u8]) -> Option<(String, String)> {
     let x = Xml::parse(body).ok()?;

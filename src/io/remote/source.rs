@@ -196,30 +196,17 @@ impl RemoteSource {
                 )),
             }
         })?;
-        match first {
+        let (headers, size, mode) = match first {
             First::Ranged(headers, size, data) => {
-                let (validator, etag) = validator_of(&headers);
                 let mut state = State::default();
                 if !data.is_empty() {
                     state.insert(0, data);
                 }
-                Ok(RemoteSource {
-                    spooled_whole: false,
-                    inner: Arc::new(Inner {
-                        obj,
-                        transport,
-                        size,
-                        validator,
-                        etag,
-                        block,
-                        parallel,
-                        stats,
-                        mode: Mode::Ranged {
-                            state: Mutex::new(state),
-                            cv: Condvar::new(),
-                        },
-                    }),
-                })
+                let mode = Mode::Ranged {
+                    state: Mutex::new(state),
+                    cv: Condvar::new(),
+                };
+                (headers, size, mode)
             }
             First::Streamed(resp) => {
                 let (head, body) = resp.into_parts();
@@ -230,34 +217,35 @@ impl RemoteSource {
                         obj.shown()
                     ))
                 })?;
-                let (validator, etag) = validator_of(&head.headers);
-                Ok(RemoteSource {
-                    spooled_whole: false,
-                    inner: Arc::new(Inner {
-                        obj,
-                        transport,
-                        size,
-                        validator,
-                        etag,
-                        block,
-                        parallel,
-                        stats,
-                        mode: Mode::Streamed(Mutex::new(Stream {
-                            body: Some(Box::new(body.into_reader())),
-                            pos: 0,
-                            spool: tempfile::tempfile().map_err(|e| {
-                                io::Error::new(
-                                    e.kind(),
-                                    format!(
-                                        "cannot make a temporary file to keep the stream in: {e}"
-                                    ),
-                                )
-                            })?,
-                        })),
-                    }),
-                })
+                let spool = tempfile::tempfile().map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot make a temporary file to keep the stream in: {e}"),
+                    )
+                })?;
+                let mode = Mode::Streamed(Mutex::new(Stream {
+                    body: Some(Box::new(body.into_reader())),
+                    pos: 0,
+                    spool,
+                }));
+                (head.headers, size, mode)
             }
-        }
+        };
+        let (validator, etag) = validator_of(&headers);
+        Ok(RemoteSource {
+            spooled_whole: false,
+            inner: Arc::new(Inner {
+                obj,
+                transport,
+                size,
+                validator,
+                etag,
+                block,
+                parallel,
+                stats,
+                mode,
+            }),
+        })
     }
 
     /// Whether the server takes range requests (else the object is read as one stream).
@@ -515,19 +503,9 @@ impl Inner {
                         ),
                     )))
                 }
-                s => {
-                    return Err(Attempt::Fatal(
-                        self.obj
-                            .explain(&what, &mut resp)
-                            .unwrap_or_else(|| status_error(&what, s)),
-                    ))
-                }
+                s => return Err(self.refused(&what, &mut resp, s)),
             }
-            if let (Some(mine), Some(theirs)) = (&self.etag, etag_of(resp.headers())) {
-                if *mine != theirs {
-                    return Err(self.changed("its ETag changed"));
-                }
-            }
+            self.same_etag(&resp)?;
             match content_range(&resp) {
                 Some((s, e, t)) if s == start && e + 1 == end => {
                     if t.is_some_and(|t| t != self.size) {
@@ -545,6 +523,23 @@ impl Inner {
             let (_, body) = resp.into_parts();
             read_body(body, end - start, &what, &self.stats)
         })
+    }
+
+    /// The error for a status that ends a request: the store's own words when it has them.
+    fn refused(&self, what: &str, resp: &mut http::Response<ureq::Body>, status: u16) -> Attempt {
+        Attempt::Fatal(
+            self.obj
+                .explain(what, resp)
+                .unwrap_or_else(|| status_error(what, status)),
+        )
+    }
+
+    /// An answer whose `ETag` is not the one first seen is from another version.
+    fn same_etag<B>(&self, resp: &http::Response<B>) -> Result<(), Attempt> {
+        match (&self.etag, etag_of(resp.headers())) {
+            (Some(mine), Some(theirs)) if *mine != theirs => Err(self.changed("its ETag changed")),
+            _ => Ok(()),
+        }
     }
 
     /// The error for an object replaced while it is read.
@@ -637,19 +632,9 @@ impl Inner {
             match resp.status().as_u16() {
                 200 => {}
                 412 => return Err(self.changed("it no longer matches the version first read")),
-                s => {
-                    return Err(Attempt::Fatal(
-                        self.obj
-                            .explain(&what, &mut resp)
-                            .unwrap_or_else(|| status_error(&what, s)),
-                    ))
-                }
+                s => return Err(self.refused(&what, &mut resp, s)),
             }
-            if let (Some(mine), Some(theirs)) = (&self.etag, etag_of(resp.headers())) {
-                if *mine != theirs {
-                    return Err(self.changed("its ETag changed"));
-                }
-            }
+            self.same_etag(&resp)?;
             if resp.body().content_length().is_some_and(|l| l != self.size) {
                 return Err(self.changed("its length changed"));
             }
@@ -900,7 +885,7 @@ fn content_range<B>(resp: &http::Response<B>) -> Option<(u64, u64, Option<u64>)>
     parse_content_range(v)
 }
 
-fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes")?.trim_start();
     let (range, total) = rest.split_once('/')?;
     let total = match total.trim() {
