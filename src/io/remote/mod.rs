@@ -1,7 +1,7 @@
 //! Images on web servers and in object storage, read as sources like any file.
 //!
 //! A [`Location`] is parsed from what the user typed (`http://`, `https://`, `s3://`); an
-//! [`Object`](http::Object) knows how to ask for it (a plain URL, or a signed bucket request);
+//! `Object` (in `http.rs`) knows how to ask for it (a plain URL, or a signed bucket request);
 //! a [`RemoteSource`] reads it with HTTP range requests through a bounded cache, ahead of the
 //! reader, and in parallel when the reader says up front what it will read
 //! ([`crate::io::ReadAt::will_read`]). What was fetched is counted ([`RemoteStats`]), so the
