@@ -23,7 +23,9 @@ fn unchecked_auth(service: &str) -> String {
     )
 }
 
-/// `moto_server` on the PATH, or in Python's user scripts directory (`pip install --user`).
+/// `moto_server` on the PATH, in the scripts directory of `python3` (a pyenv or venv Python
+/// whose shims were not refreshed after `pip install`), or in its user scripts directory
+/// (`pip install --user`).
 pub fn moto_server() -> Option<PathBuf> {
     let on_path = Command::new("sh")
         .args(["-c", "command -v moto_server"])
@@ -31,14 +33,19 @@ pub fn moto_server() -> Option<PathBuf> {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    on_path.or_else(|| {
-        let o = Command::new("python3")
-            .args(["-m", "site", "--user-base"])
-            .output()
-            .ok()?;
-        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("bin/moto_server");
+    let python_dir = |code: &str, rel: &str| {
+        let o = Command::new("python3").args(["-c", code]).output().ok()?;
+        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join(rel);
         p.is_file().then_some(p)
-    })
+    };
+    on_path
+        .or_else(|| {
+            python_dir(
+                "import sysconfig; print(sysconfig.get_path('scripts'))",
+                "moto_server",
+            )
+        })
+        .or_else(|| python_dir("import site; print(site.USER_BASE)", "bin/moto_server"))
 }
 
 /// A running moto server.
