@@ -94,6 +94,9 @@ struct Entry {
 struct State {
     /// Fetched pieces by start offset; they may overlap.
     cache: BTreeMap<u64, Entry>,
+    /// The pieces by last use (`Entry::used` -> start): the next to evict first, found
+    /// without a scan of the whole cache (it may hold thousands of small planned pieces).
+    by_use: BTreeMap<u64, u64>,
     cached_bytes: u64,
     clock: u64,
     /// Ranges being fetched, by start: their end.
@@ -706,7 +709,9 @@ impl State {
             .rev()
             .take(8)
             .find(|(&s, e)| s + e.data.len() as u64 > pos)?;
+        self.by_use.remove(&e.used);
         e.used = now;
+        self.by_use.insert(now, start);
         let from = (pos - start) as usize;
         let n = (e.data.len() - from).min(buf.len());
         buf[..n].copy_from_slice(&e.data[from..from + n]);
@@ -766,15 +771,13 @@ impl State {
             },
         ) {
             self.cached_bytes -= old.data.len() as u64;
+            self.by_use.remove(&old.used);
         }
+        self.by_use.insert(self.clock, start);
         self.cached_bytes += len;
         while self.cached_bytes > CACHE_BYTES && self.cache.len() > 1 {
-            let Some((&victim, _)) = self
-                .cache
-                .iter()
-                .filter(|(&s, _)| s != start)
-                .min_by_key(|(_, e)| e.used)
-            else {
+            // The oldest piece; never the one just inserted (it is the newest).
+            let Some((_, victim)) = self.by_use.pop_first() else {
                 break;
             };
             if let Some(e) = self.cache.remove(&victim) {
@@ -973,6 +976,8 @@ mod tests {
             st.insert(i << 20, vec![0; 1 << 20]);
         }
         assert!(st.cached_bytes <= CACHE_BYTES);
+        assert_eq!(st.by_use.len(), st.cache.len());
+        assert!(st.by_use.values().all(|s| st.cache.contains_key(s)));
     }
 
     #[test]
